@@ -1,0 +1,4 @@
+/** The Cohort client library: train locally, send weight deltas to a coordinator. */
+export { CohortClient } from "./client.js";
+export type { CohortClientOptions, ClientRoundReport } from "./client.js";
+export type { Dataset } from "../protocol/dataset.js";

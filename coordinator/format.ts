@@ -1,0 +1,30 @@
+/** Human-readable progress lines. */
+import type { RoundMetrics } from "./run-store.js";
+
+/** Bytes with a binary unit, e.g. `6.3 MiB`. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB"];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+/** One line per completed round. */
+export function formatRound(m: RoundMetrics, rounds: number): string {
+  const parts = [
+    `round ${m.round}/${rounds}`,
+    m.accuracy !== undefined ? `accuracy ${m.accuracy.toFixed(4)}` : null,
+    m.loss !== undefined ? `loss ${m.loss.toFixed(4)}` : null,
+    `train loss ${m.trainLoss.toFixed(4)}`,
+    `clients ${m.participants}/${m.cohortSize}`,
+    m.failures > 0 ? `failures ${m.failures}` : null,
+    `${(m.durationMs / 1000).toFixed(2)} s`,
+    `up ${formatBytes(m.bytesUp)}`,
+    `down ${formatBytes(m.bytesDown)}`,
+  ];
+  return parts.filter((p) => p !== null).join("  ");
+}

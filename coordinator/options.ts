@@ -1,0 +1,124 @@
+/** Coordinator options: every default documented here and merged once. */
+import type { Dataset } from "../protocol/dataset.js";
+import { CohortError } from "../protocol/errors.js";
+import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
+
+/** Options of `createCoordinator`. */
+export interface CoordinatorOptions {
+  /** TCP port; 0 picks a free one. @default 0 */
+  port: number;
+  /** Interface to listen on. @default "0.0.0.0" */
+  host: string;
+  /** `mlp`, `cnn`, or a path to a tfjs layers `model.json`. @default "mlp" */
+  model: string;
+  /** Number of rounds to run. @default 10 */
+  rounds: number;
+  /** Connected clients needed before a round starts. @default 2 */
+  minAvailableClients: number;
+  /** Fraction C of connected clients sampled each round. @default 1.0 */
+  fractionFit: number;
+  /** Least clients sampled each round, and least results a round needs to complete. @default 2 */
+  minFitClients: number;
+  /** Local optimizer of the clients. @default "sgd" */
+  optimizer: OptimizerName;
+  /** Client learning rate η. @default 0.1 */
+  learningRate: number;
+  /** Local epochs E. @default 1 */
+  localEpochs: number;
+  /** Local batch size B. @default 10 */
+  batchSize: number;
+  /** Server learning rate applied to the averaged delta. @default 1.0 */
+  serverLearningRate: number;
+  /** Deadline of one round, from broadcast to the last accepted update. @default 120000 */
+  roundTimeoutMs: number;
+  /** Attempts at one round (too few results, or no clients) before the run fails. @default 5 */
+  maxRoundAttempts: number;
+  /** Largest update payload accepted from a client, in bytes. @default 67108864 (64 MiB) */
+  maxUploadBytes: number;
+  /** Seed of the initial weights and of cohort sampling. @default 0 */
+  seed: number;
+  /** Held-out set for centralised evaluation after each round. @default undefined (none) */
+  evalDataset: Dataset | undefined;
+  /** Run directory for metrics and checkpoints; `null` keeps nothing on disk. @default "runs/<timestamp>" */
+  runDir: string | null;
+  /** Write a checkpoint of the global model every round. @default true */
+  checkpoints: boolean;
+  /** Where progress lines go (the CLI prints them). @default a `debug("cohort:coordinator")` logger */
+  log: (line: string) => void;
+}
+
+/** Merge user options over the defaults and validate them. */
+export function resolveOptions(
+  options: Partial<CoordinatorOptions>,
+  defaultLog: (line: string) => void,
+): CoordinatorOptions {
+  const o: CoordinatorOptions = {
+    port: 0,
+    host: "0.0.0.0",
+    model: "mlp",
+    rounds: 10,
+    minAvailableClients: 2,
+    fractionFit: 1.0,
+    minFitClients: 2,
+    optimizer: "sgd",
+    learningRate: 0.1,
+    localEpochs: 1,
+    batchSize: 10,
+    serverLearningRate: 1.0,
+    roundTimeoutMs: 120_000,
+    maxRoundAttempts: 5,
+    maxUploadBytes: 64 * 1024 * 1024,
+    seed: 0,
+    evalDataset: undefined,
+    runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
+    checkpoints: true,
+    log: defaultLog,
+    ...withoutUndefined(options),
+  };
+  const int = (key: keyof CoordinatorOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    const v = o[key];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `${key} must be an integer in [${min}, ${max}], got ${String(v)}`,
+      );
+    }
+  };
+  const positive = (key: keyof CoordinatorOptions) => {
+    const v = o[key];
+    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+      throw new CohortError("INVALID_OPTION", `${key} must be a positive number, got ${String(v)}`);
+    }
+  };
+  int("port", 0, 65535);
+  int("rounds", 1);
+  int("minAvailableClients", 1);
+  int("minFitClients", 1);
+  int("localEpochs", 1);
+  int("batchSize", 1);
+  int("roundTimeoutMs", 1);
+  int("maxRoundAttempts", 1);
+  int("maxUploadBytes", 1024);
+  int("seed", 0, 2 ** 32 - 1);
+  positive("learningRate");
+  positive("serverLearningRate");
+  if (!(o.fractionFit > 0 && o.fractionFit <= 1)) {
+    throw new CohortError("INVALID_OPTION", `fractionFit must be in (0, 1], got ${o.fractionFit}`);
+  }
+  if (o.minFitClients > o.minAvailableClients) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `minFitClients (${o.minFitClients}) cannot exceed minAvailableClients (${o.minAvailableClients})`,
+    );
+  }
+  if (!OPTIMIZERS.includes(o.optimizer)) {
+    throw new CohortError("INVALID_OPTION", `optimizer must be one of ${OPTIMIZERS.join(", ")}`);
+  }
+  return o;
+}
+
+function withoutUndefined<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(options).filter(([, v]) => v !== undefined),
+  ) as Partial<T>;
+}

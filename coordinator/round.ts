@@ -1,0 +1,158 @@
+/** One round's collection of updates: validates each, keeps the good ones, records every failure. */
+import { checkWeights } from "../aggregation/weights.js";
+import type { RoundFailure, WeightedUpdate } from "../aggregation/fedavg.js";
+import { byteLengthOf, decode } from "../protocol/codec.js";
+import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
+import { parseFitResult } from "../protocol/guards.js";
+import type { FitMetrics, TensorSpec, UpdateReceipt } from "../protocol/messages.js";
+
+/** An update that passed every check. */
+export interface AcceptedUpdate extends WeightedUpdate {
+  metrics: FitMetrics;
+  bytes: number;
+}
+
+/** What a round collected by the time it closed. */
+export interface RoundOutcome {
+  round: number;
+  cohort: string[];
+  results: AcceptedUpdate[];
+  failures: RoundFailure[];
+  /** Bytes of every update payload received during the round, accepted or not. */
+  bytesUp: number;
+}
+
+/** Limits a round enforces on updates. */
+export interface RoundLimits {
+  weightSpecs: readonly TensorSpec[];
+  maxUploadBytes: number;
+  deadlineMs: number;
+}
+
+/**
+ * Collects the updates of one round. It closes when every cohort member has answered or
+ * dropped, or at the deadline; members that did not contribute become failures.
+ */
+export class RoundCollector {
+  readonly done: Promise<RoundOutcome>;
+  private readonly pending: Set<string>;
+  private readonly accepted = new Map<string, AcceptedUpdate>();
+  private readonly reasons = new Map<string, RoundFailure>();
+  private bytesUp = 0;
+  private closed = false;
+  private resolve!: (outcome: RoundOutcome) => void;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    readonly round: number,
+    readonly cohort: readonly string[],
+    private readonly limits: RoundLimits,
+  ) {
+    this.pending = new Set(cohort);
+    this.done = new Promise((resolve) => (this.resolve = resolve));
+    this.timer = setTimeout(() => this.close(), limits.deadlineMs);
+    if (this.pending.size === 0) this.close();
+  }
+
+  /** Whether the round still accepts updates. */
+  get open(): boolean {
+    return !this.closed;
+  }
+
+  /** Validate and record an update. Never throws: the reply says what was wrong. */
+  submit(clientId: string, payload: unknown): Reply<UpdateReceipt> {
+    try {
+      const update = this.validate(clientId, payload);
+      this.accepted.set(clientId, update);
+      this.reasons.delete(clientId);
+      this.pending.delete(clientId);
+      if (this.pending.size === 0) this.close();
+      return { ok: true, value: { round: this.round } };
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MESSAGE");
+      if (this.pending.has(clientId)) {
+        this.reasons.set(clientId, { clientId, code: e.code, message: e.message });
+      }
+      return e.toReply();
+    }
+  }
+
+  private validate(clientId: string, payload: unknown): AcceptedUpdate {
+    const bytes = byteLengthOf(payload);
+    if (bytes < 0) throw new CohortError("MALFORMED_PAYLOAD", "update must be binary msgpack");
+    this.bytesUp += bytes;
+    if (bytes > this.limits.maxUploadBytes) {
+      throw new CohortError(
+        "PAYLOAD_TOO_LARGE",
+        `update of ${bytes} bytes exceeds the limit of ${this.limits.maxUploadBytes} bytes`,
+      );
+    }
+    if (this.closed) throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
+    const result = parseFitResult(decode(payload));
+    if (result.round < this.round) {
+      throw new CohortError(
+        "STALE_ROUND",
+        `update for round ${result.round}; round ${this.round} is open`,
+      );
+    }
+    if (result.round > this.round) {
+      throw new CohortError(
+        "FUTURE_ROUND",
+        `update for round ${result.round}; round ${this.round} is open`,
+      );
+    }
+    if (!this.cohort.includes(clientId)) {
+      throw new CohortError(
+        "NOT_IN_COHORT",
+        `client ${clientId} was not sampled for round ${this.round}`,
+      );
+    }
+    if (this.accepted.has(clientId)) {
+      throw new CohortError(
+        "DUPLICATE_UPDATE",
+        `client ${clientId} already sent round ${this.round}`,
+      );
+    }
+    checkWeights(result.delta, this.limits.weightSpecs, "delta");
+    return {
+      clientId,
+      delta: result.delta,
+      numExamples: result.numExamples,
+      metrics: result.metrics,
+      bytes,
+    };
+  }
+
+  /** A cohort member left (disconnected): it becomes a failure now rather than at the deadline. */
+  drop(clientId: string, failure: Omit<RoundFailure, "clientId">): void {
+    if (!this.pending.has(clientId) || this.closed) return;
+    this.reasons.set(clientId, { clientId, ...failure });
+    this.pending.delete(clientId);
+    if (this.pending.size === 0) this.close();
+  }
+
+  /** Close the round now; members still pending fail with `DEADLINE_EXCEEDED`. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    const failures: RoundFailure[] = [];
+    for (const clientId of this.cohort) {
+      if (this.accepted.has(clientId)) continue;
+      failures.push(
+        this.reasons.get(clientId) ?? {
+          clientId,
+          code: "DEADLINE_EXCEEDED",
+          message: `no update within ${this.limits.deadlineMs} ms`,
+        },
+      );
+    }
+    this.resolve({
+      round: this.round,
+      cohort: [...this.cohort],
+      results: this.cohort.flatMap((id) => this.accepted.get(id) ?? []),
+      failures,
+      bytesUp: this.bytesUp,
+    });
+  }
+}

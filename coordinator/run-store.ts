@@ -1,0 +1,73 @@
+/** The run directory: `run.json`, `metrics.jsonl` (one line per completed round) and checkpoints. */
+import { appendFile, mkdir, open } from "node:fs/promises";
+import { join } from "node:path";
+import type { ModelSpec } from "../protocol/messages.js";
+import type { Weights } from "../aggregation/weights.js";
+import { writeAtomic, writeModelFiles } from "../models/model-file.js";
+
+/** What each client reported in a round. */
+export interface ClientRoundMetrics {
+  clientId: string;
+  numExamples: number;
+  loss: number;
+  accuracy: number | null;
+  trainMs: number;
+  backend: string;
+  bytesUp: number;
+}
+
+/** One line of `metrics.jsonl`. */
+export interface RoundMetrics {
+  round: number;
+  /** Attempts this round took (more than 1 when a try had too few results). */
+  attempt: number;
+  cohortSize: number;
+  participants: number;
+  failures: number;
+  failureReasons: { clientId: string; code: string; message: string }[];
+  totalExamples: number;
+  durationMs: number;
+  aggregationMs: number;
+  evaluationMs: number;
+  bytesUp: number;
+  bytesDown: number;
+  secure: boolean;
+  /** Centralised accuracy and loss of the new global model, when evaluated. */
+  accuracy?: number;
+  loss?: number;
+  /** Example-weighted mean of the clients' training loss. */
+  trainLoss: number;
+  clients: ClientRoundMetrics[];
+  timestamp: string;
+}
+
+/** Appends round metrics and writes checkpoints; each write is durable before it returns. */
+export class RunStore {
+  private constructor(readonly dir: string) {}
+
+  /** Create the run directory and write `run.json` describing the run. */
+  static async create(dir: string, run: Record<string, unknown>): Promise<RunStore> {
+    await mkdir(join(dir, "checkpoints"), { recursive: true });
+    await writeAtomic(join(dir, "run.json"), JSON.stringify(run, null, 2) + "\n");
+    return new RunStore(dir);
+  }
+
+  /** Append one round to `metrics.jsonl` and fsync it. */
+  async appendRound(metrics: RoundMetrics): Promise<void> {
+    const path = join(this.dir, "metrics.jsonl");
+    await appendFile(path, JSON.stringify(metrics) + "\n");
+    const handle = await open(path, "r");
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Write the global model of a round to `checkpoints/round-NNNN/`. */
+  async checkpoint(round: number, spec: ModelSpec, weights: Weights): Promise<string> {
+    const dir = join(this.dir, "checkpoints", `round-${String(round).padStart(4, "0")}`);
+    await writeModelFiles(dir, spec, weights);
+    return dir;
+  }
+}

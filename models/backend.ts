@@ -1,0 +1,123 @@
+/** tfjs backend selection: the fastest backend this process can start, or the one asked for. */
+import { existsSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
+import createDebug from "debug";
+import { CohortError } from "../protocol/errors.js";
+
+const debug = createDebug("cohort:models:backend");
+
+/** Backends a Node process can ask for; `auto` tries them fastest first. */
+export const NODE_BACKENDS = ["tfjs-node-gpu", "tfjs-node", "wasm", "cpu"] as const;
+export type NodeBackend = (typeof NODE_BACKENDS)[number];
+export type BackendRequest = NodeBackend | "auto";
+
+/** The backend a process trains on. */
+export interface SelectedBackend {
+  /** What was loaded, e.g. `tfjs-node` or `wasm`. */
+  name: NodeBackend;
+  /** The tfjs backend name (`tensorflow`, `wasm`, `cpu`). */
+  tfBackend: string;
+}
+
+let selected: Promise<SelectedBackend> | null = null;
+
+/** Parse a `--backend` value. */
+export function parseBackendRequest(value: string): BackendRequest {
+  if (value === "auto" || (NODE_BACKENDS as readonly string[]).includes(value)) {
+    return value as BackendRequest;
+  }
+  throw new CohortError(
+    "INVALID_OPTION",
+    `unknown backend "${value}"; choose auto, ${NODE_BACKENDS.join(", ")}`,
+  );
+}
+
+/**
+ * tfjs-node(-gpu) are optional: absent, or present without the native library their install
+ * script downloads. Importing a package without its library half-registers kernels before it
+ * fails, so check for the library first.
+ */
+function assertNativeBinding(pkg: string): void {
+  let root: string;
+  try {
+    root = dirname(createRequire(import.meta.url).resolve(`${pkg}/package.json`));
+  } catch {
+    throw new CohortError("BACKEND_UNAVAILABLE", `${pkg} is not installed`);
+  }
+  const lib = join(root, "lib");
+  const found =
+    existsSync(lib) && readdirSync(lib).some((d) => existsSync(join(lib, d, "tfjs_binding.node")));
+  if (!found) {
+    throw new CohortError("BACKEND_UNAVAILABLE", `${pkg} is installed without its native library`);
+  }
+}
+
+async function tryStart(name: NodeBackend): Promise<SelectedBackend> {
+  switch (name) {
+    case "tfjs-node-gpu":
+    case "tfjs-node": {
+      const pkg = `@tensorflow/${name}`;
+      assertNativeBinding(pkg);
+      await import(pkg);
+      return activate(name, "tensorflow");
+    }
+    case "wasm": {
+      await import("@tensorflow/tfjs-backend-wasm");
+      return activate(name, "wasm");
+    }
+    case "cpu":
+      return activate(name, "cpu");
+    default: {
+      const exhaustive: never = name;
+      throw new CohortError("BACKEND_UNAVAILABLE", `unknown backend ${String(exhaustive)}`);
+    }
+  }
+}
+
+async function activate(name: NodeBackend, tfBackend: string): Promise<SelectedBackend> {
+  if (!(await tf.setBackend(tfBackend))) {
+    throw new CohortError("BACKEND_UNAVAILABLE", `tfjs backend ${tfBackend} failed to initialise`);
+  }
+  await tf.ready();
+  return { name, tfBackend };
+}
+
+async function select(request: BackendRequest): Promise<SelectedBackend> {
+  if (request !== "auto") {
+    try {
+      return await tryStart(request);
+    } catch (cause) {
+      const reason = cause instanceof Error ? cause.message.split("\n")[0] : String(cause);
+      throw new CohortError("BACKEND_UNAVAILABLE", `backend ${request} cannot start: ${reason}`, {
+        cause,
+      });
+    }
+  }
+  for (const name of NODE_BACKENDS) {
+    try {
+      const backend = await tryStart(name);
+      debug("selected %s", name);
+      return backend;
+    } catch (cause) {
+      debug("backend %s unavailable: %s", name, cause instanceof Error ? cause.message : cause);
+    }
+  }
+  throw new CohortError("BACKEND_UNAVAILABLE", "no tfjs backend could start");
+}
+
+/**
+ * Select the tfjs backend once per process: `auto` tries tfjs-node-gpu → tfjs-node → wasm → cpu.
+ * A missing optional package is skipped; an explicitly requested backend that cannot start
+ * throws `BACKEND_UNAVAILABLE`. Later calls return the first selection.
+ */
+export function selectBackend(request: BackendRequest = "auto"): Promise<SelectedBackend> {
+  if (selected === null) {
+    selected = select(request);
+    selected.catch(() => {
+      selected = null;
+    });
+  }
+  return selected;
+}

@@ -1,0 +1,5 @@
+/** The tfjs side of Cohort, shared by coordinator, client and simulator: backends, built-in models, training. */
+export * from "./backend.js";
+export * from "./builtin.js";
+export * from "./adapter.js";
+export * from "./model-file.js";

@@ -1,0 +1,26 @@
+/** socket.io event maps, typed once for both directions. */
+import type { Reply } from "./errors.js";
+import type { RunDone, TaskSpec, UpdateReceipt } from "./messages.js";
+
+/** Events the coordinator emits. */
+export interface ServerToClientEvents {
+  /** The task, sent once after the handshake. */
+  task: (task: TaskSpec) => void;
+  /** A msgpack-encoded `FitRequest`, broadcast to the round's cohort. */
+  "round:fit": (payload: Uint8Array) => void;
+  /** The run has ended. */
+  "run:done": (info: RunDone) => void;
+}
+
+/** Events clients emit. */
+export interface ClientToServerEvents {
+  /** A msgpack-encoded `FitResult`; the coordinator acknowledges or answers an error code. */
+  "fit:result": (payload: Uint8Array, ack: (reply: Reply<UpdateReceipt>) => void) => void;
+}
+
+/** Data the coordinator keeps on each socket. */
+export interface SocketData {
+  clientId: string;
+  platform: string;
+  backend: string;
+}

@@ -1,0 +1,207 @@
+/** Runtime guards: the only way an inbound `unknown` becomes a typed message. */
+import { CohortError } from "./errors.js";
+import { describe } from "./codec.js";
+import {
+  OPTIMIZERS,
+  type FitMetrics,
+  type FitRequest,
+  type FitResult,
+  type HandshakeAuth,
+  type Json,
+  type ModelSpec,
+  type TaskSpec,
+  type TensorSpec,
+  type TrainingConfig,
+} from "./messages.js";
+
+/** Largest number of weight tensors a model may have. */
+export const MAX_TENSORS = 4096;
+/** Largest string accepted in a message field. */
+const MAX_STRING = 1024;
+
+type Fields = Record<string, unknown>;
+
+function fail(what: string, message: string): never {
+  throw new CohortError("INVALID_MESSAGE", `${what}: ${message}`);
+}
+
+function record(raw: unknown, what: string): Fields {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || ArrayBuffer.isView(raw)) {
+    fail(what, `expected an object, got ${describe(raw)}`);
+  }
+  return raw as Fields;
+}
+
+function int(o: Fields, key: string, what: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  const v = o[key];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    fail(what, `\`${key}\` must be an integer in [${min}, ${max}], got ${show(v)}`);
+  }
+  return v;
+}
+
+function num(o: Fields, key: string, what: string, positive = false): number {
+  const v = o[key];
+  if (typeof v !== "number" || !Number.isFinite(v) || (positive && v <= 0)) {
+    fail(what, `\`${key}\` must be a finite${positive ? " positive" : ""} number, got ${show(v)}`);
+  }
+  return v;
+}
+
+function str(o: Fields, key: string, what: string): string {
+  const v = o[key];
+  if (typeof v !== "string" || v.length === 0 || v.length > MAX_STRING) {
+    fail(what, `\`${key}\` must be a non-empty string of at most ${MAX_STRING} chars`);
+  }
+  return v;
+}
+
+function show(v: unknown): string {
+  return typeof v === "number" || typeof v === "boolean" ? String(v) : describe(v);
+}
+
+function float32List(o: Fields, key: string, what: string): Float32Array[] {
+  const v = o[key];
+  if (!Array.isArray(v)) fail(what, `\`${key}\` must be an array of Float32Array, got ${show(v)}`);
+  if (v.length > MAX_TENSORS) fail(what, `\`${key}\` has ${v.length} tensors (max ${MAX_TENSORS})`);
+  v.forEach((t, i) => {
+    if (!(t instanceof Float32Array)) {
+      fail(what, `\`${key}[${i}]\` must be a Float32Array, got ${describe(t)}`);
+    }
+  });
+  return v as Float32Array[];
+}
+
+/** Validate the socket.io handshake `auth` of a client. */
+export function parseHandshakeAuth(raw: unknown): HandshakeAuth {
+  const what = "handshake";
+  const o = record(raw, what);
+  return {
+    protocolVersion: int(o, "protocolVersion", what, 0),
+    clientId: str(o, "clientId", what),
+    platform: str(o, "platform", what),
+    backend: str(o, "backend", what),
+  };
+}
+
+/** Validate a decoded `FitRequest`. */
+export function parseFitRequest(raw: unknown): FitRequest {
+  const what = "fit request";
+  const o = record(raw, what);
+  return { round: int(o, "round", what, 1), weights: float32List(o, "weights", what) };
+}
+
+function parseFitMetrics(raw: unknown): FitMetrics {
+  const what = "fit result metrics";
+  const o = record(raw, what);
+  const accuracy =
+    o.accuracy === null || o.accuracy === undefined ? null : num(o, "accuracy", what);
+  return {
+    loss: num(o, "loss", what),
+    accuracy,
+    trainMs: num(o, "trainMs", what),
+    backend: str(o, "backend", what),
+  };
+}
+
+/** Validate a decoded `FitResult` (structure only; shapes are checked against the task). */
+export function parseFitResult(raw: unknown): FitResult {
+  const what = "fit result";
+  const o = record(raw, what);
+  const round = int(o, "round", what, 1);
+  const numExamplesRaw = o.numExamples;
+  if (
+    typeof numExamplesRaw !== "number" ||
+    !Number.isSafeInteger(numExamplesRaw) ||
+    numExamplesRaw <= 0
+  ) {
+    throw new CohortError(
+      "BAD_NUM_EXAMPLES",
+      `fit result: \`numExamples\` must be a positive integer, got ${show(numExamplesRaw)}`,
+    );
+  }
+  return {
+    round,
+    numExamples: numExamplesRaw,
+    delta: float32List(o, "delta", what),
+    metrics: parseFitMetrics(o.metrics),
+  };
+}
+
+function parseTensorSpec(raw: unknown, i: number): TensorSpec {
+  const what = `weight spec ${i}`;
+  const o = record(raw, what);
+  const shape = o.shape;
+  if (
+    !Array.isArray(shape) ||
+    !shape.every((d) => typeof d === "number" && Number.isInteger(d) && d > 0)
+  ) {
+    fail(what, "`shape` must be an array of positive integers");
+  }
+  return { name: str(o, "name", what), shape: shape as number[] };
+}
+
+function isJson(v: unknown, depth = 0): v is Json {
+  if (depth > 64) return false;
+  if (v === null || typeof v === "boolean" || typeof v === "string") return true;
+  if (typeof v === "number") return Number.isFinite(v);
+  if (Array.isArray(v)) return v.every((x) => isJson(x, depth + 1));
+  if (typeof v === "object") return Object.values(v).every((x) => isJson(x, depth + 1));
+  return false;
+}
+
+function parseModelSpec(raw: unknown): ModelSpec {
+  const what = "task model";
+  const o = record(raw, what);
+  const topology = record(o.topology, "task model topology");
+  if (!isJson(topology)) fail(what, "`topology` must be plain JSON");
+  const specs = o.weightSpecs;
+  if (!Array.isArray(specs) || specs.length > MAX_TENSORS) {
+    fail(what, "`weightSpecs` must be an array");
+  }
+  return {
+    name: str(o, "name", what),
+    topology: topology as { [key: string]: Json },
+    weightSpecs: specs.map(parseTensorSpec),
+    numParameters: int(o, "numParameters", what, 0),
+  };
+}
+
+function parseTrainingConfig(raw: unknown): TrainingConfig {
+  const what = "task training";
+  const o = record(raw, what);
+  const optimizer = o.optimizer;
+  if (!OPTIMIZERS.some((name) => name === optimizer)) {
+    fail(what, `\`optimizer\` must be one of ${OPTIMIZERS.join(", ")}, got ${show(optimizer)}`);
+  }
+  return {
+    optimizer: optimizer as TrainingConfig["optimizer"],
+    learningRate: num(o, "learningRate", what, true),
+    localEpochs: int(o, "localEpochs", what, 1, 10_000),
+    batchSize: int(o, "batchSize", what, 1, 1 << 20),
+  };
+}
+
+/** Validate the task a coordinator sends. */
+export function parseTaskSpec(raw: unknown): TaskSpec {
+  const what = "task";
+  const o = record(raw, what);
+  const limits = record(o.limits, "task limits");
+  return {
+    protocolVersion: int(o, "protocolVersion", what, 0),
+    runId: str(o, "runId", what),
+    model: parseModelSpec(o.model),
+    training: parseTrainingConfig(o.training),
+    limits: { maxUploadBytes: int(limits, "maxUploadBytes", "task limits", 1) },
+  };
+}
+
+/** Boolean form of `parseFitResult`, for callers that only branch. */
+export function isFitResult(raw: unknown): raw is FitResult {
+  try {
+    parseFitResult(raw);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,92 @@
+/** Wire message types: what coordinator and clients say to each other. */
+
+/** A JSON value, as found in a tfjs model topology. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Name and shape of one weight tensor, in the order of `model.getWeights()`. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+}
+
+/** Local optimizer of the clients. */
+export const OPTIMIZERS = ["sgd", "adam"] as const;
+export type OptimizerName = (typeof OPTIMIZERS)[number];
+
+/** How clients train each round. */
+export interface TrainingConfig {
+  optimizer: OptimizerName;
+  learningRate: number;
+  /** Local epochs E. */
+  localEpochs: number;
+  /** Local batch size B. */
+  batchSize: number;
+}
+
+/** The model of a task: a tfjs layers topology and the specs of its weights. */
+export interface ModelSpec {
+  /** `mlp`, `cnn`, or the file name of a user's model. */
+  name: string;
+  /** tfjs layers-model topology (`model.toJSON(null, false)`), as found in `model.json`. */
+  topology: { [key: string]: Json };
+  weightSpecs: TensorSpec[];
+  numParameters: number;
+}
+
+/** Sent once to every client when it connects: everything it needs to take part. */
+export interface TaskSpec {
+  protocolVersion: number;
+  runId: string;
+  model: ModelSpec;
+  training: TrainingConfig;
+  limits: {
+    /** The largest `fit:result` payload the coordinator accepts, in bytes. */
+    maxUploadBytes: number;
+  };
+}
+
+/** Sent by clients in the socket.io handshake (`auth`). */
+export interface HandshakeAuth {
+  protocolVersion: number;
+  /** Stable across reconnects; chosen by the client. */
+  clientId: string;
+  /** e.g. `node 20.20.2 linux x64` or a browser's user agent. */
+  platform: string;
+  /** The tfjs backend the client trains on, e.g. `wasm`. */
+  backend: string;
+}
+
+/** Broadcast (msgpack) to the sampled cohort: train from these global weights. */
+export interface FitRequest {
+  round: number;
+  weights: Float32Array[];
+}
+
+/** What a client measured while training locally. */
+export interface FitMetrics {
+  /** Mean training loss of the last local epoch. */
+  loss: number;
+  /** Training accuracy of the last local epoch, when the model reports one. */
+  accuracy: number | null;
+  trainMs: number;
+  backend: string;
+}
+
+/** A client's answer to a fit request (msgpack): `delta = w_local − w_global`. */
+export interface FitResult {
+  round: number;
+  numExamples: number;
+  delta: Float32Array[];
+  metrics: FitMetrics;
+}
+
+/** Acknowledgement of an accepted update. */
+export interface UpdateReceipt {
+  round: number;
+}
+
+/** Broadcast when the run is over; clients may exit. */
+export interface RunDone {
+  runId: string;
+  rounds: number;
+}

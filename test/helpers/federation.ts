@@ -1,0 +1,57 @@
+/** Shared test helpers: a coordinator on port 0 with clients over real socket.io. */
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  createCoordinator,
+  type Coordinator,
+  type CoordinatorOptions,
+} from "../../coordinator/index.js";
+import { CohortClient } from "../../client/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../../simulations/datasets/index.js";
+import type { Dataset } from "../../protocol/dataset.js";
+
+/** A fresh temporary run directory. */
+export async function tempRunDir(prefix = "cohort-run-"): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+/** MNIST digit shards for `n` clients and a held-out evaluation set. */
+export async function mnistShards(
+  n: number,
+  perClient?: number,
+  evalSize = 1000,
+): Promise<{ shards: Dataset[]; evalSet: Dataset }> {
+  const train = await loadMnistDigits("train");
+  const test = await loadMnistDigits("test");
+  const shards = Array.from({ length: n }, (_, i) => {
+    const shard = shardDataset(train, i, n);
+    return perClient === undefined ? shard : takeExamples(shard, perClient);
+  });
+  return { shards, evalSet: takeExamples(test, evalSize) };
+}
+
+/** Start a coordinator on an ephemeral port with quiet logs. */
+export async function startCoordinator(options: Partial<CoordinatorOptions>): Promise<Coordinator> {
+  return createCoordinator({ port: 0, host: "127.0.0.1", log: () => undefined, ...options });
+}
+
+/** Start one client per shard, connected to `url`. */
+export async function startClients(
+  url: string,
+  shards: Dataset[],
+  prefix = "client",
+): Promise<CohortClient[]> {
+  const clients = shards.map(
+    (data, i) =>
+      new CohortClient({
+        url,
+        data,
+        clientId: `${prefix}-${i}`,
+        backend: "wasm",
+        log: () => undefined,
+      }),
+  );
+  await Promise.all(clients.map((c) => c.start()));
+  return clients;
+}
