@@ -1,5 +1,6 @@
 /** FedAvg (McMahan et al. 2017): the example-weighted mean of client deltas, then a server step. */
 import { CohortError } from "../protocol/errors.js";
+import { withDefaults } from "../protocol/options.js";
 import { addScaled, type Weights } from "./weights.js";
 
 /** One client's contribution to a round. */
@@ -62,7 +63,7 @@ export class FedAvg {
   readonly options: FedAvgOptions;
 
   constructor(options: Partial<FedAvgOptions> = {}) {
-    this.options = { serverLearningRate: 1.0, ...options };
+    this.options = withDefaults<FedAvgOptions>({ serverLearningRate: 1.0 }, options);
     const lr = this.options.serverLearningRate;
     if (!(Number.isFinite(lr) && lr > 0)) {
       throw new CohortError("INVALID_OPTION", `serverLearningRate must be > 0, got ${lr}`);

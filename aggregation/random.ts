@@ -52,7 +52,7 @@ export function shuffleInPlace<A extends MutableArrayLike<unknown>>(
 /** `k` distinct items drawn uniformly without replacement, in draw order. */
 export function sampleWithoutReplacement<T>(items: readonly T[], k: number, rng: Rng): T[] {
   const pool = [...items];
-  const n = Math.min(k, pool.length);
+  const n = Math.max(0, Math.min(Math.floor(k), pool.length));
   for (let i = 0; i < n; i++) {
     const j = i + Math.floor(rng() * (pool.length - i));
     [pool[i], pool[j]] = [pool[j]!, pool[i]!];

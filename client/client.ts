@@ -10,6 +10,7 @@ import { CohortError, isErrorCode, toCohortError } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
 import type { FitResult, HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
+import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import {
   modelFromSpec,
@@ -111,15 +112,19 @@ export class CohortClient {
       throw new CohortError("INVALID_OPTION", "url is required");
     }
     checkDataset(options.data);
-    this.options = {
-      clientId: randomUUID(),
-      backend: "auto",
-      reconnectDelayMs: 500,
-      reconnectDelayMaxMs: 10_000,
-      ackTimeoutMs: 120_000,
-      log: (line) => debug(line),
-      ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
-    } as CohortClientOptions;
+    this.options = withDefaults<CohortClientOptions>(
+      {
+        url: options.url,
+        data: options.data,
+        clientId: randomUUID(),
+        backend: "auto",
+        reconnectDelayMs: 500,
+        reconnectDelayMaxMs: 10_000,
+        ackTimeoutMs: 120_000,
+        log: (line) => debug(line),
+      },
+      options,
+    );
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => undefined);
   }

@@ -8,10 +8,10 @@ import type * as tf from "@tensorflow/tfjs";
 import { FedAvg } from "../aggregation/fedavg.js";
 import { createRng } from "../aggregation/random.js";
 import type { Weights } from "../aggregation/weights.js";
-import { byteLengthOf, decode, encode } from "../protocol/codec.js";
+import { encode } from "../protocol/codec.js";
 import { CohortError, type Reply } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
-import { parseFitResult, parseHandshakeAuth } from "../protocol/guards.js";
+import { parseHandshakeAuth } from "../protocol/guards.js";
 import type { FitRequest, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { evaluateModel, type EvalStats } from "../models/adapter.js";
@@ -266,25 +266,8 @@ class CoordinatorImpl implements Coordinator {
   }
 
   private onUpdate(clientId: string, payload: unknown): Reply<UpdateReceipt> {
-    if (this.collector?.open) return this.collector.submit(clientId, payload);
-    // No round is open: tell a late client its round is over, anyone else that none is open.
-    try {
-      if (byteLengthOf(payload) > this.opts.maxUploadBytes) {
-        throw new CohortError(
-          "PAYLOAD_TOO_LARGE",
-          `update exceeds ${this.opts.maxUploadBytes} bytes`,
-        );
-      }
-      const { round } = parseFitResult(decode(payload));
-      if (round <= this.completedRounds + 1 && this.completedRounds > 0) {
-        throw new CohortError("STALE_ROUND", `round ${round} is closed`);
-      }
-      throw new CohortError("NO_ACTIVE_ROUND", `no round is open (update for round ${round})`);
-    } catch (error) {
-      return error instanceof CohortError
-        ? error.toReply()
-        : { ok: false, code: "INTERNAL", message: String(error) };
-    }
+    if (this.collector !== null) return this.collector.submit(clientId, payload);
+    return new CohortError("NO_ACTIVE_ROUND", "no round has started yet").toReply();
   }
 
   async run(): Promise<RunSummary> {
@@ -355,7 +338,6 @@ class CoordinatorImpl implements Coordinator {
         cohort.length,
       );
       const outcome = await Promise.race([this.collector.done, this.closed]);
-      this.collector = null;
       if (outcome.results.length >= opts.minFitClients) {
         return this.finishRound(outcome, attempt, started, payload.byteLength * sockets.length);
       }

@@ -1,6 +1,7 @@
 /** Coordinator options: every default documented here and merged once. */
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
+import { withDefaults } from "../protocol/options.js";
 import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 
 /** Options of `createCoordinator`. */
@@ -52,29 +53,31 @@ export function resolveOptions(
   options: Partial<CoordinatorOptions>,
   defaultLog: (line: string) => void,
 ): CoordinatorOptions {
-  const o: CoordinatorOptions = {
-    port: 0,
-    host: "0.0.0.0",
-    model: "mlp",
-    rounds: 10,
-    minAvailableClients: 2,
-    fractionFit: 1.0,
-    minFitClients: 2,
-    optimizer: "sgd",
-    learningRate: 0.1,
-    localEpochs: 1,
-    batchSize: 10,
-    serverLearningRate: 1.0,
-    roundTimeoutMs: 120_000,
-    maxRoundAttempts: 5,
-    maxUploadBytes: 64 * 1024 * 1024,
-    seed: 0,
-    evalDataset: undefined,
-    runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
-    checkpoints: true,
-    log: defaultLog,
-    ...withoutUndefined(options),
-  };
+  const o = withDefaults<CoordinatorOptions>(
+    {
+      port: 0,
+      host: "0.0.0.0",
+      model: "mlp",
+      rounds: 10,
+      minAvailableClients: 2,
+      fractionFit: 1.0,
+      minFitClients: 2,
+      optimizer: "sgd",
+      learningRate: 0.1,
+      localEpochs: 1,
+      batchSize: 10,
+      serverLearningRate: 1.0,
+      roundTimeoutMs: 120_000,
+      maxRoundAttempts: 5,
+      maxUploadBytes: 64 * 1024 * 1024,
+      seed: 0,
+      evalDataset: undefined,
+      runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
+      checkpoints: true,
+      log: defaultLog,
+    },
+    options,
+  );
   const int = (key: keyof CoordinatorOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
     const v = o[key];
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
@@ -115,10 +118,4 @@ export function resolveOptions(
     throw new CohortError("INVALID_OPTION", `optimizer must be one of ${OPTIMIZERS.join(", ")}`);
   }
   return o;
-}
-
-function withoutUndefined<T extends object>(options: T): Partial<T> {
-  return Object.fromEntries(
-    Object.entries(options).filter(([, v]) => v !== undefined),
-  ) as Partial<T>;
 }

@@ -59,7 +59,10 @@ export class RoundCollector {
     return !this.closed;
   }
 
-  /** Validate and record an update. Never throws: the reply says what was wrong. */
+  /**
+   * Validate and record an update. Never throws: the reply says what was wrong. A closed
+   * round still answers (stale, duplicate) until the next round replaces it.
+   */
   submit(clientId: string, payload: unknown): Reply<UpdateReceipt> {
     try {
       const update = this.validate(clientId, payload);
@@ -87,8 +90,16 @@ export class RoundCollector {
         `update of ${bytes} bytes exceeds the limit of ${this.limits.maxUploadBytes} bytes`,
       );
     }
-    if (this.closed) throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
     const result = parseFitResult(decode(payload));
+    if (this.closed && result.round === this.round) {
+      if (this.accepted.has(clientId)) {
+        throw new CohortError(
+          "DUPLICATE_UPDATE",
+          `client ${clientId} already sent round ${this.round}`,
+        );
+      }
+      throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
+    }
     if (result.round < this.round) {
       throw new CohortError(
         "STALE_ROUND",

@@ -3,7 +3,9 @@ import { sampleWithoutReplacement, type Rng } from "../aggregation/random.js";
 
 /** Cohort size: `max(minFitClients, ⌈fractionFit · available⌉)`, at most `available`. */
 export function cohortSize(available: number, fractionFit: number, minFitClients: number): number {
-  return Math.min(available, Math.max(minFitClients, Math.ceil(fractionFit * available)));
+  // The epsilon keeps float error from rounding e.g. 0.07 · 100 = 7.000000000000001 up to 8.
+  const wanted = Math.ceil(fractionFit * available - 1e-9);
+  return Math.min(available, Math.max(minFitClients, wanted));
 }
 
 /**

@@ -6,3 +6,4 @@ export * from "./messages.js";
 export * from "./events.js";
 export * from "./guards.js";
 export * from "./dataset.js";
+export * from "./options.js";

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError, type ErrorCode } from "../protocol/errors.js";
+import { expectCohortError, expectRejectsCode } from "./helpers/errors.js";
 import { createRng, shuffleInPlace } from "../aggregation/random.js";
 import {
   DEFAULT_FASHION_MNIST_DIR,
@@ -40,27 +41,6 @@ function idx(type: number, shape: number[], values: number[]): Uint8Array {
     else view.setFloat64(o, v, false);
   });
   return out;
-}
-
-async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<CohortError> {
-  const error: unknown = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(CohortError);
-  expect((error as CohortError).code).toBe(code);
-  return error as CohortError;
-}
-
-function expectThrowsCode(fn: () => unknown, code: ErrorCode): void {
-  let error: unknown;
-  try {
-    fn();
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(CohortError);
-  expect((error as CohortError).code).toBe(code);
 }
 
 function bytesOf(values: Float32Array): Buffer {
@@ -104,16 +84,16 @@ describe("parseIdx", () => {
 
   it("rejects truncated, padded, bad-magic and unknown-type files", () => {
     const good = idx(0x08, [2, 2, 2], [1, 2, 3, 4, 5, 6, 7, 8]);
-    expectThrowsCode(() => parseIdx(good.subarray(0, good.length - 1)), "DATASET_INVALID");
-    expectThrowsCode(() => parseIdx(good.subarray(0, 9)), "DATASET_INVALID");
-    expectThrowsCode(() => parseIdx(new Uint8Array([...good, 0])), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(good.subarray(0, good.length - 1)), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(good.subarray(0, 9)), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(new Uint8Array([...good, 0])), "DATASET_INVALID");
     const badMagic = good.slice();
     badMagic[0] = 1;
-    expectThrowsCode(() => parseIdx(badMagic), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(badMagic), "DATASET_INVALID");
     const badType = good.slice();
     badType[2] = 0x07;
-    expectThrowsCode(() => parseIdx(badType), "DATASET_INVALID");
-    expectThrowsCode(() => parseIdx(new Uint8Array([0, 0])), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(badType), "DATASET_INVALID");
+    expectCohortError(() => parseIdx(new Uint8Array([0, 0])), "DATASET_INVALID");
   });
 });
 
@@ -145,8 +125,8 @@ describe("IDX files and directories", () => {
     const tensor = await readIdxFile(join(dir, "t10k-labels.idx1-ubyte.gz"));
     expect(tensor.shape).toEqual([1]);
     expect(Array.from(tensor.data)).toEqual([1]);
-    await expectCode(readIdxFile(join(dir, "truncated-idx1-ubyte.gz")), "DATASET_INVALID");
-    await expectCode(readIdxFile(join(dir, "absent-idx1-ubyte")), "DATASET_NOT_FOUND");
+    await expectRejectsCode(readIdxFile(join(dir, "truncated-idx1-ubyte.gz")), "DATASET_INVALID");
+    await expectRejectsCode(readIdxFile(join(dir, "absent-idx1-ubyte")), "DATASET_NOT_FOUND");
   });
 
   it("loads a split as a Dataset scaled to [0, 1]", async () => {
@@ -171,7 +151,7 @@ describe("IDX files and directories", () => {
     try {
       await writeFile(join(bad, "train-images-idx3-ubyte"), idx(0x08, [3, 2, 2], images));
       await writeFile(join(bad, "train-labels-idx1-ubyte"), idx(0x08, [2], [0, 1]));
-      await expectCode(loadIdxDirectory(bad, "train"), "DATASET_INVALID");
+      await expectRejectsCode(loadIdxDirectory(bad, "train"), "DATASET_INVALID");
     } finally {
       await rm(bad, { recursive: true, force: true });
     }
@@ -179,12 +159,12 @@ describe("IDX files and directories", () => {
 
   it("reports a missing directory or file with the expected names", async () => {
     const missing = join(dir, "nope");
-    const error = await expectCode(loadIdxDirectory(missing, "train"), "DATASET_NOT_FOUND");
+    const error = await expectRejectsCode(loadIdxDirectory(missing, "train"), "DATASET_NOT_FOUND");
     expect(error.message).toContain(missing);
     expect(error.message).toContain("train-images-idx3-ubyte");
     const empty = await mkdtemp(join(tmpdir(), "cohort-idx-empty-"));
     try {
-      const e2 = await expectCode(loadIdxDirectory(empty, "test"), "DATASET_NOT_FOUND");
+      const e2 = await expectRejectsCode(loadIdxDirectory(empty, "test"), "DATASET_NOT_FOUND");
       expect(e2.message).toContain(empty);
       expect(e2.message).toContain("t10k-images-idx3-ubyte.gz");
     } finally {
@@ -251,7 +231,10 @@ describe("fashion-mnist", () => {
     const saved = process.env["COHORT_FASHION_MNIST_DIR"];
     process.env["COHORT_FASHION_MNIST_DIR"] = join(tmpdir(), "cohort-no-fashion-mnist");
     try {
-      const error = await expectCode(loadDataset("fashion-mnist", "test"), "DATASET_NOT_FOUND");
+      const error = await expectRejectsCode(
+        loadDataset("fashion-mnist", "test"),
+        "DATASET_NOT_FOUND",
+      );
       expect(error.message).toContain("dataset-fashion-mnist");
       expect(error.message).toContain("idx:DIR");
       expect(error.message).toContain("cohort-no-fashion-mnist");
@@ -264,11 +247,11 @@ describe("fashion-mnist", () => {
 
 describe("loadDataset specs", () => {
   it("rejects unknown specs and splits, listing the valid forms", async () => {
-    const error = await expectCode(loadDataset("cifar10", "train"), "INVALID_OPTION");
+    const error = await expectRejectsCode(loadDataset("cifar10", "train"), "INVALID_OPTION");
     expect(error.message).toContain("fashion-mnist");
     expect(error.message).toContain("idx:DIR");
-    await expectCode(loadDataset("idx:", "train"), "INVALID_OPTION");
-    await expectCode(loadDataset("mnist", "validation" as "train"), "INVALID_OPTION");
+    await expectRejectsCode(loadDataset("idx:", "train"), "INVALID_OPTION");
+    await expectRejectsCode(loadDataset("mnist", "validation" as "train"), "INVALID_OPTION");
   });
 });
 
@@ -308,7 +291,7 @@ describe("slicing", () => {
       [0, 1.5],
       [Number.NaN, 2],
     ] as const) {
-      expectThrowsCode(() => shardDataset(data, index, count), "INVALID_OPTION");
+      expectCohortError(() => shardDataset(data, index, count), "INVALID_OPTION");
     }
   });
 
@@ -317,15 +300,15 @@ describe("slicing", () => {
     expect(datasetSize(first)).toBe(4);
     expect(Array.from(first.features)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(datasetSize(takeExamples(data, 100))).toBe(n);
-    expectThrowsCode(() => takeExamples(data, -1), "INVALID_OPTION");
+    expectCohortError(() => takeExamples(data, -1), "INVALID_OPTION");
 
     const subset = subsetDataset(data, Uint32Array.from([9, 0, 9]));
     expect(Array.from(subset.features)).toEqual([18, 19, 0, 1, 18, 19]);
     expect(Array.from(subset.labels)).toEqual([0, 0, 0]);
     subset.features[0] = -1;
     expect(data.features[18]).toBe(18);
-    expectThrowsCode(() => subsetDataset(data, [10]), "INVALID_OPTION");
-    expectThrowsCode(() => subsetDataset(data, [1.5]), "INVALID_OPTION");
+    expectCohortError(() => subsetDataset(data, [10]), "INVALID_OPTION");
+    expectCohortError(() => subsetDataset(data, [1.5]), "INVALID_OPTION");
   });
 });
 

@@ -1,0 +1,71 @@
+/** `cohort client`: join a coordinator with a shard of a dataset, train until the run ends. */
+import { CohortClient } from "../client/index.js";
+import { parseBackendRequest } from "../models/backend.js";
+import { loadDataset, shardDataset, takeExamples } from "../simulations/datasets/index.js";
+import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
+
+export const clientCommand = {
+  name: "client",
+  summary:
+    "Join a coordinator with a shard of a dataset and train every round this client is sampled for; exits 0 when the run ends.",
+  flags: {
+    url: { type: "string", default: "http://localhost:8080", description: "coordinator URL" },
+    dataset: {
+      type: "string",
+      default: "mnist",
+      placeholder: "mnist|fashion-mnist|idx:DIR",
+      description: "training data (train split)",
+    },
+    "client-index": {
+      type: "number",
+      default: 0,
+      description: "which shard of the dataset this client holds",
+    },
+    "num-clients": {
+      type: "number",
+      default: 1,
+      description: "number of shards the dataset is cut into",
+    },
+    "max-examples": {
+      type: "number",
+      defaultText: "whole shard",
+      description: "keep at most N examples of the shard",
+    },
+    backend: {
+      type: "string",
+      default: "auto",
+      placeholder: "auto|tfjs-node-gpu|tfjs-node|wasm|cpu",
+      description: "tfjs backend",
+    },
+    "client-id": {
+      type: "string",
+      defaultText: "a random UUID",
+      description: "stable id, kept across reconnects",
+    },
+  },
+} satisfies CommandSpec<Record<string, FlagSpec>>;
+
+/** Run the command; resolves with the process exit code. */
+export async function runClient(argv: string[]): Promise<number> {
+  const flags = parseFlags(clientCommand, argv);
+  if (flags === null) {
+    console.log(helpText(clientCommand));
+    return 0;
+  }
+  const backend = parseBackendRequest(flags.backend);
+  const full = await loadDataset(flags.dataset, "train");
+  let data = shardDataset(full, flags["client-index"], flags["num-clients"]);
+  if (flags["max-examples"] !== undefined) data = takeExamples(data, flags["max-examples"]);
+  const client = new CohortClient({
+    url: flags.url,
+    data,
+    backend,
+    clientId: flags["client-id"],
+    log: (line) => console.log(line),
+  });
+  const stop = () => void client.close().then(() => process.exit(130));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  await client.run();
+  return 0;
+}

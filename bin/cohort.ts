@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/** The `cohort` command line: coordinator, client and demo. */
+import { CohortError } from "../protocol/errors.js";
+import { clientCommand, runClient } from "./client-command.js";
+import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
+import { demoCommand, runDemo } from "./demo-command.js";
+
+const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  coordinator: { summary: coordinatorCommand.summary, run: runCoordinator },
+  client: { summary: clientCommand.summary, run: runClient },
+  demo: { summary: demoCommand.summary, run: runDemo },
+};
+
+function usage(): string {
+  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`);
+  return [
+    "Usage: cohort <command> [flags]",
+    "",
+    "Commands:",
+    ...rows,
+    "",
+    'Run "cohort <command> --help" for its flags.',
+  ].join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 1 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    console.error(`unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof CohortError) console.error(`error ${error.code}: ${error.message}`);
+    else console.error(error);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,141 @@
+/** `cohort coordinator`: start a coordinator, run the rounds, exit 0. */
+import { createCoordinator } from "../coordinator/index.js";
+import { loadDataset } from "../simulations/datasets/index.js";
+import { parseFlags, helpText, type CommandSpec } from "./args.js";
+import { takeExamples } from "../simulations/datasets/index.js";
+
+export const coordinatorCommand = {
+  name: "coordinator",
+  summary:
+    "Start a FedAvg coordinator (socket.io) and run the rounds; prints its URL, then one line per round.",
+  flags: {
+    port: { type: "number", default: 8080, description: "TCP port; 0 picks a free one" },
+    host: { type: "string", default: "0.0.0.0", description: "interface to listen on" },
+    model: {
+      type: "string",
+      default: "mlp",
+      placeholder: "mlp|cnn|PATH",
+      description: "built-in model or a tfjs model.json",
+    },
+    rounds: { type: "number", default: 10, description: "rounds to run" },
+    "min-clients": {
+      type: "number",
+      default: 2,
+      description: "connected clients needed before a round starts",
+    },
+    "min-fit-clients": {
+      type: "number",
+      defaultText: "min(2, --min-clients)",
+      description: "least clients sampled, and least updates a round needs",
+    },
+    "fraction-fit": {
+      type: "number",
+      default: 1,
+      description: "fraction C of connected clients sampled per round",
+    },
+    "local-epochs": { type: "number", default: 1, description: "local epochs E" },
+    "batch-size": { type: "number", default: 10, description: "local batch size B" },
+    lr: { type: "number", default: 0.1, description: "client learning rate" },
+    optimizer: {
+      type: "string",
+      default: "sgd",
+      placeholder: "sgd|adam",
+      description: "client optimizer",
+    },
+    "server-lr": {
+      type: "number",
+      default: 1,
+      description: "server learning rate on the mean delta",
+    },
+    "round-timeout": {
+      type: "number",
+      default: 120,
+      placeholder: "SECONDS",
+      description: "deadline of a round",
+    },
+    "eval-dataset": {
+      type: "string",
+      placeholder: "mnist|fashion-mnist|idx:DIR",
+      description: "held-out test split for centralised evaluation",
+    },
+    "eval-size": {
+      type: "number",
+      defaultText: "whole test split",
+      description: "evaluate on the first N test examples",
+    },
+    "max-upload-mb": {
+      type: "number",
+      default: 64,
+      description: "largest update accepted from a client, in MiB",
+    },
+    seed: {
+      type: "number",
+      default: 0,
+      description: "seed of the initial model and of cohort sampling",
+    },
+    "run-dir": {
+      type: "string",
+      defaultText: "runs/<timestamp>",
+      placeholder: "DIR",
+      description: "where metrics.jsonl and checkpoints go",
+    },
+  },
+} satisfies CommandSpec<Record<string, import("./args.js").FlagSpec>>;
+
+/** Run the command; resolves with the process exit code. */
+export async function runCoordinator(argv: string[]): Promise<number> {
+  const flags = parseFlags(coordinatorCommand, argv);
+  if (flags === null) {
+    console.log(helpText(coordinatorCommand));
+    return 0;
+  }
+  let evalDataset;
+  if (flags["eval-dataset"] !== undefined) {
+    evalDataset = await loadDataset(flags["eval-dataset"], "test");
+    if (flags["eval-size"] !== undefined)
+      evalDataset = takeExamples(evalDataset, flags["eval-size"]);
+  }
+  const minClients = flags["min-clients"];
+  const coordinator = await createCoordinator({
+    port: flags.port,
+    host: flags.host,
+    model: flags.model,
+    rounds: flags.rounds,
+    minAvailableClients: minClients,
+    minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
+    fractionFit: flags["fraction-fit"],
+    localEpochs: flags["local-epochs"],
+    batchSize: flags["batch-size"],
+    learningRate: flags.lr,
+    optimizer: flags.optimizer as "sgd" | "adam",
+    serverLearningRate: flags["server-lr"],
+    roundTimeoutMs: Math.round(flags["round-timeout"] * 1000),
+    maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
+    seed: flags.seed,
+    evalDataset,
+    runDir: flags["run-dir"],
+    log: (line) => console.log(line),
+  });
+  console.log(`coordinator listening on ${coordinator.url}`);
+  console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
+  const stop = () => {
+    console.log("interrupted; closing");
+    void coordinator.close().then(() => process.exit(130));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    const summary = await coordinator.run();
+    if (summary.runDir !== null) console.log(`run directory: ${summary.runDir}`);
+    // Give clients a moment to receive run:done and disconnect on their own.
+    const deadline = Date.now() + 3000;
+    while (coordinator.clients().length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return 0;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+    await coordinator.close();
+  }
+}

@@ -1,0 +1,146 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { CohortClient } from "../client/index.js";
+import { coordinatorCommand } from "../bin/coordinator-command.js";
+import { clientCommand } from "../bin/client-command.js";
+import { mnistShards, tempRunDir } from "./helpers/federation.js";
+import { runCli, startCli, type CliProcess } from "./helpers/cli.js";
+
+describe("cohort CLI", () => {
+  const started: CliProcess[] = [];
+  afterEach(() => {
+    for (const p of started) p.child.kill("SIGKILL");
+    started.length = 0;
+  });
+
+  it("--help lists every flag with its default", async () => {
+    for (const [name, spec] of [
+      ["coordinator", coordinatorCommand],
+      ["client", clientCommand],
+    ] as const) {
+      const { code, output } = await runCli([name, "--help"]);
+      expect(code).toBe(0);
+      for (const flag of Object.keys(spec.flags)) {
+        expect(output).toMatch(new RegExp(`--${flag} .*\\(default: [^)]+\\)`));
+      }
+    }
+  });
+
+  it("rejects unknown flags and bad numbers with a clear error", async () => {
+    const unknown = await runCli(["coordinator", "--rouns", "3"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.output).toMatch(/INVALID_OPTION.*rouns/);
+    const nan = await runCli(["coordinator", "--rounds", "many"]);
+    expect(nan.output).toMatch(/--rounds must be a number/);
+    const missing = await runCli([
+      "client",
+      "--dataset",
+      "idx:/nonexistent",
+      "--url",
+      "http://localhost:1",
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.output).toMatch(/DATASET_NOT_FOUND/);
+  });
+
+  it("runs a coordinator and two clients to completion, exiting 0", async () => {
+    const runDir = await tempRunDir();
+    const coordinator = startCli([
+      "coordinator",
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--rounds",
+      "2",
+      "--min-clients",
+      "2",
+      "--eval-dataset",
+      "mnist",
+      "--eval-size",
+      "500",
+      "--run-dir",
+      runDir,
+    ]);
+    started.push(coordinator);
+    const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
+    const clients = [0, 1].map((i) => {
+      const p = startCli([
+        "client",
+        "--url",
+        url!,
+        "--dataset",
+        "mnist",
+        "--client-index",
+        String(i),
+        "--num-clients",
+        "2",
+        "--max-examples",
+        "400",
+        "--backend",
+        "wasm",
+      ]);
+      started.push(p);
+      return p;
+    });
+    expect(await coordinator.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+    expect(coordinator.lines.filter((l) => /^round \d\/2 .*accuracy/.test(l))).toHaveLength(2);
+    const metrics = (await readFile(join(runDir, "metrics.jsonl"), "utf8")).trim().split("\n");
+    expect(metrics).toHaveLength(2);
+    expect(clients[0]!.lines.join("\n")).toMatch(/backend wasm/);
+  });
+
+  it("a client rejoins by itself after the coordinator is killed and restarted", async () => {
+    const first = startCli([
+      "coordinator",
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      "--rounds",
+      "1000",
+      "--min-clients",
+      "1",
+      "--run-dir",
+      await tempRunDir(),
+    ]);
+    started.push(first);
+    const [, url, port] = await first.waitForLine(/listening on (http:\/\/[^:]+:(\d+))/);
+    const { shards } = await mnistShards(1, 200);
+    const client = new CohortClient({
+      url: url!,
+      data: shards[0]!,
+      backend: "wasm",
+      reconnectDelayMs: 100,
+      reconnectDelayMaxMs: 400,
+      log: () => undefined,
+    });
+    const rounds: number[] = [];
+    client.onRound((r) => rounds.push(r.round));
+    await client.start();
+    await first.waitForLine(/^round 1\/1000/);
+    first.child.kill("SIGKILL");
+    await first.exit;
+    const second = startCli([
+      "coordinator",
+      "--port",
+      port!,
+      "--host",
+      "127.0.0.1",
+      "--rounds",
+      "2",
+      "--min-clients",
+      "1",
+      "--run-dir",
+      await tempRunDir(),
+    ]);
+    started.push(second);
+    const done = await client.done;
+    expect(done.rounds).toBe(2);
+    expect(await second.exit).toBe(0);
+    expect(rounds.filter((r) => r <= 2).length).toBeGreaterThanOrEqual(3);
+    await client.close();
+  });
+});

@@ -1,0 +1,68 @@
+/** Run the built `cohort` CLI as a child process. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+export const CLI = fileURLToPath(new URL("../../dist/bin/cohort.js", import.meta.url));
+
+/** A running CLI process with its output collected line by line. */
+export interface CliProcess {
+  child: ChildProcess;
+  lines: string[];
+  /** Resolves with the first stdout line matching `pattern`. */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  exit: Promise<number | null>;
+}
+
+/** Start `cohort <args>`. */
+export function startCli(args: string[]): CliProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  const watchers: { pattern: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  const onLine = (line: string) => {
+    lines.push(line);
+    for (const w of [...watchers]) {
+      const m = line.match(w.pattern);
+      if (m) {
+        watchers.splice(watchers.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  };
+  let buffered = { out: "", err: "" };
+  const feed = (key: "out" | "err") => (chunk: Buffer) => {
+    const text = buffered[key] + chunk.toString("utf8");
+    const parts = text.split("\n");
+    buffered = { ...buffered, [key]: parts.pop() ?? "" };
+    parts.forEach(onLine);
+  };
+  child.stdout!.on("data", feed("out"));
+  child.stderr!.on("data", feed("err"));
+  const exit = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    exit,
+    waitForLine: (pattern, timeoutMs = 60_000) => {
+      const found = lines.map((l) => l.match(pattern)).find((m) => m !== null);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () =>
+            reject(
+              new Error(`no line matching ${pattern} within ${timeoutMs} ms:\n${lines.join("\n")}`),
+            ),
+          timeoutMs,
+        );
+        watchers.push({ pattern, resolve: (m) => (clearTimeout(timer), resolve(m)) });
+      });
+    },
+  };
+}
+
+/** Run `cohort <args>` to completion. */
+export async function runCli(args: string[]): Promise<{ code: number | null; output: string }> {
+  const p = startCli(args);
+  const code = await p.exit;
+  await new Promise((r) => setTimeout(r, 10));
+  return { code, output: p.lines.join("\n") };
+}
