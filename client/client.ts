@@ -2,25 +2,21 @@
 import { randomUUID } from "node:crypto";
 import { io, type Socket } from "socket.io-client";
 import createDebug from "debug";
-import type * as tf from "@tensorflow/tfjs";
-import { checkWeights, subtract } from "../aggregation/weights.js";
-import { decode, encode } from "../protocol/codec.js";
 import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError, isErrorCode, toCohortError } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
-import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
-import type { FitResult, HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
+import { parseTaskSpec } from "../protocol/guards.js";
+import type { HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
+import { toTensors, type TensorData } from "../models/adapter.js";
 import {
-  modelFromSpec,
-  readWeights,
-  toTensors,
-  trainLocal,
-  writeWeights,
-  type TensorData,
-} from "../models/adapter.js";
-import { selectBackend, type BackendRequest, type SelectedBackend } from "../models/backend.js";
+  backendLabel,
+  selectBackend,
+  type BackendRequest,
+  type SelectedBackend,
+} from "../models/backend.js";
+import { LocalTrainer } from "./trainer.js";
 
 const debug = createDebug("cohort:client");
 
@@ -97,7 +93,7 @@ export class CohortClient {
   private socket: ClientSocket | null = null;
   private backend: SelectedBackend | null = null;
   private task: TaskSpec | null = null;
-  private model: tf.LayersModel | null = null;
+  private trainer: LocalTrainer | null = null;
   private tensors: TensorData | null = null;
   private nextRequest: unknown = null;
   private busy = false;
@@ -149,6 +145,7 @@ export class CohortClient {
     const { options } = this;
     this.backend = await selectBackend(options.backend);
     this.tensors = toTensors(options.data);
+    this.trainer = new LocalTrainer(this.backend.name);
     options.log(
       `client ${options.clientId}: backend ${this.backend.name}, ${datasetSize(options.data)} examples (${options.data.name})`,
     );
@@ -156,7 +153,7 @@ export class CohortClient {
       protocolVersion: PROTOCOL_VERSION,
       clientId: options.clientId,
       platform: platformName(),
-      backend: this.backend.name,
+      backend: backendLabel(this.backend),
     };
     const socket: ClientSocket = io(options.url, {
       auth: { ...auth },
@@ -211,10 +208,6 @@ export class CohortClient {
       if (task.protocolVersion !== PROTOCOL_VERSION) {
         throw new CohortError("PROTOCOL_VERSION", `task of protocol ${task.protocolVersion}`);
       }
-      if (this.task?.runId !== task.runId) {
-        this.model?.dispose();
-        this.model = null;
-      }
       this.task = task;
       this.options.log(
         `task: ${task.model.name} (${task.model.numParameters} parameters), E=${task.training.localEpochs}, B=${task.training.batchSize}, ${task.training.optimizer} lr=${task.training.learningRate}`,
@@ -239,68 +232,21 @@ export class CohortClient {
     }
   }
 
-  private async ensureModel(task: TaskSpec): Promise<tf.LayersModel> {
-    if (this.model !== null) return this.model;
-    const model = await modelFromSpec(task.model);
-    const input = model.inputs[0]?.shape.slice(1).join(",");
-    const data = this.options.data;
-    if (input !== data.sampleShape.join(",")) {
-      model.dispose();
-      throw new CohortError(
-        "INVALID_MODEL",
-        `model input [${input}] does not match data [${data.sampleShape.join(",")}]`,
-      );
-    }
-    const outputs = model.outputs[0]?.shape.at(-1);
-    if (outputs !== data.numClasses) {
-      model.dispose();
-      throw new CohortError(
-        "INVALID_MODEL",
-        `model has ${outputs} outputs but data has ${data.numClasses} classes`,
-      );
-    }
-    this.model = model;
-    return model;
-  }
-
   private async fit(payload: unknown): Promise<void> {
     const { options } = this;
-    let round = 0;
     try {
       const task = this.task;
       if (task === null) throw new CohortError("INVALID_MESSAGE", "fit request before the task");
-      const request = parseFitRequest(decode(payload));
-      round = request.round;
-      checkWeights(request.weights, task.model.weightSpecs, "global weights");
-      const model = await this.ensureModel(task);
-      writeWeights(model, request.weights);
-      const stats = await trainLocal(model, this.tensors!, task.training);
-      const delta = subtract(await readWeights(model), request.weights);
-      const numExamples = datasetSize(options.data);
-      const result: FitResult = {
-        round,
-        numExamples,
-        delta,
-        metrics: {
-          loss: stats.loss,
-          accuracy: stats.accuracy,
-          trainMs: stats.trainMs,
-          backend: this.backend!.name,
-        },
-      };
-      const bytes = encode(result);
-      if (bytes.byteLength > task.limits.maxUploadBytes) {
-        throw new CohortError(
-          "PAYLOAD_TOO_LARGE",
-          `update of ${bytes.byteLength} bytes exceeds the coordinator's limit of ${task.limits.maxUploadBytes}`,
-        );
-      }
+      const outcome = await this.trainer!.fit(task, payload, options.data, this.tensors!);
       const socket = this.socket;
       if (socket === null || this.closed) return;
-      const reply = await socket.timeout(options.ackTimeoutMs).emitWithAck("fit:result", bytes);
+      const reply = await socket
+        .timeout(options.ackTimeoutMs)
+        .emitWithAck("fit:result", outcome.payload);
+      const { stats } = outcome;
       const report: ClientRoundReport = {
-        round,
-        numExamples,
+        round: outcome.round,
+        numExamples: outcome.numExamples,
         loss: stats.loss,
         accuracy: stats.accuracy,
         trainMs: stats.trainMs,
@@ -308,16 +254,16 @@ export class CohortClient {
       };
       if (reply.ok) {
         options.log(
-          `round ${round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, update accepted`,
+          `round ${outcome.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, update accepted`,
         );
       } else {
         report.code = reply.code;
-        options.log(`round ${round}: update rejected: ${reply.code}: ${reply.message}`);
+        options.log(`round ${outcome.round}: update rejected: ${reply.code}: ${reply.message}`);
       }
       for (const listener of this.roundListeners) listener(report);
     } catch (error) {
       const e = toCohortError(error);
-      options.log(`round ${round}: ${e.code}: ${e.message}`);
+      options.log(`fit failed: ${e.code}: ${e.message}`);
     }
   }
 
@@ -329,8 +275,8 @@ export class CohortClient {
     this.socket = null;
     // Let an in-flight training step finish before freeing what it uses.
     while (this.busy) await new Promise((r) => setTimeout(r, 10));
-    this.model?.dispose();
-    this.model = null;
+    this.trainer?.dispose();
+    this.trainer = null;
     this.tensors?.dispose();
     this.tensors = null;
     this.settle.reject(new CohortError("CLOSED", "client closed before the run ended"));

@@ -2,3 +2,5 @@
 export { CohortClient } from "./client.js";
 export type { CohortClientOptions, ClientRoundReport } from "./client.js";
 export type { Dataset } from "../protocol/dataset.js";
+export { LocalTrainer } from "./trainer.js";
+export type { FitOutcome } from "./trainer.js";

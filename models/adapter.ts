@@ -4,6 +4,7 @@ import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import type { Json, ModelSpec, TensorSpec, TrainingConfig } from "../protocol/messages.js";
 import { checkWeights, countParameters, type Weights } from "../aggregation/weights.js";
+import { createRng, shuffleInPlace } from "../aggregation/random.js";
 
 /** Names and shapes of a model's weights, in `getWeights()` order. */
 export function weightSpecsOf(model: tf.LayersModel): TensorSpec[] {
@@ -97,25 +98,51 @@ function makeOptimizer(config: TrainingConfig): tf.Optimizer {
 
 /**
  * Train locally for `localEpochs` epochs with batch `batchSize`, a fresh optimizer each call
- * (client optimizer state does not survive a round, as in FedAvg).
+ * (client optimizer state does not survive a round, as in FedAvg). With `shuffleSeed`, each
+ * epoch's order comes from a seeded generator, so the same inputs give the same weights.
  */
 export async function trainLocal(
   model: tf.LayersModel,
   data: TensorData,
   config: TrainingConfig,
+  shuffleSeed?: number,
 ): Promise<TrainStats> {
   const optimizer = makeOptimizer(config);
   model.compile({ optimizer, loss: "categoricalCrossentropy", metrics: ["accuracy"] });
   const started = performance.now();
   try {
-    const history = await model.fit(data.x, data.y, {
-      epochs: config.localEpochs,
-      batchSize: config.batchSize,
-      shuffle: true,
-      verbose: 0,
-    });
+    let history: tf.History | undefined;
+    if (shuffleSeed === undefined) {
+      history = await model.fit(data.x, data.y, {
+        epochs: config.localEpochs,
+        batchSize: config.batchSize,
+        shuffle: true,
+        verbose: 0,
+      });
+    } else {
+      const rng = createRng(shuffleSeed);
+      for (let epoch = 0; epoch < config.localEpochs; epoch++) {
+        const order = shuffleInPlace(
+          Int32Array.from({ length: data.size }, (_, i) => i),
+          rng,
+        );
+        const indices = tf.tensor1d(order, "int32");
+        const [x, y] = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(data.y, indices)]);
+        indices.dispose();
+        try {
+          history = await model.fit(x!, y!, {
+            epochs: 1,
+            batchSize: config.batchSize,
+            shuffle: false,
+            verbose: 0,
+          });
+        } finally {
+          tf.dispose([x!, y!]);
+        }
+      }
+    }
     const last = (key: string): number | null => {
-      const values = history.history[key];
+      const values = history?.history[key];
       const v = values?.[values.length - 1];
       return typeof v === "number" ? v : v === undefined ? null : (v.dataSync()[0] ?? null);
     };

@@ -5,11 +5,15 @@ import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import createDebug from "debug";
 import { CohortError } from "../protocol/errors.js";
+import { adapterLabel, probeWebGpuAdapter, type AdapterDescription } from "./webgpu.js";
 
 const debug = createDebug("cohort:models:backend");
 
-/** Backends a Node process can ask for; `auto` tries them fastest first. */
-export const NODE_BACKENDS = ["tfjs-node-gpu", "tfjs-node", "wasm", "cpu"] as const;
+/**
+ * Backends a Node process can ask for; `auto` tries them fastest first. `webgpu` runs through
+ * Dawn (npm `webgpu`) and is taken automatically only on a hardware adapter.
+ */
+export const NODE_BACKENDS = ["tfjs-node-gpu", "webgpu", "tfjs-node", "wasm", "cpu"] as const;
 export type NodeBackend = (typeof NODE_BACKENDS)[number];
 export type BackendRequest = NodeBackend | "auto";
 
@@ -17,8 +21,15 @@ export type BackendRequest = NodeBackend | "auto";
 export interface SelectedBackend {
   /** What was loaded, e.g. `tfjs-node` or `wasm`. */
   name: NodeBackend;
-  /** The tfjs backend name (`tensorflow`, `wasm`, `cpu`). */
+  /** The tfjs backend name (`tensorflow`, `webgpu`, `wasm`, `cpu`). */
   tfBackend: string;
+  /** The GPU adapter, for `webgpu`. */
+  adapter?: AdapterDescription;
+}
+
+/** A one-line description of a selected backend, e.g. `webgpu: nvidia hopper (NVIDIA H200)`. */
+export function backendLabel(b: SelectedBackend): string {
+  return b.adapter ? `${b.name}: ${adapterLabel(b.adapter)}` : b.name;
 }
 
 let selected: Promise<SelectedBackend> | null = null;
@@ -54,7 +65,7 @@ function assertNativeBinding(pkg: string): void {
   }
 }
 
-async function tryStart(name: NodeBackend): Promise<SelectedBackend> {
+async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedBackend> {
   switch (name) {
     case "tfjs-node-gpu":
     case "tfjs-node": {
@@ -62,6 +73,18 @@ async function tryStart(name: NodeBackend): Promise<SelectedBackend> {
       assertNativeBinding(pkg);
       await import(pkg);
       return activate(name, "tensorflow");
+    }
+    case "webgpu": {
+      const adapter = await probeWebGpuAdapter();
+      if (adapter.software && !explicit) {
+        // A CPU-emulated GPU is slower than wasm: only on request.
+        throw new CohortError(
+          "BACKEND_UNAVAILABLE",
+          `WebGPU adapter is software (${adapterLabel(adapter)})`,
+        );
+      }
+      await import("@tensorflow/tfjs-backend-webgpu");
+      return { ...(await activate(name, "webgpu")), adapter };
     }
     case "wasm": {
       await import("@tensorflow/tfjs-backend-wasm");
@@ -85,19 +108,10 @@ async function activate(name: NodeBackend, tfBackend: string): Promise<SelectedB
 }
 
 async function select(request: BackendRequest): Promise<SelectedBackend> {
-  if (request !== "auto") {
-    try {
-      return await tryStart(request);
-    } catch (cause) {
-      const reason = cause instanceof Error ? cause.message.split("\n")[0] : String(cause);
-      throw new CohortError("BACKEND_UNAVAILABLE", `backend ${request} cannot start: ${reason}`, {
-        cause,
-      });
-    }
-  }
+  if (request !== "auto") return useBackend(request);
   for (const name of NODE_BACKENDS) {
     try {
-      const backend = await tryStart(name);
+      const backend = await tryStart(name, false);
       debug("selected %s", name);
       return backend;
     } catch (cause) {
@@ -108,7 +122,28 @@ async function select(request: BackendRequest): Promise<SelectedBackend> {
 }
 
 /**
- * Select the tfjs backend once per process: `auto` tries tfjs-node-gpu → tfjs-node → wasm → cpu.
+ * Start `name` now and make it tfjs's current backend, regardless of an earlier selection
+ * (benchmarks and tests that compare backends in one process). Software WebGPU adapters are
+ * allowed, as for any explicit request.
+ */
+export async function useBackend(name: NodeBackend): Promise<SelectedBackend> {
+  try {
+    return await tryStart(name, true);
+  } catch (cause) {
+    throw toUnavailable(name, cause);
+  }
+}
+
+function toUnavailable(name: string, cause: unknown): CohortError {
+  const reason = cause instanceof Error ? cause.message.split("\n")[0] : String(cause);
+  return new CohortError("BACKEND_UNAVAILABLE", `backend ${name} cannot start: ${reason}`, {
+    cause,
+  });
+}
+
+/**
+ * Select the tfjs backend once per process: `auto` tries tfjs-node-gpu → webgpu (hardware
+ * adapters only) → tfjs-node → wasm → cpu.
  * A missing optional package is skipped; an explicitly requested backend that cannot start
  * throws `BACKEND_UNAVAILABLE`. Later calls return the first selection.
  */

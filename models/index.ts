@@ -3,3 +3,4 @@ export * from "./backend.js";
 export * from "./builtin.js";
 export * from "./adapter.js";
 export * from "./model-file.js";
+export * from "./webgpu.js";

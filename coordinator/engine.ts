@@ -1,0 +1,231 @@
+/** The round engine: FedAvg rounds over any transport, with evaluation, metrics and checkpoints. */
+import type * as tf from "@tensorflow/tfjs";
+import { FedAvg } from "../aggregation/fedavg.js";
+import { createRng, type Rng } from "../aggregation/random.js";
+import type { Weights } from "../aggregation/weights.js";
+import { encode } from "../protocol/codec.js";
+import { CohortError } from "../protocol/errors.js";
+import type { FitRequest, TaskSpec } from "../protocol/messages.js";
+import { PROTOCOL_VERSION } from "../protocol/version.js";
+import { evaluateModel, writeWeights, type EvalStats } from "../models/adapter.js";
+import { instantiate } from "../models/model-file.js";
+import type { CoordinatorOptions } from "./options.js";
+import { RoundCollector, type RoundOutcome } from "./round.js";
+import { RunStore, type RoundMetrics } from "./run-store.js";
+import { sampleCohort } from "./sampling.js";
+import { formatRound } from "./format.js";
+import type { CohortTransport } from "./transport.js";
+
+/** What `run()` returns. */
+export interface RunSummary {
+  runId: string;
+  runDir: string | null;
+  initial: EvalStats | null;
+  rounds: RoundMetrics[];
+  weights: Float32Array[];
+}
+
+/** Build the task clients receive from the options and the model. */
+export function makeTask(
+  opts: CoordinatorOptions,
+  runId: string,
+  model: TaskSpec["model"],
+): TaskSpec {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    runId,
+    model,
+    training: {
+      optimizer: opts.optimizer,
+      learningRate: opts.learningRate,
+      localEpochs: opts.localEpochs,
+      batchSize: opts.batchSize,
+    },
+    limits: { maxUploadBytes: opts.maxUploadBytes },
+  };
+}
+
+/** Runs the rounds of one task; the transport decides how clients are reached. */
+export class RoundEngine {
+  private readonly strategy: FedAvg;
+  private global: Float32Array[];
+  private collector: RoundCollector | null = null;
+  private evalModel: tf.LayersModel | null = null;
+  private started = false;
+  private stopped: ((error: CohortError) => void) | null = null;
+  private readonly stoppedPromise: Promise<never>;
+  /** Rounds completed so far. */
+  completedRounds = 0;
+  /** Called after each completed round. */
+  onRound: (metrics: RoundMetrics) => void = () => undefined;
+
+  constructor(
+    private readonly opts: CoordinatorOptions,
+    readonly task: TaskSpec,
+    initialWeights: Float32Array[],
+    private readonly transport: CohortTransport,
+    /** Extra fields for `run.json`. */
+    private readonly runInfo: Record<string, unknown> = {},
+  ) {
+    this.global = initialWeights;
+    this.strategy = new FedAvg({ serverLearningRate: opts.serverLearningRate });
+    this.stoppedPromise = new Promise<never>((_, reject) => (this.stopped = reject));
+    this.stoppedPromise.catch(() => undefined);
+  }
+
+  /** Current global weights. */
+  weights(): Weights {
+    return this.global;
+  }
+
+  /** Run every round; resolves after the last one, with all metrics. */
+  async run(): Promise<RunSummary> {
+    if (this.started) throw new CohortError("INVALID_OPTION", "run() was already called");
+    this.started = true;
+    const { opts, task } = this;
+    const store =
+      opts.runDir === null
+        ? null
+        : await RunStore.create(opts.runDir, {
+            runId: task.runId,
+            createdAt: new Date().toISOString(),
+            options: { ...opts, evalDataset: opts.evalDataset?.name ?? null, log: undefined },
+            model: { name: task.model.name, numParameters: task.model.numParameters },
+            protocolVersion: PROTOCOL_VERSION,
+            ...this.runInfo,
+          });
+    if (store !== null && opts.checkpoints) await store.checkpoint(0, task.model, this.global);
+    const initial = await this.evaluate();
+    opts.log(
+      `run ${task.runId}: ${task.model.name} (${task.model.numParameters} parameters), ` +
+        `${opts.rounds} rounds` +
+        (initial ? `, initial accuracy ${initial.accuracy.toFixed(4)}` : ""),
+    );
+    const rng = createRng(opts.seed + 1);
+    const rounds: RoundMetrics[] = [];
+    for (let round = 1; round <= opts.rounds; round++) {
+      const metrics = await this.runRound(round, rng);
+      this.completedRounds = round;
+      if (store !== null) {
+        await store.appendRound(metrics);
+        if (opts.checkpoints) await store.checkpoint(round, task.model, this.global);
+      }
+      rounds.push(metrics);
+      opts.log(formatRound(metrics, opts.rounds));
+      this.onRound(metrics);
+    }
+    this.transport.finish({ runId: task.runId, rounds: this.completedRounds });
+    this.evalModel?.dispose();
+    this.evalModel = null;
+    return { runId: task.runId, runDir: opts.runDir, initial, rounds, weights: this.global };
+  }
+
+  private async runRound(round: number, rng: Rng): Promise<RoundMetrics> {
+    const { opts } = this;
+    for (let attempt = 1; ; attempt++) {
+      const have = this.transport.available().length;
+      if (have < opts.minAvailableClients) {
+        opts.log(
+          `round ${round}: waiting for ${opts.minAvailableClients} clients (${have} connected)`,
+        );
+      }
+      await Promise.race([
+        this.transport.waitForAvailable(opts.minAvailableClients),
+        this.stoppedPromise,
+      ]);
+      const cohort = sampleCohort(
+        this.transport.available(),
+        opts.fractionFit,
+        opts.minFitClients,
+        rng,
+      );
+      const started = performance.now();
+      const collector = new RoundCollector(round, cohort, {
+        weightSpecs: this.task.model.weightSpecs,
+        maxUploadBytes: opts.maxUploadBytes,
+        deadlineMs: opts.roundTimeoutMs,
+      });
+      this.collector = collector;
+      const request: FitRequest = { round, weights: this.global };
+      const bytesDown = this.transport.startRound(collector, encode(request));
+      const outcome = await Promise.race([collector.done, this.stoppedPromise]);
+      if (outcome.results.length >= opts.minFitClients) {
+        return this.finishRound(outcome, attempt, started, bytesDown);
+      }
+      const reasons = outcome.failures.map((f) => `${f.clientId}: ${f.code}`).join(", ");
+      opts.log(
+        `round ${round} attempt ${attempt}: ${outcome.results.length} of ${cohort.length} updates, ` +
+          `${opts.minFitClients} needed (${reasons})`,
+      );
+      if (attempt >= opts.maxRoundAttempts) {
+        throw new CohortError(
+          "ROUND_FAILED",
+          `round ${round} failed ${attempt} times: too few updates`,
+        );
+      }
+    }
+  }
+
+  private async finishRound(
+    outcome: RoundOutcome,
+    attempt: number,
+    started: number,
+    bytesDown: number,
+  ): Promise<RoundMetrics> {
+    const aggStart = performance.now();
+    const aggregate = this.strategy.aggregateFit(outcome.results, outcome.failures);
+    if (aggregate === null)
+      throw new CohortError("ROUND_FAILED", `round ${outcome.round} has no results`);
+    this.global = this.strategy.apply(this.global, aggregate.delta);
+    const aggregationMs = performance.now() - aggStart;
+    const evalStart = performance.now();
+    const evaluation = await this.evaluate();
+    const evaluationMs = performance.now() - evalStart;
+    const trainLoss =
+      outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) /
+      aggregate.totalExamples;
+    return {
+      round: outcome.round,
+      attempt,
+      cohortSize: outcome.cohort.length,
+      participants: outcome.results.length,
+      failures: outcome.failures.length,
+      failureReasons: outcome.failures,
+      totalExamples: aggregate.totalExamples,
+      durationMs: performance.now() - started,
+      aggregationMs,
+      evaluationMs,
+      bytesUp: outcome.bytesUp,
+      bytesDown,
+      secure: false,
+      ...(evaluation ? { accuracy: evaluation.accuracy, loss: evaluation.loss } : {}),
+      trainLoss,
+      clients: outcome.results.map((r) => ({
+        clientId: r.clientId,
+        numExamples: r.numExamples,
+        loss: r.metrics.loss,
+        accuracy: r.metrics.accuracy,
+        trainMs: r.metrics.trainMs,
+        backend: r.metrics.backend,
+        bytesUp: r.bytes,
+      })),
+      timestamp: new Date().toISOString(),
+    };
+  }
+
+  private async evaluate(): Promise<EvalStats | null> {
+    const data = this.opts.evalDataset;
+    if (data === undefined) return null;
+    if (this.evalModel === null) this.evalModel = await instantiate(this.task.model, this.global);
+    else writeWeights(this.evalModel, this.global);
+    return evaluateModel(this.evalModel, data);
+  }
+
+  /** Stop: the open round closes and `run()` rejects with `CLOSED`. */
+  stop(): void {
+    this.stopped?.(new CohortError("CLOSED", "coordinator closed"));
+    this.collector?.close();
+    this.evalModel?.dispose();
+    this.evalModel = null;
+  }
+}

@@ -1,0 +1,178 @@
+/** The socket.io transport: handshake checks, the client registry, and update routing. */
+import type { Server as HttpServer } from "node:http";
+import { Server, type Socket } from "socket.io";
+import createDebug from "debug";
+import { CohortError, type Reply } from "../protocol/errors.js";
+import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
+import { parseHandshakeAuth } from "../protocol/guards.js";
+import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import { PROTOCOL_VERSION } from "../protocol/version.js";
+import { ClientRegistry } from "./registry.js";
+import type { RoundCollector } from "./round.js";
+import type { CohortTransport } from "./transport.js";
+
+const debug = createDebug("cohort:coordinator:socket");
+
+type IoServer = Server<
+  ClientToServerEvents,
+  ServerToClientEvents,
+  Record<string, never>,
+  SocketData
+>;
+type IoSocket = Socket<
+  ClientToServerEvents,
+  ServerToClientEvents,
+  Record<string, never>,
+  SocketData
+>;
+
+/** Events of the socket transport. */
+export interface SocketTransportEvents {
+  join: (client: { clientId: string; platform: string; backend: string }) => void;
+  leave: (client: { clientId: string; reason: string }) => void;
+  rejected: (info: { clientId: string; code: string; message: string }) => void;
+}
+
+/** Serves a task to socket.io clients and feeds their updates to the open round. */
+export class SocketTransport implements CohortTransport {
+  readonly io: IoServer;
+  private readonly registry = new ClientRegistry<IoSocket>();
+  private collector: RoundCollector | null = null;
+  private done: RunDone | null = null;
+  private readonly listeners: { [E in keyof SocketTransportEvents]: SocketTransportEvents[E][] } = {
+    join: [],
+    leave: [],
+    rejected: [],
+  };
+
+  constructor(
+    http: HttpServer,
+    private readonly task: TaskSpec,
+    private readonly log: (line: string) => void,
+  ) {
+    this.io = new Server(http, {
+      // Headroom over the update limit so an over-limit update reaches the handler and gets a
+      // PAYLOAD_TOO_LARGE answer instead of a silent transport close.
+      maxHttpBufferSize: task.limits.maxUploadBytes + 1024 * 1024,
+      perMessageDeflate: false,
+      httpCompression: false,
+      // Clients train between messages; a busy event loop must not look like a dead client.
+      pingTimeout: 60_000,
+      cors: { origin: true },
+    });
+    this.io.use((socket, next) => {
+      try {
+        const auth = parseHandshakeAuth(socket.handshake.auth);
+        if (auth.protocolVersion !== PROTOCOL_VERSION) {
+          throw new CohortError(
+            "PROTOCOL_VERSION",
+            `client speaks protocol version ${auth.protocolVersion}; this coordinator speaks ${PROTOCOL_VERSION}`,
+          );
+        }
+        socket.data = { clientId: auth.clientId, platform: auth.platform, backend: auth.backend };
+        next();
+      } catch (error) {
+        const e =
+          error instanceof CohortError ? error : new CohortError("INVALID_MESSAGE", String(error));
+        debug("refused connection: %s", e.message);
+        next(Object.assign(new Error(e.message), { data: { code: e.code } }));
+      }
+    });
+    this.io.on("connection", (socket) => this.onConnection(socket));
+  }
+
+  on<E extends keyof SocketTransportEvents>(event: E, listener: SocketTransportEvents[E]): void {
+    this.listeners[event].push(listener);
+  }
+
+  private emit<E extends keyof SocketTransportEvents>(
+    event: E,
+    ...args: Parameters<SocketTransportEvents[E]>
+  ): void {
+    for (const listener of this.listeners[event]) {
+      try {
+        (listener as (...a: Parameters<SocketTransportEvents[E]>) => void)(...args);
+      } catch (error) {
+        debug("listener of %s threw: %O", event, error);
+      }
+    }
+  }
+
+  available(): string[] {
+    return this.registry.ids();
+  }
+
+  waitForAvailable(n: number): Promise<void> {
+    return this.registry.waitFor(n);
+  }
+
+  startRound(collector: RoundCollector, payload: Uint8Array): number {
+    this.collector = collector;
+    const sockets = collector.cohort.flatMap((id) => this.registry.get(id)?.socket.id ?? []);
+    this.io.to(sockets).emit("round:fit", payload);
+    debug(
+      "round %d: sent %d bytes to %d clients",
+      collector.round,
+      payload.byteLength,
+      sockets.length,
+    );
+    return payload.byteLength * sockets.length;
+  }
+
+  finish(info: RunDone): void {
+    this.done = info;
+    this.io.emit("run:done", info);
+  }
+
+  private onConnection(socket: IoSocket): void {
+    const { clientId, platform, backend } = socket.data;
+    const previous = this.registry.add({
+      clientId,
+      socket,
+      platform,
+      backend,
+      connectedAt: Date.now(),
+    });
+    if (previous !== undefined && previous.socket.id !== socket.id) {
+      debug("client %s reconnected; closing its old socket", clientId);
+      previous.socket.disconnect(true);
+    }
+    debug(
+      "client %s joined (%s, %s); %d connected",
+      clientId,
+      platform,
+      backend,
+      this.registry.size,
+    );
+    this.emit("join", { clientId, platform, backend });
+    socket.emit("task", this.task);
+    if (this.done !== null) socket.emit("run:done", this.done);
+    socket.on("fit:result", (payload, ack) => {
+      const reply = this.onUpdate(clientId, payload);
+      if (!reply.ok) {
+        this.log(`rejected update from ${clientId}: ${reply.code}: ${reply.message}`);
+        this.emit("rejected", { clientId, code: reply.code, message: reply.message });
+      }
+      if (typeof ack === "function") ack(reply);
+    });
+    socket.on("disconnect", (reason) => {
+      if (!this.registry.remove(clientId, socket.id)) return;
+      debug("client %s left: %s", clientId, reason);
+      this.collector?.drop(clientId, {
+        code: "CLIENT_DISCONNECTED",
+        message: `disconnected: ${reason}`,
+      });
+      this.emit("leave", { clientId, reason });
+    });
+  }
+
+  private onUpdate(clientId: string, payload: unknown): Reply<UpdateReceipt> {
+    if (this.collector !== null) return this.collector.submit(clientId, payload);
+    return new CohortError("NO_ACTIVE_ROUND", "no round has started yet").toReply();
+  }
+
+  /** Close every socket and the server. */
+  close(): Promise<void> {
+    return new Promise<void>((resolve) => this.io.close(() => resolve()));
+  }
+}

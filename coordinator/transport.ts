@@ -1,0 +1,21 @@
+/** How the round engine reaches clients: over socket.io in production, in-process in simulations. */
+import type { RunDone } from "../protocol/messages.js";
+import type { RoundCollector } from "./round.js";
+
+/**
+ * A transport delivers fit requests to a cohort and feeds what comes back into the round's
+ * collector: updates through `collector.submit`, lost clients through `collector.drop`.
+ */
+export interface CohortTransport {
+  /** Ids of the clients that can be sampled now. */
+  available(): string[];
+  /** Resolves once at least `n` clients are available. */
+  waitForAvailable(n: number): Promise<void>;
+  /**
+   * Send the encoded `FitRequest` to the collector's cohort; later updates go to this
+   * collector. Returns the bytes sent.
+   */
+  startRound(collector: RoundCollector, payload: Uint8Array): number;
+  /** The run is over: tell every client. */
+  finish(info: RunDone): void;
+}
