@@ -4,10 +4,12 @@ import { CohortError } from "../protocol/errors.js";
 import { clientCommand, runClient } from "./client-command.js";
 import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
 import { demoCommand, runDemo } from "./demo-command.js";
+import { runSimulate, simulateCommand } from "./simulate-command.js";
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   coordinator: { summary: coordinatorCommand.summary, run: runCoordinator },
   client: { summary: clientCommand.summary, run: runClient },
+  simulate: { summary: simulateCommand.summary, run: runSimulate },
   demo: { summary: demoCommand.summary, run: runDemo },
 };
 

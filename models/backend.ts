@@ -5,7 +5,12 @@ import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import createDebug from "debug";
 import { CohortError } from "../protocol/errors.js";
-import { adapterLabel, probeWebGpuAdapter, type AdapterDescription } from "./webgpu.js";
+import {
+  adapterLabel,
+  hasHardwareVulkanDriver,
+  probeWebGpuAdapter,
+  type AdapterDescription,
+} from "./webgpu.js";
 
 const debug = createDebug("cohort:models:backend");
 
@@ -75,6 +80,9 @@ async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedB
       return activate(name, "tensorflow");
     }
     case "webgpu": {
+      if (!explicit && !hasHardwareVulkanDriver()) {
+        throw new CohortError("BACKEND_UNAVAILABLE", "no hardware Vulkan driver for WebGPU");
+      }
       const adapter = await probeWebGpuAdapter();
       if (adapter.software && !explicit) {
         // A CPU-emulated GPU is slower than wasm: only on request.

@@ -1,4 +1,6 @@
 /** WebGPU in Node through Dawn (npm `webgpu`): install `navigator.gpu` and describe the adapter. */
+import { existsSync, readdirSync } from "node:fs";
+import { basename, join } from "node:path";
 import { CohortError } from "../protocol/errors.js";
 
 /** What Cohort reports of a WebGPU adapter. */
@@ -35,6 +37,27 @@ interface DawnModule {
 }
 
 const SOFTWARE = /swiftshader|lavapipe|llvmpipe|softpipe|warp|basic render|cpu/i;
+const SOFTWARE_ICD = /lvp_icd|swiftshader|lavapipe|llvmpipe/i;
+
+/**
+ * Whether a hardware Vulkan driver is installed, judged from the ICD manifests the loader would
+ * read and the device nodes, without loading Dawn (whose probe prints driver warnings). Only
+ * `auto` selection asks; an explicit `webgpu` request always probes.
+ */
+export function hasHardwareVulkanDriver(env: NodeJS.ProcessEnv = process.env): boolean {
+  const listed = (env.VK_DRIVER_FILES ?? env.VK_ICD_FILENAMES ?? "").split(":").filter(Boolean);
+  const dirs = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d", "/usr/local/share/vulkan/icd.d"];
+  const manifests =
+    listed.length > 0
+      ? listed
+      : dirs.flatMap((d) => (existsSync(d) ? readdirSync(d).map((f) => join(d, f)) : []));
+  const hardware = manifests.filter((m) => !SOFTWARE_ICD.test(basename(m)));
+  if (hardware.some((m) => /nvidia/i.test(basename(m))))
+    return existsSync("/dev/nvidiactl") || existsSync("/dev/nvidia0");
+  const dri =
+    existsSync("/dev/dri") && readdirSync("/dev/dri").some((f) => f.startsWith("renderD"));
+  return hardware.length > 0 && dri;
+}
 
 let installed: Promise<GpuLike> | null = null;
 

@@ -5,7 +5,13 @@
 import { existsSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
-import { instantiate, loadModel, probeWebGpuAdapter, selectBackend, useBackend } from "../models/index.js";
+import {
+  instantiate,
+  loadModel,
+  probeWebGpuAdapter,
+  selectBackend,
+  useBackend,
+} from "../models/index.js";
 import { loadMnistDigits, takeExamples } from "../simulations/datasets/index.js";
 import { describeAdapter } from "../models/webgpu.js";
 
@@ -32,8 +38,13 @@ async function cnnSteps(): Promise<number[]> {
 describe("webgpu backend (Dawn)", () => {
   it("flags software adapters", () => {
     expect(describeAdapter({ vendor: "google", architecture: "swiftshader" }).software).toBe(true);
-    expect(describeAdapter({ vendor: "mesa", description: "llvmpipe (LLVM 15.0.6, 256 bits)" }).software).toBe(true);
-    expect(describeAdapter({ vendor: "nvidia", architecture: "hopper", description: "NVIDIA H200" }).software).toBe(false);
+    expect(
+      describeAdapter({ vendor: "mesa", description: "llvmpipe (LLVM 15.0.6, 256 bits)" }).software,
+    ).toBe(true);
+    expect(
+      describeAdapter({ vendor: "nvidia", architecture: "hopper", description: "NVIDIA H200" })
+        .software,
+    ).toBe(false);
     expect(describeAdapter({ vendor: "x" }, true).software).toBe(true);
   });
 
@@ -55,5 +66,17 @@ describe("webgpu backend (Dawn)", () => {
     for (let i = 0; i < onCpu.length; i++) {
       expect(Math.abs(onGpu[i]! - onCpu[i]!) / Math.abs(onCpu[i]!)).toBeLessThan(1e-3);
     }
+  });
+});
+
+describe("hardware Vulkan driver detection", () => {
+  it("does not count software ICDs", async () => {
+    const { hasHardwareVulkanDriver } = await import("../models/webgpu.js");
+    expect(
+      hasHardwareVulkanDriver({ VK_ICD_FILENAMES: "/usr/lib/chromium/vk_swiftshader_icd.json" }),
+    ).toBe(false);
+    expect(
+      hasHardwareVulkanDriver({ VK_DRIVER_FILES: "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json" }),
+    ).toBe(false);
   });
 });

@@ -1,0 +1,140 @@
+/** Simulation configuration: JSON files and flags, with every default documented and merged once. */
+import { CohortError } from "../protocol/errors.js";
+import { withDefaults } from "../protocol/options.js";
+import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
+import { checkFaults, NO_FAULTS, type FaultConfig } from "./faults.js";
+import { parsePartitionSpec } from "./partition.js";
+
+/** Everything a simulation needs. */
+export interface SimulationConfig {
+  /** Shown in logs and plots. @default "simulation" */
+  name: string;
+  /** Population size N. @default 100 */
+  devices: number;
+  /** Fraction C of the population sampled per round. @default 0.1 */
+  fractionFit: number;
+  /** Least devices sampled, and least updates a round needs. @default 1 */
+  minFitClients: number;
+  /** @default 10 */
+  rounds: number;
+  /** `mlp`, `cnn` or a tfjs `model.json`. @default "mlp" */
+  model: string;
+  /** `mnist`, `fashion-mnist` or `idx:DIR`; devices draw from its train split. @default "mnist" */
+  dataset: string;
+  /** `iid`, `shards[:K]` (McMahan's pathological non-IID, K = 2) or `dirichlet:α`. @default "iid" */
+  partition: string;
+  /** Examples per device. @default train size / devices (at least 1) */
+  examplesPerDevice: number | undefined;
+  /** @default 1 */
+  localEpochs: number;
+  /** @default 10 */
+  batchSize: number;
+  /** @default 0.1 */
+  learningRate: number;
+  /** @default "sgd" */
+  optimizer: OptimizerName;
+  /** Evaluate on the first N test examples. @default the whole test split */
+  evalSize: number | undefined;
+  /** Run rounds through secure aggregation. @default false */
+  secure: boolean;
+  /** Fault injection. @default none */
+  faults: FaultConfig;
+  /** Round deadline; simulated stragglers beyond it miss the round. @default 60000 */
+  roundTimeoutMs: number;
+  /** `in-process` (fast) or `socket` (real socket.io on loopback, one client per device). @default "in-process" */
+  transport: "in-process" | "socket";
+  /** tfjs backend of the training. @default "auto" */
+  backend: string;
+  /** Accuracy targets reported in `summary.json` as rounds-to-target. @default [0.9, 0.95, 0.97, 0.99] */
+  targets: number[];
+  /** Epochs of a centralised baseline on the pooled device data; 0 skips it. @default 1 */
+  baselineEpochs: number;
+  /** @default 0 */
+  seed: number;
+  /** @default "runs/<name>-<timestamp>" */
+  runDir: string | undefined;
+}
+
+const DEFAULTS: SimulationConfig = {
+  name: "simulation",
+  devices: 100,
+  fractionFit: 0.1,
+  minFitClients: 1,
+  rounds: 10,
+  model: "mlp",
+  dataset: "mnist",
+  partition: "iid",
+  examplesPerDevice: undefined,
+  localEpochs: 1,
+  batchSize: 10,
+  learningRate: 0.1,
+  optimizer: "sgd",
+  evalSize: undefined,
+  secure: false,
+  faults: NO_FAULTS,
+  roundTimeoutMs: 60_000,
+  transport: "in-process",
+  backend: "auto",
+  targets: [0.9, 0.95, 0.97, 0.99],
+  baselineEpochs: 1,
+  seed: 0,
+  runDir: undefined,
+};
+
+const KEYS = new Set(Object.keys(DEFAULTS));
+
+/** Merge a (parsed JSON) config over the defaults and validate it; unknown keys are errors. */
+export function resolveSimulationConfig(raw: unknown): SimulationConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new CohortError("INVALID_OPTION", "a simulation config must be a JSON object");
+  }
+  const unknown = Object.keys(raw).filter((k) => !KEYS.has(k) && k !== "$comment");
+  if (unknown.length > 0) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `unknown config keys: ${unknown.join(", ")}; known: ${[...KEYS].join(", ")}`,
+    );
+  }
+  const partial = raw as Partial<SimulationConfig>;
+  const c = withDefaults(DEFAULTS, {
+    ...partial,
+    faults: withDefaults(NO_FAULTS, partial.faults ?? {}),
+  });
+  const int = (key: keyof SimulationConfig, min: number) => {
+    const v = c[key];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `${key} must be an integer ≥ ${min}, got ${String(v)}`,
+      );
+    }
+  };
+  int("devices", 1);
+  int("minFitClients", 1);
+  int("rounds", 1);
+  int("localEpochs", 1);
+  int("batchSize", 1);
+  int("roundTimeoutMs", 1);
+  int("baselineEpochs", 0);
+  int("seed", 0);
+  if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
+  if (c.evalSize !== undefined) int("evalSize", 1);
+  if (!(c.fractionFit > 0 && c.fractionFit <= 1)) {
+    throw new CohortError("INVALID_OPTION", `fractionFit must be in (0, 1], got ${c.fractionFit}`);
+  }
+  if (!(c.learningRate > 0)) throw new CohortError("INVALID_OPTION", `learningRate must be > 0`);
+  if (!OPTIMIZERS.includes(c.optimizer))
+    throw new CohortError("INVALID_OPTION", `optimizer must be sgd or adam`);
+  if (c.transport !== "in-process" && c.transport !== "socket") {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `transport must be in-process or socket, got ${String(c.transport)}`,
+    );
+  }
+  if (!Array.isArray(c.targets) || !c.targets.every((t) => t > 0 && t <= 1)) {
+    throw new CohortError("INVALID_OPTION", "targets must be accuracies in (0, 1]");
+  }
+  parsePartitionSpec(c.partition);
+  checkFaults(c.faults);
+  return c;
+}

@@ -1,0 +1,114 @@
+/** The in-process transport: the real round engine drives virtual devices by direct calls. */
+import createDebug from "debug";
+import type { RoundCollector } from "../coordinator/round.js";
+import type { CohortTransport } from "../coordinator/transport.js";
+import { toCohortError } from "../protocol/errors.js";
+import type { FitOutcome } from "../client/trainer.js";
+import { deviceId, deviceIndex } from "./device.js";
+import { drawFate, type FaultConfig } from "./faults.js";
+import type { Partition } from "./partition.js";
+
+const debug = createDebug("cohort:simulations:transport");
+
+/** Trains one virtual device on an encoded fit request (in this thread or in a worker). */
+export interface DeviceTrainer {
+  /** How many devices it can train at once. */
+  readonly concurrency: number;
+  train(device: number, request: Uint8Array, shuffleSeed: number): Promise<FitOutcome>;
+}
+
+/** Options of the in-process transport. */
+export interface InProcessOptions {
+  partition: Partition;
+  trainer: DeviceTrainer;
+  faults: FaultConfig;
+  seed: number;
+  /** The round deadline: a straggler whose simulated latency exceeds it misses the round. */
+  deadlineMs: number;
+}
+
+/**
+ * Every device with data is always available; only the sampled cohort trains. Updates go
+ * through the collector's checks exactly as socket updates do.
+ */
+export class InProcessTransport implements CohortTransport {
+  private readonly ids: string[];
+
+  constructor(private readonly options: InProcessOptions) {
+    const { partition } = options;
+    this.ids = [];
+    for (let d = 0; d < partition.devices; d++) {
+      if (partition.sizeOf(d) > 0) this.ids.push(deviceId(d, partition.devices));
+    }
+  }
+
+  available(): string[] {
+    return this.ids;
+  }
+
+  waitForAvailable(n: number): Promise<void> {
+    if (this.ids.length >= n) return Promise.resolve();
+    // A simulated population never grows: waiting would hang.
+    return Promise.reject(
+      toCohortError(
+        new Error(`only ${this.ids.length} devices hold data; ${n} needed`),
+        "INVALID_OPTION",
+      ),
+    );
+  }
+
+  startRound(collector: RoundCollector, payload: Uint8Array): number {
+    void this.train(collector, payload);
+    return payload.byteLength * collector.cohort.length;
+  }
+
+  private async train(collector: RoundCollector, payload: Uint8Array): Promise<void> {
+    const { faults, seed, deadlineMs, trainer } = this.options;
+    const queue = [...collector.cohort];
+    const worker = async () => {
+      for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+        const device = deviceIndex(id);
+        const fate = drawFate(faults, seed, collector.round, device, deadlineMs);
+        if (fate.kind === "drop-before") {
+          collector.drop(id, {
+            code: "DEADLINE_EXCEEDED",
+            message: "dropped out before training (simulated)",
+          });
+          continue;
+        }
+        if (fate.kind === "disconnect") {
+          collector.drop(id, { code: "CLIENT_DISCONNECTED", message: "disconnected (simulated)" });
+          continue;
+        }
+        if (fate.kind === "straggler") {
+          collector.drop(id, {
+            code: "DEADLINE_EXCEEDED",
+            message: `straggler: ${Math.round(fate.latencyMs)} ms over a ${deadlineMs} ms deadline (simulated)`,
+          });
+          continue;
+        }
+        try {
+          const shuffleSeed = (seed * 31 + collector.round * 1_000_003 + device) >>> 0;
+          const outcome = await trainer.train(device, payload, shuffleSeed);
+          if (fate.kind === "drop-after") {
+            collector.drop(id, {
+              code: "DEADLINE_EXCEEDED",
+              message: "dropped out after training (simulated)",
+            });
+            continue;
+          }
+          const reply = collector.submit(id, outcome.payload);
+          if (!reply.ok) debug("device %s rejected: %s", id, reply.message);
+        } catch (error) {
+          const e = toCohortError(error);
+          collector.drop(id, { code: e.code, message: e.message });
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, trainer.concurrency) }, worker));
+  }
+
+  finish(): void {
+    // Virtual devices need no goodbye.
+  }
+}

@@ -1,0 +1,17 @@
+/** The simulator: virtual devices through the real coordinator and client code; datasets and partitions. */
+export * from "./datasets/index.js";
+export { simulate } from "./simulate.js";
+export type {
+  SimulationResult,
+  SimulationSummary,
+  BaselineResult,
+  SimulateHooks,
+} from "./simulate.js";
+export { resolveSimulationConfig } from "./config.js";
+export type { SimulationConfig } from "./config.js";
+export * from "./partition.js";
+export { drawFate, checkFaults, NO_FAULTS } from "./faults.js";
+export type { FaultConfig, DeviceFate } from "./faults.js";
+export { InProcessTransport } from "./in-process.js";
+export type { DeviceTrainer, InProcessOptions } from "./in-process.js";
+export { accuracyLossSvg } from "./plot.js";

@@ -1,0 +1,236 @@
+/**
+ * Partitions of a dataset over a population of virtual devices, stored compactly so a device's
+ * examples are materialised only when it is sampled: memory is O(dataset + devices).
+ */
+import { createRng, shuffleInPlace, type Rng } from "../aggregation/random.js";
+import { CohortError } from "../protocol/errors.js";
+
+/** Which examples each device holds. */
+export interface Partition {
+  readonly devices: number;
+  /** Indices into the dataset of device `d`'s examples. */
+  indicesOf(device: number): Uint32Array;
+  /** Number of examples of device `d`. */
+  sizeOf(device: number): number;
+  /** Every example some device holds (each once), for a centralised baseline. */
+  pooledIndices(): Uint32Array;
+}
+
+/** The partitions a simulation can ask for. */
+export type PartitionSpec =
+  | { kind: "iid" }
+  | { kind: "shards"; shardsPerDevice: number }
+  | { kind: "dirichlet"; alpha: number };
+
+/** Parse `iid`, `shards`, `shards:K` or `dirichlet:α`. */
+export function parsePartitionSpec(text: string): PartitionSpec {
+  const [kind, arg] = text.split(":");
+  if (kind === "iid" && arg === undefined) return { kind: "iid" };
+  if (kind === "shards") {
+    const k = arg === undefined ? 2 : Number(arg);
+    if (Number.isInteger(k) && k >= 1) return { kind: "shards", shardsPerDevice: k };
+  }
+  if (kind === "dirichlet") {
+    const alpha = Number(arg);
+    if (Number.isFinite(alpha) && alpha > 0) return { kind: "dirichlet", alpha };
+  }
+  throw new CohortError(
+    "INVALID_OPTION",
+    `partition must be iid, shards[:K] or dirichlet:α (α > 0), got "${text}"`,
+  );
+}
+
+/** Devices' slices of one permutation of (a subset of) the dataset: a CSR layout. */
+class SlicedPartition implements Partition {
+  constructor(
+    private readonly order: Uint32Array,
+    private readonly offsets: Uint32Array,
+  ) {}
+  get devices(): number {
+    return this.offsets.length - 1;
+  }
+  indicesOf(device: number): Uint32Array {
+    return this.order.subarray(this.offsets[device]!, this.offsets[device + 1]!);
+  }
+  sizeOf(device: number): number {
+    return this.offsets[device + 1]! - this.offsets[device]!;
+  }
+  pooledIndices(): Uint32Array {
+    return this.order;
+  }
+}
+
+/** Each device draws its examples uniformly with replacement, on demand, from its own seed. */
+class SampledPartition implements Partition {
+  constructor(
+    readonly devices: number,
+    private readonly perDevice: number,
+    private readonly datasetSize: number,
+    private readonly seed: number,
+  ) {}
+  indicesOf(device: number): Uint32Array {
+    const rng = createRng((this.seed ^ Math.imul(device + 1, 0x9e3779b1)) >>> 0);
+    return Uint32Array.from({ length: this.perDevice }, () => Math.floor(rng() * this.datasetSize));
+  }
+  sizeOf(): number {
+    return this.perDevice;
+  }
+  pooledIndices(): Uint32Array {
+    // Devices sample the whole dataset.
+    return Uint32Array.from({ length: this.datasetSize }, (_, i) => i);
+  }
+}
+
+function checkDevices(devices: number): void {
+  if (!Number.isInteger(devices) || devices < 1) {
+    throw new CohortError("INVALID_OPTION", `devices must be a positive integer, got ${devices}`);
+  }
+}
+
+/**
+ * IID: a seeded permutation cut into equal slices of `perDevice` examples. When the population
+ * needs more examples than the dataset has, each device samples with replacement instead.
+ */
+export function iidPartition(
+  datasetSize: number,
+  devices: number,
+  perDevice: number,
+  seed: number,
+): Partition {
+  checkDevices(devices);
+  if (!Number.isInteger(perDevice) || perDevice < 1) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `examplesPerDevice must be a positive integer, got ${perDevice}`,
+    );
+  }
+  if (devices * perDevice > datasetSize)
+    return new SampledPartition(devices, perDevice, datasetSize, seed);
+  const order = shuffleInPlace(
+    Uint32Array.from({ length: datasetSize }, (_, i) => i),
+    createRng(seed),
+  );
+  const offsets = Uint32Array.from({ length: devices + 1 }, (_, d) => d * perDevice);
+  return new SlicedPartition(order.subarray(0, devices * perDevice), offsets);
+}
+
+/**
+ * McMahan et al.'s pathological non-IID split: sort by label, cut into `devices · k` shards of
+ * equal size, give each device k random shards (k = 2: most devices see two digits).
+ */
+export function shardPartition(
+  labels: Uint8Array,
+  devices: number,
+  perDevice: number,
+  shardsPerDevice: number,
+  seed: number,
+): Partition {
+  checkDevices(devices);
+  const shardSize = Math.floor(perDevice / shardsPerDevice);
+  const shards = devices * shardsPerDevice;
+  if (shardSize < 1 || shards * shardSize > labels.length) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `shards: ${devices} devices × ${perDevice} examples need ${devices * perDevice} examples; the dataset has ${labels.length}`,
+    );
+  }
+  const rng = createRng(seed);
+  // Sort by label; ties in a seeded random order so equal labels are not in file order.
+  const byLabel = shuffleInPlace(
+    Array.from({ length: labels.length }, (_, i) => i),
+    rng,
+  ).sort((a, b) => labels[a]! - labels[b]!);
+  const shardOrder = shuffleInPlace(
+    Array.from({ length: shards }, (_, i) => i),
+    rng,
+  );
+  const order = new Uint32Array(shards * shardSize);
+  let at = 0;
+  for (const shard of shardOrder) {
+    for (let j = 0; j < shardSize; j++) order[at++] = byLabel[shard * shardSize + j]!;
+  }
+  const offsets = Uint32Array.from(
+    { length: devices + 1 },
+    (_, d) => d * shardsPerDevice * shardSize,
+  );
+  return new SlicedPartition(order, offsets);
+}
+
+/** A Gamma(α, 1) draw (Marsaglia–Tsang, with the α < 1 boost). */
+function gamma(alpha: number, rng: Rng): number {
+  if (alpha < 1) return gamma(alpha + 1, rng) * Math.pow(rng() || Number.MIN_VALUE, 1 / alpha);
+  const d = alpha - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number;
+    let v: number;
+    do {
+      // Box–Muller normal.
+      x = Math.sqrt(-2 * Math.log(rng() || Number.MIN_VALUE)) * Math.cos(2 * Math.PI * rng());
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = rng();
+    if (u < 1 - 0.0331 * x ** 4 || Math.log(u) < 0.5 * x * x + d * (1 - v + Math.log(v)))
+      return d * v;
+  }
+}
+
+/**
+ * Label skew: for each class, the share of its examples each device gets is drawn from
+ * Dirichlet(α). Small α gives devices few classes; large α approaches IID. Every example is
+ * used once; device sizes vary.
+ */
+export function dirichletPartition(
+  labels: Uint8Array,
+  devices: number,
+  alpha: number,
+  seed: number,
+): Partition {
+  checkDevices(devices);
+  const rng = createRng(seed);
+  const numClasses = labels.reduce((m, y) => Math.max(m, y), 0) + 1;
+  const byClass: number[][] = Array.from({ length: numClasses }, () => []);
+  labels.forEach((y, i) => byClass[y]!.push(i));
+  const buckets: number[][] = Array.from({ length: devices }, () => []);
+  for (const members of byClass) {
+    shuffleInPlace(members, rng);
+    const weights = Array.from({ length: devices }, () => gamma(alpha, rng));
+    const total = weights.reduce((a, b) => a + b, 0);
+    let start = 0;
+    let cumulative = 0;
+    for (let d = 0; d < devices; d++) {
+      cumulative += weights[d]! / total;
+      const end = d === devices - 1 ? members.length : Math.round(cumulative * members.length);
+      for (let j = start; j < end; j++) buckets[d]!.push(members[j]!);
+      start = Math.max(start, end);
+    }
+  }
+  const offsets = new Uint32Array(devices + 1);
+  buckets.forEach((b, d) => (offsets[d + 1] = offsets[d]! + b.length));
+  const order = new Uint32Array(offsets[devices]!);
+  buckets.forEach((b, d) => order.set(b, offsets[d]!));
+  return new SlicedPartition(order, offsets);
+}
+
+/** Build a partition from its spec. */
+export function makePartition(
+  spec: PartitionSpec,
+  labels: Uint8Array,
+  devices: number,
+  perDevice: number,
+  seed: number,
+): Partition {
+  switch (spec.kind) {
+    case "iid":
+      return iidPartition(labels.length, devices, perDevice, seed);
+    case "shards":
+      return shardPartition(labels, devices, perDevice, spec.shardsPerDevice, seed);
+    case "dirichlet":
+      return dirichletPartition(labels, devices, spec.alpha, seed);
+    default: {
+      const exhaustive: never = spec;
+      throw new CohortError("INVALID_OPTION", `unknown partition ${JSON.stringify(exhaustive)}`);
+    }
+  }
+}

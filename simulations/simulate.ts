@@ -1,0 +1,354 @@
+/** `simulate(config)`: a population of virtual devices through the real round engine and client code. */
+import { mkdir, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { prepareTask } from "../coordinator/coordinator.js";
+import { RoundEngine, type RunSummary } from "../coordinator/engine.js";
+import { SocketTransport } from "../coordinator/socket-transport.js";
+import type { CohortTransport } from "../coordinator/transport.js";
+import type { RoundMetrics } from "../coordinator/run-store.js";
+import { CohortClient } from "../client/client.js";
+import { LocalTrainer } from "../client/trainer.js";
+import type { Dataset } from "../protocol/dataset.js";
+import type { TaskSpec } from "../protocol/messages.js";
+import { evaluateModel, toTensors, trainLocal, type EvalStats } from "../models/adapter.js";
+import {
+  backendLabel,
+  parseBackendRequest,
+  selectBackend,
+  type SelectedBackend,
+} from "../models/backend.js";
+import { instantiate } from "../models/model-file.js";
+import { loadDataset, subsetDataset, takeExamples } from "./datasets/index.js";
+import { deviceId, materialise } from "./device.js";
+import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
+import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
+import { accuracyLossSvg } from "./plot.js";
+import { Progress } from "./progress.js";
+import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
+
+/** The centralised baseline: the same model trained on the pooled device data. */
+export interface BaselineResult {
+  epochs: number;
+  examples: number;
+  accuracy: number;
+  loss: number;
+  trainMs: number;
+}
+
+/** What a simulation writes to `summary.json`. */
+export interface SimulationSummary {
+  name: string;
+  runDir: string;
+  backend: string;
+  devices: number;
+  examplesPerDevice: number;
+  rounds: number;
+  initialAccuracy: number | null;
+  finalAccuracy: number | null;
+  finalLoss: number | null;
+  bestAccuracy: number | null;
+  /** For each target accuracy, the first round reaching it, or null. */
+  roundsToTarget: Record<string, number | null>;
+  wallTimeMs: number;
+  meanRoundMs: number;
+  bytesUp: number;
+  bytesDown: number;
+  failures: number;
+  baseline: BaselineResult | null;
+  config: SimulationConfig;
+}
+
+/** What `simulate` returns. */
+export interface SimulationResult {
+  summary: SimulationSummary;
+  rounds: RoundMetrics[];
+  weights: Float32Array[];
+}
+
+/** Options that shape output rather than the experiment. */
+export interface SimulateHooks {
+  /** Where progress goes. @default process.stderr, a bar on a TTY */
+  progress?: NodeJS.WriteStream | null;
+}
+
+/** Trains devices one after another in this thread, reusing one model. */
+class LocalDeviceTrainer implements DeviceTrainer {
+  readonly concurrency = 1;
+  private readonly trainer: LocalTrainer;
+  constructor(
+    private readonly task: TaskSpec,
+    private readonly data: Dataset,
+    private readonly partition: Partition,
+    backend: string,
+  ) {
+    this.trainer = new LocalTrainer(backend);
+  }
+  async train(device: number, request: Uint8Array, shuffleSeed: number) {
+    const local = materialise(this.data, this.partition, device);
+    const tensors = toTensors(local);
+    try {
+      return await this.trainer.fit(this.task, request, local, tensors, shuffleSeed);
+    } finally {
+      tensors.dispose();
+    }
+  }
+  dispose(): void {
+    this.trainer.dispose();
+  }
+}
+
+async function baseline(
+  cfg: SimulationConfig,
+  task: TaskSpec,
+  initial: Float32Array[],
+  pooled: Dataset,
+  evalSet: Dataset,
+): Promise<BaselineResult> {
+  const model = await instantiate(task.model, initial);
+  const tensors = toTensors(pooled);
+  try {
+    const config = { ...task.training, localEpochs: cfg.baselineEpochs };
+    const stats = await trainLocal(model, tensors, config, cfg.seed + 7);
+    const evaluation: EvalStats = await evaluateModel(model, evalSet);
+    return {
+      epochs: cfg.baselineEpochs,
+      examples: pooled.labels.length,
+      accuracy: evaluation.accuracy,
+      loss: evaluation.loss,
+      trainMs: stats.trainMs,
+    };
+  } finally {
+    tensors.dispose();
+    model.dispose();
+  }
+}
+
+/** Run a simulation; writes the run directory, `summary.json` and `accuracy.svg`. */
+export async function simulate(
+  config: unknown,
+  hooks: SimulateHooks = {},
+): Promise<SimulationResult> {
+  const cfg = resolveSimulationConfig(config);
+  const started = performance.now();
+  const progress =
+    hooks.progress === null ? null : new Progress(cfg.rounds, hooks.progress ?? process.stderr);
+  const backend: SelectedBackend = await selectBackend(parseBackendRequest(cfg.backend));
+  const train = await loadDataset(cfg.dataset, "train");
+  const fullTest = await loadDataset(cfg.dataset, "test");
+  const evalSet = cfg.evalSize === undefined ? fullTest : takeExamples(fullTest, cfg.evalSize);
+  const perDevice =
+    cfg.examplesPerDevice ?? Math.max(1, Math.floor(train.labels.length / cfg.devices));
+  const partition = makePartition(
+    parsePartitionSpec(cfg.partition),
+    train.labels,
+    cfg.devices,
+    perDevice,
+    cfg.seed,
+  );
+  const runDir = cfg.runDir ?? `runs/${cfg.name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+  const { opts, task, weights } = await prepareTask(
+    {
+      model: cfg.model,
+      rounds: cfg.rounds,
+      minAvailableClients: cfg.minFitClients,
+      minFitClients: cfg.minFitClients,
+      fractionFit: cfg.fractionFit,
+      localEpochs: cfg.localEpochs,
+      batchSize: cfg.batchSize,
+      learningRate: cfg.learningRate,
+      optimizer: cfg.optimizer,
+      roundTimeoutMs: cfg.roundTimeoutMs,
+      seed: cfg.seed,
+      evalDataset: evalSet,
+      runDir,
+      log: () => undefined,
+    },
+    () => undefined,
+  );
+  progress?.line(
+    `${cfg.name}: ${cfg.devices} devices × ${perDevice} examples (${cfg.partition}), C=${cfg.fractionFit}, ` +
+      `${task.model.name} E=${cfg.localEpochs} B=${cfg.batchSize}, ${cfg.transport}, backend ${backendLabel(backend)}`,
+  );
+
+  let transport: CohortTransport;
+  const cleanups: (() => Promise<void> | void)[] = [];
+  if (cfg.transport === "in-process") {
+    const trainer = new LocalDeviceTrainer(task, train, partition, backend.name);
+    cleanups.push(() => trainer.dispose());
+    transport = new InProcessTransport({
+      partition,
+      trainer,
+      faults: cfg.faults,
+      seed: cfg.seed,
+      deadlineMs: cfg.roundTimeoutMs,
+    });
+  } else {
+    transport = await socketPopulation(task, train, partition, opts.log, cleanups, cfg);
+  }
+  const engine = new RoundEngine(opts, task, weights, transport, {
+    simulation: cfg,
+    backend: backend.name,
+  });
+  engine.onRound = (m) =>
+    progress?.round(m.round, m.accuracy, m.failures > 0 ? `failures ${m.failures}` : "");
+  let run: RunSummary;
+  try {
+    run = await engine.run();
+  } finally {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  }
+  const base =
+    cfg.baselineEpochs > 0
+      ? await baseline(cfg, task, weights, subsetDataset(train, partition.pooledIndices()), evalSet)
+      : null;
+  const summary = summarise(
+    cfg,
+    run,
+    runDir,
+    backend,
+    perDevice,
+    base,
+    performance.now() - started,
+  );
+  await writeOutputs(runDir, summary, run);
+  progress?.line(
+    `${cfg.name}: final accuracy ${summary.finalAccuracy?.toFixed(4)}` +
+      (base
+        ? ` (centralised baseline ${base.accuracy.toFixed(4)} after ${base.epochs} epoch${base.epochs > 1 ? "s" : ""})`
+        : "") +
+      `; ${runDir}`,
+  );
+  return { summary, rounds: run.rounds, weights: run.weights };
+}
+
+/** Real socket.io on loopback: one `CohortClient` per device, each with its data materialised. */
+async function socketPopulation(
+  task: TaskSpec,
+  train: Dataset,
+  partition: Partition,
+  log: (line: string) => void,
+  cleanups: (() => Promise<void> | void)[],
+  cfg: SimulationConfig,
+): Promise<CohortTransport> {
+  const http = createServer();
+  const transport = new SocketTransport(http, task, log);
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  cleanups.push(() => transport.close());
+  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const clients: CohortClient[] = [];
+  for (let d = 0; d < partition.devices; d++) {
+    if (partition.sizeOf(d) === 0) continue;
+    clients.push(
+      new CohortClient({
+        url,
+        data: materialise(train, partition, d),
+        clientId: deviceId(d, partition.devices),
+        backend: parseBackendRequest(cfg.backend),
+        log: () => undefined,
+      }),
+    );
+  }
+  cleanups.push(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+  });
+  await Promise.all(clients.map((c) => c.start()));
+  return transport;
+}
+
+function summarise(
+  cfg: SimulationConfig,
+  run: RunSummary,
+  runDir: string,
+  backend: SelectedBackend,
+  perDevice: number,
+  base: BaselineResult | null,
+  wallTimeMs: number,
+): SimulationSummary {
+  const acc = run.rounds.map((r) => r.accuracy).filter((a): a is number => a !== undefined);
+  const last = run.rounds.at(-1);
+  return {
+    name: cfg.name,
+    runDir,
+    backend: backendLabel(backend),
+    devices: cfg.devices,
+    examplesPerDevice: perDevice,
+    rounds: run.rounds.length,
+    initialAccuracy: run.initial?.accuracy ?? null,
+    finalAccuracy: last?.accuracy ?? null,
+    finalLoss: last?.loss ?? null,
+    bestAccuracy: acc.length > 0 ? Math.max(...acc) : null,
+    roundsToTarget: Object.fromEntries(
+      cfg.targets.map((t) => [
+        String(t),
+        run.rounds.find((r) => (r.accuracy ?? 0) >= t)?.round ?? null,
+      ]),
+    ),
+    wallTimeMs,
+    meanRoundMs: run.rounds.reduce((s, r) => s + r.durationMs, 0) / Math.max(1, run.rounds.length),
+    bytesUp: run.rounds.reduce((s, r) => s + r.bytesUp, 0),
+    bytesDown: run.rounds.reduce((s, r) => s + r.bytesDown, 0),
+    failures: run.rounds.reduce((s, r) => s + r.failures, 0),
+    baseline: base,
+    config: cfg,
+  };
+}
+
+async function writeOutputs(
+  runDir: string,
+  summary: SimulationSummary,
+  run: RunSummary,
+): Promise<void> {
+  await mkdir(runDir, { recursive: true });
+  await writeFile(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  const rounds = run.rounds.length;
+  const withInitial = (
+    pick: (r: RoundMetrics) => number | undefined,
+    initial: number | undefined,
+  ) => [
+    ...(initial === undefined ? [] : [{ x: 0, y: initial }]),
+    ...run.rounds.map((r) => ({ x: r.round, y: pick(r) ?? Number.NaN })),
+  ];
+  const flat = (y: number) => [
+    { x: 0, y },
+    { x: rounds, y },
+  ];
+  const b = summary.baseline;
+  const accuracy = [
+    {
+      label: "FedAvg (global model)",
+      color: "#1f77b4",
+      points: withInitial((r) => r.accuracy, run.initial?.accuracy),
+    },
+    ...(b
+      ? [
+          {
+            label: `centralised, ${b.epochs} epoch${b.epochs > 1 ? "s" : ""}`,
+            color: "#d62728",
+            dashed: true,
+            points: flat(b.accuracy),
+          },
+        ]
+      : []),
+  ];
+  const loss = [
+    {
+      label: "FedAvg test loss",
+      color: "#1f77b4",
+      points: withInitial((r) => r.loss, run.initial?.loss),
+    },
+    {
+      label: "clients' train loss",
+      color: "#2ca02c",
+      points: run.rounds.map((r) => ({ x: r.round, y: r.trainLoss })),
+    },
+    ...(b
+      ? [{ label: "centralised test loss", color: "#d62728", dashed: true, points: flat(b.loss) }]
+      : []),
+  ];
+  await writeFile(
+    join(runDir, "accuracy.svg"),
+    accuracyLossSvg(summary.name, accuracy, loss, rounds),
+  );
+}

@@ -1,0 +1,95 @@
+import { describe, expect, it } from "vitest";
+import { createRng } from "../aggregation/random.js";
+import {
+  dirichletPartition,
+  iidPartition,
+  parsePartitionSpec,
+  shardPartition,
+} from "../simulations/partition.js";
+import { drawFate, NO_FAULTS } from "../simulations/faults.js";
+
+/** 6,000 labels, 600 of each class, in a seeded order. */
+function labels(n = 6000, classes = 10): Uint8Array {
+  const rng = createRng(3);
+  const out = Uint8Array.from({ length: n }, (_, i) => i % classes);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rng() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
+
+function classesOf(y: Uint8Array, indices: Uint32Array): Set<number> {
+  return new Set(Array.from(indices, (i) => y[i]!));
+}
+
+describe("partitions", () => {
+  it("IID: equal disjoint slices covering the requested examples", () => {
+    const p = iidPartition(6000, 10, 600, 1);
+    const seen = new Set<number>();
+    for (let d = 0; d < 10; d++) {
+      expect(p.sizeOf(d)).toBe(600);
+      for (const i of p.indicesOf(d)) seen.add(i);
+    }
+    expect(seen.size).toBe(6000);
+    // Each IID device sees (nearly) every class.
+    const y = labels();
+    expect(classesOf(y, p.indicesOf(0)).size).toBe(10);
+  });
+
+  it("IID: a population larger than the data samples with replacement, lazily and reproducibly", () => {
+    const before = process.memoryUsage().heapUsed;
+    const p = iidPartition(6000, 100_000, 20, 1);
+    const grown = process.memoryUsage().heapUsed - before;
+    expect(grown).toBeLessThan(16 * 1024 * 1024);
+    expect(p.devices).toBe(100_000);
+    expect(p.indicesOf(99_999)).toEqual(p.indicesOf(99_999));
+    expect(p.indicesOf(5)).not.toEqual(p.indicesOf(6));
+    expect(Math.max(...p.indicesOf(42))).toBeLessThan(6000);
+  });
+
+  it("shards: McMahan's split gives each device at most 2 classes", () => {
+    const y = labels();
+    const p = shardPartition(y, 10, 600, 2, 1);
+    const counts = Array.from({ length: 10 }, (_, d) => classesOf(y, p.indicesOf(d)).size);
+    expect(counts.every((c) => c <= 2)).toBe(true);
+    expect(counts.filter((c) => c === 2).length).toBeGreaterThan(5);
+    expect(new Set(Array.from(p.pooledIndices())).size).toBe(6000);
+    expect(() => shardPartition(y, 100, 600, 2, 1)).toThrow(/need 60000 examples/);
+  });
+
+  it("Dirichlet: small α skews labels, large α approaches IID; every example used once", () => {
+    const y = labels();
+    const skewed = dirichletPartition(y, 20, 0.1, 1);
+    const even = dirichletPartition(y, 20, 100, 1);
+    const dominant = (p: ReturnType<typeof dirichletPartition>) => {
+      let total = 0;
+      for (let d = 0; d < 20; d++) {
+        const counts = new Array(10).fill(0);
+        for (const i of p.indicesOf(d)) counts[y[i]!]++;
+        total += Math.max(...counts) / Math.max(1, p.sizeOf(d));
+      }
+      return total / 20;
+    };
+    expect(dominant(skewed)).toBeGreaterThan(0.5);
+    expect(dominant(even)).toBeLessThan(0.25);
+    expect(new Set(Array.from(skewed.pooledIndices())).size).toBe(6000);
+  });
+
+  it("parses specs", () => {
+    expect(parsePartitionSpec("iid")).toEqual({ kind: "iid" });
+    expect(parsePartitionSpec("shards")).toEqual({ kind: "shards", shardsPerDevice: 2 });
+    expect(parsePartitionSpec("dirichlet:0.5")).toEqual({ kind: "dirichlet", alpha: 0.5 });
+    expect(() => parsePartitionSpec("dirichlet:-1")).toThrow(/partition must be/);
+  });
+
+  it("faults: rates are honoured and draws are reproducible", () => {
+    const f = { ...NO_FAULTS, dropoutBeforeFit: 0.3 };
+    const fates = Array.from({ length: 2000 }, (_, d) => drawFate(f, 1, 1, d, 1000).kind);
+    const rate = fates.filter((k) => k === "drop-before").length / 2000;
+    expect(rate).toBeGreaterThan(0.25);
+    expect(rate).toBeLessThan(0.35);
+    expect(drawFate(f, 1, 1, 7, 1000)).toEqual(drawFate(f, 1, 1, 7, 1000));
+    expect(drawFate(NO_FAULTS, 1, 1, 7, 1000)).toEqual({ kind: "ok", latencyMs: 0 });
+  });
+});

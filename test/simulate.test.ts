@@ -1,0 +1,144 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { simulate } from "../simulations/index.js";
+import { tempRunDir } from "./helpers/federation.js";
+import { runCli } from "./helpers/cli.js";
+
+const TIMING = new Set(["durationMs", "aggregationMs", "evaluationMs", "trainMs", "timestamp"]);
+
+/** metrics.jsonl without wall-clock fields, which no seed can fix. */
+async function deterministicMetrics(runDir: string): Promise<unknown[]> {
+  const text = await readFile(join(runDir, "metrics.jsonl"), "utf8");
+  return text
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line, (key, value) => (TIMING.has(key) ? undefined : value)));
+}
+
+const small = {
+  devices: 50,
+  fractionFit: 0.2,
+  rounds: 3,
+  model: "mlp",
+  dataset: "mnist",
+  examplesPerDevice: 80,
+  evalSize: 1000,
+  baselineEpochs: 0,
+};
+
+describe("simulate", () => {
+  it("trains 50 virtual devices for 3 rounds in seconds; accuracy rises", async () => {
+    const runDir = await tempRunDir("cohort-sim-");
+    const { summary, rounds } = await simulate(
+      { ...small, runDir, baselineEpochs: 1 },
+      { progress: null },
+    );
+    expect(rounds).toHaveLength(3);
+    expect(rounds.every((r) => r.participants === 10)).toBe(true);
+    expect(summary.finalAccuracy!).toBeGreaterThan(summary.initialAccuracy! + 0.4);
+    expect(summary.baseline!.accuracy).toBeGreaterThan(0.8);
+    expect(summary.baseline!.examples).toBe(50 * 80);
+    const files = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
+    expect(files.roundsToTarget).toHaveProperty("0.9");
+    const svg = await readFile(join(runDir, "accuracy.svg"), "utf8");
+    expect(svg).toMatch(/^<svg[^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+    expect(svg).toContain("centralised");
+    expect((svg.match(/<path /g) ?? []).length).toBe(5);
+  });
+
+  it("is deterministic: the same seed gives identical metrics and weights", async () => {
+    const a = await tempRunDir("cohort-sim-a-");
+    const b = await tempRunDir("cohort-sim-b-");
+    const c = await tempRunDir("cohort-sim-c-");
+    const ra = await simulate({ ...small, seed: 9, runDir: a }, { progress: null });
+    const rb = await simulate({ ...small, seed: 9, runDir: b }, { progress: null });
+    const rc = await simulate({ ...small, seed: 10, runDir: c }, { progress: null });
+    expect(await deterministicMetrics(a)).toEqual(await deterministicMetrics(b));
+    expect(ra.weights).toEqual(rb.weights);
+    expect(await deterministicMetrics(a)).not.toEqual(await deterministicMetrics(c));
+  });
+
+  it("completes with dropouts, disconnects and stragglers, recording each failure", async () => {
+    const { rounds } = await simulate(
+      {
+        ...small,
+        rounds: 3,
+        fractionFit: 0.4,
+        runDir: await tempRunDir("cohort-sim-faults-"),
+        roundTimeoutMs: 1000,
+        faults: {
+          dropoutBeforeFit: 0.15,
+          dropoutAfterFit: 0.15,
+          disconnect: 0.1,
+          stragglerMeanMs: 300,
+        },
+      },
+      { progress: null },
+    );
+    expect(rounds).toHaveLength(3);
+    const failures = rounds.flatMap((r) => r.failureReasons);
+    expect(failures.length).toBeGreaterThan(3);
+    expect(rounds.every((r) => r.participants + r.failures === r.cohortSize)).toBe(true);
+    const messages = failures.map((f) => f.message).join("\n");
+    expect(messages).toMatch(/before training/);
+    expect(messages).toMatch(/after training/);
+    expect(messages).toMatch(/straggler/);
+    expect(failures.map((f) => f.code)).toContain("CLIENT_DISCONNECTED");
+    expect(rounds.at(-1)!.accuracy!).toBeGreaterThan(0.5);
+  });
+
+  it("runs over real socket.io on loopback", async () => {
+    const { rounds, summary } = await simulate(
+      {
+        ...small,
+        devices: 6,
+        fractionFit: 0.5,
+        rounds: 2,
+        transport: "socket",
+        runDir: await tempRunDir("cohort-sim-sock-"),
+      },
+      { progress: null },
+    );
+    expect(rounds.map((r) => r.participants)).toEqual([3, 3]);
+    expect(rounds[0]!.bytesUp).toBeGreaterThan(3 * 199_210 * 4);
+    expect(summary.finalAccuracy!).toBeGreaterThan(summary.initialAccuracy!);
+  });
+
+  it("rejects bad configs with a clear error", async () => {
+    await expect(simulate({ devices: 0 }, { progress: null })).rejects.toMatchObject({
+      code: "INVALID_OPTION",
+    });
+    await expect(simulate({ partition: "zipf" }, { progress: null })).rejects.toThrow(
+      /partition must be/,
+    );
+    await expect(simulate({ roundz: 3 }, { progress: null })).rejects.toThrow(
+      /unknown config keys: roundz/,
+    );
+    await expect(simulate({ faults: { dropoutBeforeFit: 2 } }, { progress: null })).rejects.toThrow(
+      /probability/,
+    );
+  });
+
+  it("runs a shipped experiment from the CLI with overrides", async () => {
+    const runDir = await tempRunDir("cohort-sim-cli-");
+    const { code, output } = await runCli([
+      "simulate",
+      "--config",
+      "simulations/experiments/digits-2nn-iid.json",
+      "--rounds",
+      "2",
+      "--eval-size",
+      "500",
+      "--baseline-epochs",
+      "0",
+      "--run-dir",
+      runDir,
+    ]);
+    expect(code).toBe(0);
+    expect(output).toMatch(/round 2\/2 +accuracy/);
+    const summary = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
+    expect(summary.config.devices).toBe(100);
+    expect(summary.rounds).toBe(2);
+  });
+});
