@@ -78,7 +78,17 @@ export const simulateCommand = {
       placeholder: "in-process|socket",
       description: "how devices reach the coordinator",
     },
-    backend: { type: "string", default: "auto", description: "tfjs backend" },
+    backend: {
+      type: "string",
+      default: "auto",
+      placeholder: "auto|webgpu|tfjs-node-gpu|tfjs-node|wasm|cpu",
+      description: "tfjs backend",
+    },
+    concurrency: {
+      type: "number",
+      default: 1,
+      description: "devices trained at once in this process",
+    },
     "baseline-epochs": {
       type: "number",
       default: 1,
@@ -111,6 +121,7 @@ const MAP: Record<string, string> = {
   secure: "secure",
   transport: "transport",
   backend: "backend",
+  concurrency: "concurrency",
   "baseline-epochs": "baselineEpochs",
   seed: "seed",
   "run-dir": "runDir",

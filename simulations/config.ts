@@ -43,6 +43,8 @@ export interface SimulationConfig {
   roundTimeoutMs: number;
   /** `in-process` (fast) or `socket` (real socket.io on loopback, one client per device). @default "in-process" */
   transport: "in-process" | "socket";
+  /** Devices trained at once in this process (on a GPU they share the device). @default 1 */
+  concurrency: number;
   /** tfjs backend of the training. @default "auto" */
   backend: string;
   /** Accuracy targets reported in `summary.json` as rounds-to-target. @default [0.9, 0.95, 0.97, 0.99] */
@@ -74,6 +76,7 @@ const DEFAULTS: SimulationConfig = {
   faults: NO_FAULTS,
   roundTimeoutMs: 60_000,
   transport: "in-process",
+  concurrency: 1,
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
   baselineEpochs: 1,
@@ -117,6 +120,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   int("roundTimeoutMs", 1);
   int("baselineEpochs", 0);
   int("seed", 0);
+  int("concurrency", 1);
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);
   if (!(c.fractionFit > 0 && c.fractionFit <= 1)) {

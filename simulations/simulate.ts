@@ -12,6 +12,7 @@ import { CohortClient } from "../client/client.js";
 import { LocalTrainer } from "../client/trainer.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { TaskSpec } from "../protocol/messages.js";
+import { CohortError } from "../protocol/errors.js";
 import { evaluateModel, toTensors, trainLocal, type EvalStats } from "../models/adapter.js";
 import {
   backendLabel,
@@ -73,29 +74,37 @@ export interface SimulateHooks {
   progress?: NodeJS.WriteStream | null;
 }
 
-/** Trains devices one after another in this thread, reusing one model. */
+/**
+ * Trains devices in this thread, reusing one model per slot. With `concurrency` > 1 several
+ * devices train at once: their GPU work interleaves on one device (webgpu), which can keep a
+ * GPU busier than one small-batch client alone.
+ */
 class LocalDeviceTrainer implements DeviceTrainer {
-  readonly concurrency = 1;
-  private readonly trainer: LocalTrainer;
+  private readonly free: LocalTrainer[];
   constructor(
     private readonly task: TaskSpec,
     private readonly data: Dataset,
     private readonly partition: Partition,
     backend: string,
+    readonly concurrency: number,
   ) {
-    this.trainer = new LocalTrainer(backend);
+    this.free = Array.from({ length: concurrency }, () => new LocalTrainer(backend));
   }
   async train(device: number, request: Uint8Array, shuffleSeed: number) {
+    const trainer = this.free.pop();
+    if (trainer === undefined)
+      throw new CohortError("INTERNAL", "more devices in flight than trainers");
     const local = materialise(this.data, this.partition, device);
     const tensors = toTensors(local);
     try {
-      return await this.trainer.fit(this.task, request, local, tensors, shuffleSeed);
+      return await trainer.fit(this.task, request, local, tensors, shuffleSeed);
     } finally {
       tensors.dispose();
+      this.free.push(trainer);
     }
   }
   dispose(): void {
-    this.trainer.dispose();
+    for (const t of this.free) t.dispose();
   }
 }
 
@@ -175,7 +184,7 @@ export async function simulate(
   let transport: CohortTransport;
   const cleanups: (() => Promise<void> | void)[] = [];
   if (cfg.transport === "in-process") {
-    const trainer = new LocalDeviceTrainer(task, train, partition, backend.name);
+    const trainer = new LocalDeviceTrainer(task, train, partition, backend.name, cfg.concurrency);
     cleanups.push(() => trainer.dispose());
     transport = new InProcessTransport({
       partition,
