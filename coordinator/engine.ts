@@ -94,7 +94,7 @@ export class RoundEngine {
             protocolVersion: PROTOCOL_VERSION,
             ...this.runInfo,
           });
-    if (store !== null && opts.checkpoints) await store.checkpoint(0, task.model, this.global);
+    if (store !== null) await store.checkpoint(0, task.model, this.global);
     const initial = await this.evaluate();
     opts.log(
       `run ${task.runId}: ${task.model.name} (${task.model.numParameters} parameters), ` +
@@ -108,7 +108,10 @@ export class RoundEngine {
       this.completedRounds = round;
       if (store !== null) {
         await store.appendRound(metrics);
-        if (opts.checkpoints) await store.checkpoint(round, task.model, this.global);
+        const every = opts.checkpointEvery;
+        if (round === opts.rounds || (every > 0 && round % every === 0)) {
+          await store.checkpoint(round, task.model, this.global);
+        }
       }
       rounds.push(metrics);
       opts.log(formatRound(metrics, opts.rounds));

@@ -42,8 +42,11 @@ export interface CoordinatorOptions {
   evalDataset: Dataset | undefined;
   /** Run directory for metrics and checkpoints; `null` keeps nothing on disk. @default "runs/<timestamp>" */
   runDir: string | null;
-  /** Write a checkpoint of the global model every round. @default true */
-  checkpoints: boolean;
+  /**
+   * Checkpoint the global model every this many rounds (and always the initial and the last
+   * model); 0 keeps only those two. @default 1
+   */
+  checkpointEvery: number;
   /** Where progress lines go (the CLI prints them). @default a `debug("cohort:coordinator")` logger */
   log: (line: string) => void;
 }
@@ -73,7 +76,7 @@ export function resolveOptions(
       seed: 0,
       evalDataset: undefined,
       runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
-      checkpoints: true,
+      checkpointEvery: 1,
       log: defaultLog,
     },
     options,
@@ -103,6 +106,7 @@ export function resolveOptions(
   int("maxRoundAttempts", 1);
   int("maxUploadBytes", 1024);
   int("seed", 0, 2 ** 32 - 1);
+  int("checkpointEvery", 0);
   positive("learningRate");
   positive("serverLearningRate");
   if (!(o.fractionFit > 0 && o.fractionFit <= 1)) {

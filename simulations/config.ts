@@ -51,6 +51,8 @@ export interface SimulationConfig {
   targets: number[];
   /** Epochs of a centralised baseline on the pooled device data; 0 skips it. @default 1 */
   baselineEpochs: number;
+  /** Checkpoint the global model every this many rounds (and the first and last). @default 10 */
+  checkpointEvery: number;
   /** @default 0 */
   seed: number;
   /** @default "runs/<name>-<timestamp>" */
@@ -80,6 +82,7 @@ const DEFAULTS: SimulationConfig = {
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
   baselineEpochs: 1,
+  checkpointEvery: 10,
   seed: 0,
   runDir: undefined,
 };
@@ -121,6 +124,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   int("baselineEpochs", 0);
   int("seed", 0);
   int("concurrency", 1);
+  int("checkpointEvery", 0);
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);
   if (!(c.fractionFit > 0 && c.fractionFit <= 1)) {

@@ -170,6 +170,7 @@ export async function simulate(
       optimizer: cfg.optimizer,
       roundTimeoutMs: cfg.roundTimeoutMs,
       seed: cfg.seed,
+      checkpointEvery: cfg.checkpointEvery,
       evalDataset: evalSet,
       runDir,
       log: () => undefined,
