@@ -2,3 +2,4 @@
 export * from "./weights.js";
 export * from "./fedavg.js";
 export * from "./random.js";
+export * as secure from "./secure/index.js";

@@ -68,6 +68,26 @@ export const coordinatorCommand = {
       default: 64,
       description: "largest update accepted from a client, in MiB",
     },
+    secure: {
+      type: "boolean",
+      default: false,
+      description: "secure aggregation (SecAgg+): the coordinator learns only the sum",
+    },
+    "secure-neighbours": {
+      type: "number",
+      defaultText: "cohort size − 1",
+      description: "SecAgg+ neighbour degree k",
+    },
+    "secure-threshold": {
+      type: "number",
+      defaultText: "⌊(k + 1)/2⌋ + 1",
+      description: "SecAgg+ threshold t",
+    },
+    "secure-clip": {
+      type: "number",
+      default: 1,
+      description: "delta coordinates are clipped to ±clip in secure rounds",
+    },
     seed: {
       type: "number",
       default: 0,
@@ -112,6 +132,10 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     roundTimeoutMs: Math.round(flags["round-timeout"] * 1000),
     maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
     seed: flags.seed,
+    secure: flags.secure,
+    secureNeighbours: flags["secure-neighbours"],
+    secureThreshold: flags["secure-threshold"],
+    secureClip: flags["secure-clip"],
     evalDataset,
     runDir: flags["run-dir"],
     log: (line) => console.log(line),

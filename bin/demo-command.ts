@@ -18,6 +18,7 @@ export const demoCommand = {
       placeholder: "mlp|cnn|PATH",
       description: "model to train",
     },
+    secure: { type: "boolean", default: false, description: "secure aggregation (SecAgg+)" },
     dataset: {
       type: "string",
       default: "mnist",
@@ -47,6 +48,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     rounds: flags.rounds,
     minAvailableClients: n,
     minFitClients: n,
+    secure: flags.secure,
     evalDataset: await loadDataset(flags.dataset, "test"),
     runDir: flags["run-dir"],
     log: (line) => console.log(`[coordinator] ${line}`),

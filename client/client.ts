@@ -3,9 +3,10 @@ import { randomUUID } from "node:crypto";
 import { io, type Socket } from "socket.io-client";
 import createDebug from "debug";
 import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
-import { CohortError, isErrorCode, toCohortError } from "../protocol/errors.js";
+import { CohortError, isErrorCode, toCohortError, type Reply } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import { parseTaskSpec } from "../protocol/guards.js";
+import { decode } from "../protocol/codec.js";
 import type { HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
@@ -17,6 +18,7 @@ import {
   type SelectedBackend,
 } from "../models/backend.js";
 import { LocalTrainer } from "./trainer.js";
+import { SecureSession } from "./secure-session.js";
 
 const debug = createDebug("cohort:client");
 
@@ -38,6 +40,11 @@ export interface CohortClientOptions {
   ackTimeoutMs: number;
   /** Where progress lines go. @default a `debug("cohort:client")` logger */
   log: (line: string) => void;
+  /**
+   * Seed of the local shuffles (round r uses seed + r), for reproducible runs.
+   * @default undefined (a fresh random order every epoch)
+   */
+  seed: number | undefined;
 }
 
 /** What a client reports after each round it trained. */
@@ -94,6 +101,7 @@ export class CohortClient {
   private backend: SelectedBackend | null = null;
   private task: TaskSpec | null = null;
   private trainer: LocalTrainer | null = null;
+  private secure: SecureSession | null = null;
   private tensors: TensorData | null = null;
   private nextRequest: unknown = null;
   private busy = false;
@@ -118,6 +126,7 @@ export class CohortClient {
         reconnectDelayMaxMs: 10_000,
         ackTimeoutMs: 120_000,
         log: (line) => debug(line),
+        seed: undefined,
       },
       options,
     );
@@ -168,6 +177,11 @@ export class CohortClient {
     socket.on("round:fit", (payload) => {
       this.nextRequest = payload;
       void this.drain();
+    });
+    socket.on("secagg:step", (payload, ack) => {
+      void this.secureStep(payload).then((reply) => {
+        if (typeof ack === "function") ack(reply);
+      });
     });
     socket.on("run:done", (info) => {
       options.log(`run ${info.runId} done after ${info.rounds} rounds`);
@@ -237,7 +251,13 @@ export class CohortClient {
     try {
       const task = this.task;
       if (task === null) throw new CohortError("INVALID_MESSAGE", "fit request before the task");
-      const outcome = await this.trainer!.fit(task, payload, options.data, this.tensors!);
+      const outcome = await this.trainer!.fit(
+        task,
+        payload,
+        options.data,
+        this.tensors!,
+        this.shuffleSeed(roundOf(payload)),
+      );
       const socket = this.socket;
       if (socket === null || this.closed) return;
       const reply = await socket
@@ -267,6 +287,45 @@ export class CohortClient {
     }
   }
 
+  private shuffleSeed(round: number): number | undefined {
+    return this.options.seed === undefined ? undefined : (this.options.seed + round) >>> 0;
+  }
+
+  private async secureStep(payload: unknown): Promise<Reply<Uint8Array>> {
+    try {
+      this.secure ??= new SecureSession(async (request) => {
+        const task = this.task;
+        if (task === null) throw new CohortError("INVALID_MESSAGE", "secure round before the task");
+        const { result, stats } = await this.trainer!.train(
+          task,
+          request,
+          this.options.data,
+          this.tensors!,
+          this.shuffleSeed(request.round),
+        );
+        this.options.log(
+          `round ${request.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, sending it masked`,
+        );
+        for (const listener of this.roundListeners) {
+          listener({
+            round: request.round,
+            numExamples: result.numExamples,
+            loss: stats.loss,
+            accuracy: stats.accuracy,
+            trainMs: stats.trainMs,
+            accepted: true,
+          });
+        }
+        return { delta: result.delta, numExamples: result.numExamples };
+      });
+      return { ok: true, value: await this.secure.step(payload) };
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MESSAGE");
+      this.options.log(`secure step refused: ${e.code}: ${e.message}`);
+      return e.toReply();
+    }
+  }
+
   /** Disconnect and free the model and data tensors. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -280,5 +339,15 @@ export class CohortClient {
     this.tensors?.dispose();
     this.tensors = null;
     this.settle.reject(new CohortError("CLOSED", "client closed before the run ended"));
+  }
+}
+
+/** The round number of an encoded fit request, or 0 when it cannot be read (the trainer reports why). */
+function roundOf(payload: unknown): number {
+  try {
+    const raw = decode(payload) as { round?: unknown };
+    return typeof raw.round === "number" ? raw.round : 0;
+  } catch {
+    return 0;
   }
 }

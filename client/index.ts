@@ -4,3 +4,4 @@ export type { CohortClientOptions, ClientRoundReport } from "./client.js";
 export type { Dataset } from "../protocol/dataset.js";
 export { LocalTrainer } from "./trainer.js";
 export type { FitOutcome } from "./trainer.js";
+export { SecureSession } from "./secure-session.js";

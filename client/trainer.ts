@@ -5,7 +5,7 @@ import { decode, encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { parseFitRequest } from "../protocol/guards.js";
-import type { FitResult, TaskSpec } from "../protocol/messages.js";
+import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import {
   modelFromSpec,
   readWeights,
@@ -22,6 +22,8 @@ export interface FitOutcome {
   stats: TrainStats;
   /** The msgpack-encoded `FitResult`, checked against the task's upload limit. */
   payload: Uint8Array;
+  /** The same update, decoded. */
+  result: FitResult;
 }
 
 /**
@@ -55,6 +57,36 @@ export class LocalTrainer {
   }
 
   /**
+   * Train from a checked fit request's weights; returns the update in the clear (the caller
+   * encodes it, or masks it in a secure round).
+   */
+  async train(
+    task: TaskSpec,
+    request: FitRequest,
+    data: Dataset,
+    tensors: TensorData,
+    shuffleSeed?: number,
+  ): Promise<{ result: FitResult; stats: TrainStats }> {
+    checkWeights(request.weights, task.model.weightSpecs, "global weights");
+    const model = await this.ensureModel(task, data);
+    writeWeights(model, request.weights);
+    const stats = await trainLocal(model, tensors, task.training, shuffleSeed);
+    const delta = subtract(await readWeights(model), request.weights);
+    const result: FitResult = {
+      round: request.round,
+      numExamples: data.labels.length,
+      delta,
+      metrics: {
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+        trainMs: stats.trainMs,
+        backend: this.backend,
+      },
+    };
+    return { result, stats };
+  }
+
+  /**
    * Decode and check a fit request, train from its weights, and encode `Δ = w_local − w_global`.
    * Throws a CohortError on a bad request, a model that does not fit the data, or an update
    * over the task's upload limit.
@@ -67,23 +99,7 @@ export class LocalTrainer {
     shuffleSeed?: number,
   ): Promise<FitOutcome> {
     const request = parseFitRequest(decode(requestPayload));
-    checkWeights(request.weights, task.model.weightSpecs, "global weights");
-    const model = await this.ensureModel(task, data);
-    writeWeights(model, request.weights);
-    const stats = await trainLocal(model, tensors, task.training, shuffleSeed);
-    const delta = subtract(await readWeights(model), request.weights);
-    const numExamples = data.labels.length;
-    const result: FitResult = {
-      round: request.round,
-      numExamples,
-      delta,
-      metrics: {
-        loss: stats.loss,
-        accuracy: stats.accuracy,
-        trainMs: stats.trainMs,
-        backend: this.backend,
-      },
-    };
+    const { result, stats } = await this.train(task, request, data, tensors, shuffleSeed);
     const payload = encode(result);
     if (payload.byteLength > task.limits.maxUploadBytes) {
       throw new CohortError(
@@ -91,7 +107,7 @@ export class LocalTrainer {
         `update of ${payload.byteLength} bytes exceeds the coordinator's limit of ${task.limits.maxUploadBytes}`,
       );
     }
-    return { round: request.round, numExamples, stats, payload };
+    return { round: request.round, numExamples: result.numExamples, stats, payload, result };
   }
 
   /** Free the model. */

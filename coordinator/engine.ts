@@ -14,6 +14,7 @@ import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort } from "./sampling.js";
 import { formatRound } from "./format.js";
+import { runSecureRound } from "./secure-round.js";
 import type { CohortTransport } from "./transport.js";
 
 /** What `run()` returns. */
@@ -143,6 +144,7 @@ export class RoundEngine {
         rng,
       );
       const started = performance.now();
+      if (opts.secure) return this.secureRound(round, cohort, started, Math.floor(rng() * 2 ** 32));
       const collector = new RoundCollector(round, cohort, {
         weightSpecs: this.task.model.weightSpecs,
         maxUploadBytes: opts.maxUploadBytes,
@@ -212,6 +214,48 @@ export class RoundEngine {
         backend: r.metrics.backend,
         bytesUp: r.bytes,
       })),
+      timestamp: new Date().toISOString(),
+    };
+  }
+
+  private async secureRound(
+    round: number,
+    cohort: string[],
+    started: number,
+    graphSeed: number,
+  ): Promise<RoundMetrics> {
+    const outcome = await Promise.race([
+      runSecureRound(this.transport, this.opts, this.task, round, cohort, this.global, graphSeed),
+      this.stoppedPromise,
+    ]);
+    const { result } = outcome;
+    const aggStart = performance.now();
+    if (result !== null) {
+      this.global = this.strategy.apply(this.global, result.weightedMeanDelta);
+    }
+    const aggregationMs = performance.now() - aggStart;
+    const evalStart = performance.now();
+    const evaluation = result !== null ? await this.evaluate() : null;
+    return {
+      round,
+      attempt: 1,
+      cohortSize: cohort.length,
+      participants: result?.contributors.length ?? 0,
+      failures: outcome.failures.length,
+      failureReasons: outcome.failures,
+      totalExamples: result?.sumWeights ?? 0,
+      durationMs: performance.now() - started,
+      aggregationMs,
+      evaluationMs: performance.now() - evalStart,
+      bytesUp: outcome.bytesUp,
+      bytesDown: outcome.bytesDown,
+      secure: true,
+      ...(evaluation ? { accuracy: evaluation.accuracy, loss: evaluation.loss } : {}),
+      trainLoss: null,
+      ...(result === null
+        ? { aborted: true, abortReason: outcome.abortReason ?? "aborted" }
+        : { secureErrorBound: result.errorBound }),
+      clients: [],
       timestamp: new Date().toISOString(),
     };
   }

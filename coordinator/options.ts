@@ -36,6 +36,18 @@ export interface CoordinatorOptions {
   maxRoundAttempts: number;
   /** Largest update payload accepted from a client, in bytes. @default 67108864 (64 MiB) */
   maxUploadBytes: number;
+  /** Run every round through secure aggregation (SecAgg+): the coordinator sees only the sum. @default false */
+  secure: boolean;
+  /** SecAgg+ neighbour degree k; n − 1 is the original SecAgg. @default n − 1 */
+  secureNeighbours: number | undefined;
+  /** SecAgg+ threshold t (shares needed to unmask). @default ⌊(k + 1)/2⌋ + 1 */
+  secureThreshold: number | undefined;
+  /** Delta coordinates are clipped to ±clip before fixed-point encoding. @default 1 */
+  secureClip: number;
+  /** FedAvg weights (example counts) are capped at this many in secure rounds. @default 10000 */
+  secureMaxWeight: number;
+  /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
+  secureStepTimeoutMs: number;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
   seed: number;
   /** Held-out set for centralised evaluation after each round. @default undefined (none) */
@@ -73,6 +85,12 @@ export function resolveOptions(
       roundTimeoutMs: 120_000,
       maxRoundAttempts: 5,
       maxUploadBytes: 64 * 1024 * 1024,
+      secure: false,
+      secureNeighbours: undefined,
+      secureThreshold: undefined,
+      secureClip: 1,
+      secureMaxWeight: 10_000,
+      secureStepTimeoutMs: 30_000,
       seed: 0,
       evalDataset: undefined,
       runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
@@ -107,6 +125,11 @@ export function resolveOptions(
   int("maxUploadBytes", 1024);
   int("seed", 0, 2 ** 32 - 1);
   int("checkpointEvery", 0);
+  int("secureMaxWeight", 1);
+  int("secureStepTimeoutMs", 1);
+  if (o.secureNeighbours !== undefined) int("secureNeighbours", 2);
+  if (o.secureThreshold !== undefined) int("secureThreshold", 2);
+  positive("secureClip");
   positive("learningRate");
   positive("serverLearningRate");
   if (!(o.fractionFit > 0 && o.fractionFit <= 1)) {

@@ -35,8 +35,13 @@ export interface RoundMetrics {
   /** Centralised accuracy and loss of the new global model, when evaluated. */
   accuracy?: number;
   loss?: number;
-  /** Example-weighted mean of the clients' training loss. */
-  trainLoss: number;
+  /** Example-weighted mean of the clients' training loss (null in secure rounds: not revealed). */
+  trainLoss: number | null;
+  /** A secure round that aborted (fewer than t members left) changes nothing; this says why. */
+  aborted?: boolean;
+  abortReason?: string;
+  /** Largest quantization error of any coordinate of a secure round's mean delta. */
+  secureErrorBound?: number;
   clients: ClientRoundMetrics[];
   timestamp: string;
 }

@@ -2,7 +2,8 @@
 import type { Server as HttpServer } from "node:http";
 import { Server, type Socket } from "socket.io";
 import createDebug from "debug";
-import { CohortError, type Reply } from "../protocol/errors.js";
+import { byteLengthOf } from "../protocol/codec.js";
+import { CohortError, isErrorCode, type Reply } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseHandshakeAuth } from "../protocol/guards.js";
 import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
@@ -117,6 +118,59 @@ export class SocketTransport implements CohortTransport {
       sockets.length,
     );
     return payload.byteLength * sockets.length;
+  }
+
+  async request(clientId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+    const socket = this.registry.get(clientId)?.socket;
+    if (socket === undefined) {
+      throw new CohortError("CLIENT_DISCONNECTED", `client ${clientId} is not connected`);
+    }
+    let onDisconnect: (() => void) | undefined;
+    const lost = new Promise<never>((_, reject) => {
+      onDisconnect = () =>
+        reject(new CohortError("CLIENT_DISCONNECTED", `client ${clientId} disconnected`));
+      socket.once("disconnect", onDisconnect);
+    });
+    let reply: unknown;
+    try {
+      reply = await Promise.race([
+        socket.timeout(timeoutMs).emitWithAck("secagg:step", payload),
+        lost,
+      ]);
+    } catch (error) {
+      if (error instanceof CohortError) throw error;
+      throw new CohortError(
+        "DEADLINE_EXCEEDED",
+        `client ${clientId}: no answer within ${timeoutMs} ms`,
+      );
+    } finally {
+      socket.off("disconnect", onDisconnect!);
+    }
+    return this.checkReply(clientId, reply);
+  }
+
+  private checkReply(clientId: string, reply: unknown): Uint8Array {
+    const r = reply as { ok?: unknown; value?: unknown; code?: unknown; message?: unknown } | null;
+    if (typeof r !== "object" || r === null || typeof r.ok !== "boolean") {
+      throw new CohortError("INVALID_MESSAGE", `client ${clientId}: malformed reply`);
+    }
+    if (!r.ok) {
+      const code = isErrorCode(r.code) ? r.code : "INVALID_MESSAGE";
+      throw new CohortError(
+        code,
+        `client ${clientId} refused: ${typeof r.message === "string" ? r.message.slice(0, 500) : code}`,
+      );
+    }
+    const bytes = byteLengthOf(r.value);
+    if (bytes < 0)
+      throw new CohortError("MALFORMED_PAYLOAD", `client ${clientId}: reply is not binary`);
+    if (bytes > this.task.limits.maxUploadBytes) {
+      throw new CohortError(
+        "PAYLOAD_TOO_LARGE",
+        `client ${clientId}: reply of ${bytes} bytes exceeds ${this.task.limits.maxUploadBytes}`,
+      );
+    }
+    return r.value instanceof Uint8Array ? r.value : new Uint8Array(r.value as ArrayBuffer);
   }
 
   finish(info: RunDone): void {

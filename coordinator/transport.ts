@@ -16,6 +16,11 @@ export interface CohortTransport {
    * collector. Returns the bytes sent.
    */
   startRound(collector: RoundCollector, payload: Uint8Array): number;
+  /**
+   * Ask one client for a secure-aggregation step (msgpack in, msgpack out). Rejects with a
+   * CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own refusal code.
+   */
+  request(clientId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
   /** The run is over: tell every client. */
   finish(info: RunDone): void;
 }

@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import createDebug from "debug";
 import { CohortError } from "../protocol/errors.js";
+import { registerWasmTrainingKernels } from "./wasm-kernels.js";
 import {
   adapterLabel,
   hasHardwareVulkanDriver,
@@ -96,7 +97,9 @@ async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedB
     }
     case "wasm": {
       await import("@tensorflow/tfjs-backend-wasm");
-      return activate(name, "wasm");
+      const backend = await activate(name, "wasm");
+      registerWasmTrainingKernels();
+      return backend;
     }
     case "cpu":
       return activate(name, "cpu");

@@ -4,3 +4,6 @@ export * from "./builtin.js";
 export * from "./adapter.js";
 export * from "./model-file.js";
 export * from "./webgpu.js";
+export * from "./wasm-kernels.js";
+export * from "./train-pool.js";
+export { shareDataset, type TrainJob, type TrainJobResult } from "./train-protocol.js";

@@ -10,6 +10,11 @@ export interface ServerToClientEvents {
   "round:fit": (payload: Uint8Array) => void;
   /** The run has ended. */
   "run:done": (info: RunDone) => void;
+  /**
+   * A msgpack-encoded secure-aggregation step (`SecureStep`); the client answers with its
+   * msgpack-encoded reply for that phase, or an error code.
+   */
+  "secagg:step": (payload: Uint8Array, ack: (reply: Reply<Uint8Array>) => void) => void;
 }
 
 /** Events clients emit. */

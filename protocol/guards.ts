@@ -1,6 +1,7 @@
 /** Runtime guards: the only way an inbound `unknown` becomes a typed message. */
 import { CohortError } from "./errors.js";
 import { describe } from "./codec.js";
+import { fail, int, record, show, type Fields } from "./fields.js";
 import {
   OPTIMIZERS,
   type FitMetrics,
@@ -19,27 +20,6 @@ export const MAX_TENSORS = 4096;
 /** Largest string accepted in a message field. */
 const MAX_STRING = 1024;
 
-type Fields = Record<string, unknown>;
-
-function fail(what: string, message: string): never {
-  throw new CohortError("INVALID_MESSAGE", `${what}: ${message}`);
-}
-
-function record(raw: unknown, what: string): Fields {
-  if (typeof raw !== "object" || raw === null || Array.isArray(raw) || ArrayBuffer.isView(raw)) {
-    fail(what, `expected an object, got ${describe(raw)}`);
-  }
-  return raw as Fields;
-}
-
-function int(o: Fields, key: string, what: string, min: number, max = Number.MAX_SAFE_INTEGER) {
-  const v = o[key];
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    fail(what, `\`${key}\` must be an integer in [${min}, ${max}], got ${show(v)}`);
-  }
-  return v;
-}
-
 function num(o: Fields, key: string, what: string, positive = false): number {
   const v = o[key];
   if (typeof v !== "number" || !Number.isFinite(v) || (positive && v <= 0)) {
@@ -54,10 +34,6 @@ function str(o: Fields, key: string, what: string): string {
     fail(what, `\`${key}\` must be a non-empty string of at most ${MAX_STRING} chars`);
   }
   return v;
-}
-
-function show(v: unknown): string {
-  return typeof v === "number" || typeof v === "boolean" ? String(v) : describe(v);
 }
 
 function float32List(o: Fields, key: string, what: string): Float32Array[] {

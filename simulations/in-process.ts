@@ -2,7 +2,10 @@
 import createDebug from "debug";
 import type { RoundCollector } from "../coordinator/round.js";
 import type { CohortTransport } from "../coordinator/transport.js";
-import { toCohortError } from "../protocol/errors.js";
+import { decode, encode } from "../protocol/codec.js";
+import { CohortError, toCohortError } from "../protocol/errors.js";
+import { parseSecureStep } from "../aggregation/secure/steps.js";
+import { SecureSession } from "../client/secure-session.js";
 import type { FitOutcome } from "../client/trainer.js";
 import { deviceId, deviceIndex } from "./device.js";
 import { drawFate, type FaultConfig } from "./faults.js";
@@ -33,9 +36,12 @@ export interface InProcessOptions {
  */
 export class InProcessTransport implements CohortTransport {
   private readonly ids: string[];
+  private readonly sessions = new Map<string, SecureSession>();
+  private readonly secureSlots: Slots;
 
   constructor(private readonly options: InProcessOptions) {
     const { partition } = options;
+    this.secureSlots = new Slots(Math.max(1, options.trainer.concurrency));
     this.ids = [];
     for (let d = 0; d < partition.devices; d++) {
       if (partition.sizeOf(d) > 0) this.ids.push(deviceId(d, partition.devices));
@@ -108,7 +114,66 @@ export class InProcessTransport implements CohortTransport {
     await Promise.all(Array.from({ length: Math.max(1, trainer.concurrency) }, worker));
   }
 
+  /**
+   * A secure-round step for a virtual device: each device keeps its SecAgg+ session for the
+   * round. Faults map onto phases: a device that drops before training never advertises, one
+   * that disconnects leaves after advertising, one that drops after training never sends its
+   * masked input, and a straggler misses the masked-input deadline.
+   */
+  async request(clientId: string, payload: Uint8Array): Promise<Uint8Array> {
+    const device = deviceIndex(clientId);
+    const step = parseSecureStep(decode(payload));
+    const round = step.phase === "advertise-keys" ? step.setup.round : step.message.round;
+    const { faults, seed, deadlineMs, trainer } = this.options;
+    const fate = drawFate(faults, seed, round, device, deadlineMs);
+    const refuse = (code: "DEADLINE_EXCEEDED" | "CLIENT_DISCONNECTED", why: string) => {
+      throw new CohortError(code, `${why} (simulated)`);
+    };
+    if (step.phase === "advertise-keys") {
+      if (fate.kind === "drop-before") refuse("DEADLINE_EXCEEDED", "dropped out before training");
+      const shuffleSeed = (seed * 31 + round * 1_000_003 + device) >>> 0;
+      const session = new SecureSession(async (request) => {
+        const outcome = await this.secureSlots.run(() =>
+          trainer.train(device, encode(request), shuffleSeed),
+        );
+        return { delta: outcome.result.delta, numExamples: outcome.result.numExamples };
+      });
+      this.sessions.set(clientId, session);
+    } else if (step.phase === "share-keys" && fate.kind === "disconnect") {
+      refuse("CLIENT_DISCONNECTED", "disconnected after advertising keys");
+    } else if (
+      step.phase === "collect-masked" &&
+      (fate.kind === "drop-after" || fate.kind === "straggler")
+    ) {
+      refuse(
+        "DEADLINE_EXCEEDED",
+        fate.kind === "straggler" ? "straggler" : "dropped out after training",
+      );
+    }
+    const session = this.sessions.get(clientId);
+    if (session === undefined)
+      throw new CohortError("SECAGG_PHASE", `${clientId} has no secure session`);
+    return session.step(payload);
+  }
+
   finish(): void {
     // Virtual devices need no goodbye.
+  }
+}
+
+/** At most `n` tasks at once; the rest wait in order. */
+class Slots {
+  private waiting: (() => void)[] = [];
+  private busy = 0;
+  constructor(private readonly n: number) {}
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.busy >= this.n) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.busy++;
+    try {
+      return await task();
+    } finally {
+      this.busy--;
+      this.waiting.shift()?.();
+    }
   }
 }

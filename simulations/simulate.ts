@@ -169,6 +169,7 @@ export async function simulate(
       learningRate: cfg.learningRate,
       optimizer: cfg.optimizer,
       roundTimeoutMs: cfg.roundTimeoutMs,
+      secure: cfg.secure,
       seed: cfg.seed,
       checkpointEvery: cfg.checkpointEvery,
       evalDataset: evalSet,
@@ -351,7 +352,7 @@ async function writeOutputs(
     {
       label: "clients' train loss",
       color: "#2ca02c",
-      points: run.rounds.map((r) => ({ x: r.round, y: r.trainLoss })),
+      points: run.rounds.map((r) => ({ x: r.round, y: r.trainLoss ?? Number.NaN })),
     },
     ...(b
       ? [{ label: "centralised test loss", color: "#d62728", dashed: true, points: flat(b.loss) }]

@@ -88,6 +88,43 @@ describe("simulate", () => {
     expect(rounds.at(-1)!.accuracy!).toBeGreaterThan(0.5);
   });
 
+  it("runs secure rounds with dropouts at every phase, matching plain FedAvg when nobody drops", async () => {
+    const faults = {
+      dropoutBeforeFit: 0.1,
+      dropoutAfterFit: 0.1,
+      disconnect: 0.1,
+      stragglerMeanMs: 0,
+    };
+    const secure = await simulate(
+      {
+        ...small,
+        fractionFit: 0.3,
+        secure: true,
+        faults,
+        runDir: await tempRunDir("cohort-sim-sec-"),
+      },
+      { progress: null },
+    );
+    expect(secure.rounds).toHaveLength(3);
+    expect(secure.rounds.every((r) => r.secure && !r.aborted)).toBe(true);
+    expect(secure.rounds.some((r) => r.failures > 0)).toBe(true);
+    expect(secure.summary.finalAccuracy!).toBeGreaterThan(secure.summary.initialAccuracy! + 0.3);
+    const clean = { ...small, rounds: 1, fractionFit: 0.1 };
+    const plain = await simulate(
+      { ...clean, runDir: await tempRunDir("cohort-sim-p-") },
+      { progress: null },
+    );
+    const masked = await simulate(
+      { ...clean, secure: true, runDir: await tempRunDir("cohort-sim-s-") },
+      { progress: null },
+    );
+    let diff = 0;
+    plain.weights.forEach((w, j) =>
+      w.forEach((v, k) => (diff = Math.max(diff, Math.abs(v - masked.weights[j]![k]!)))),
+    );
+    expect(diff).toBeLessThanOrEqual(masked.rounds[0]!.secureErrorBound! + 1e-6);
+  });
+
   it("runs over real socket.io on loopback", async () => {
     const { rounds, summary } = await simulate(
       {

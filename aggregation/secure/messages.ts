@@ -1,0 +1,263 @@
+/** SecAgg+ wire messages, one per phase and direction, and the guards that turn `unknown` into them. */
+import { describe } from "../../protocol/codec.js";
+import { fail, int, record, show, type Fields } from "../../protocol/fields.js";
+import { KEY_BYTES, SIGNATURE_BYTES } from "./crypto.js";
+import { MAX_COHORT } from "./quantize.js";
+import { SHARE_BOX_BYTES, SHARE_BYTES } from "./transcript.js";
+
+/** Public parameters of one round, sent by the server to every cohort member with its index. */
+export interface SecAggSetup {
+  /** Run identifier, bound into signatures and keys so nothing carries over between runs. */
+  session: string;
+  round: number;
+  /** Cohort size; clients are indices 0 … n − 1. */
+  n: number;
+  /** Neighbour degree (n − 1: original SecAgg). */
+  k: number;
+  /** Shamir threshold. */
+  t: number;
+  /** Public seed of the neighbour graph. */
+  graphSeed: number;
+  /** Delta coordinates are clipped to ±clip. */
+  clip: number;
+  /** FedAvg weights are capped at this many examples. */
+  maxWeight: number;
+  /** Values per tensor, in `model.getWeights()` order. */
+  tensorSizes: number[];
+}
+
+/** Phase advertise-keys, client → server (and relayed to its neighbours). */
+export interface AdvertiseKeys {
+  round: number;
+  index: number;
+  /** X25519 key for the share boxes. */
+  cPublicKey: Uint8Array;
+  /** X25519 key for the pairwise masks. */
+  sPublicKey: Uint8Array;
+  /** Ed25519 signature of the advertise transcript, or null when clients have no identities. */
+  signature: Uint8Array | null;
+}
+
+/** Phase share-keys, server → client `index`: its neighbours' advertisements. */
+export interface NeighbourKeys {
+  round: number;
+  index: number;
+  neighbours: AdvertiseKeys[];
+}
+
+/** A sealed share pair addressed `to` a neighbour. */
+export interface OutgoingBox {
+  to: number;
+  box: Uint8Array;
+}
+
+/** Phase share-keys, client → server: one sealed share pair per neighbour. */
+export interface ShareKeys {
+  round: number;
+  index: number;
+  boxes: OutgoingBox[];
+}
+
+/** A sealed share pair `from` a neighbour. */
+export interface IncomingBox {
+  from: number;
+  box: Uint8Array;
+}
+
+/** Phase collect-masked, server → client `index`: the boxes of the neighbours still in. */
+export interface MaskRequest {
+  round: number;
+  index: number;
+  boxes: IncomingBox[];
+}
+
+/** Phase collect-masked, client → server: `[w, w·Δ]` plus masks, mod 2^32. */
+export interface MaskedInput {
+  round: number;
+  index: number;
+  masked: Uint32Array;
+}
+
+/** Phase unmask, server → client `index`: whose self-mask and whose mask-key shares to reveal. */
+export interface UnmaskRequest {
+  round: number;
+  index: number;
+  /** Clients whose masked input arrived: reveal their self-mask (b) shares. */
+  survivors: number[];
+  /** Neighbours that dropped after share-keys: reveal their mask-key (s) shares. */
+  dropped: number[];
+}
+
+/** One revealed share `of` a client. */
+export interface RevealedShare {
+  of: number;
+  share: Uint8Array;
+}
+
+/** Phase unmask, client → server. */
+export interface UnmaskResponse {
+  round: number;
+  index: number;
+  selfMaskShares: RevealedShare[];
+  maskKeyShares: RevealedShare[];
+}
+
+/** Most tensors a setup may describe; most values in one masked vector. */
+const MAX_TENSORS = 4096;
+const MAX_VECTOR = 2 ** 28;
+const MAX_SESSION = 256;
+
+function bytes(o: Fields, key: string, what: string, length: number): Uint8Array {
+  const v = o[key];
+  if (!(v instanceof Uint8Array) || v.length !== length) {
+    fail(what, `\`${key}\` must be ${length} bytes, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function list(o: Fields, key: string, what: string, max = MAX_COHORT): unknown[] {
+  const v = o[key];
+  if (!Array.isArray(v) || v.length > max) {
+    fail(what, `\`${key}\` must be an array of at most ${max} items, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function indices(o: Fields, key: string, what: string): number[] {
+  return list(o, key, what).map((v, i) =>
+    int({ v }, "v", `${what} \`${key}[${i}]\``, 0, MAX_COHORT - 1),
+  );
+}
+
+const round = (o: Fields, what: string) => int(o, "round", what, 0, Number.MAX_SAFE_INTEGER);
+const index = (o: Fields, key: string, what: string) => int(o, key, what, 0, MAX_COHORT - 1);
+
+/** Validate a decoded `SecAggSetup` (structure and ranges; the machines check consistency). */
+export function parseSecAggSetup(raw: unknown): SecAggSetup {
+  const what = "secagg setup";
+  const o = record(raw, what);
+  const session = o.session;
+  if (typeof session !== "string" || session.length > MAX_SESSION) {
+    fail(what, `\`session\` must be a string of at most ${MAX_SESSION} chars`);
+  }
+  const n = int(o, "n", what, 2, MAX_COHORT);
+  const k = int(o, "k", what, 1, n - 1);
+  const clip = o.clip;
+  if (typeof clip !== "number" || !Number.isFinite(clip) || clip <= 0) {
+    fail(what, `\`clip\` must be a finite positive number, got ${show(clip)}`);
+  }
+  const tensorSizes = list(o, "tensorSizes", what, MAX_TENSORS).map((v, i) =>
+    int({ v }, "v", `${what} \`tensorSizes[${i}]\``, 0, MAX_VECTOR),
+  );
+  if (tensorSizes.reduce((a, b) => a + b, 0) >= MAX_VECTOR) fail(what, "the model is too large");
+  return {
+    session,
+    round: round(o, what),
+    n,
+    k,
+    t: int(o, "t", what, 1, n),
+    graphSeed: int(o, "graphSeed", what, 0, 0xffffffff),
+    clip,
+    maxWeight: int(o, "maxWeight", what, 1, 2 ** 31 - 1),
+    tensorSizes,
+  };
+}
+
+/** Validate a decoded `AdvertiseKeys`. */
+export function parseAdvertiseKeys(raw: unknown, what = "advertise-keys"): AdvertiseKeys {
+  const o = record(raw, what);
+  const signature = o.signature === null || o.signature === undefined ? null : o.signature;
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    cPublicKey: bytes(o, "cPublicKey", what, KEY_BYTES),
+    sPublicKey: bytes(o, "sPublicKey", what, KEY_BYTES),
+    signature: signature === null ? null : bytes(o, "signature", what, SIGNATURE_BYTES),
+  };
+}
+
+/** Validate a decoded `NeighbourKeys`. */
+export function parseNeighbourKeys(raw: unknown): NeighbourKeys {
+  const what = "neighbour-keys";
+  const o = record(raw, what);
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    neighbours: list(o, "neighbours", what).map((v, i) =>
+      parseAdvertiseKeys(v, `${what} neighbour ${i}`),
+    ),
+  };
+}
+
+function boxes<K extends "to" | "from">(
+  o: Fields,
+  what: string,
+  key: K,
+): ({ box: Uint8Array } & Record<K, number>)[] {
+  return list(o, "boxes", what).map((v, i) => {
+    const b = record(v, `${what} box ${i}`);
+    return {
+      [key]: index(b, key, `${what} box ${i}`),
+      box: bytes(b, "box", `${what} box ${i}`, SHARE_BOX_BYTES),
+    } as { box: Uint8Array } & Record<K, number>;
+  });
+}
+
+/** Validate a decoded `ShareKeys`. */
+export function parseShareKeys(raw: unknown): ShareKeys {
+  const what = "share-keys";
+  const o = record(raw, what);
+  return { round: round(o, what), index: index(o, "index", what), boxes: boxes(o, what, "to") };
+}
+
+/** Validate a decoded `MaskRequest`. */
+export function parseMaskRequest(raw: unknown): MaskRequest {
+  const what = "mask request";
+  const o = record(raw, what);
+  return { round: round(o, what), index: index(o, "index", what), boxes: boxes(o, what, "from") };
+}
+
+/** Validate a decoded `MaskedInput` (its length is checked against the round by the server). */
+export function parseMaskedInput(raw: unknown): MaskedInput {
+  const what = "masked input";
+  const o = record(raw, what);
+  const masked = o.masked;
+  if (!(masked instanceof Uint32Array) || masked.length > MAX_VECTOR) {
+    fail(what, `\`masked\` must be a Uint32Array, got ${describe(masked)}`);
+  }
+  return { round: round(o, what), index: index(o, "index", what), masked };
+}
+
+/** Validate a decoded `UnmaskRequest`. */
+export function parseUnmaskRequest(raw: unknown): UnmaskRequest {
+  const what = "unmask request";
+  const o = record(raw, what);
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    survivors: indices(o, "survivors", what),
+    dropped: indices(o, "dropped", what),
+  };
+}
+
+function revealed(o: Fields, key: string, what: string): RevealedShare[] {
+  return list(o, key, what).map((v, i) => {
+    const r = record(v, `${what} \`${key}[${i}]\``);
+    return {
+      of: index(r, "of", `${what} \`${key}[${i}]\``),
+      share: bytes(r, "share", `${what} \`${key}[${i}]\``, SHARE_BYTES),
+    };
+  });
+}
+
+/** Validate a decoded `UnmaskResponse`. */
+export function parseUnmaskResponse(raw: unknown): UnmaskResponse {
+  const what = "unmask response";
+  const o = record(raw, what);
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    selfMaskShares: revealed(o, "selfMaskShares", what),
+    maskKeyShares: revealed(o, "maskKeyShares", what),
+  };
+}

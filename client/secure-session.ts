@@ -1,0 +1,65 @@
+/** A client's side of secure rounds: answers each SecAgg+ step, masking its update before it leaves. */
+import { SecAggClient, parseSecureStep, type ClientUpdate } from "../aggregation/secure/index.js";
+import { decode, encode } from "../protocol/codec.js";
+import { CohortError } from "../protocol/errors.js";
+import type { FitRequest } from "../protocol/messages.js";
+
+/** Trains on a fit request and returns the update in the clear (it never leaves unmasked). */
+export type SecureTrain = (request: FitRequest) => Promise<ClientUpdate>;
+
+/**
+ * Holds the SecAgg+ state of the current secure round. Training starts with the first step
+ * (which carries the global weights) and runs while keys are agreed; its result is only ever
+ * sent masked.
+ */
+export class SecureSession {
+  private client: SecAggClient | null = null;
+  private round = 0;
+  private training: Promise<ClientUpdate> | null = null;
+
+  constructor(private readonly train: SecureTrain) {}
+
+  /** Answer one encoded step with the encoded reply; throws a CohortError to refuse. */
+  async step(payload: unknown): Promise<Uint8Array> {
+    const step = parseSecureStep(decode(payload));
+    switch (step.phase) {
+      case "advertise-keys": {
+        if (step.setup.round < this.round) {
+          throw new CohortError(
+            "STALE_ROUND",
+            `setup for round ${step.setup.round}; round ${this.round} started`,
+          );
+        }
+        this.round = step.setup.round;
+        this.client = new SecAggClient(step.setup, { index: step.index });
+        this.training = this.train(step.fit);
+        // The masked-input step awaits the result; keep an early failure from going unhandled.
+        this.training.catch(() => undefined);
+        return encode(this.client.advertise());
+      }
+      case "share-keys":
+        return encode(await this.current(step.message.round).shareKeys(step.message));
+      case "collect-masked": {
+        const client = this.current(step.message.round);
+        const update = await this.training!;
+        return encode(await client.maskedInput(step.message, update));
+      }
+      case "unmask":
+        return encode(this.current(step.message.round).unmask(step.message));
+      default: {
+        const exhaustive: never = step;
+        throw new CohortError("INVALID_MESSAGE", `unknown step ${JSON.stringify(exhaustive)}`);
+      }
+    }
+  }
+
+  private current(round: number): SecAggClient {
+    if (this.client === null || round !== this.round) {
+      throw new CohortError(
+        "SECAGG_PHASE",
+        `no secure round ${round} in progress (current: ${this.round})`,
+      );
+    }
+    return this.client;
+  }
+}

@@ -1,0 +1,180 @@
+/** A secure round (SecAgg+): the coordinator drives the four phases and learns only the sum. */
+import createDebug from "debug";
+import {
+  SecAggServer,
+  majorityThreshold,
+  parseAdvertiseKeys,
+  parseMaskedInput,
+  parseShareKeys,
+  parseUnmaskResponse,
+  type SecAggResult,
+  type SecAggSetup,
+  type SecureStep,
+} from "../aggregation/secure/index.js";
+import type { RoundFailure } from "../aggregation/fedavg.js";
+import { sizeOf, type Weights } from "../aggregation/weights.js";
+import { decode, encode } from "../protocol/codec.js";
+import { CohortError, toCohortError } from "../protocol/errors.js";
+import type { TaskSpec } from "../protocol/messages.js";
+import type { CoordinatorOptions } from "./options.js";
+import type { CohortTransport } from "./transport.js";
+
+const debug = createDebug("cohort:coordinator:secure");
+
+/** What a secure round produced. */
+export interface SecureOutcome {
+  /** The unmasked aggregate, or null when the round aborted. */
+  result: SecAggResult | null;
+  abortReason: string | null;
+  cohort: string[];
+  failures: RoundFailure[];
+  bytesUp: number;
+  bytesDown: number;
+}
+
+/** The setup of a round: degree k and threshold t from the options, or SecAgg's defaults. */
+export function secureSetup(
+  opts: CoordinatorOptions,
+  task: TaskSpec,
+  round: number,
+  n: number,
+  graphSeed: number,
+): SecAggSetup {
+  const k = Math.min(n - 1, opts.secureNeighbours ?? n - 1);
+  return {
+    session: task.runId,
+    round,
+    n,
+    k,
+    t: opts.secureThreshold ?? majorityThreshold(k),
+    graphSeed,
+    clip: opts.secureClip,
+    maxWeight: opts.secureMaxWeight,
+    tensorSizes: task.model.weightSpecs.map((s) => sizeOf(s.shape)),
+  };
+}
+
+/**
+ * Run one secure round over `cohort`. Client `cohort[i]` is SecAgg index i. A member that
+ * misses a phase (deadline, disconnect, refusal, invalid reply) is a dropout from then on;
+ * fewer than t members left aborts the round, which the engine records and moves past.
+ */
+export async function runSecureRound(
+  transport: CohortTransport,
+  opts: CoordinatorOptions,
+  task: TaskSpec,
+  round: number,
+  cohort: string[],
+  global: Weights,
+  graphSeed: number,
+): Promise<SecureOutcome> {
+  const failures = new Map<string, RoundFailure>();
+  let bytesUp = 0;
+  let bytesDown = 0;
+  const setup = secureSetup(opts, task, round, cohort.length, graphSeed);
+  const server = new SecAggServer(setup);
+
+  /** Send one step to each addressee; feed valid replies to the server machine. */
+  const phase = async <M extends { index: number }>(
+    steps: { index: number; step: SecureStep }[],
+    timeoutMs: number,
+    parse: (raw: unknown) => M,
+    receive: (m: M) => void,
+  ) => {
+    await Promise.all(
+      steps.map(async ({ index, step }) => {
+        const clientId = cohort[index]!;
+        try {
+          const payload = encode(step);
+          bytesDown += payload.byteLength;
+          const reply = await transport.request(clientId, payload, timeoutMs);
+          bytesUp += reply.byteLength;
+          const message = parse(decode(reply));
+          if (message.index !== index) {
+            throw new CohortError(
+              "INVALID_MESSAGE",
+              `reply claims index ${message.index}; the sender is ${index}`,
+            );
+          }
+          receive(message);
+        } catch (error) {
+          const e = toCohortError(error, "INVALID_MESSAGE");
+          debug("round %d %s: %s dropped: %s", round, step.phase, clientId, e.message);
+          failures.set(clientId, {
+            clientId,
+            code: e.code,
+            message: `${step.phase}: ${e.message}`,
+          });
+        }
+      }),
+    );
+  };
+
+  const stepTimeout = opts.secureStepTimeoutMs;
+  try {
+    await phase(
+      cohort.map((_, index) => ({
+        index,
+        step: { phase: "advertise-keys", setup, index, fit: { round, weights: [...global] } },
+      })),
+      stepTimeout,
+      parseAdvertiseKeys,
+      (m) => server.receiveAdvertisement(m),
+    );
+    const neighbours = server.closeAdvertise();
+    await phase(
+      neighbours.map((message) => ({
+        index: message.index,
+        step: { phase: "share-keys", message },
+      })),
+      stepTimeout,
+      parseShareKeys,
+      (m) => server.receiveShareKeys(m),
+    );
+    const masks = server.closeShareKeys();
+    await phase(
+      masks.map((message) => ({
+        index: message.index,
+        step: { phase: "collect-masked", message },
+      })),
+      opts.roundTimeoutMs,
+      parseMaskedInput,
+      (m) => server.receiveMaskedInput(m),
+    );
+    const unmasks = server.closeMaskedInput();
+    await phase(
+      unmasks.map((message) => ({ index: message.index, step: { phase: "unmask", message } })),
+      stepTimeout,
+      parseUnmaskResponse,
+      (m) => server.receiveUnmask(m),
+    );
+    const result = await server.finish();
+    for (const d of result.dropouts) {
+      const id = cohort[d.index]!;
+      if (!failures.has(id))
+        failures.set(id, {
+          clientId: id,
+          code: "CLIENT_DISCONNECTED",
+          message: `${d.phase}: ${d.reason}`,
+        });
+    }
+    return {
+      result,
+      abortReason: null,
+      cohort,
+      failures: [...failures.values()],
+      bytesUp,
+      bytesDown,
+    };
+  } catch (error) {
+    const e = toCohortError(error, "ROUND_FAILED");
+    return {
+      result: null,
+      abortReason: `${e.code}: ${e.message}`,
+      cohort,
+      failures: [...failures.values()],
+      bytesUp,
+      bytesDown,
+    };
+  }
+}

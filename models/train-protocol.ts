@@ -1,0 +1,133 @@
+/** Training jobs, and the messages that carry them between the pool and its worker threads. */
+import type { Weights } from "../aggregation/weights.js";
+import type { Dataset } from "../protocol/dataset.js";
+import { isErrorCode, type ErrorCode } from "../protocol/errors.js";
+import type { ModelSpec, TrainingConfig } from "../protocol/messages.js";
+import type { TrainStats } from "./adapter.js";
+import type { BackendRequest } from "./backend.js";
+
+/** One local training run: the client's `trainLocal` on `data`, starting from `weights`. */
+export interface TrainJob {
+  spec: ModelSpec;
+  weights: Weights;
+  data: Dataset;
+  config: TrainingConfig;
+  /** Seed of the per-epoch shuffles (reproducible runs); tfjs's own shuffle when absent. */
+  shuffleSeed?: number;
+}
+
+/** What a job returns: the trained weights (same shapes as the job's) and its statistics. */
+export interface TrainJobResult {
+  weights: Float32Array[];
+  stats: TrainStats;
+  /** Index of the worker that trained it. */
+  worker: number;
+}
+
+/**
+ * Copy a dataset into `SharedArrayBuffer`s once, so every job that trains on it reaches its
+ * worker without a copy.
+ */
+export function shareDataset(data: Dataset): Dataset {
+  const features = new Float32Array(new SharedArrayBuffer(data.features.byteLength));
+  const labels = new Uint8Array(new SharedArrayBuffer(data.labels.byteLength));
+  features.set(data.features);
+  labels.set(data.labels);
+  return { ...data, sampleShape: [...data.sampleShape], features, labels };
+}
+
+/** Buffers that can move to a worker: whole, unshared, each listed once. */
+export function transferable(views: readonly ArrayBufferView[]): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  for (const v of views) {
+    const b = v.buffer;
+    if (b instanceof ArrayBuffer && v.byteOffset === 0 && v.byteLength === b.byteLength) out.add(b);
+  }
+  return [...out];
+}
+
+/** `workerData` of a training worker. */
+export interface WorkerInit {
+  backend: BackendRequest;
+}
+
+/** Pool → worker: train one job. */
+export interface TrainRequest {
+  type: "train";
+  jobId: number;
+  /** Stable per model topology: the worker keeps built models under this key. */
+  modelKey: string;
+  spec: ModelSpec;
+  weights: Float32Array[];
+  data: Dataset;
+  config: TrainingConfig;
+  shuffleSeed?: number;
+}
+
+/** Worker → pool. */
+export type WorkerReply =
+  | { type: "ready"; backend: string }
+  | { type: "done"; jobId: number; weights: Float32Array[]; stats: TrainStats }
+  /** A job failed (jobId null: the request could not be read); the worker goes on. */
+  | { type: "failed"; jobId: number | null; code: ErrorCode; message: string }
+  /** The worker could not start its backend; it can run nothing. */
+  | { type: "fatal"; code: ErrorCode; message: string };
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null;
+}
+
+function isStats(v: unknown): v is TrainStats {
+  return (
+    isRecord(v) &&
+    typeof v.loss === "number" &&
+    (v.accuracy === null || typeof v.accuracy === "number") &&
+    typeof v.trainMs === "number"
+  );
+}
+
+/** Narrow a message from a worker. */
+export function isWorkerReply(raw: unknown): raw is WorkerReply {
+  if (!isRecord(raw)) return false;
+  switch (raw.type) {
+    case "ready":
+      return typeof raw.backend === "string";
+    case "done":
+      return (
+        typeof raw.jobId === "number" &&
+        Array.isArray(raw.weights) &&
+        raw.weights.every((w) => w instanceof Float32Array) &&
+        isStats(raw.stats)
+      );
+    case "failed":
+      return (
+        (raw.jobId === null || typeof raw.jobId === "number") &&
+        isErrorCode(raw.code) &&
+        typeof raw.message === "string"
+      );
+    case "fatal":
+      return isErrorCode(raw.code) && typeof raw.message === "string";
+    default:
+      return false;
+  }
+}
+
+/** Narrow a message from the pool. */
+export function isTrainRequest(raw: unknown): raw is TrainRequest {
+  if (!isRecord(raw) || raw.type !== "train") return false;
+  const data = raw.data;
+  return (
+    typeof raw.jobId === "number" &&
+    typeof raw.modelKey === "string" &&
+    isRecord(raw.spec) &&
+    Array.isArray(raw.weights) &&
+    raw.weights.every((w) => w instanceof Float32Array) &&
+    isRecord(data) &&
+    data.features instanceof Float32Array &&
+    data.labels instanceof Uint8Array &&
+    Array.isArray(data.sampleShape) &&
+    typeof data.numClasses === "number" &&
+    isRecord(raw.config) &&
+    (raw.shuffleSeed === undefined || typeof raw.shuffleSeed === "number")
+  );
+}

@@ -1,0 +1,95 @@
+/**
+ * A training worker thread: starts its own tfjs backend (wasm by default, with the training
+ * kernels) and trains the jobs the pool sends, one at a time, through the client's own training
+ * path (writeWeights → trainLocal → readWeights). Started by `TrainPool`; not meant to be run
+ * directly.
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import * as tf from "@tensorflow/tfjs";
+import { toCohortError } from "../protocol/errors.js";
+import { modelFromSpec, readWeights, toTensors, trainLocal, writeWeights } from "./adapter.js";
+import { selectBackend } from "./backend.js";
+import {
+  isTrainRequest,
+  type TrainRequest,
+  type WorkerInit,
+  type WorkerReply,
+} from "./train-protocol.js";
+
+/** Built models kept per worker (by topology), most recently used last. */
+const MAX_MODELS = 4;
+
+const port = parentPort;
+if (port === null) throw new Error("models/train-worker must run in a worker thread");
+const init = workerData as WorkerInit;
+const models = new Map<string, tf.LayersModel>();
+
+function post(reply: WorkerReply, transfer: ArrayBuffer[] = []): void {
+  port!.postMessage(reply, transfer);
+}
+
+async function modelFor(request: TrainRequest): Promise<tf.LayersModel> {
+  let model = models.get(request.modelKey);
+  if (model === undefined) {
+    model = await modelFromSpec(request.spec);
+    if (models.size >= MAX_MODELS) {
+      const [oldestKey, oldest] = models.entries().next().value!;
+      models.delete(oldestKey);
+      oldest.dispose();
+    }
+  } else {
+    models.delete(request.modelKey);
+  }
+  models.set(request.modelKey, model);
+  return model;
+}
+
+async function train(request: TrainRequest): Promise<void> {
+  const model = await modelFor(request);
+  writeWeights(model, request.weights);
+  const tensors = toTensors(request.data);
+  try {
+    const stats = await trainLocal(model, tensors, request.config, request.shuffleSeed);
+    const read = await readWeights(model);
+    // On wasm each array read back owns its buffer, so it is handed over without a copy; the cpu
+    // backend returns its own storage, which must not be detached.
+    const weights = tf.getBackend() === "wasm" ? read : read.map((w) => w.slice());
+    post(
+      { type: "done", jobId: request.jobId, weights, stats },
+      weights.map((w) => w.buffer as ArrayBuffer),
+    );
+  } finally {
+    tensors.dispose();
+  }
+}
+
+async function handle(raw: unknown): Promise<void> {
+  const id: unknown = typeof raw === "object" && raw !== null ? Reflect.get(raw, "jobId") : null;
+  const jobId = typeof id === "number" ? id : null;
+  try {
+    if (!isTrainRequest(raw)) throw new Error("malformed training request");
+    await train(raw);
+  } catch (error) {
+    const e = toCohortError(error);
+    post({ type: "failed", jobId, code: e.code, message: e.message });
+  }
+}
+
+async function start(): Promise<void> {
+  try {
+    const backend = await selectBackend(init.backend);
+    post({ type: "ready", backend: backend.name });
+  } catch (error) {
+    const e = toCohortError(error, "BACKEND_UNAVAILABLE");
+    // The pool terminates a worker that reports a startup failure.
+    post({ type: "fatal", code: e.code, message: e.message });
+    return;
+  }
+  // Jobs run one after another; the pool sends a worker one job at a time anyway.
+  let queue = Promise.resolve();
+  port!.on("message", (raw: unknown) => {
+    queue = queue.then(() => handle(raw));
+  });
+}
+
+void start();
