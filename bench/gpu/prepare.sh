@@ -11,12 +11,12 @@ mkdir -p "$out/app/node_modules/webgpu" "$out/data"
 
 npm run build >/dev/null
 banner='import { createRequire as __cohortRequire } from "node:module"; import { fileURLToPath as __cohortPath } from "node:url"; import { dirname as __cohortDir } from "node:path"; const require = __cohortRequire(import.meta.url); const __filename = __cohortPath(import.meta.url); const __dirname = __cohortDir(__filename);'
-entries=(dist/bin/cohort.js)
-[ -f dist/bench/train.js ] && entries+=(dist/bench/train.js)
+entries=(dist/bin/cohort.js dist/bench/train.js dist/models/train-worker.js)
 npx esbuild "${entries[@]}" --bundle --platform=node --format=esm --target=node20 \
-  --outdir="$out/app" --out-extension:.js=.mjs --log-level=warning --splitting --minify-whitespace --minify-syntax \
+  --outdir="$out/app" --entry-names=[name] --log-level=warning --splitting --minify-whitespace --minify-syntax \
   --external:webgpu --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \
   --banner:js="$banner"
+echo '{ "type": "module" }' >"$out/app/package.json"
 cp node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm node_modules/@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm-simd.wasm "$out/app/"
 cp node_modules/webgpu/index.js node_modules/webgpu/package.json "$out/app/node_modules/webgpu/"
 cp -r simulations/experiments "$out/app/experiments"

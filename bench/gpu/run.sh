@@ -35,14 +35,14 @@ cd "$D/app"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 $NODE --version
 
-if [ -f train.mjs ]; then
+if [ -f train.js ]; then
   echo "== training benchmark"
-  BENCH_OUT=$OUT/bench-train.json timeout 240 $NODE train.mjs 2>&1 | tee "$OUT/bench-train.txt"
+  BENCH_OUT=$OUT/bench-train.json timeout 140 $NODE train.js 2>&1 | tee "$OUT/bench-train.txt"
 fi
 
 echo "== one CNN round: devices trained one at a time vs 4 at once on the GPU"
 for c in 1 4; do
-  timeout 120 $NODE cohort.mjs simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
+  timeout 60 $NODE cohort.js simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
     --rounds 1 --baseline-epochs 0 --eval-size 1000 --concurrency $c --run-dir "$T/round-c$c" $SMOKE 2>&1 | tail -2
   python3 -c "import json;m=json.load(open('$T/round-c$c/summary.json'));print('concurrency $c: round', round(m['meanRoundMs']), 'ms')" | tee -a "$OUT/concurrency.txt"
 done
@@ -52,7 +52,7 @@ best=$(python3 -c "
 import re
 t={c:float(re.search(r'round (\d+)',l).group(1)) for l in open('$OUT/concurrency.txt') for c in [int(l.split()[1].rstrip(':'))]}
 print(min(t,key=t.get))" 2>/dev/null || echo 1)
-timeout 420 $NODE cohort.mjs simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
+timeout "${SIM_SECONDS:-280}" $NODE cohort.js simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
   --rounds "$ROUNDS" --baseline-epochs 0 --concurrency "$best" --run-dir "$T/sim" $SMOKE 2>&1 | tail -n 25
 mkdir -p "$OUT/sim"
 cp "$T/sim/summary.json" "$T/sim/metrics.jsonl" "$T/sim/accuracy.svg" "$OUT/sim/" 2>/dev/null
