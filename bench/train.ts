@@ -150,7 +150,10 @@ async function backendTable(digits: Dataset) {
   const models = new Map<ModelName, LoadedModel>();
   for (const name of MODELS) models.set(name, await loadModel(name, { seed: 1 }));
   const rows: Row[] = [];
-  for (const backend of ["wasm", "cpu", "tfjs-node", "tfjs-node-gpu", "webgpu"] as const) {
+  // BENCH_BACKENDS=wasm,webgpu limits the table (e.g. on a machine lent for minutes).
+  const only = process.env.BENCH_BACKENDS?.split(",");
+  const all = ["wasm", "cpu", "tfjs-node", "tfjs-node-gpu", "webgpu"] as const;
+  for (const backend of all.filter((b) => only === undefined || only.includes(b))) {
     if (!(await startBackend(backend))) continue;
     const data = toTensors(digits);
     for (const name of MODELS) {
@@ -264,8 +267,10 @@ async function main() {
   console.log("\nbackends (median of repeated epochs):");
   const rows = await backendTable(digits);
   console.log("\npool (each job = 1 epoch on the 600 digits, in worker threads on wasm):");
-  const pool = await poolScaling(digits);
-  const ceiling = await jsCeiling();
+  // BENCH_POOL=0 skips the worker-pool measurement.
+  const skipPool = process.env.BENCH_POOL === "0";
+  const pool = skipPool ? [] : await poolScaling(digits);
+  const ceiling = skipPool ? 0 : await jsCeiling();
 
   console.log("\n## samples/s, one process");
   printTable(rows);

