@@ -5,12 +5,14 @@ import { clientCommand, runClient } from "./client-command.js";
 import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
 import { demoCommand, runDemo } from "./demo-command.js";
 import { runSimulate, simulateCommand } from "./simulate-command.js";
+import { plotCommand, runPlotCommand } from "./plot-command.js";
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   coordinator: { summary: coordinatorCommand.summary, run: runCoordinator },
   client: { summary: clientCommand.summary, run: runClient },
   simulate: { summary: simulateCommand.summary, run: runSimulate },
   demo: { summary: demoCommand.summary, run: runDemo },
+  plot: { summary: plotCommand.summary, run: runPlotCommand },
 };
 
 function usage(): string {

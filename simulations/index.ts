@@ -1,6 +1,6 @@
 /** The simulator: virtual devices through the real coordinator and client code; datasets and partitions. */
 export * from "./datasets/index.js";
-export { simulate } from "./simulate.js";
+export { simulate, runPlot } from "./simulate.js";
 export type {
   SimulationResult,
   SimulationSummary,

@@ -98,7 +98,13 @@ export function accuracyLossSvg(
 ): string {
   const body = [
     panel(
-      { title: `${title}: accuracy`, yLabel: "accuracy", series: accuracy, yRange: [0, 1] },
+      {
+        title: `${title}: accuracy`,
+        yLabel: "accuracy",
+        series: accuracy,
+        yRange: [0, 1],
+        legendLow: true,
+      },
       0,
       rounds,
     ),

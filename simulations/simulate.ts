@@ -47,11 +47,14 @@ export interface SimulationSummary {
   examplesPerDevice: number;
   rounds: number;
   initialAccuracy: number | null;
+  initialLoss: number | null;
   finalAccuracy: number | null;
   finalLoss: number | null;
   bestAccuracy: number | null;
   /** For each target accuracy, the first round reaching it, or null. */
   roundsToTarget: Record<string, number | null>;
+  /** The first round within one point of the centralised baseline, or null (no baseline, or never). */
+  roundsToBaselineMinus1: number | null;
   wallTimeMs: number;
   meanRoundMs: number;
   bytesUp: number;
@@ -287,6 +290,7 @@ function summarise(
     examplesPerDevice: perDevice,
     rounds: run.rounds.length,
     initialAccuracy: run.initial?.accuracy ?? null,
+    initialLoss: run.initial?.loss ?? null,
     finalAccuracy: last?.accuracy ?? null,
     finalLoss: last?.loss ?? null,
     bestAccuracy: acc.length > 0 ? Math.max(...acc) : null,
@@ -296,6 +300,10 @@ function summarise(
         run.rounds.find((r) => (r.accuracy ?? 0) >= t)?.round ?? null,
       ]),
     ),
+    roundsToBaselineMinus1:
+      base === null
+        ? null
+        : (run.rounds.find((r) => (r.accuracy ?? 0) >= base.accuracy - 0.01)?.round ?? null),
     wallTimeMs,
     meanRoundMs: run.rounds.reduce((s, r) => s + r.durationMs, 0) / Math.max(1, run.rounds.length),
     bytesUp: run.rounds.reduce((s, r) => s + r.bytesUp, 0),
@@ -313,6 +321,21 @@ async function writeOutputs(
 ): Promise<void> {
   await mkdir(runDir, { recursive: true });
   await writeFile(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
+  await writeFile(
+    join(runDir, "accuracy.svg"),
+    runPlot(summary.name, run.rounds, run.initial, summary.baseline),
+  );
+}
+
+/** The accuracy and loss plot of a run, with its initial point and baseline where known. */
+export function runPlot(
+  name: string,
+  roundMetrics: readonly RoundMetrics[],
+  initial: { accuracy: number; loss: number } | null,
+  baseline: BaselineResult | null,
+): string {
+  const run = { rounds: roundMetrics, initial };
+  const summary = { baseline };
   const rounds = run.rounds.length;
   const withInitial = (
     pick: (r: RoundMetrics) => number | undefined,
@@ -358,8 +381,5 @@ async function writeOutputs(
       ? [{ label: "centralised test loss", color: "#d62728", dashed: true, points: flat(b.loss) }]
       : []),
   ];
-  await writeFile(
-    join(runDir, "accuracy.svg"),
-    accuracyLossSvg(summary.name, accuracy, loss, rounds),
-  );
+  return accuracyLossSvg(name, accuracy, loss, rounds);
 }

@@ -177,5 +177,13 @@ describe("simulate", () => {
     const summary = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
     expect(summary.config.devices).toBe(100);
     expect(summary.rounds).toBe(2);
+    const { rm } = await import("node:fs/promises");
+    await rm(join(runDir, "accuracy.svg"));
+    const plot = await runCli(["plot", "--run-dir", runDir]);
+    expect(plot.code).toBe(0);
+    const svg = await readFile(join(runDir, "accuracy.svg"), "utf8");
+    expect(svg).toContain("2NN IID MNIST digits: accuracy");
+    const missing = await runCli(["plot", "--run-dir", "/nonexistent"]);
+    expect(missing.output).toMatch(/INVALID_OPTION: no metrics.jsonl/);
   });
 });
