@@ -19,9 +19,16 @@ export function weightSpecsOf(model: tf.LayersModel): TensorSpec[] {
 
 /** Describe a built model as the wire `ModelSpec`. */
 export function modelSpecOf(model: tf.LayersModel, name: string): ModelSpec {
-  const topology = JSON.parse(JSON.stringify(model.toJSON(null, false))) as { [k: string]: Json };
+  const topology = JSON.parse(JSON.stringify(model.toJSON(null, false))) as {
+    [k: string]: Json;
+  };
   const weightSpecs = weightSpecsOf(model);
-  return { name, topology, weightSpecs, numParameters: countParameters(weightSpecs) };
+  return {
+    name,
+    topology,
+    weightSpecs,
+    numParameters: countParameters(weightSpecs),
+  };
 }
 
 /** Build a model from a task's topology; its weights must match the spec. */
@@ -65,6 +72,8 @@ export interface TensorData {
   x: tf.Tensor;
   y: tf.Tensor;
   size: number;
+  /** The examples the tensors were made from, for seeded shuffles done in JS. */
+  source?: Dataset;
   dispose(): void;
 }
 
@@ -73,7 +82,7 @@ export function toTensors(data: Dataset): TensorData {
   const size = data.labels.length;
   const x = tf.tensor(data.features, [size, ...data.sampleShape]);
   const y = tf.tidy(() => tf.oneHot(tf.tensor1d(data.labels, "int32"), data.numClasses));
-  return { x, y, size, dispose: () => tf.dispose([x, y]) };
+  return { x, y, size, source: data, dispose: () => tf.dispose([x, y]) };
 }
 
 /** What one local training run measured. */
@@ -108,7 +117,11 @@ export async function trainLocal(
   shuffleSeed?: number,
 ): Promise<TrainStats> {
   const optimizer = makeOptimizer(config);
-  model.compile({ optimizer, loss: "categoricalCrossentropy", metrics: ["accuracy"] });
+  model.compile({
+    optimizer,
+    loss: "categoricalCrossentropy",
+    metrics: ["accuracy"],
+  });
   const started = performance.now();
   try {
     let history: tf.History | undefined;
@@ -126,9 +139,7 @@ export async function trainLocal(
           Int32Array.from({ length: data.size }, (_, i) => i),
           rng,
         );
-        const indices = tf.tensor1d(order, "int32");
-        const [x, y] = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(data.y, indices)]);
-        indices.dispose();
+        const [x, y] = permuted(data, order);
         try {
           history = await model.fit(x!, y!, {
             epochs: 1,
@@ -156,6 +167,29 @@ export async function trainLocal(
   } finally {
     optimizer.dispose();
   }
+}
+
+/**
+ * The examples in `order`, as new tensors. Rows are copied in JS when the source data is at hand
+ * (about 10× cheaper than a wasm gather of the same rows), else gathered.
+ */
+function permuted(data: TensorData, order: Int32Array): [tf.Tensor, tf.Tensor] {
+  const src = data.source;
+  if (src === undefined) {
+    const indices = tf.tensor1d(order, "int32");
+    const out = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(data.y, indices)]);
+    indices.dispose();
+    return [out[0]!, out[1]!];
+  }
+  const row = src.features.length / src.labels.length;
+  const features = new Float32Array(order.length * row);
+  const labels = new Uint8Array(order.length);
+  order.forEach((from, to) => {
+    features.set(src.features.subarray(from * row, (from + 1) * row), to * row);
+    labels[to] = src.labels[from]!;
+  });
+  const t = toTensors({ ...src, features, labels });
+  return [t.x, t.y];
 }
 
 /** Loss and accuracy of a model on a dataset. */
