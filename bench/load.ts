@@ -1,0 +1,129 @@
+/**
+ * Load benchmark (`npm run bench:load`, after `npm run build`): 1,000 concurrent socket.io
+ * clients (a load-generator process; each answers with a zero delta of a tiny model) against one
+ * coordinator, 5 % of them dropping their connection in each round and coming back. Reports
+ * connect time, round time, failures and the coordinator's peak memory.
+ */
+import { fork } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as tf from "@tensorflow/tfjs";
+import { io, type Socket } from "socket.io-client";
+import { createCoordinator } from "../coordinator/index.js";
+import { decode, encode } from "../protocol/codec.js";
+import { parseFitRequest } from "../protocol/guards.js";
+import { PROTOCOL_VERSION } from "../protocol/version.js";
+import { modelSpecOf, readWeights, selectBackend, writeModelFiles } from "../models/index.js";
+import { createRng } from "../aggregation/random.js";
+
+const CLIENTS = Number(process.env.LOAD_CLIENTS ?? 1000);
+const ROUNDS = Number(process.env.LOAD_ROUNDS ?? 5);
+const DROP = 0.05;
+
+/** The load generator: CLIENTS sockets; prints one JSON line when all are connected. */
+async function generator(url: string): Promise<void> {
+  const rng = createRng(7);
+  const started = performance.now();
+  const connect = (i: number): Promise<Socket> =>
+    new Promise((resolve) => {
+      const socket = io(url, {
+        auth: {
+          protocolVersion: PROTOCOL_VERSION,
+          clientId: `load-${i}`,
+          platform: "load",
+          backend: "none",
+        },
+        transports: ["websocket"],
+        reconnection: true,
+        reconnectionDelay: 500,
+        reconnectionDelayMax: 2000,
+      });
+      socket.on("round:fit", (payload: Uint8Array) => {
+        const request = parseFitRequest(decode(payload));
+        if (rng() < DROP) {
+          // Drop the connection mid-round; socket.io-client reconnects by itself.
+          socket.io.engine.close();
+          return;
+        }
+        const update = encode({
+          round: request.round,
+          numExamples: 10,
+          delta: request.weights.map((w) => new Float32Array(w.length)),
+          metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
+        });
+        setTimeout(() => socket.emit("fit:result", update, () => undefined), rng() * 200);
+      });
+      socket.on("run:done", () => socket.disconnect());
+      socket.once("connect", () => resolve(socket));
+    });
+  const sockets: Socket[] = [];
+  for (let i = 0; i < CLIENTS; i += 100) {
+    sockets.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(100, CLIENTS - i) }, (_, j) => connect(i + j)),
+      )),
+    );
+  }
+  process.send?.({ connectedMs: performance.now() - started });
+  await new Promise<void>((resolve) => process.once("disconnect", () => resolve()));
+  sockets.forEach((s) => s.disconnect());
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === "generate") return generator(process.argv[3]!);
+  await selectBackend("wasm");
+  const dir = mkdtempSync(join(tmpdir(), "cohort-load-"));
+  // A tiny model: 784 → 10 softmax (7,850 parameters, 31 KB per update).
+  const model = tf.sequential({
+    layers: [
+      tf.layers.flatten({ inputShape: [28, 28, 1] }),
+      tf.layers.dense({ units: 10, activation: "softmax" }),
+    ],
+  });
+  await writeModelFiles(dir, modelSpecOf(model, "tiny"), await readWeights(model));
+  model.dispose();
+  let peak = 0;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 25);
+  const coordinator = await createCoordinator({
+    host: "127.0.0.1",
+    model: join(dir, "model.json"),
+    rounds: ROUNDS,
+    minAvailableClients: Math.floor(CLIENTS * 0.9),
+    minFitClients: Math.floor(CLIENTS * 0.8),
+    roundTimeoutMs: 20_000,
+    runDir: null,
+    log: () => undefined,
+  });
+  const child = fork(fileURLToPath(import.meta.url), ["generate", coordinator.url], {
+    stdio: "inherit",
+  });
+  const connected = await new Promise<{ connectedMs: number }>((resolve) =>
+    child.once("message", (m) => resolve(m as { connectedMs: number })),
+  );
+  const heapAtConnect = process.memoryUsage().rss;
+  const summary = await coordinator.run();
+  clearInterval(timer);
+  child.disconnect();
+  await coordinator.close();
+  console.log(
+    `# load: ${CLIENTS} socket.io clients, ${ROUNDS} rounds, ${DROP * 100} % dropping each round`,
+  );
+  console.log(
+    `connect: ${CLIENTS} clients in ${connected.connectedMs.toFixed(0)} ms (${((CLIENTS / connected.connectedMs) * 1000).toFixed(0)} clients/s)`,
+  );
+  for (const r of summary.rounds) {
+    console.log(
+      `round ${r.round}: ${r.durationMs.toFixed(0)} ms, cohort ${r.cohortSize}, ${r.participants} updates, ${r.failures} failures, up ${(r.bytesUp / 2 ** 20).toFixed(1)} MiB, down ${(r.bytesDown / 2 ** 20).toFixed(1)} MiB`,
+    );
+  }
+  console.log(
+    `coordinator RSS: ${(heapAtConnect / 2 ** 20).toFixed(0)} MiB with all connected, peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
+  );
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
