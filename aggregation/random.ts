@@ -1,9 +1,15 @@
 /** Seeded pseudo-random numbers (mulberry32) for reproducible sampling and shuffles; not for cryptography. */
 
+import { CohortError } from "../protocol/errors.js";
+
 /** A generator of uniform numbers in [0, 1). */
 export type Rng = () => number;
 
-import { CohortError } from "../protocol/errors.js";
+/** A seeded generator whose state can be saved and restored (crash-safe runs). */
+export interface StatefulRng extends Rng {
+  /** The 32-bit state: `restoreRng(rng.state())` continues the same sequence. */
+  state(): number;
+}
 
 /** Anything indexable and writable: plain arrays and every typed array. */
 export interface MutableArrayLike<T> {
@@ -18,18 +24,24 @@ export interface MutableArrayLike<T> {
  * @param seed any finite number; only its low 32 bits (after truncation) matter.
  * @throws CohortError `INVALID_OPTION` when `seed` is not finite.
  */
-export function createRng(seed: number): () => number {
+export function createRng(seed: number): StatefulRng {
   if (!Number.isFinite(seed)) {
     throw new CohortError("INVALID_OPTION", `seed must be a finite number, got ${String(seed)}`);
   }
-  let state = Math.trunc(seed) >>> 0;
-  return () => {
+  return restoreRng(Math.trunc(seed) >>> 0);
+}
+
+/** A generator continuing from a saved `state()`. */
+export function restoreRng(savedState: number): StatefulRng {
+  let state = savedState >>> 0;
+  const next = () => {
     state = (state + 0x6d2b79f5) >>> 0;
     let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+  return Object.assign(next, { state: () => state });
 }
 
 /**

@@ -197,3 +197,13 @@ describe("sampleWithoutReplacement bounds", () => {
     expect(sampleWithoutReplacement([1, 2, 3], 0, createRng(1))).toEqual([]);
   });
 });
+
+describe("saved generator state", () => {
+  it("restoreRng(state) continues the same sequence", async () => {
+    const { createRng, restoreRng } = await import("../aggregation/random.js");
+    const a = createRng(42);
+    for (let i = 0; i < 17; i++) a();
+    const b = restoreRng(a.state());
+    expect(Array.from({ length: 5 }, () => b())).toEqual(Array.from({ length: 5 }, () => a()));
+  });
+});
