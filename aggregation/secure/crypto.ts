@@ -60,6 +60,18 @@ export function generateIdentity(): KeyPair {
   return nacl.sign.keyPair();
 }
 
+/** The identity key pair of a 64-byte Ed25519 secret key. */
+export function identityFromSecret(secretKey: Uint8Array): KeyPair {
+  checkBytes(secretKey, "secretKey", IDENTITY_SECRET_BYTES);
+  return nacl.sign.keyPair.fromSecretKey(secretKey);
+}
+
+/** SHA-512 of `message` (64 bytes). */
+export function digest(message: Uint8Array): Uint8Array {
+  checkBytes(message, "message");
+  return nacl.hash(message);
+}
+
 /** Ed25519 detached signature of `message` with a 64-byte identity secret key. */
 export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
   checkBytes(message, "message");

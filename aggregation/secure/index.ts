@@ -36,9 +36,11 @@ export { SHAMIR_MAX_SHARES, split, combine, type ShamirShare } from "./shamir.js
 export { expandSeed, applyMasks, type Mask } from "./prg.js";
 export {
   generateIdentity,
+  identityFromSecret,
   getKeyAgreement,
   cryptoRng,
   type KeyPair,
   type KeyAgreement,
 } from "./crypto.js";
 export * from "./steps.js";
+export * from "./signing.js";

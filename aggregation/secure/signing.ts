@@ -1,0 +1,156 @@
+/**
+ * Signatures that authenticate a federation: clients' handshakes and updates, the coordinator's
+ * model broadcasts, and join tokens. Each signature covers a labelled, length-prefixed
+ * transcript (run, round, client, SHA-512 of the payload), so it cannot be replayed into another
+ * run, round, client or kind of message.
+ */
+import { digest, sign, verify } from "./crypto.js";
+
+const encoder = new TextEncoder();
+
+/** A labelled transcript: each part length-prefixed so no two part lists collide. */
+function transcript(label: string, ...parts: (string | number | Uint8Array)[]): Uint8Array {
+  const chunks = [label, ...parts].map((p) =>
+    p instanceof Uint8Array ? p : encoder.encode(typeof p === "number" ? `#${p}` : p),
+  );
+  const out = new Uint8Array(chunks.reduce((n, c) => n + 4 + c.length, 0));
+  const view = new DataView(out.buffer);
+  let at = 0;
+  for (const c of chunks) {
+    view.setUint32(at, c.length);
+    out.set(c, at + 4);
+    at += 4 + c.length;
+  }
+  return out;
+}
+
+/** Where an update or a model belongs. */
+export interface SignedContext {
+  runId: string;
+  round: number;
+}
+
+/** A payload with its signature: the wire form of signed updates and model broadcasts. */
+export interface SignedEnvelope {
+  body: Uint8Array;
+  signature: Uint8Array;
+}
+
+/** Sign a client's encoded update for (run, round, client). */
+export function signUpdate(
+  secretKey: Uint8Array,
+  ctx: SignedContext & { clientId: string },
+  body: Uint8Array,
+): Uint8Array {
+  return sign(
+    transcript("cohort/update/v1", ctx.runId, ctx.round, ctx.clientId, digest(body)),
+    secretKey,
+  );
+}
+
+/** Whether `signature` is `publicKey`'s signature of this update. */
+export function verifyUpdate(
+  publicKey: Uint8Array,
+  ctx: SignedContext & { clientId: string },
+  body: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  if (signature.length !== 64) return false;
+  return verify(
+    transcript("cohort/update/v1", ctx.runId, ctx.round, ctx.clientId, digest(body)),
+    signature,
+    publicKey,
+  );
+}
+
+/** Sign the coordinator's encoded fit request (the global model) of a round. */
+export function signModel(secretKey: Uint8Array, ctx: SignedContext, body: Uint8Array): Uint8Array {
+  return sign(transcript("cohort/model/v1", ctx.runId, ctx.round, digest(body)), secretKey);
+}
+
+/** Whether `signature` is the coordinator's signature of this round's model. */
+export function verifyModel(
+  publicKey: Uint8Array,
+  ctx: SignedContext,
+  body: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  if (signature.length !== 64) return false;
+  return verify(
+    transcript("cohort/model/v1", ctx.runId, ctx.round, digest(body)),
+    signature,
+    publicKey,
+  );
+}
+
+/** Proof of key possession in the handshake: (client id, public key, time of issue). */
+export function signHandshake(
+  secretKey: Uint8Array,
+  clientId: string,
+  publicKey: Uint8Array,
+  issuedAt: number,
+): Uint8Array {
+  return sign(transcript("cohort/handshake/v1", clientId, publicKey, issuedAt), secretKey);
+}
+
+/** Whether a handshake proof is valid. */
+export function verifyHandshake(
+  publicKey: Uint8Array,
+  clientId: string,
+  issuedAt: number,
+  signature: Uint8Array,
+): boolean {
+  if (signature.length !== 64 || publicKey.length !== 32) return false;
+  return verify(
+    transcript("cohort/handshake/v1", clientId, publicKey, issuedAt),
+    signature,
+    publicKey,
+  );
+}
+
+/** A token by which an issuer admits one client key until a time (ms since the epoch). */
+export interface JoinToken {
+  expiresAt: number;
+  signature: Uint8Array;
+}
+
+/** Issue a join token for `clientKey`. */
+export function issueJoinToken(
+  issuerSecret: Uint8Array,
+  clientKey: Uint8Array,
+  expiresAt: number,
+): JoinToken {
+  return {
+    expiresAt,
+    signature: sign(transcript("cohort/join/v1", clientKey, expiresAt), issuerSecret),
+  };
+}
+
+/** Check a join token: `ok`, `expired`, or `forged` (not the issuer's, or for another key). */
+export function checkJoinToken(
+  issuerKey: Uint8Array,
+  clientKey: Uint8Array,
+  token: JoinToken,
+  now: number,
+): "ok" | "expired" | "forged" {
+  if (token.signature.length !== 64 || clientKey.length !== 32) return "forged";
+  if (!verify(transcript("cohort/join/v1", clientKey, token.expiresAt), token.signature, issuerKey))
+    return "forged";
+  return now <= token.expiresAt ? "ok" : "expired";
+}
+
+/** Base64 of bytes (keys and signatures in JSON, flags and handshakes). */
+export function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+/** Bytes of a base64 string; throws a TypeError naming `what` on bad input. */
+export function fromBase64(text: string, what = "value"): Uint8Array {
+  try {
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch {
+    throw new TypeError(`${what} must be base64`);
+  }
+}
