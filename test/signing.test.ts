@@ -28,7 +28,7 @@ describe("signatures", () => {
     expect(verifyUpdate(alice.publicKey, { ...ctx, runId: "run-2" }, body, sig)).toBe(false);
     expect(verifyUpdate(alice.publicKey, { ...ctx, clientId: "bob" }, body, sig)).toBe(false);
     const tampered = body.slice();
-    tampered[500] ^= 1;
+    tampered[500] = tampered[500]! ^ 1;
     expect(verifyUpdate(alice.publicKey, ctx, tampered, sig)).toBe(false);
     expect(verifyUpdate(alice.publicKey, ctx, body, sig.subarray(0, 10))).toBe(false);
   });
