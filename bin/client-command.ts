@@ -37,6 +37,11 @@ export const clientCommand = {
       placeholder: "auto|tfjs-node-gpu|tfjs-node|wasm|cpu",
       description: "tfjs backend",
     },
+    seed: {
+      type: "number",
+      defaultText: "unset (fresh random shuffles)",
+      description: "seed of the local shuffles, for reproducible runs",
+    },
     "client-id": {
       type: "string",
       defaultText: "a random UUID",
@@ -61,6 +66,7 @@ export async function runClient(argv: string[]): Promise<number> {
     data,
     backend,
     clientId: flags["client-id"],
+    seed: flags.seed,
     log: (line) => console.log(line),
   });
   const stop = () => void client.close().then(() => process.exit(130));

@@ -93,6 +93,11 @@ export const coordinatorCommand = {
       default: 0,
       description: "seed of the initial model and of cohort sampling",
     },
+    resume: {
+      type: "string",
+      placeholder: "RUN_DIR",
+      description: "continue a crashed run from its ledger (same flags as the first start)",
+    },
     "run-dir": {
       type: "string",
       defaultText: "runs/<timestamp>",
@@ -138,6 +143,7 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     secureClip: flags["secure-clip"],
     evalDataset,
     runDir: flags["run-dir"],
+    resume: flags.resume,
     log: (line) => console.log(line),
   });
   console.log(`coordinator listening on ${coordinator.url}`);

@@ -1,6 +1,8 @@
 /** The Cohort client library: train locally, send weight deltas to a coordinator. */
-export { CohortClient } from "./client.js";
-export type { CohortClientOptions, ClientRoundReport } from "./client.js";
+export { CohortClient, nodeBackendSelector } from "./client.js";
+export type { CohortClientOptions, ClientRoundReport, ClientProgress } from "./client.js";
+export { ClientCore } from "./core.js";
+export type { BackendSelector, ClientBackend, ClientOptions } from "./core.js";
 export type { Dataset } from "../protocol/dataset.js";
 export { LocalTrainer } from "./trainer.js";
 export type { FitOutcome } from "./trainer.js";

@@ -12,6 +12,7 @@ import {
   trainLocal,
   writeWeights,
   type TensorData,
+  type TrainProgress,
   type TrainStats,
 } from "../models/adapter.js";
 
@@ -34,7 +35,14 @@ export class LocalTrainer {
   private model: tf.LayersModel | null = null;
   private modelRunId: string | null = null;
 
-  constructor(private readonly backend: string) {}
+  /**
+   * @param backend reported in every update's metrics
+   * @param onProgress hears after every local batch (pages show it)
+   */
+  constructor(
+    private readonly backend: string,
+    private readonly onProgress?: TrainProgress,
+  ) {}
 
   private async ensureModel(task: TaskSpec, data: Dataset): Promise<tf.LayersModel> {
     if (this.model === null || this.modelRunId !== task.runId) {
@@ -70,7 +78,7 @@ export class LocalTrainer {
     checkWeights(request.weights, task.model.weightSpecs, "global weights");
     const model = await this.ensureModel(task, data);
     writeWeights(model, request.weights);
-    const stats = await trainLocal(model, tensors, task.training, shuffleSeed);
+    const stats = await trainLocal(model, tensors, task.training, shuffleSeed, this.onProgress);
     const delta = subtract(await readWeights(model), request.weights);
     const result: FitResult = {
       round: request.round,

@@ -2,6 +2,8 @@
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import createDebug from "debug";
 import type { Weights } from "../aggregation/weights.js";
 import { CohortError } from "../protocol/errors.js";
@@ -12,6 +14,13 @@ import { resolveOptions, type CoordinatorOptions } from "./options.js";
 import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
 import type { RoundMetrics } from "./run-store.js";
+import { loadLedger, type LedgerState } from "./ledger.js";
+import {
+  createHttpHandler,
+  locateAssets,
+  StatusTracker,
+  type StatusSnapshot,
+} from "./http/index.js";
 
 const debug = createDebug("cohort:coordinator");
 
@@ -32,6 +41,8 @@ export interface Coordinator {
   readonly backend: SelectedBackend;
   /** Ids of the connected clients. */
   clients(): string[];
+  /** The live status the dashboard shows (`GET /api/status`). */
+  status(): StatusSnapshot;
   /** Current global weights. */
   weights(): Weights;
   /** Run every round; resolves after the last one, with all metrics. */
@@ -50,8 +61,11 @@ export async function prepareTask(
   task: TaskSpec;
   weights: Float32Array[];
   backend: SelectedBackend;
+  /** The ledger of a resumed run, or null. */
+  resume: { state: LedgerState; weights: Float32Array[] } | null;
 }> {
   const opts = resolveOptions(options, defaultLog);
+  if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
   const initial = await loadModel(opts.model, { seed: opts.seed });
   const modelBytes = initial.spec.numParameters * 4;
@@ -61,21 +75,67 @@ export async function prepareTask(
       `maxUploadBytes (${opts.maxUploadBytes}) is below one update of ${opts.model} (${modelBytes} bytes)`,
     );
   }
+  const resume = opts.resume === undefined ? null : await loadResume(opts, initial.spec);
   return {
     opts,
-    task: makeTask(opts, randomUUID(), initial.spec),
-    weights: initial.weights,
+    task: makeTask(opts, resume?.state.runId ?? randomUUID(), initial.spec),
+    weights: resume?.weights ?? initial.weights,
+    resume,
     backend,
   };
+}
+
+/** Read a crashed run's ledger, after checking it is the same experiment. */
+async function loadResume(
+  opts: CoordinatorOptions,
+  spec: TaskSpec["model"],
+): Promise<{ state: LedgerState; weights: Float32Array[] } | null> {
+  const dir = opts.resume!;
+  let run: { runId?: string; options?: { model?: string; seed?: number } };
+  try {
+    run = JSON.parse(await readFile(join(dir, "run.json"), "utf8")) as typeof run;
+  } catch (cause) {
+    throw new CohortError("INVALID_OPTION", `--resume: ${dir} has no readable run.json`, { cause });
+  }
+  if (run.options?.model !== opts.model || run.options?.seed !== opts.seed) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--resume: ${dir} ran model ${run.options?.model} with seed ${run.options?.seed}; this coordinator has ${opts.model} and ${opts.seed}`,
+    );
+  }
+  const loaded = await loadLedger(dir, spec.weightSpecs);
+  if (loaded === null) {
+    // Crashed before its first round completed: start over in the same directory.
+    return null;
+  }
+  if (loaded.state.runId !== run.runId) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--resume: ledger of run ${loaded.state.runId} in run ${run.runId}`,
+    );
+  }
+  return loaded;
 }
 
 /** Start a coordinator listening for clients; call `run()` to run the rounds. */
 export async function createCoordinator(
   options: Partial<CoordinatorOptions> = {},
 ): Promise<Coordinator> {
-  const { opts, task, weights, backend } = await prepareTask(options, (line) => debug(line));
-  const http = createServer();
+  const { opts, task, weights, backend, resume } = await prepareTask(options, (line) =>
+    debug(line),
+  );
+  const status = new StatusTracker({
+    runId: task.runId,
+    model: { name: task.model.name, numParameters: task.model.numParameters },
+    secure: opts.secure,
+    rounds: opts.rounds,
+  });
+  // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.
+  const http = createServer(createHttpHandler({ status, assets: locateAssets() }));
   const transport = new SocketTransport(http, task, opts.log);
+  transport.on("join", (c) => status.join(c));
+  transport.on("leave", (c) => status.leave(c));
+  transport.on("rejected", (r) => status.reject(r));
   await new Promise<void>((resolve, reject) => {
     http.once("error", (cause) =>
       reject(
@@ -91,9 +151,12 @@ export async function createCoordinator(
   const port = (http.address() as AddressInfo).port;
   const shownHost = opts.host === "0.0.0.0" || opts.host === "::" ? "localhost" : opts.host;
   const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
+  if (resume !== null) engine.resumeFrom(resume.state, resume.weights);
+  engine.onPhase = (round, phase) => status.phase(round, phase);
   return new SocketCoordinator(
     engine,
     transport,
+    status,
     http,
     backend,
     `http://${shownHost}:${port}`,
@@ -108,12 +171,14 @@ class SocketCoordinator implements Coordinator {
   constructor(
     private readonly engine: RoundEngine,
     private readonly transport: SocketTransport,
+    private readonly tracker: StatusTracker,
     private readonly http: HttpServer,
     readonly backend: SelectedBackend,
     readonly url: string,
     readonly port: number,
   ) {
     engine.onRound = (m) => {
+      tracker.completed(m);
       for (const listener of this.roundListeners) {
         try {
           listener(m);
@@ -138,6 +203,10 @@ class SocketCoordinator implements Coordinator {
 
   weights(): Weights {
     return this.engine.weights();
+  }
+
+  status(): StatusSnapshot {
+    return this.tracker.snapshot();
   }
 
   run(): Promise<RunSummary> {

@@ -1,7 +1,7 @@
 /** The round engine: FedAvg rounds over any transport, with evaluation, metrics and checkpoints. */
 import type * as tf from "@tensorflow/tfjs";
 import { FedAvg } from "../aggregation/fedavg.js";
-import { createRng, type Rng } from "../aggregation/random.js";
+import { createRng, restoreRng, type Rng } from "../aggregation/random.js";
 import type { Weights } from "../aggregation/weights.js";
 import { encode } from "../protocol/codec.js";
 import { CohortError } from "../protocol/errors.js";
@@ -15,7 +15,9 @@ import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort } from "./sampling.js";
 import { formatRound } from "./format.js";
 import { runSecureRound } from "./secure-round.js";
+import { commitLedger, repairMetrics, type LedgerState } from "./ledger.js";
 import type { CohortTransport } from "./transport.js";
+import type { EnginePhase } from "./phases.js";
 
 /** What `run()` returns. */
 export interface RunSummary {
@@ -53,12 +55,15 @@ export class RoundEngine {
   private collector: RoundCollector | null = null;
   private evalModel: tf.LayersModel | null = null;
   private started = false;
+  private resumed: LedgerState | null = null;
   private stopped: ((error: CohortError) => void) | null = null;
   private readonly stoppedPromise: Promise<never>;
   /** Rounds completed so far. */
   completedRounds = 0;
   /** Called after each completed round. */
   onRound: (metrics: RoundMetrics) => void = () => undefined;
+  /** Called when the engine enters a phase of a round (round 0 before the first). */
+  onPhase: (round: number, phase: EnginePhase) => void = () => undefined;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -79,35 +84,61 @@ export class RoundEngine {
     return this.global;
   }
 
+  /** Continue a crashed run from its ledger: call before `run()`. */
+  resumeFrom(state: LedgerState, weights: Float32Array[]): void {
+    if (this.started) throw new CohortError("INVALID_OPTION", "resumeFrom() after run()");
+    this.resumed = state;
+    this.global = weights;
+    this.completedRounds = state.completedRounds;
+  }
+
   /** Run every round; resolves after the last one, with all metrics. */
   async run(): Promise<RunSummary> {
     if (this.started) throw new CohortError("INVALID_OPTION", "run() was already called");
     this.started = true;
     const { opts, task } = this;
+    const resumed = this.resumed;
     const store =
       opts.runDir === null
         ? null
-        : await RunStore.create(opts.runDir, {
-            runId: task.runId,
-            createdAt: new Date().toISOString(),
-            options: { ...opts, evalDataset: opts.evalDataset?.name ?? null, log: undefined },
-            model: { name: task.model.name, numParameters: task.model.numParameters },
-            protocolVersion: PROTOCOL_VERSION,
-            ...this.runInfo,
-          });
-    if (store !== null) await store.checkpoint(0, task.model, this.global);
+        : resumed !== null
+          ? await RunStore.open(opts.runDir)
+          : await RunStore.create(opts.runDir, {
+              runId: task.runId,
+              createdAt: new Date().toISOString(),
+              options: { ...opts, evalDataset: opts.evalDataset?.name ?? null, log: undefined },
+              model: { name: task.model.name, numParameters: task.model.numParameters },
+              protocolVersion: PROTOCOL_VERSION,
+              ...this.runInfo,
+            });
+    if (store !== null && resumed === null) await store.checkpoint(0, task.model, this.global);
+    if (opts.runDir !== null && resumed !== null) await repairMetrics(opts.runDir, resumed);
     const initial = await this.evaluate();
     opts.log(
       `run ${task.runId}: ${task.model.name} (${task.model.numParameters} parameters), ` +
         `${opts.rounds} rounds` +
         (initial ? `, initial accuracy ${initial.accuracy.toFixed(4)}` : ""),
     );
-    const rng = createRng(opts.seed + 1);
+    if (resumed !== null)
+      opts.log(`resuming run ${task.runId} after round ${resumed.completedRounds}`);
+    const rng = resumed !== null ? restoreRng(resumed.rngState) : createRng(opts.seed + 1);
     const rounds: RoundMetrics[] = [];
-    for (let round = 1; round <= opts.rounds; round++) {
+    for (let round = (resumed?.completedRounds ?? 0) + 1; round <= opts.rounds; round++) {
       const metrics = await this.runRound(round, rng);
       this.completedRounds = round;
-      if (store !== null) {
+      if (store !== null && opts.runDir !== null) {
+        // The ledger commits the round first; metrics.jsonl is repaired from it after a crash.
+        await commitLedger(
+          opts.runDir,
+          {
+            runId: task.runId,
+            completedRounds: round,
+            rngState: rng.state(),
+            serverOptimizer: null,
+            lastMetrics: metrics,
+          },
+          this.global,
+        );
         await store.appendRound(metrics);
         const every = opts.checkpointEvery;
         if (round === opts.rounds || (every > 0 && round % every === 0)) {
@@ -118,6 +149,7 @@ export class RoundEngine {
       opts.log(formatRound(metrics, opts.rounds));
       this.onRound(metrics);
     }
+    this.onPhase(this.completedRounds, "done");
     this.transport.finish({ runId: task.runId, rounds: this.completedRounds });
     this.evalModel?.dispose();
     this.evalModel = null;
@@ -129,6 +161,7 @@ export class RoundEngine {
     for (let attempt = 1; ; attempt++) {
       const have = this.transport.available().length;
       if (have < opts.minAvailableClients) {
+        this.onPhase(round, "waiting");
         opts.log(
           `round ${round}: waiting for ${opts.minAvailableClients} clients (${have} connected)`,
         );
@@ -151,6 +184,7 @@ export class RoundEngine {
         deadlineMs: opts.roundTimeoutMs,
       });
       this.collector = collector;
+      this.onPhase(round, "training");
       const request: FitRequest = { round, weights: this.global };
       const bytesDown = this.transport.startRound(collector, encode(request));
       const outcome = await Promise.race([collector.done, this.stoppedPromise]);
@@ -177,12 +211,14 @@ export class RoundEngine {
     started: number,
     bytesDown: number,
   ): Promise<RoundMetrics> {
+    this.onPhase(outcome.round, "aggregating");
     const aggStart = performance.now();
     const aggregate = this.strategy.aggregateFit(outcome.results, outcome.failures);
     if (aggregate === null)
       throw new CohortError("ROUND_FAILED", `round ${outcome.round} has no results`);
     this.global = this.strategy.apply(this.global, aggregate.delta);
     const aggregationMs = performance.now() - aggStart;
+    this.onPhase(outcome.round, "evaluating");
     const evalStart = performance.now();
     const evaluation = await this.evaluate();
     const evaluationMs = performance.now() - evalStart;
@@ -225,7 +261,16 @@ export class RoundEngine {
     graphSeed: number,
   ): Promise<RoundMetrics> {
     const outcome = await Promise.race([
-      runSecureRound(this.transport, this.opts, this.task, round, cohort, this.global, graphSeed),
+      runSecureRound(
+        this.transport,
+        this.opts,
+        this.task,
+        round,
+        cohort,
+        this.global,
+        graphSeed,
+        (phase) => this.onPhase(round, phase),
+      ),
       this.stoppedPromise,
     ]);
     const { result } = outcome;
@@ -234,6 +279,7 @@ export class RoundEngine {
       this.global = this.strategy.apply(this.global, result.weightedMeanDelta);
     }
     const aggregationMs = performance.now() - aggStart;
+    this.onPhase(round, "evaluating");
     const evalStart = performance.now();
     const evaluation = result !== null ? await this.evaluate() : null;
     return {

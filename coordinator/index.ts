@@ -9,3 +9,17 @@ export { RoundCollector } from "./round.js";
 export type { AcceptedUpdate, RoundOutcome, RoundLimits } from "./round.js";
 export { cohortSize, sampleCohort } from "./sampling.js";
 export { formatBytes, formatRound } from "./format.js";
+export {
+  ENGINE_PHASES,
+  PLAIN_ROUND_PHASES,
+  SECURE_ROUND_PHASES,
+  type EnginePhase,
+} from "./phases.js";
+export {
+  StatusTracker,
+  exposition,
+  statusFamilies,
+  type StatusSnapshot,
+  type ClientStatus,
+  type MetricFamily,
+} from "./http/index.js";

@@ -48,6 +48,11 @@ export interface CoordinatorOptions {
   secureMaxWeight: number;
   /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
   secureStepTimeoutMs: number;
+  /**
+   * Continue the crashed run in this directory from its ledger (same model and seed required):
+   * the next round is the first one the ledger does not hold. @default undefined
+   */
+  resume: string | undefined;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
   seed: number;
   /** Held-out set for centralised evaluation after each round. @default undefined (none) */
@@ -85,6 +90,7 @@ export function resolveOptions(
       roundTimeoutMs: 120_000,
       maxRoundAttempts: 5,
       maxUploadBytes: 64 * 1024 * 1024,
+      resume: undefined,
       secure: false,
       secureNeighbours: undefined,
       secureThreshold: undefined,

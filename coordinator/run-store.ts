@@ -57,6 +57,12 @@ export class RunStore {
     return new RunStore(dir);
   }
 
+  /** Reopen an existing run directory (a resumed run) without touching `run.json`. */
+  static async open(dir: string): Promise<RunStore> {
+    await mkdir(join(dir, "checkpoints"), { recursive: true });
+    return new RunStore(dir);
+  }
+
   /** Append one round to `metrics.jsonl` and fsync it. */
   async appendRound(metrics: RoundMetrics): Promise<void> {
     const path = join(this.dir, "metrics.jsonl");

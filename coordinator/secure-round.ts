@@ -7,6 +7,7 @@ import {
   parseMaskedInput,
   parseShareKeys,
   parseUnmaskResponse,
+  type SecAggPhase,
   type SecAggResult,
   type SecAggSetup,
   type SecureStep,
@@ -67,6 +68,8 @@ export async function runSecureRound(
   cohort: string[],
   global: Weights,
   graphSeed: number,
+  /** Hears when each phase starts (the dashboard shows it). */
+  onPhase: (phase: SecAggPhase) => void = () => undefined,
 ): Promise<SecureOutcome> {
   const failures = new Map<string, RoundFailure>();
   let bytesUp = 0;
@@ -81,6 +84,8 @@ export async function runSecureRound(
     parse: (raw: unknown) => M,
     receive: (m: M) => void,
   ) => {
+    const first = steps[0];
+    if (first !== undefined) onPhase(first.step.phase);
     await Promise.all(
       steps.map(async ({ index, step }) => {
         const clientId = cohort[index]!;

@@ -19,16 +19,9 @@ export function weightSpecsOf(model: tf.LayersModel): TensorSpec[] {
 
 /** Describe a built model as the wire `ModelSpec`. */
 export function modelSpecOf(model: tf.LayersModel, name: string): ModelSpec {
-  const topology = JSON.parse(JSON.stringify(model.toJSON(null, false))) as {
-    [k: string]: Json;
-  };
+  const topology = JSON.parse(JSON.stringify(model.toJSON(null, false))) as { [k: string]: Json };
   const weightSpecs = weightSpecsOf(model);
-  return {
-    name,
-    topology,
-    weightSpecs,
-    numParameters: countParameters(weightSpecs),
-  };
+  return { name, topology, weightSpecs, numParameters: countParameters(weightSpecs) };
 }
 
 /** Build a model from a task's topology; its weights must match the spec. */
@@ -105,23 +98,65 @@ function makeOptimizer(config: TrainingConfig): tf.Optimizer {
   }
 }
 
+/** Local training progress: batches done out of all batches of the call. */
+export type TrainProgress = (batchesDone: number, batchesTotal: number) => void;
+
+/**
+ * Yield to the event loop with a macrotask. tfjs callbacks yield with `requestAnimationFrame` in
+ * browsers, which never fires in a background tab: training there would stall.
+ */
+function yieldTask(): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof setImmediate === "function") {
+      setImmediate(resolve);
+      return;
+    }
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => {
+      channel.port1.close();
+      resolve();
+    };
+    channel.port2.postMessage(null);
+  });
+}
+
+/** tfjs callbacks that report progress across epochs, or none when nobody listens. */
+function progressCallbacks(
+  data: TensorData,
+  config: TrainingConfig,
+  onProgress: TrainProgress | undefined,
+): (epochOffset: number) => tf.CustomCallbackArgs | undefined {
+  if (onProgress === undefined) return () => undefined;
+  const perEpoch = Math.ceil(data.size / config.batchSize);
+  const total = perEpoch * config.localEpochs;
+  return (epochOffset) => {
+    let epoch = epochOffset;
+    return {
+      nextFrameFunc: yieldTask,
+      onEpochBegin: (e) => {
+        epoch = epochOffset + e;
+      },
+      onBatchEnd: (batch) => onProgress(Math.min(total, epoch * perEpoch + batch + 1), total),
+    };
+  };
+}
+
 /**
  * Train locally for `localEpochs` epochs with batch `batchSize`, a fresh optimizer each call
  * (client optimizer state does not survive a round, as in FedAvg). With `shuffleSeed`, each
  * epoch's order comes from a seeded generator, so the same inputs give the same weights.
+ * `onProgress`, when given, hears after every batch (pages show it).
  */
 export async function trainLocal(
   model: tf.LayersModel,
   data: TensorData,
   config: TrainingConfig,
   shuffleSeed?: number,
+  onProgress?: TrainProgress,
 ): Promise<TrainStats> {
+  const callbacks = progressCallbacks(data, config, onProgress);
   const optimizer = makeOptimizer(config);
-  model.compile({
-    optimizer,
-    loss: "categoricalCrossentropy",
-    metrics: ["accuracy"],
-  });
+  model.compile({ optimizer, loss: "categoricalCrossentropy", metrics: ["accuracy"] });
   const started = performance.now();
   try {
     let history: tf.History | undefined;
@@ -131,6 +166,7 @@ export async function trainLocal(
         batchSize: config.batchSize,
         shuffle: true,
         verbose: 0,
+        callbacks: callbacks(0),
       });
     } else {
       const rng = createRng(shuffleSeed);
@@ -146,6 +182,7 @@ export async function trainLocal(
             batchSize: config.batchSize,
             shuffle: false,
             verbose: 0,
+            callbacks: callbacks(epoch),
           });
         } finally {
           tf.dispose([x!, y!]);

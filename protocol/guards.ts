@@ -2,6 +2,7 @@
 import { CohortError } from "./errors.js";
 import { describe } from "./codec.js";
 import { fail, int, record, show, type Fields } from "./fields.js";
+import { featureSize, type Dataset } from "./dataset.js";
 import {
   OPTIMIZERS,
   type FitMetrics,
@@ -180,4 +181,33 @@ export function isFitResult(raw: unknown): raw is FitResult {
   } catch {
     return false;
   }
+}
+
+/** Validate a dataset sent as msgpack (the coordinator's demo shards): sizes must agree. */
+export function parseDataset(raw: unknown): Dataset {
+  const what = "dataset";
+  const o = record(raw, what);
+  const { features, labels, sampleShape } = o;
+  if (!(features instanceof Float32Array)) fail(what, "`features` must be a Float32Array");
+  if (!(labels instanceof Uint8Array)) fail(what, "`labels` must be a Uint8Array");
+  if (
+    !Array.isArray(sampleShape) ||
+    sampleShape.length === 0 ||
+    !sampleShape.every((d) => Number.isInteger(d) && d > 0)
+  ) {
+    fail(what, "`sampleShape` must be a non-empty array of positive integers");
+  }
+  const numClasses = int(o, "numClasses", what, 2, 65536);
+  const shape = sampleShape as number[];
+  if (features.length !== labels.length * featureSize({ sampleShape: shape })) {
+    fail(what, `${features.length} feature values for ${labels.length} examples`);
+  }
+  if (labels.some((y) => y >= numClasses)) fail(what, `a label is ≥ numClasses ${numClasses}`);
+  return {
+    name: str(o, "name", what),
+    features,
+    labels: new Uint8Array(labels),
+    sampleShape: shape,
+    numClasses,
+  };
 }

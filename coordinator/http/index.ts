@@ -1,0 +1,12 @@
+/** The coordinator's web side: dashboard, demo client page, JSON status, Prometheus metrics. */
+export { createHttpHandler, type HttpContext } from "./router.js";
+export { locateAssets, WASM_FILES, type Assets } from "./assets.js";
+export { StatusTracker } from "./status.js";
+export type { StatusSnapshot, ClientStatus, FailureStatus, RoundPoint, RunInfo } from "./status.js";
+export {
+  exposition,
+  statusFamilies,
+  PROMETHEUS_CONTENT_TYPE,
+  type MetricFamily,
+} from "./prometheus.js";
+export { ISOLATION_HEADERS } from "./respond.js";

@@ -1,0 +1,137 @@
+/** `GET /metrics`: the run's status in the Prometheus text exposition format (version 0.0.4). */
+import { ENGINE_PHASES } from "../phases.js";
+import type { StatusSnapshot } from "./status.js";
+
+/** One metric family: its `# HELP`, `# TYPE` and samples. */
+export interface MetricFamily {
+  name: string;
+  help: string;
+  type: "gauge" | "counter" | "summary";
+  samples: { suffix?: string; labels?: Record<string, string>; value: number }[];
+}
+
+/** The content type of the text format. */
+export const PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+const escapeLabel = (v: string) =>
+  v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
+const escapeHelp = (v: string) => v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+/** Render families as exposition text (one trailing newline). */
+export function exposition(families: readonly MetricFamily[]): string {
+  const lines: string[] = [];
+  for (const f of families) {
+    lines.push(`# HELP ${f.name} ${escapeHelp(f.help)}`, `# TYPE ${f.name} ${f.type}`);
+    for (const s of f.samples) {
+      const labels = Object.entries(s.labels ?? {});
+      const body = labels.map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(",");
+      lines.push(`${f.name}${s.suffix ?? ""}${body ? `{${body}}` : ""} ${formatValue(s.value)}`);
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** The families `/metrics` serves. */
+export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
+  const last = s.history.at(-1);
+  const evaluated = [...s.history].reverse().find((r) => r.accuracy !== null);
+  const gauge = (name: string, help: string, value: number): MetricFamily => ({
+    name,
+    help,
+    type: "gauge",
+    samples: [{ value }],
+  });
+  const counter = (name: string, help: string, value: number): MetricFamily => ({
+    name,
+    help,
+    type: "counter",
+    samples: [{ value }],
+  });
+  const families: MetricFamily[] = [
+    {
+      name: "cohort_run_info",
+      help: "The run: id, model and whether rounds are secure (always 1).",
+      type: "gauge",
+      samples: [
+        {
+          labels: { run_id: s.runId, model: s.model.name, secure: String(s.secure) },
+          value: 1,
+        },
+      ],
+    },
+    gauge("cohort_clients_connected", "Clients connected now.", s.clients.length),
+    {
+      name: "cohort_client_info",
+      help: "One sample per connected client, with its backend and platform (always 1).",
+      type: "gauge",
+      samples: s.clients.map((c) => ({
+        labels: { client_id: c.clientId, backend: c.backend, platform: c.platform },
+        value: 1,
+      })),
+    },
+    gauge("cohort_current_round", "The round in progress, or the last one.", s.round),
+    {
+      name: "cohort_phase",
+      help: "1 for the phase the coordinator is in, 0 for the others.",
+      type: "gauge",
+      samples: ["idle", ...ENGINE_PHASES].map((phase) => ({
+        labels: { phase },
+        value: phase === s.phase ? 1 : 0,
+      })),
+    },
+    gauge("cohort_rounds_planned", "Rounds the run will take.", s.roundsTotal),
+    counter("cohort_rounds_completed_total", "Rounds completed.", s.roundsCompleted),
+    {
+      name: "cohort_round_duration_seconds",
+      help: "Wall time of completed rounds, from sampling to the new global model.",
+      type: "summary",
+      samples: [
+        { suffix: "_sum", value: s.totals.durationMs / 1000 },
+        { suffix: "_count", value: s.roundsCompleted },
+      ],
+    },
+    gauge(
+      "cohort_last_round_duration_seconds",
+      "Wall time of the last completed round.",
+      (last?.durationMs ?? 0) / 1000,
+    ),
+    counter("cohort_bytes_up_total", "Bytes clients sent in completed rounds.", s.totals.bytesUp),
+    counter(
+      "cohort_bytes_down_total",
+      "Bytes sent to clients in completed rounds.",
+      s.totals.bytesDown,
+    ),
+    counter(
+      "cohort_client_failures_total",
+      "Clients that failed a completed round (deadline, disconnect, invalid update).",
+      s.totals.failures,
+    ),
+    counter(
+      "cohort_rejected_updates_total",
+      "Updates the coordinator rejected.",
+      s.totals.rejected,
+    ),
+  ];
+  if (evaluated !== undefined) {
+    families.push(
+      gauge(
+        "cohort_global_accuracy",
+        "Centralised accuracy of the global model after the last evaluated round.",
+        evaluated.accuracy!,
+      ),
+      gauge(
+        "cohort_global_loss",
+        "Centralised loss of the global model after the last evaluated round.",
+        evaluated.loss ?? NaN,
+      ),
+    );
+  }
+  return families;
+}

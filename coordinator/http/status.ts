@@ -1,0 +1,184 @@
+/** The live status of a run, fed by transport and engine events; the dashboard and `/metrics` read it. */
+import type { EnginePhase } from "../phases.js";
+import type { RoundMetrics } from "../run-store.js";
+
+/** How many recent failures and rejected updates the status keeps. */
+const RECENT = 50;
+
+/** A connected client as the dashboard shows it. */
+export interface ClientStatus {
+  clientId: string;
+  platform: string;
+  backend: string;
+  connectedAt: string;
+  /** What it reported in the last plain round it took part in (secure rounds reveal nothing). */
+  lastRound: {
+    round: number;
+    numExamples: number;
+    loss: number;
+    trainMs: number;
+    bytesUp: number;
+  } | null;
+}
+
+/** One failure: a client dropped from a round, or an update the coordinator rejected. */
+export interface FailureStatus {
+  round: number;
+  clientId: string;
+  code: string;
+  message: string;
+  kind: "round" | "rejected";
+  at: string;
+}
+
+/** One completed round, as charted. */
+export interface RoundPoint {
+  round: number;
+  secure: boolean;
+  accuracy: number | null;
+  loss: number | null;
+  trainLoss: number | null;
+  participants: number;
+  failures: number;
+  durationMs: number;
+  bytesUp: number;
+  bytesDown: number;
+  aborted: boolean;
+}
+
+/** What `GET /api/status` returns. */
+export interface StatusSnapshot {
+  runId: string;
+  model: { name: string; numParameters: number };
+  secure: boolean;
+  startedAt: string;
+  roundsTotal: number;
+  roundsCompleted: number;
+  /** The round in progress (or the last one, once done). */
+  round: number;
+  phase: EnginePhase | "idle";
+  phaseSince: string;
+  clients: ClientStatus[];
+  history: RoundPoint[];
+  totals: {
+    bytesUp: number;
+    bytesDown: number;
+    durationMs: number;
+    failures: number;
+    rejected: number;
+  };
+  failures: FailureStatus[];
+}
+
+/** What the tracker is told about the run when it starts. */
+export interface RunInfo {
+  runId: string;
+  model: { name: string; numParameters: number };
+  secure: boolean;
+  rounds: number;
+}
+
+/** Collects the run's live state from events; every method is cheap and never throws. */
+export class StatusTracker {
+  private readonly clients = new Map<string, ClientStatus>();
+  private readonly rounds: RoundMetrics[] = [];
+  private readonly failures: FailureStatus[] = [];
+  private rejected = 0;
+  private round = 0;
+  private phaseName: EnginePhase | "idle" = "idle";
+  private phaseSince = new Date().toISOString();
+  private readonly startedAt = new Date().toISOString();
+
+  constructor(private readonly run: RunInfo) {}
+
+  join(client: { clientId: string; platform: string; backend: string }): void {
+    const previous = this.clients.get(client.clientId);
+    this.clients.set(client.clientId, {
+      ...client,
+      connectedAt: new Date().toISOString(),
+      lastRound: previous?.lastRound ?? null,
+    });
+  }
+
+  leave(client: { clientId: string }): void {
+    this.clients.delete(client.clientId);
+  }
+
+  reject(info: { clientId: string; code: string; message: string }): void {
+    this.rejected++;
+    this.remember({ ...info, round: this.round, kind: "rejected", at: new Date().toISOString() });
+  }
+
+  phase(round: number, phase: EnginePhase): void {
+    this.round = round;
+    this.phaseName = phase;
+    this.phaseSince = new Date().toISOString();
+  }
+
+  completed(metrics: RoundMetrics): void {
+    this.rounds.push(metrics);
+    this.round = metrics.round;
+    for (const f of metrics.failureReasons) {
+      this.remember({ ...f, round: metrics.round, kind: "round", at: metrics.timestamp });
+    }
+    for (const c of metrics.clients) {
+      const client = this.clients.get(c.clientId);
+      if (client === undefined) continue;
+      client.lastRound = {
+        round: metrics.round,
+        numExamples: c.numExamples,
+        loss: c.loss,
+        trainMs: c.trainMs,
+        bytesUp: c.bytesUp,
+      };
+    }
+  }
+
+  private remember(failure: FailureStatus): void {
+    this.failures.push(failure);
+    if (this.failures.length > RECENT) this.failures.splice(0, this.failures.length - RECENT);
+  }
+
+  /** Every completed round's metrics, oldest first, from round `since` + 1 on. */
+  roundMetrics(since = 0): RoundMetrics[] {
+    return this.rounds.filter((m) => m.round > since);
+  }
+
+  /** The status as JSON-ready data. */
+  snapshot(): StatusSnapshot {
+    const sum = (f: (m: RoundMetrics) => number) => this.rounds.reduce((s, m) => s + f(m), 0);
+    return {
+      runId: this.run.runId,
+      model: this.run.model,
+      secure: this.run.secure,
+      startedAt: this.startedAt,
+      roundsTotal: this.run.rounds,
+      roundsCompleted: this.rounds.length,
+      round: this.round,
+      phase: this.phaseName,
+      phaseSince: this.phaseSince,
+      clients: [...this.clients.values()].map((c) => ({ ...c })),
+      history: this.rounds.map((m) => ({
+        round: m.round,
+        secure: m.secure,
+        accuracy: m.accuracy ?? null,
+        loss: m.loss ?? null,
+        trainLoss: m.trainLoss,
+        participants: m.participants,
+        failures: m.failures,
+        durationMs: m.durationMs,
+        bytesUp: m.bytesUp,
+        bytesDown: m.bytesDown,
+        aborted: m.aborted === true,
+      })),
+      totals: {
+        bytesUp: sum((m) => m.bytesUp),
+        bytesDown: sum((m) => m.bytesDown),
+        durationMs: sum((m) => m.durationMs),
+        failures: sum((m) => m.failures),
+        rejected: this.rejected,
+      },
+      failures: [...this.failures],
+    };
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Browser clients and the dashboard in a real headless Chromium (Debian `chromium` driven by
+ * playwright-core): demo pages join a federation beside a Node client, plain and secure.
+ */
+import { mkdir } from "node:fs/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Page } from "playwright-core";
+import type { Coordinator, StatusSnapshot } from "../coordinator/index.js";
+import type { CohortClient } from "../client/index.js";
+import type { Dataset } from "../protocol/dataset.js";
+import { launchBrowser, type TestBrowser } from "./helpers/browser.js";
+import { mnistShards, startClients, startCoordinator } from "./helpers/federation.js";
+
+/** Examples per client: enough for accuracy to rise in a few rounds, few enough to be quick. */
+const PER_CLIENT = 300;
+
+let browser: TestBrowser;
+let shards: Dataset[];
+let evalSet: Dataset;
+
+beforeAll(async () => {
+  browser = await launchBrowser();
+  ({ shards, evalSet } = await mnistShards(3, PER_CLIENT, 500));
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+/** Open the demo client page as shard `index` of 3. */
+async function openClientPage(url: string, index: number, id: string): Promise<Page> {
+  const page = await browser.context.newPage();
+  await page.goto(`${url}/client?index=${index}&count=3&limit=${PER_CLIENT}&id=${id}`);
+  return page;
+}
+
+interface PageState {
+  status: string;
+  backend: string | null;
+  backendLabel: string | null;
+  rounds: { round: number; accepted: boolean }[];
+  error: string | null;
+}
+
+const pageState = (page: Page) =>
+  page.evaluate(() => (globalThis as unknown as { cohortPage: PageState }).cohortPage);
+
+/** Two pages and one Node client run `rounds` rounds; returns what each side saw. */
+async function federate(secure: boolean, rounds: number) {
+  const coordinator = await startCoordinator({
+    model: "mlp",
+    rounds,
+    minAvailableClients: 3,
+    minFitClients: 3,
+    runDir: null,
+    evalDataset: evalSet,
+    secure,
+  });
+  const joins: { clientId: string; platform: string; backend: string }[] = [];
+  coordinator.on("join", (c) => joins.push(c));
+  const mode = secure ? "secure" : "plain";
+  let node: CohortClient[] = [];
+  const pages: Page[] = [];
+  try {
+    pages.push(await openClientPage(coordinator.url, 0, `page-0-${mode}`));
+    pages.push(await openClientPage(coordinator.url, 1, `page-1-${mode}`));
+    node = await startClients(coordinator.url, [shards[2]!], `node-${mode}`);
+    const summary = await coordinator.run();
+    await Promise.all(node.map((c) => c.done));
+    const states = await Promise.all(
+      pages.map(async (page) => {
+        await page.waitForFunction(
+          () => (globalThis as unknown as { cohortPage: PageState }).cohortPage.status === "done",
+          undefined,
+          { polling: 100 }, // requestAnimationFrame, the default, barely runs in background tabs
+        );
+        return {
+          state: await pageState(page),
+          backendText: await page.textContent("#backend"),
+        };
+      }),
+    );
+    return { summary, joins, states };
+  } catch (error) {
+    throw new Error(`${String(error)}\npage errors: ${browser.errors.join("\n")}`, {
+      cause: error,
+    });
+  } finally {
+    await Promise.all(pages.map((p) => p.close()));
+    await Promise.all(node.map((c) => c.close()));
+    await coordinator.close();
+  }
+}
+
+describe("browser clients", () => {
+  it("two demo pages and a Node client train plain rounds, then secure ones", async () => {
+    for (const [secure, rounds] of [
+      [false, 3],
+      [true, 2],
+    ] as const) {
+      const { summary, joins, states } = await federate(secure, rounds);
+      const mode = secure ? "secure" : "plain";
+      // The global model learned.
+      const initial = summary.initial!.accuracy;
+      const final = summary.rounds.at(-1)!.accuracy!;
+      expect(final, mode).toBeGreaterThan(initial + 0.3);
+      expect(summary.rounds.every((r) => r.participants === 3 && r.secure === secure)).toBe(true);
+      // The pages trained on wasm (auto skips Chromium's software GPU) and said so.
+      for (const [i, { state, backendText }] of states.entries()) {
+        expect(state.error).toBeNull();
+        expect(state.backend).toBe("wasm");
+        expect(backendText).toBe("wasm");
+        expect(state.backendLabel).toMatch(/^wasm: simd, \d+ threads?$/);
+        expect(state.rounds.map((r) => r.round)).toEqual(
+          Array.from({ length: rounds }, (_, r) => r + 1),
+        );
+        const join = joins.find((j) => j.clientId === `page-${i}-${mode}`);
+        expect(join?.backend).toBe(state.backendLabel);
+        expect(join?.platform).toMatch(/Chrome\/\d+/);
+      }
+      expect(joins.find((j) => j.clientId === `node-${mode}-0`)?.platform).toMatch(/^node v20/);
+      if (!secure) {
+        // Plain rounds carry per-client metrics: the pages' backend is there.
+        for (const round of summary.rounds) {
+          const backends = Object.fromEntries(round.clients.map((c) => [c.clientId, c.backend]));
+          expect(backends).toEqual({
+            "page-0-plain": "wasm",
+            "page-1-plain": "wasm",
+            "node-plain-0": "wasm",
+          });
+        }
+      }
+    }
+  }, 120_000);
+});
+
+describe("dashboard", () => {
+  it("shows the live rounds and clients of /api/status; screenshot in test-artifacts/", async () => {
+    const coordinator = await startCoordinator({
+      model: "mlp",
+      rounds: 50, // more than the test waits for: clients stay connected while it looks
+      minAvailableClients: 2,
+      runDir: null,
+      evalDataset: evalSet,
+    });
+    const dashboard = await browser.context.newPage();
+    let node: CohortClient[] = [];
+    let clientPage: Page | undefined;
+    try {
+      await dashboard.goto(`${coordinator.url}/`);
+      clientPage = await openClientPage(coordinator.url, 0, "page-dashboard");
+      node = await startClients(coordinator.url, [shards[1]!], "node-dashboard");
+      const running = coordinator.run().catch(() => undefined);
+      await dashboard.waitForFunction(
+        () =>
+          Number(document.body.dataset.round ?? 0) >= 3 &&
+          document.querySelectorAll("#clients tr").length === 2,
+        undefined,
+        { polling: 100, timeout: 60_000 },
+      );
+      const status = (await (
+        await fetch(`${coordinator.url}/api/status`)
+      ).json()) as StatusSnapshot;
+      // Chart: one accuracy and one loss point per round shown, equal to the status history.
+      const points = await dashboard.$$eval("#chart circle", (circles) =>
+        circles.map((c) => ({
+          kind: c.getAttribute("class"),
+          round: Number(c.getAttribute("data-round")),
+          value: Number(c.getAttribute("data-value")),
+        })),
+      );
+      const shown = points.filter((p) => p.kind === "acc");
+      expect(shown.length).toBeGreaterThanOrEqual(3);
+      for (const p of shown) {
+        expect(p.value).toBe(status.history[p.round - 1]!.accuracy);
+      }
+      for (const p of points.filter((q) => q.kind === "loss")) {
+        expect(p.value).toBe(status.history[p.round - 1]!.loss);
+      }
+      // Client list: the same clients and backends as the status.
+      const rows = await dashboard.$$eval("#clients tr", (trs) =>
+        trs.map((tr) => ({
+          id: tr.getAttribute("data-client"),
+          backend: tr.querySelector(".backend")?.textContent,
+        })),
+      );
+      const expected = status.clients.map((c) => ({ id: c.clientId, backend: c.backend }));
+      const byId = (a: { id: string | null }, b: { id: string | null }) =>
+        String(a.id).localeCompare(String(b.id));
+      expect(rows.sort(byId)).toEqual(expected.sort(byId));
+      expect(rows.find((r) => r.id === "page-dashboard")?.backend).toMatch(/^wasm: simd/);
+      const accuracyCell = await dashboard.textContent(`#rounds tr[data-round="1"] .accuracy`);
+      expect(accuracyCell).toBe(status.history[0]!.accuracy!.toFixed(4));
+      await mkdir("test-artifacts", { recursive: true });
+      await dashboard.screenshot({ path: "test-artifacts/dashboard.png", fullPage: true });
+      await coordinator.close();
+      await running;
+    } finally {
+      await dashboard.close();
+      await clientPage?.close();
+      await Promise.all(node.map((c) => c.close()));
+      await coordinator.close();
+    }
+  }, 90_000);
+});

@@ -1,0 +1,128 @@
+/**
+ * Crash safety: kill -9 the coordinator mid-round, restart it with --resume, and the run ends
+ * with every round in metrics.jsonl exactly once and the same final model as a run that never
+ * crashed (same seeds).
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { startCli, type CliProcess } from "./helpers/cli.js";
+import { tempRunDir } from "./helpers/federation.js";
+import { until } from "./helpers/wait.js";
+
+const ROUNDS = 4;
+const common = [
+  "--rounds",
+  String(ROUNDS),
+  "--min-clients",
+  "2",
+  "--seed",
+  "5",
+  "--host",
+  "127.0.0.1",
+  "--round-timeout",
+  "60",
+];
+
+function clientArgs(url: string, i: number): string[] {
+  // Unequal shards: client 0 uploads quickly, client 1 is still training when the crash comes.
+  return [
+    "client",
+    "--url",
+    url,
+    "--dataset",
+    "mnist",
+    "--client-index",
+    String(i),
+    "--num-clients",
+    "2",
+    "--max-examples",
+    i === 0 ? "100" : "1500",
+    "--backend",
+    "wasm",
+    "--seed",
+    String(11 + i),
+    "--client-id",
+    `c${i}`,
+  ];
+}
+
+async function lines(path: string): Promise<string[]> {
+  try {
+    return (await readFile(path, "utf8")).split("\n").filter((l) => l.trim() !== "");
+  } catch {
+    return [];
+  }
+}
+
+describe("crash-safe coordinator", () => {
+  const procs: CliProcess[] = [];
+  afterEach(() => {
+    for (const p of procs) p.child.kill("SIGKILL");
+    procs.length = 0;
+  });
+  const start = (args: string[]) => {
+    const p = startCli(args);
+    procs.push(p);
+    return p;
+  };
+
+  it("resumes after kill -9 mid-round with the uncrashed run's final model", async () => {
+    // The reference: the same run without a crash.
+    const refDir = await tempRunDir("cohort-ref-");
+    const ref = start(["coordinator", "--port", "0", ...common, "--run-dir", refDir]);
+    const [, refUrl] = await ref.waitForLine(/listening on (http:\/\/\S+)/);
+    const refClients = [0, 1].map((i) => start(clientArgs(refUrl!, i)));
+    expect(await ref.exit).toBe(0);
+    expect(await Promise.all(refClients.map((c) => c.exit))).toEqual([0, 0]);
+
+    const dir = await tempRunDir("cohort-crash-");
+    const first = start(["coordinator", "--port", "0", ...common, "--run-dir", dir]);
+    const [, url, port] = await first.waitForLine(/listening on (http:\/\/[^:]+:(\d+))/);
+    const clients = [0, 1].map((i) => start(clientArgs(url!, i)));
+    await until(() => first.lines.some((l) => /^round 2\/4/.test(l)), 60_000);
+    await new Promise((r) => setTimeout(r, 250)); // round 3: client 0 has uploaded, client 1 trains
+    first.child.kill("SIGKILL");
+    await first.exit;
+    const before = await lines(join(dir, "metrics.jsonl"));
+    expect(before.length).toBeGreaterThanOrEqual(2);
+    expect(before.length).toBeLessThan(ROUNDS);
+
+    const second = start(["coordinator", "--port", port!, ...common, "--resume", dir]);
+    await second.waitForLine(/resuming run .* after round \d/);
+    expect(await second.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+
+    const rounds = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
+    expect(rounds).toEqual([1, 2, 3, 4]);
+    const final = await readFile(join(dir, "checkpoints", "round-0004", "weights.bin"));
+    const expected = await readFile(join(refDir, "checkpoints", "round-0004", "weights.bin"));
+    expect(final.equals(expected)).toBe(true);
+    const run = JSON.parse(await readFile(join(dir, "ledger.json"), "utf8"));
+    expect(run.completedRounds).toBe(4);
+  }, 180_000);
+
+  it("refuses to resume a different experiment", async () => {
+    const dir = await tempRunDir("cohort-crash2-");
+    const a = start([
+      "coordinator",
+      "--port",
+      "0",
+      ...common,
+      "--rounds",
+      "1",
+      "--min-clients",
+      "1",
+      "--run-dir",
+      dir,
+    ]);
+    const [, url] = await a.waitForLine(/listening on (http:\/\/\S+)/);
+    start(clientArgs(url!, 0));
+    expect(await a.exit).toBe(0);
+    const b = start(["coordinator", "--port", "0", ...common, "--seed", "6", "--resume", dir]);
+    expect(await b.exit).toBe(1);
+    expect(b.lines.join("\n")).toMatch(
+      /INVALID_OPTION: --resume: .* seed 5; this coordinator has mlp and 6/,
+    );
+  }, 60_000);
+});

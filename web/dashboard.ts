@@ -1,0 +1,83 @@
+/** The dashboard (`/`): polls `/api/status` and renders clients, phase, chart, rounds and failures. */
+import { PLAIN_ROUND_PHASES, SECURE_ROUND_PHASES } from "../coordinator/phases.js";
+import type { StatusSnapshot } from "../coordinator/http/status.js";
+import { chartSvg, esc } from "./chart.js";
+
+/** How often the dashboard polls. */
+const POLL_MS = 1000;
+
+const $ = (id: string) => document.getElementById(id)!;
+
+function bytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+const fixed = (v: number | null, digits = 4) => (v === null ? "–" : v.toFixed(digits));
+const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+/** A short platform: the browser and version from a user agent, or Node's own line. */
+function platform(text: string): string {
+  const browser = /(HeadlessChrome|Chrome|Firefox|Safari)\/(\d+)/.exec(text);
+  return browser ? `${browser[1]} ${browser[2]}` : text.split(" ").slice(0, 2).join(" ");
+}
+
+function render(s: StatusSnapshot): void {
+  $("run").textContent =
+    `run ${s.runId} · ${s.model.name} (${s.model.numParameters.toLocaleString()} parameters)`;
+  $("mode").textContent = s.secure ? "secure aggregation" : "plain FedAvg";
+  $("mode").className = s.secure ? "badge secure" : "badge";
+  $("round").textContent = `${s.round} / ${s.roundsTotal}`;
+  $("client-count").textContent = String(s.clients.length);
+  const lastAcc = [...s.history].reverse().find((p) => p.accuracy !== null);
+  $("accuracy").textContent = fixed(lastAcc?.accuracy ?? null);
+  $("bytes").textContent = `↑ ${bytes(s.totals.bytesUp)}  ↓ ${bytes(s.totals.bytesDown)}`;
+  const phases = ["idle", ...(s.secure ? SECURE_ROUND_PHASES : PLAIN_ROUND_PHASES), "done"];
+  $("phases").innerHTML = phases
+    .map((p) => `<span data-phase="${p}" class="${p === s.phase ? "on" : ""}">${p}</span>`)
+    .join("");
+  $("chart").innerHTML = chartSvg(s.history, s.roundsTotal);
+  $("clients").innerHTML = s.clients
+    .map(
+      (c) =>
+        `<tr data-client="${esc(c.clientId)}"><td title="${esc(c.clientId)}">${esc(c.clientId.slice(0, 12))}</td>` +
+        `<td class="backend">${esc(c.backend)}</td><td title="${esc(c.platform)}">${esc(platform(c.platform))}</td>` +
+        `<td class="num">${fixed(c.lastRound?.loss ?? null)}</td>` +
+        `<td class="num">${c.lastRound ? seconds(c.lastRound.trainMs) : "–"}</td></tr>`,
+    )
+    .join("");
+  $("rounds").innerHTML = [...s.history]
+    .reverse()
+    .map(
+      (p) =>
+        `<tr data-round="${p.round}"><td class="num">${p.round}</td><td>${p.secure ? "secure" : "plain"}${p.aborted ? " (aborted)" : ""}</td>` +
+        `<td class="num accuracy">${fixed(p.accuracy)}</td><td class="num">${fixed(p.loss)}</td>` +
+        `<td class="num">${p.participants}</td><td class="num${p.failures ? " bad" : ""}">${p.failures}</td>` +
+        `<td class="num">${seconds(p.durationMs)}</td><td class="num">${bytes(p.bytesUp)}</td><td class="num">${bytes(p.bytesDown)}</td></tr>`,
+    )
+    .join("");
+  $("failures").innerHTML =
+    [...s.failures]
+      .reverse()
+      .map(
+        (f) =>
+          `<tr><td class="num">${f.round}</td><td>${esc(f.clientId.slice(0, 12))}</td><td class="bad">${esc(f.code)}</td><td class="wrap" title="${esc(f.message)}">${esc(f.message)}</td></tr>`,
+      )
+      .join("") || `<tr><td colspan="4" class="muted">none</td></tr>`;
+  document.body.dataset.round = String(s.roundsCompleted);
+}
+
+async function poll(): Promise<void> {
+  try {
+    const response = await fetch("/api/status", { cache: "no-store" });
+    if (response.ok) render((await response.json()) as StatusSnapshot);
+    else $("run").textContent = `status: HTTP ${response.status}`;
+  } catch {
+    $("run").textContent = "coordinator unreachable; retrying";
+  }
+  setTimeout(() => void poll(), POLL_MS);
+}
+
+void poll();
