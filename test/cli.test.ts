@@ -5,7 +5,7 @@ import { CohortClient } from "../client/index.js";
 import { coordinatorCommand } from "../bin/coordinator-command.js";
 import { clientCommand } from "../bin/client-command.js";
 import { mnistShards, tempRunDir } from "./helpers/federation.js";
-import { runCli, startCli, type CliProcess } from "./helpers/cli.js";
+import { digitsClientArgs, runCli, startCli, type CliProcess } from "./helpers/cli.js";
 
 describe("cohort CLI", () => {
   const started: CliProcess[] = [];
@@ -66,21 +66,7 @@ describe("cohort CLI", () => {
     started.push(coordinator);
     const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
     const clients = [0, 1].map((i) => {
-      const p = startCli([
-        "client",
-        "--url",
-        url!,
-        "--dataset",
-        "mnist",
-        "--client-index",
-        String(i),
-        "--num-clients",
-        "2",
-        "--max-examples",
-        "400",
-        "--backend",
-        "wasm",
-      ]);
+      const p = startCli(digitsClientArgs(url!, i, 2, 400));
       started.push(p);
       return p;
     });

@@ -6,7 +6,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { startCli, type CliProcess } from "./helpers/cli.js";
+import { digitsClientArgs, startCli, type CliProcess } from "./helpers/cli.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { until } from "./helpers/wait.js";
 
@@ -26,25 +26,12 @@ const common = [
 
 function clientArgs(url: string, i: number): string[] {
   // Unequal shards: client 0 uploads quickly, client 1 is still training when the crash comes.
-  return [
-    "client",
-    "--url",
-    url,
-    "--dataset",
-    "mnist",
-    "--client-index",
-    String(i),
-    "--num-clients",
-    "2",
-    "--max-examples",
-    i === 0 ? "100" : "1500",
-    "--backend",
-    "wasm",
+  return digitsClientArgs(url, i, 2, i === 0 ? 100 : 1500, [
     "--seed",
     String(11 + i),
     "--client-id",
     `c${i}`,
-  ];
+  ]);
 }
 
 async function lines(path: string): Promise<string[]> {

@@ -66,3 +66,29 @@ export async function runCli(args: string[]): Promise<{ code: number | null; out
   await new Promise((r) => setTimeout(r, 10));
   return { code, output: p.lines.join("\n") };
 }
+
+/** Arguments of `cohort client` holding shard `i` of `n` of the MNIST digits, on wasm. */
+export function digitsClientArgs(
+  url: string,
+  i: number,
+  n: number,
+  maxExamples: number,
+  extra: string[] = [],
+): string[] {
+  return [
+    "client",
+    "--url",
+    url,
+    "--dataset",
+    "mnist",
+    "--client-index",
+    String(i),
+    "--num-clients",
+    String(n),
+    "--max-examples",
+    String(maxExamples),
+    "--backend",
+    "wasm",
+    ...extra,
+  ];
+}
