@@ -13,6 +13,7 @@ import * as tf from "@tensorflow/tfjs";
 import { io, type Socket } from "socket.io-client";
 import { createCoordinator } from "../coordinator/index.js";
 import { decode, encode } from "../protocol/codec.js";
+import { openEnvelope } from "../aggregation/secure/signing.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { modelSpecOf, readWeights, selectBackend, writeModelFiles } from "../models/index.js";
@@ -41,7 +42,7 @@ async function generator(url: string): Promise<void> {
         reconnectionDelayMax: 2000,
       });
       socket.on("round:fit", (payload: Uint8Array) => {
-        const request = parseFitRequest(decode(payload));
+        const request = parseFitRequest(decode(openEnvelope(payload).body));
         if (rng() < DROP) {
           // Drop the connection mid-round; socket.io-client reconnects by itself.
           socket.io.engine.close();

@@ -11,6 +11,16 @@ import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/eve
 import { parseTaskSpec } from "../protocol/guards.js";
 import { decode } from "../protocol/codec.js";
 import type { HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
+import {
+  fromBase64,
+  openEnvelope,
+  sealEnvelope,
+  signHandshake,
+  signUpdate,
+  toBase64,
+  verifyModel,
+  type JoinToken,
+} from "../aggregation/secure/signing.js";
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";
@@ -56,6 +66,15 @@ export interface ClientOptions<R extends string> {
    * @default undefined (a fresh random order every epoch)
    */
   seed: number | undefined;
+  /** Ed25519 identity that authenticates this client and signs its updates. @default undefined */
+  identity: { publicKey: Uint8Array; secretKey: Uint8Array } | undefined;
+  /** A join token for `identity`, from the coordinator's trusted issuer. @default undefined */
+  joinToken: JoinToken | undefined;
+  /**
+   * Base64 Ed25519 key the coordinator must sign models with (pinned). Without it the key in
+   * the task is trusted. A coordinator with another key is refused. @default undefined
+   */
+  coordinatorKey: string | undefined;
 }
 
 /** Local training progress of a round, after each batch. */
@@ -148,6 +167,9 @@ export class ClientCore<R extends string> {
         ackTimeoutMs: 120_000,
         log: (line) => debug(line),
         seed: undefined,
+        identity: undefined,
+        joinToken: undefined,
+        coordinatorKey: undefined,
       },
       options,
     );
@@ -210,8 +232,11 @@ export class ClientCore<R extends string> {
       platform: platformName(),
       backend: this.backend.label,
     };
+    const identity = options.identity;
     const socket: ClientSocket = io(options.url, {
-      auth: { ...auth },
+      // A function, so each (re)connection carries a fresh proof of the identity.
+      auth: (cb: (data: object) => void) =>
+        cb(identity === undefined ? { ...auth } : { ...auth, identity: this.proof(identity) }),
       transports: ["websocket", "polling"],
       reconnection: true,
       reconnectionDelay: options.reconnectDelayMs,
@@ -262,11 +287,44 @@ export class ClientCore<R extends string> {
     return this.done;
   }
 
+  private proof(identity: {
+    publicKey: Uint8Array;
+    secretKey: Uint8Array;
+  }): HandshakeAuth["identity"] {
+    const issuedAt = Date.now();
+    const token = this.options.joinToken;
+    return {
+      publicKey: toBase64(identity.publicKey),
+      issuedAt,
+      signature: toBase64(
+        signHandshake(identity.secretKey, this.options.clientId, identity.publicKey, issuedAt),
+      ),
+      ...(token
+        ? { token: { expiresAt: token.expiresAt, signature: toBase64(token.signature) } }
+        : {}),
+    };
+  }
+
   private onTask(raw: unknown): void {
     try {
       const task = parseTaskSpec(raw);
       if (task.protocolVersion !== PROTOCOL_VERSION) {
         throw new CohortError("PROTOCOL_VERSION", `task of protocol ${task.protocolVersion}`);
+      }
+      const pinned = this.options.coordinatorKey;
+      if (pinned !== undefined && task.coordinatorKey !== pinned) {
+        // Not the coordinator this client trusts: never train for it.
+        const error = new CohortError(
+          "MODEL_SIGNATURE",
+          `the coordinator's key ${task.coordinatorKey ?? "(none)"} is not the pinned key`,
+        );
+        this.options.log(error.message);
+        this.settle.reject(error);
+        void this.close();
+        return;
+      }
+      if (task.signedUpdates && this.options.identity === undefined) {
+        this.options.log("the coordinator requires signed updates but this client has no identity");
       }
       this.task = task;
       this.options.log(
@@ -297,19 +355,30 @@ export class ClientCore<R extends string> {
     try {
       const task = this.task;
       if (task === null) throw new CohortError("INVALID_MESSAGE", "fit request before the task");
-      this.trainingRound = roundOf(payload);
+      const request = this.checkedModel(task, payload);
+      this.trainingRound = roundOf(request);
       const outcome = await this.trainer!.fit(
         task,
-        payload,
+        request,
         options.data,
         this.tensors!,
         this.shuffleSeed(this.trainingRound),
       );
       const socket = this.socket;
       if (socket === null || this.closed) return;
-      const reply = await socket
-        .timeout(options.ackTimeoutMs)
-        .emitWithAck("fit:result", outcome.payload);
+      const identity = options.identity;
+      const upload =
+        identity === undefined
+          ? outcome.payload
+          : sealEnvelope(
+              outcome.payload,
+              signUpdate(
+                identity.secretKey,
+                { runId: task.runId, round: outcome.round, clientId: options.clientId },
+                outcome.payload,
+              ),
+            );
+      const reply = await socket.timeout(options.ackTimeoutMs).emitWithAck("fit:result", upload);
       const { stats } = outcome;
       const report: ClientRoundReport = {
         round: outcome.round,
@@ -332,6 +401,27 @@ export class ClientCore<R extends string> {
       const e = toCohortError(error);
       options.log(`fit failed: ${e.code}: ${e.message}`);
     }
+  }
+
+  /** The fit request inside a broadcast, after checking the coordinator's signature. */
+  private checkedModel(task: TaskSpec, payload: unknown): Uint8Array | unknown {
+    if (task.coordinatorKey === null) return payload;
+    const envelope = openEnvelope(payload);
+    const round = roundOf(envelope.body);
+    if (
+      !verifyModel(
+        fromBase64(task.coordinatorKey, "coordinatorKey"),
+        { runId: task.runId, round },
+        envelope.body,
+        envelope.signature,
+      )
+    ) {
+      throw new CohortError(
+        "MODEL_SIGNATURE",
+        `the model of round ${round} is not signed by the coordinator: refused`,
+      );
+    }
+    return envelope.body;
   }
 
   private shuffleSeed(round: number): number | undefined {

@@ -15,6 +15,13 @@ import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
 import type { RoundMetrics } from "./run-store.js";
 import { loadLedger, type LedgerState } from "./ledger.js";
+import { Authenticator, RateLimiter } from "./auth.js";
+import {
+  generateIdentity,
+  identityFromSecret,
+  toBase64,
+  type KeyPair,
+} from "../aggregation/secure/index.js";
 import {
   createHttpHandler,
   locateAssets,
@@ -61,6 +68,8 @@ export async function prepareTask(
   task: TaskSpec;
   weights: Float32Array[];
   backend: SelectedBackend;
+  /** The key pair that signs model broadcasts. */
+  signing: KeyPair;
   /** The ledger of a resumed run, or null. */
   resume: { state: LedgerState; weights: Float32Array[] } | null;
 }> {
@@ -76,9 +85,15 @@ export async function prepareTask(
     );
   }
   const resume = opts.resume === undefined ? null : await loadResume(opts, initial.spec);
+  const signing =
+    opts.signingKey === undefined ? generateIdentity() : identityFromSecret(opts.signingKey);
   return {
     opts,
-    task: makeTask(opts, resume?.state.runId ?? randomUUID(), initial.spec),
+    task: makeTask(opts, resume?.state.runId ?? randomUUID(), initial.spec, {
+      coordinatorKey: toBase64(signing.publicKey),
+      signedUpdates: opts.auth !== undefined,
+    }),
+    signing,
     weights: resume?.weights ?? initial.weights,
     resume,
     backend,
@@ -121,7 +136,7 @@ async function loadResume(
 export async function createCoordinator(
   options: Partial<CoordinatorOptions> = {},
 ): Promise<Coordinator> {
-  const { opts, task, weights, backend, resume } = await prepareTask(options, (line) =>
+  const { opts, task, weights, backend, resume, signing } = await prepareTask(options, (line) =>
     debug(line),
   );
   const status = new StatusTracker({
@@ -132,7 +147,14 @@ export async function createCoordinator(
   });
   // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.
   const http = createServer(createHttpHandler({ status, assets: locateAssets() }));
-  const transport = new SocketTransport(http, task, opts.log);
+  const transport = new SocketTransport(http, task, opts.log, {
+    authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
+    signingKey: signing.secretKey,
+    rateLimiter:
+      opts.rateLimit === null
+        ? null
+        : new RateLimiter(opts.rateLimit.perSecond, opts.rateLimit.burst),
+  });
   transport.on("join", (c) => status.join(c));
   transport.on("leave", (c) => status.leave(c));
   transport.on("rejected", (r) => status.reject(r));

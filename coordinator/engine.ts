@@ -33,6 +33,10 @@ export function makeTask(
   opts: CoordinatorOptions,
   runId: string,
   model: TaskSpec["model"],
+  security: { coordinatorKey: string | null; signedUpdates: boolean } = {
+    coordinatorKey: null,
+    signedUpdates: false,
+  },
 ): TaskSpec {
   return {
     protocolVersion: PROTOCOL_VERSION,
@@ -45,6 +49,8 @@ export function makeTask(
       batchSize: opts.batchSize,
     },
     limits: { maxUploadBytes: opts.maxUploadBytes },
+    coordinatorKey: security.coordinatorKey,
+    signedUpdates: security.signedUpdates,
   };
 }
 

@@ -2,6 +2,7 @@
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
+import type { AuthOptions } from "./auth.js";
 import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 
 /** Options of `createCoordinator`. */
@@ -53,6 +54,18 @@ export interface CoordinatorOptions {
    * the next round is the first one the ledger does not hold. @default undefined
    */
   resume: string | undefined;
+  /**
+   * Client authentication: admit only listed Ed25519 keys or holders of a join token, and
+   * require every update to be signed. @default undefined (open: any client may join)
+   */
+  auth: Partial<AuthOptions> | undefined;
+  /**
+   * 64-byte Ed25519 secret key that signs every model broadcast (clients verify before
+   * training; they can pin its public key). @default a fresh key per start
+   */
+  signingKey: Uint8Array | undefined;
+  /** Messages a client may send per second (sustained, and at once); beyond: RATE_LIMITED. @default { perSecond: 20, burst: 50 } */
+  rateLimit: { perSecond: number; burst: number } | null;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
   seed: number;
   /** Held-out set for centralised evaluation after each round. @default undefined (none) */
@@ -91,6 +104,9 @@ export function resolveOptions(
       maxRoundAttempts: 5,
       maxUploadBytes: 64 * 1024 * 1024,
       resume: undefined,
+      auth: undefined,
+      signingKey: undefined,
+      rateLimit: { perSecond: 20, burst: 50 },
       secure: false,
       secureNeighbours: undefined,
       secureThreshold: undefined,

@@ -3,7 +3,16 @@ import type { Server as HttpServer } from "node:http";
 import { Server, type Socket } from "socket.io";
 import createDebug from "debug";
 import { byteLengthOf } from "../protocol/codec.js";
-import { CohortError, isErrorCode, type Reply } from "../protocol/errors.js";
+import { CohortError, isErrorCode, toCohortError, type Reply } from "../protocol/errors.js";
+import {
+  fromBase64,
+  openEnvelope,
+  sealEnvelope,
+  signModel,
+  toBase64,
+  verifyUpdate,
+} from "../aggregation/secure/signing.js";
+import type { Authenticator, RateLimiter } from "./auth.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseHandshakeAuth } from "../protocol/guards.js";
 import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
@@ -26,6 +35,14 @@ type IoSocket = Socket<
   Record<string, never>,
   SocketData
 >;
+
+/** What the transport enforces: who may join, signed broadcasts, rate limits. */
+export interface TransportSecurity {
+  authenticator: Authenticator | null;
+  /** Signs each model broadcast; null sends them unsigned. */
+  signingKey: Uint8Array | null;
+  rateLimiter: RateLimiter | null;
+}
 
 /** Events of the socket transport. */
 export interface SocketTransportEvents {
@@ -50,6 +67,11 @@ export class SocketTransport implements CohortTransport {
     http: HttpServer,
     private readonly task: TaskSpec,
     private readonly log: (line: string) => void,
+    private readonly security: TransportSecurity = {
+      authenticator: null,
+      signingKey: null,
+      rateLimiter: null,
+    },
   ) {
     this.io = new Server(http, {
       // Headroom over the update limit so an over-limit update reaches the handler and gets a
@@ -70,7 +92,14 @@ export class SocketTransport implements CohortTransport {
             `client speaks protocol version ${auth.protocolVersion}; this coordinator speaks ${PROTOCOL_VERSION}`,
           );
         }
-        socket.data = { clientId: auth.clientId, platform: auth.platform, backend: auth.backend };
+        const identity = (socket.handshake.auth as { identity?: unknown } | undefined)?.identity;
+        const publicKey = this.security.authenticator?.admit(auth.clientId, identity) ?? null;
+        socket.data = {
+          clientId: auth.clientId,
+          platform: auth.platform,
+          backend: auth.backend,
+          publicKey: publicKey === null ? null : toBase64(publicKey),
+        };
         next();
       } catch (error) {
         const e =
@@ -107,8 +136,16 @@ export class SocketTransport implements CohortTransport {
     return this.registry.waitFor(n);
   }
 
-  startRound(collector: RoundCollector, payload: Uint8Array): number {
+  startRound(collector: RoundCollector, request: Uint8Array): number {
     this.collector = collector;
+    const key = this.security.signingKey;
+    const payload =
+      key === null
+        ? request
+        : sealEnvelope(
+            request,
+            signModel(key, { runId: this.task.runId, round: collector.round }, request),
+          );
     const sockets = collector.cohort.flatMap((id) => this.registry.get(id)?.socket.id ?? []);
     this.io.to(sockets).emit("round:fit", payload);
     debug(
@@ -202,7 +239,7 @@ export class SocketTransport implements CohortTransport {
     socket.emit("task", this.task);
     if (this.done !== null) socket.emit("run:done", this.done);
     socket.on("fit:result", (payload, ack) => {
-      const reply = this.onUpdate(clientId, payload);
+      const reply = this.onUpdate(clientId, socket.data.publicKey, payload);
       if (!reply.ok) {
         this.log(`rejected update from ${clientId}: ${reply.code}: ${reply.message}`);
         this.emit("rejected", { clientId, code: reply.code, message: reply.message });
@@ -220,7 +257,38 @@ export class SocketTransport implements CohortTransport {
     });
   }
 
-  private onUpdate(clientId: string, payload: unknown): Reply<UpdateReceipt> {
+  private onUpdate(
+    clientId: string,
+    publicKey: string | null,
+    payload: unknown,
+  ): Reply<UpdateReceipt> {
+    const limiter = this.security.rateLimiter;
+    if (limiter !== null && !limiter.take(clientId)) {
+      return new CohortError(
+        "RATE_LIMITED",
+        `client ${clientId} sends faster than the coordinator accepts`,
+      ).toReply();
+    }
+    if (this.security.authenticator !== null) {
+      // Every update must be signed by the key the client authenticated with, for this round.
+      try {
+        const envelope = openEnvelope(payload);
+        const round = this.collector?.round ?? 0;
+        const ctx = { runId: this.task.runId, round, clientId };
+        if (
+          publicKey === null ||
+          !verifyUpdate(fromBase64(publicKey), ctx, envelope.body, envelope.signature)
+        ) {
+          throw new CohortError(
+            "BAD_SIGNATURE",
+            `update of ${clientId} is not signed by its key for round ${round}`,
+          );
+        }
+        payload = envelope.body;
+      } catch (error) {
+        return toCohortError(error, "BAD_SIGNATURE").toReply();
+      }
+    }
     if (this.collector !== null) return this.collector.submit(clientId, payload);
     return new CohortError("NO_ACTIVE_ROUND", "no round has started yet").toReply();
   }

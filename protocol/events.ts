@@ -28,4 +28,6 @@ export interface SocketData {
   clientId: string;
   platform: string;
   backend: string;
+  /** Base64 Ed25519 key the client authenticated with, where authentication is on. */
+  publicKey: string | null;
 }

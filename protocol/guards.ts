@@ -170,6 +170,8 @@ export function parseTaskSpec(raw: unknown): TaskSpec {
     model: parseModelSpec(o.model),
     training: parseTrainingConfig(o.training),
     limits: { maxUploadBytes: int(limits, "maxUploadBytes", "task limits", 1) },
+    coordinatorKey: o.coordinatorKey === null ? null : str(o, "coordinatorKey", what),
+    signedUpdates: o.signedUpdates === true,
   };
 }
 

@@ -43,6 +43,13 @@ export interface TaskSpec {
     /** The largest `fit:result` payload the coordinator accepts, in bytes. */
     maxUploadBytes: number;
   };
+  /**
+   * Base64 Ed25519 key that signs every `round:fit` (sent as a signed envelope); clients
+   * verify each model before training. Null: unsigned broadcasts.
+   */
+  coordinatorKey: string | null;
+  /** Whether updates must be signed envelopes by the client's identity key. */
+  signedUpdates: boolean;
 }
 
 /** Sent by clients in the socket.io handshake (`auth`). */
@@ -54,6 +61,17 @@ export interface HandshakeAuth {
   platform: string;
   /** The tfjs backend the client trains on, e.g. `wasm`. */
   backend: string;
+  /** Proof of an Ed25519 identity, where the coordinator authenticates clients. */
+  identity?: {
+    /** Base64 public key. */
+    publicKey: string;
+    /** Milliseconds since the epoch; the coordinator refuses stale ones. */
+    issuedAt: number;
+    /** Base64 signature of (client id, public key, issuedAt). */
+    signature: string;
+    /** A join token from the coordinator's trusted issuer, when the key is not listed. */
+    token?: { expiresAt: number; signature: string };
+  };
 }
 
 /** Broadcast (msgpack) to the sampled cohort: train from these global weights. */

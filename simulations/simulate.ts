@@ -160,7 +160,7 @@ export async function simulate(
     cfg.seed,
   );
   const runDir = cfg.runDir ?? `runs/${cfg.name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-  const { opts, task, weights } = await prepareTask(
+  const { opts, task, weights, signing } = await prepareTask(
     {
       model: cfg.model,
       rounds: cfg.rounds,
@@ -199,7 +199,15 @@ export async function simulate(
       deadlineMs: cfg.roundTimeoutMs,
     });
   } else {
-    transport = await socketPopulation(task, train, partition, opts.log, cleanups, cfg);
+    transport = await socketPopulation(
+      task,
+      train,
+      partition,
+      opts.log,
+      cleanups,
+      cfg,
+      signing.secretKey,
+    );
   }
   const engine = new RoundEngine(opts, task, weights, transport, {
     simulation: cfg,
@@ -245,9 +253,14 @@ async function socketPopulation(
   log: (line: string) => void,
   cleanups: (() => Promise<void> | void)[],
   cfg: SimulationConfig,
+  signingKey: Uint8Array,
 ): Promise<CohortTransport> {
   const http = createServer();
-  const transport = new SocketTransport(http, task, log);
+  const transport = new SocketTransport(http, task, log, {
+    authenticator: null,
+    signingKey,
+    rateLimiter: null,
+  });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   cleanups.push(() => transport.close());
   const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;

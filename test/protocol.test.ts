@@ -81,6 +81,8 @@ const taskSpec = (): TaskSpec => ({
   },
   training: { optimizer: "adam", learningRate: 0.001, localEpochs: 2, batchSize: 32 },
   limits: { maxUploadBytes: 16 * 1024 * 1024 },
+  coordinatorKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+  signedUpdates: false,
 });
 
 const handshake = (): HandshakeAuth => ({

@@ -4,6 +4,8 @@
  * transcript (run, round, client, SHA-512 of the payload), so it cannot be replayed into another
  * run, round, client or kind of message.
  */
+import { decode, encode } from "../../protocol/codec.js";
+import { CohortError } from "../../protocol/errors.js";
 import { digest, sign, verify } from "./crypto.js";
 
 const encoder = new TextEncoder();
@@ -153,4 +155,30 @@ export function fromBase64(text: string, what = "value"): Uint8Array {
   } catch {
     throw new TypeError(`${what} must be base64`);
   }
+}
+
+/** Encode a signed envelope for the wire. */
+export function sealEnvelope(body: Uint8Array, signature: Uint8Array): Uint8Array {
+  return encode({ body, signature });
+}
+
+/**
+ * Decode a signed envelope. Throws `MALFORMED_PAYLOAD` for undecodable bytes and
+ * `INVALID_MESSAGE` when it is not `{ body, signature }` with a 64-byte signature.
+ */
+export function openEnvelope(payload: unknown): SignedEnvelope {
+  const raw = decode(payload) as { body?: unknown; signature?: unknown } | null;
+  if (
+    typeof raw !== "object" ||
+    raw === null ||
+    !(raw.body instanceof Uint8Array) ||
+    !(raw.signature instanceof Uint8Array) ||
+    raw.signature.length !== 64
+  ) {
+    throw new CohortError(
+      "INVALID_MESSAGE",
+      "expected a signed envelope { body, signature (64 bytes) }",
+    );
+  }
+  return { body: raw.body, signature: raw.signature };
 }

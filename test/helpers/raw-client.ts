@@ -2,6 +2,7 @@
 import { io, type Socket } from "socket.io-client";
 import { decode, encode } from "../../protocol/codec.js";
 import type { Reply } from "../../protocol/errors.js";
+import { openEnvelope } from "../../aggregation/secure/signing.js";
 import { parseFitRequest, parseTaskSpec } from "../../protocol/guards.js";
 import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../../protocol/version.js";
@@ -36,7 +37,7 @@ export async function connectRaw(
   const fits: FitRequest[] = [];
   const waiters: ((f: FitRequest) => void)[] = [];
   socket.on("round:fit", (payload: unknown) => {
-    const request = parseFitRequest(decode(payload));
+    const request = parseFitRequest(decode(openEnvelope(payload).body));
     const waiter = waiters.shift();
     if (waiter) waiter(request);
     else fits.push(request);
