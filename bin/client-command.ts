@@ -1,5 +1,7 @@
 /** `cohort client`: join a coordinator with a shard of a dataset, train until the run ends. */
+import { readFile } from "node:fs/promises";
 import { CohortClient } from "../client/index.js";
+import { readIdentity, readJoinToken } from "./keys.js";
 import { parseBackendRequest } from "../models/backend.js";
 import { loadDataset, shardDataset, takeExamples } from "../simulations/datasets/index.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
@@ -37,6 +39,28 @@ export const clientCommand = {
       placeholder: "auto|tfjs-node-gpu|tfjs-node|wasm|cpu",
       description: "tfjs backend",
     },
+    identity: {
+      type: "string",
+      placeholder: "FILE",
+      description:
+        "identity file (cohort keygen) that authenticates this client and signs its updates",
+    },
+    "join-token": {
+      type: "string",
+      placeholder: "FILE",
+      description: "join token (cohort token) for the identity",
+    },
+    "coordinator-key": {
+      type: "string",
+      placeholder: "BASE64",
+      defaultText: "the key in the task",
+      description: "pin the key that must sign the models",
+    },
+    ca: {
+      type: "string",
+      placeholder: "FILE",
+      description: "PEM of the authority that signed the coordinator's TLS certificate",
+    },
     seed: {
       type: "number",
       defaultText: "unset (fresh random shuffles)",
@@ -67,6 +91,11 @@ export async function runClient(argv: string[]): Promise<number> {
     backend,
     clientId: flags["client-id"],
     seed: flags.seed,
+    identity: flags.identity === undefined ? undefined : await readIdentity(flags.identity),
+    joinToken:
+      flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),
+    coordinatorKey: flags["coordinator-key"],
+    ca: flags.ca === undefined ? undefined : await readFile(flags.ca, "utf8"),
     log: (line) => console.log(line),
   });
   const stop = () => void client.close().then(() => process.exit(130));

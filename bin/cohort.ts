@@ -6,6 +6,7 @@ import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
 import { demoCommand, runDemo } from "./demo-command.js";
 import { runSimulate, simulateCommand } from "./simulate-command.js";
 import { plotCommand, runPlotCommand } from "./plot-command.js";
+import { keygenCommand, runKeygen, runToken, tokenCommand } from "./keys.js";
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
   coordinator: { summary: coordinatorCommand.summary, run: runCoordinator },
@@ -13,6 +14,8 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   simulate: { summary: simulateCommand.summary, run: runSimulate },
   demo: { summary: demoCommand.summary, run: runDemo },
   plot: { summary: plotCommand.summary, run: runPlotCommand },
+  keygen: { summary: keygenCommand.summary, run: runKeygen },
+  token: { summary: tokenCommand.summary, run: runToken },
 };
 
 function usage(): string {

@@ -1,5 +1,8 @@
 /** `cohort coordinator`: start a coordinator, run the rounds, exit 0. */
+import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
+import { CohortError } from "../protocol/errors.js";
+import { readIdentity, readKeyList } from "./keys.js";
 import { loadDataset } from "../simulations/datasets/index.js";
 import { parseFlags, helpText, type CommandSpec } from "./args.js";
 import { takeExamples } from "../simulations/datasets/index.js";
@@ -93,6 +96,33 @@ export const coordinatorCommand = {
       default: 0,
       description: "seed of the initial model and of cohort sampling",
     },
+    "tls-cert": {
+      type: "string",
+      placeholder: "FILE",
+      description: "PEM certificate: serve https and wss",
+    },
+    "tls-key": {
+      type: "string",
+      placeholder: "FILE",
+      description: "PEM private key of --tls-cert",
+    },
+    "auth-keys": {
+      type: "string",
+      placeholder: "FILE",
+      description:
+        "admit only these client public keys (base64, one per line); updates must be signed",
+    },
+    "token-issuer": {
+      type: "string",
+      placeholder: "BASE64",
+      description: "also admit holders of join tokens signed by this key",
+    },
+    "signing-key": {
+      type: "string",
+      placeholder: "FILE",
+      defaultText: "a fresh key per start",
+      description: "identity file whose key signs model broadcasts",
+    },
     resume: {
       type: "string",
       placeholder: "RUN_DIR",
@@ -144,6 +174,22 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     evalDataset,
     runDir: flags["run-dir"],
     resume: flags.resume,
+    tls:
+      flags["tls-cert"] === undefined && flags["tls-key"] === undefined
+        ? undefined
+        : await readTls(flags["tls-cert"], flags["tls-key"]),
+    auth:
+      flags["auth-keys"] === undefined && flags["token-issuer"] === undefined
+        ? undefined
+        : {
+            allowedKeys:
+              flags["auth-keys"] === undefined ? [] : await readKeyList(flags["auth-keys"]),
+            tokenIssuerKey: flags["token-issuer"],
+          },
+    signingKey:
+      flags["signing-key"] === undefined
+        ? undefined
+        : (await readIdentity(flags["signing-key"])).secretKey,
     log: (line) => console.log(line),
   });
   console.log(`coordinator listening on ${coordinator.url}`);
@@ -167,5 +213,23 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
     await coordinator.close();
+  }
+}
+
+async function readTls(
+  cert: string | undefined,
+  key: string | undefined,
+): Promise<{ cert: string; key: string }> {
+  if (cert === undefined || key === undefined) {
+    throw new CohortError("INVALID_OPTION", "--tls-cert and --tls-key go together");
+  }
+  try {
+    return { cert: await readFile(cert, "utf8"), key: await readFile(key, "utf8") };
+  } catch (cause) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `cannot read the TLS files: ${(cause as Error).message}`,
+      { cause },
+    );
   }
 }

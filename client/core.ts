@@ -75,6 +75,11 @@ export interface ClientOptions<R extends string> {
    * the task is trusted. A coordinator with another key is refused. @default undefined
    */
   coordinatorKey: string | undefined;
+  /**
+   * PEM certificate(s) of the authority that signed the coordinator's TLS certificate (Node;
+   * browsers use their own trust store). @default the platform's trust store
+   */
+  ca: string | Uint8Array | undefined;
 }
 
 /** Local training progress of a round, after each batch. */
@@ -170,6 +175,7 @@ export class ClientCore<R extends string> {
         identity: undefined,
         joinToken: undefined,
         coordinatorKey: undefined,
+        ca: undefined,
       },
       options,
     );
@@ -242,6 +248,11 @@ export class ClientCore<R extends string> {
       reconnectionDelay: options.reconnectDelayMs,
       reconnectionDelayMax: options.reconnectDelayMaxMs,
       randomizationFactor: 0.5,
+      ...(options.ca === undefined
+        ? {}
+        : {
+            ca: typeof options.ca === "string" ? options.ca : new TextDecoder().decode(options.ca),
+          }),
     });
     this.socket = socket;
     socket.on("task", (raw) => this.onTask(raw));

@@ -1,5 +1,6 @@
 /** The coordinator: a socket.io server that runs FedAvg rounds over connected clients. */
 import { createServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { randomUUID } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -146,7 +147,12 @@ export async function createCoordinator(
     rounds: opts.rounds,
   });
   // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.
-  const http = createServer(createHttpHandler({ status, assets: locateAssets() }));
+  const handler = createHttpHandler({ status, assets: locateAssets() });
+  // With a certificate, the same handler and socket.io serve https and wss.
+  const http: HttpServer =
+    opts.tls === undefined
+      ? createServer(handler)
+      : createHttpsServer({ cert: pem(opts.tls.cert), key: pem(opts.tls.key) }, handler);
   const transport = new SocketTransport(http, task, opts.log, {
     authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
     signingKey: signing.secretKey,
@@ -181,7 +187,7 @@ export async function createCoordinator(
     status,
     http,
     backend,
-    `http://${shownHost}:${port}`,
+    `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`,
     port,
   );
 }
@@ -253,4 +259,9 @@ class SocketCoordinator implements Coordinator {
     })();
     return this.closing;
   }
+}
+
+/** PEM text from a string or bytes. */
+function pem(value: string | Uint8Array): string {
+  return typeof value === "string" ? value : new TextDecoder().decode(value);
 }

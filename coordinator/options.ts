@@ -64,6 +64,8 @@ export interface CoordinatorOptions {
    * training; they can pin its public key). @default a fresh key per start
    */
   signingKey: Uint8Array | undefined;
+  /** Serve https and wss with this PEM certificate and key. @default undefined (plain http) */
+  tls: { cert: string | Uint8Array; key: string | Uint8Array } | undefined;
   /** Messages a client may send per second (sustained, and at once); beyond: RATE_LIMITED. @default { perSecond: 20, burst: 50 } */
   rateLimit: { perSecond: number; burst: number } | null;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
@@ -107,6 +109,7 @@ export function resolveOptions(
       auth: undefined,
       signingKey: undefined,
       rateLimit: { perSecond: 20, burst: 50 },
+      tls: undefined,
       secure: false,
       secureNeighbours: undefined,
       secureThreshold: undefined,
