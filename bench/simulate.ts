@@ -73,6 +73,38 @@ async function overhead(): Promise<void> {
   );
 }
 
+/** Simulation round time in this thread vs two worker threads, same experiment (both models). */
+async function parallel(): Promise<void> {
+  console.log(`\n## training in worker threads (wasm), mean round time, same seed and results`);
+  for (const model of ["mlp", "cnn"] as const) {
+    const run = async (workers: number) => {
+      const r = await simulate(
+        {
+          name: `workers-${workers}`,
+          devices: 20,
+          examplesPerDevice: model === "cnn" ? 150 : 600,
+          fractionFit: 0.2,
+          rounds: 3,
+          dataset,
+          model,
+          evalSize: 500,
+          baselineEpochs: 0,
+          workers,
+          runDir: mkdtempSync(join(tmpdir(), "cohort-bench-")),
+        },
+        { progress: null },
+      );
+      const steady = r.rounds.slice(1);
+      return steady.reduce((t, x) => t + x.durationMs, 0) / steady.length;
+    };
+    const one = await run(0);
+    const two = await run(2);
+    console.log(
+      `${model}: this thread ${one.toFixed(0)} ms, 2 workers ${two.toFixed(0)} ms per round → ${(one / two).toFixed(2)}×`,
+    );
+  }
+}
+
 /** One population in this process; prints JSON. */
 async function population(devices: number): Promise<void> {
   let peak = 0;
@@ -112,6 +144,7 @@ async function main(): Promise<void> {
   const child = process.argv[2];
   if (child !== undefined) return population(Number(child));
   await overhead();
+  await parallel();
   console.log(
     `\n## population scaling (2NN, cohort of 10, 60 examples per device; one process each)`,
   );

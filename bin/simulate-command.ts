@@ -84,6 +84,11 @@ export const simulateCommand = {
       placeholder: "auto|webgpu|tfjs-node-gpu|tfjs-node|wasm|cpu",
       description: "tfjs backend",
     },
+    workers: {
+      type: "number",
+      default: 0,
+      description: "worker threads training devices in parallel (wasm); 0 = this thread",
+    },
     concurrency: {
       type: "number",
       default: 1,
@@ -122,6 +127,7 @@ const MAP: Record<string, string> = {
   transport: "transport",
   backend: "backend",
   concurrency: "concurrency",
+  workers: "workers",
   "baseline-epochs": "baselineEpochs",
   seed: "seed",
   "run-dir": "runDir",

@@ -108,14 +108,7 @@ export class LocalTrainer {
   ): Promise<FitOutcome> {
     const request = parseFitRequest(decode(requestPayload));
     const { result, stats } = await this.train(task, request, data, tensors, shuffleSeed);
-    const payload = encode(result);
-    if (payload.byteLength > task.limits.maxUploadBytes) {
-      throw new CohortError(
-        "PAYLOAD_TOO_LARGE",
-        `update of ${payload.byteLength} bytes exceeds the coordinator's limit of ${task.limits.maxUploadBytes}`,
-      );
-    }
-    return { round: request.round, numExamples: result.numExamples, stats, payload, result };
+    return encodeOutcome(task, result, stats);
   }
 
   /** Free the model. */
@@ -124,4 +117,16 @@ export class LocalTrainer {
     this.model = null;
     this.modelRunId = null;
   }
+}
+
+/** Encode an update for the wire, checked against the task's upload limit. */
+export function encodeOutcome(task: TaskSpec, result: FitResult, stats: TrainStats): FitOutcome {
+  const payload = encode(result);
+  if (payload.byteLength > task.limits.maxUploadBytes) {
+    throw new CohortError(
+      "PAYLOAD_TOO_LARGE",
+      `update of ${payload.byteLength} bytes exceeds the coordinator's limit of ${task.limits.maxUploadBytes}`,
+    );
+  }
+  return { round: result.round, numExamples: result.numExamples, stats, payload, result };
 }

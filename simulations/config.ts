@@ -43,6 +43,11 @@ export interface SimulationConfig {
   roundTimeoutMs: number;
   /** `in-process` (fast) or `socket` (real socket.io on loopback, one client per device). @default "in-process" */
   transport: "in-process" | "socket";
+  /**
+   * Worker threads that train devices in parallel (each with its own wasm backend); 0 trains in
+   * this thread on the selected backend. @default 0
+   */
+  workers: number;
   /** Devices trained at once in this process (on a GPU they share the device). @default 1 */
   concurrency: number;
   /** tfjs backend of the training. @default "auto" */
@@ -78,6 +83,7 @@ const DEFAULTS: SimulationConfig = {
   faults: NO_FAULTS,
   roundTimeoutMs: 60_000,
   transport: "in-process",
+  workers: 0,
   concurrency: 1,
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
@@ -124,6 +130,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   int("baselineEpochs", 0);
   int("seed", 0);
   int("concurrency", 1);
+  int("workers", 0);
   int("checkpointEvery", 0);
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);

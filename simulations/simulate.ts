@@ -9,9 +9,13 @@ import { SocketTransport } from "../coordinator/socket-transport.js";
 import type { CohortTransport } from "../coordinator/transport.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { CohortClient } from "../client/client.js";
-import { LocalTrainer } from "../client/trainer.js";
+import { LocalTrainer, encodeOutcome } from "../client/trainer.js";
+import { TrainPool } from "../models/train-pool.js";
+import { checkWeights, subtract } from "../aggregation/weights.js";
+import { decode } from "../protocol/codec.js";
+import { parseFitRequest } from "../protocol/guards.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { TaskSpec } from "../protocol/messages.js";
+import type { FitResult, TaskSpec } from "../protocol/messages.js";
 import { CohortError } from "../protocol/errors.js";
 import { evaluateModel, toTensors, trainLocal, type EvalStats } from "../models/adapter.js";
 import {
@@ -111,6 +115,44 @@ class LocalDeviceTrainer implements DeviceTrainer {
   }
 }
 
+/**
+ * Trains devices in worker threads (`TrainPool`, each worker with its own wasm backend): the
+ * same training code, on every core. Results do not depend on which worker trains a device.
+ */
+class PoolDeviceTrainer implements DeviceTrainer {
+  constructor(
+    private readonly task: TaskSpec,
+    private readonly data: Dataset,
+    private readonly partition: Partition,
+    private readonly pool: TrainPool,
+    readonly concurrency: number,
+  ) {}
+  async train(device: number, request: Uint8Array, shuffleSeed: number) {
+    const fit = parseFitRequest(decode(request));
+    checkWeights(fit.weights, this.task.model.weightSpecs, "global weights");
+    const local = materialise(this.data, this.partition, device);
+    const { weights, stats } = await this.pool.train({
+      spec: this.task.model,
+      weights: fit.weights,
+      data: local,
+      config: this.task.training,
+      shuffleSeed,
+    });
+    const result: FitResult = {
+      round: fit.round,
+      numExamples: local.labels.length,
+      delta: subtract(weights, fit.weights),
+      metrics: {
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+        trainMs: stats.trainMs,
+        backend: "wasm",
+      },
+    };
+    return encodeOutcome(this.task, result, stats);
+  }
+}
+
 async function baseline(
   cfg: SimulationConfig,
   task: TaskSpec,
@@ -189,8 +231,16 @@ export async function simulate(
   let transport: CohortTransport;
   const cleanups: (() => Promise<void> | void)[] = [];
   if (cfg.transport === "in-process") {
-    const trainer = new LocalDeviceTrainer(task, train, partition, backend.name, cfg.concurrency);
-    cleanups.push(() => trainer.dispose());
+    let trainer: DeviceTrainer;
+    if (cfg.workers > 0) {
+      const pool = new TrainPool({ size: cfg.workers, backend: "wasm" });
+      cleanups.push(() => pool.close());
+      trainer = new PoolDeviceTrainer(task, train, partition, pool, cfg.workers);
+    } else {
+      const local = new LocalDeviceTrainer(task, train, partition, backend.name, cfg.concurrency);
+      cleanups.push(() => local.dispose());
+      trainer = local;
+    }
     transport = new InProcessTransport({
       partition,
       trainer,

@@ -59,6 +59,15 @@ describe("simulate", () => {
     expect(await deterministicMetrics(a)).not.toEqual(await deterministicMetrics(c));
   });
 
+  it("trains devices in worker threads with the same results as in this thread", async () => {
+    const a = await tempRunDir("cohort-sim-w0-");
+    const b = await tempRunDir("cohort-sim-w2-");
+    const inThread = await simulate({ ...small, rounds: 2, seed: 3, runDir: a }, { progress: null });
+    const pooled = await simulate({ ...small, rounds: 2, seed: 3, workers: 2, runDir: b }, { progress: null });
+    expect(pooled.weights).toEqual(inThread.weights);
+    expect(await deterministicMetrics(b)).toEqual(await deterministicMetrics(a));
+  });
+
   it("completes with dropouts, disconnects and stragglers, recording each failure", async () => {
     const { rounds } = await simulate(
       {
