@@ -8,7 +8,7 @@ import createDebug from "debug";
 import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError, isErrorCode, toCohortError, type Reply } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
-import { parseTaskSpec } from "../protocol/guards.js";
+import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
 import { decode } from "../protocol/codec.js";
 import type { HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
 import {
@@ -441,32 +441,41 @@ export class ClientCore<R extends string> {
 
   private async secureStep(payload: unknown): Promise<Reply<Uint8Array>> {
     try {
-      this.secure ??= new SecureSession(async (request) => {
-        const task = this.task;
-        if (task === null) throw new CohortError("INVALID_MESSAGE", "secure round before the task");
-        this.trainingRound = request.round;
-        const { result, stats } = await this.trainer!.train(
-          task,
-          request,
-          this.options.data,
-          this.tensors!,
-          this.shuffleSeed(request.round),
-        );
-        this.options.log(
-          `round ${request.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, sending it masked`,
-        );
-        for (const listener of this.roundListeners) {
-          listener({
-            round: request.round,
-            numExamples: result.numExamples,
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            trainMs: stats.trainMs,
-            accepted: true,
-          });
-        }
-        return { delta: result.delta, numExamples: result.numExamples };
-      });
+      this.secure ??= new SecureSession(
+        async (request) => {
+          const task = this.task;
+          if (task === null)
+            throw new CohortError("INVALID_MESSAGE", "secure round before the task");
+          this.trainingRound = request.round;
+          const { result, stats } = await this.trainer!.train(
+            task,
+            request,
+            this.options.data,
+            this.tensors!,
+            this.shuffleSeed(request.round),
+          );
+          this.options.log(
+            `round ${request.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, sending it masked`,
+          );
+          for (const listener of this.roundListeners) {
+            listener({
+              round: request.round,
+              numExamples: result.numExamples,
+              loss: stats.loss,
+              accuracy: stats.accuracy,
+              trainMs: stats.trainMs,
+              accepted: true,
+            });
+          }
+          return { delta: result.delta, numExamples: result.numExamples };
+        },
+        (payload) => {
+          const task = this.task;
+          if (task === null)
+            throw new CohortError("INVALID_MESSAGE", "secure round before the task");
+          return parseFitRequest(decode(this.checkedModel(task, payload)));
+        },
+      );
       return { ok: true, value: await this.secure.step(payload) };
     } catch (error) {
       const e = toCohortError(error, "INVALID_MESSAGE");

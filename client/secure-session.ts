@@ -1,6 +1,7 @@
 /** A client's side of secure rounds: answers each SecAgg+ step, masking its update before it leaves. */
 import { SecAggClient, parseSecureStep, type ClientUpdate } from "../aggregation/secure/index.js";
 import { decode, encode } from "../protocol/codec.js";
+import { parseFitRequest } from "../protocol/guards.js";
 import { CohortError } from "../protocol/errors.js";
 import type { FitRequest } from "../protocol/messages.js";
 
@@ -17,7 +18,15 @@ export class SecureSession {
   private round = 0;
   private training: Promise<ClientUpdate> | null = null;
 
-  constructor(private readonly train: SecureTrain) {}
+  /**
+   * @param train trains on the round's model
+   * @param openModel decodes (and, where models are signed, verifies) the round's model
+   */
+  constructor(
+    private readonly train: SecureTrain,
+    private readonly openModel: (payload: Uint8Array) => FitRequest = (p) =>
+      parseFitRequest(decode(p)),
+  ) {}
 
   /** Answer one encoded step with the encoded reply; throws a CohortError to refuse. */
   async step(payload: unknown): Promise<Uint8Array> {
@@ -32,7 +41,14 @@ export class SecureSession {
         }
         this.round = step.setup.round;
         this.client = new SecAggClient(step.setup, { index: step.index });
-        this.training = this.train(step.fit);
+        const fit = this.openModel(step.model);
+        if (fit.round !== step.setup.round) {
+          throw new CohortError(
+            "INVALID_MESSAGE",
+            `model of round ${fit.round} in the setup of round ${step.setup.round}`,
+          );
+        }
+        this.training = this.train(fit);
         // The masked-input step awaits the result; keep an early failure from going unhandled.
         this.training.catch(() => undefined);
         return encode(this.client.advertise());

@@ -117,10 +117,12 @@ export async function runSecureRound(
 
   const stepTimeout = opts.secureStepTimeoutMs;
   try {
+    // The model travels with the first step, signed like a plain round's broadcast.
+    const model = transport.sealModel(round, encode({ round, weights: [...global] }));
     await phase(
       cohort.map((_, index) => ({
         index,
-        step: { phase: "advertise-keys", setup, index, fit: { round, weights: [...global] } },
+        step: { phase: "advertise-keys", setup, index, model },
       })),
       stepTimeout,
       parseAdvertiseKeys,

@@ -136,16 +136,15 @@ export class SocketTransport implements CohortTransport {
     return this.registry.waitFor(n);
   }
 
+  sealModel(round: number, request: Uint8Array): Uint8Array {
+    const key = this.security.signingKey;
+    if (key === null) return request;
+    return sealEnvelope(request, signModel(key, { runId: this.task.runId, round }, request));
+  }
+
   startRound(collector: RoundCollector, request: Uint8Array): number {
     this.collector = collector;
-    const key = this.security.signingKey;
-    const payload =
-      key === null
-        ? request
-        : sealEnvelope(
-            request,
-            signModel(key, { runId: this.task.runId, round: collector.round }, request),
-          );
+    const payload = this.sealModel(collector.round, request);
     const sockets = collector.cohort.flatMap((id) => this.registry.get(id)?.socket.id ?? []);
     this.io.to(sockets).emit("round:fit", payload);
     debug(

@@ -21,6 +21,8 @@ export interface CohortTransport {
    * CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own refusal code.
    */
   request(clientId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  /** The encoded fit request of `round` as clients receive it: signed where models are signed. */
+  sealModel(round: number, request: Uint8Array): Uint8Array;
   /** The run is over: tell every client. */
   finish(info: RunDone): void;
 }

@@ -238,6 +238,33 @@ describe("authentication and signatures", () => {
       /MODEL_SIGNATURE: the model of round 1 is not signed by the coordinator/,
     );
     expect(uploads).toHaveLength(0);
+    // In a secure round the model comes with the first step: the same check applies.
+    const [socket] = await io.fetchSockets();
+    const model = encode({ round: 1, weights });
+    const step = encode({
+      phase: "advertise-keys",
+      setup: {
+        session: task.runId,
+        round: 1,
+        n: 3,
+        k: 2,
+        t: 2,
+        graphSeed: 1,
+        clip: 1,
+        maxWeight: 100,
+        tensorSizes: weights.map((w) => w.length),
+      },
+      index: 0,
+      model: sealEnvelope(
+        model,
+        signModel(impostor.secretKey, { runId: task.runId, round: 1 }, model),
+      ),
+    });
+    const reply = (await socket!.timeout(5000).emitWithAck("secagg:step", step)) as {
+      ok: boolean;
+      code?: string;
+    };
+    expect(reply).toMatchObject({ ok: false, code: "MODEL_SIGNATURE" });
 
     const pinned = new CohortClient({
       url,

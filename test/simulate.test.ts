@@ -62,8 +62,14 @@ describe("simulate", () => {
   it("trains devices in worker threads with the same results as in this thread", async () => {
     const a = await tempRunDir("cohort-sim-w0-");
     const b = await tempRunDir("cohort-sim-w2-");
-    const inThread = await simulate({ ...small, rounds: 2, seed: 3, runDir: a }, { progress: null });
-    const pooled = await simulate({ ...small, rounds: 2, seed: 3, workers: 2, runDir: b }, { progress: null });
+    const inThread = await simulate(
+      { ...small, rounds: 2, seed: 3, runDir: a },
+      { progress: null },
+    );
+    const pooled = await simulate(
+      { ...small, rounds: 2, seed: 3, workers: 2, runDir: b },
+      { progress: null },
+    );
     expect(pooled.weights).toEqual(inThread.weights);
     expect(await deterministicMetrics(b)).toEqual(await deterministicMetrics(a));
   });

@@ -1,8 +1,6 @@
 /** The envelope of a secure round on the wire: one coordinator request per phase, and its guard. */
 import { describe } from "../../protocol/codec.js";
 import { CohortError } from "../../protocol/errors.js";
-import { parseFitRequest } from "../../protocol/guards.js";
-import type { FitRequest } from "../../protocol/messages.js";
 import {
   parseMaskRequest,
   parseNeighbourKeys,
@@ -19,7 +17,13 @@ import {
  * setup, the member's index and the global weights, so training starts while keys are agreed.
  */
 export type SecureStep =
-  | { phase: "advertise-keys"; setup: SecAggSetup; index: number; fit: FitRequest }
+  | {
+      phase: "advertise-keys";
+      setup: SecAggSetup;
+      index: number;
+      /** The encoded `FitRequest`, as a signed envelope where the coordinator signs models. */
+      model: Uint8Array;
+    }
   | { phase: "share-keys"; message: NeighbourKeys }
   | { phase: "collect-masked"; message: MaskRequest }
   | { phase: "unmask"; message: UnmaskRequest };
@@ -40,14 +44,13 @@ export function parseSecureStep(raw: unknown): SecureStep {
       if (typeof index !== "number" || !Number.isInteger(index) || index < 0 || index >= setup.n) {
         throw new CohortError("INVALID_MESSAGE", `secure step: index must be in [0, ${setup.n})`);
       }
-      const fit = parseFitRequest(o.fit);
-      if (fit.round !== setup.round) {
+      if (!(o.model instanceof Uint8Array)) {
         throw new CohortError(
           "INVALID_MESSAGE",
-          `secure step: fit round ${fit.round} ≠ setup round ${setup.round}`,
+          "secure step: `model` must be the encoded fit request",
         );
       }
-      return { phase: "advertise-keys", setup, index, fit };
+      return { phase: "advertise-keys", setup, index, model: o.model };
     }
     case "share-keys":
       return { phase: "share-keys", message: parseNeighbourKeys(o.message) };

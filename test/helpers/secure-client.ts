@@ -2,6 +2,8 @@
 import { io, type Socket } from "socket.io-client";
 import { SecureSession } from "../../client/secure-session.js";
 import { decode } from "../../protocol/codec.js";
+import { parseFitRequest } from "../../protocol/guards.js";
+import { openEnvelope } from "../../aggregation/secure/signing.js";
 import { toCohortError } from "../../protocol/errors.js";
 import { PROTOCOL_VERSION } from "../../protocol/version.js";
 
@@ -32,7 +34,11 @@ export async function connectSecure(
     reconnection: false,
   });
   const sent: Uint8Array[] = [];
-  const session = new SecureSession(async () => ({ delta, numExamples }));
+  // Models arrive signed; this test client takes the body without checking the signature.
+  const session = new SecureSession(
+    async () => ({ delta, numExamples }),
+    (payload) => parseFitRequest(decode(openEnvelope(payload).body)),
+  );
   socket.on("secagg:step", async (payload: Uint8Array, ack: (reply: unknown) => void) => {
     const phase = peekPhase(payload);
     if (behaviour.vanishAt !== undefined && phase === behaviour.vanishAt) {
