@@ -10,7 +10,7 @@ import { CohortError, isErrorCode, toCohortError, type Reply } from "../protocol
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
 import { decode } from "../protocol/codec.js";
-import type { HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
+import type { FitRequest, HandshakeAuth, RunDone, TaskSpec } from "../protocol/messages.js";
 import {
   fromBase64,
   openEnvelope,
@@ -24,7 +24,7 @@ import {
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";
-import { LocalTrainer } from "./trainer.js";
+import { LocalTrainer, encodeOutcome } from "./trainer.js";
 import { SecureSession } from "./secure-session.js";
 
 const debug = createDebug("cohort:client");
@@ -367,14 +367,15 @@ export class ClientCore<R extends string> {
       const task = this.task;
       if (task === null) throw new CohortError("INVALID_MESSAGE", "fit request before the task");
       const request = this.checkedModel(task, payload);
-      this.trainingRound = roundOf(request);
-      const outcome = await this.trainer!.fit(
+      this.trainingRound = request.round;
+      const { result, stats } = await this.trainer!.train(
         task,
         request,
         options.data,
         this.tensors!,
-        this.shuffleSeed(this.trainingRound),
+        this.shuffleSeed(request.round),
       );
+      const outcome = encodeOutcome(task, result, stats);
       const socket = this.socket;
       if (socket === null || this.closed) return;
       const identity = options.identity;
@@ -390,7 +391,6 @@ export class ClientCore<R extends string> {
               ),
             );
       const reply = await socket.timeout(options.ackTimeoutMs).emitWithAck("fit:result", upload);
-      const { stats } = outcome;
       const report: ClientRoundReport = {
         round: outcome.round,
         numExamples: outcome.numExamples,
@@ -415,24 +415,20 @@ export class ClientCore<R extends string> {
   }
 
   /** The fit request inside a broadcast, after checking the coordinator's signature. */
-  private checkedModel(task: TaskSpec, payload: unknown): Uint8Array | unknown {
-    if (task.coordinatorKey === null) return payload;
+  /** The fit request of a broadcast, decoded once, after checking the coordinator's signature. */
+  private checkedModel(task: TaskSpec, payload: unknown): FitRequest {
+    if (task.coordinatorKey === null) return parseFitRequest(decode(payload));
     const envelope = openEnvelope(payload);
-    const round = roundOf(envelope.body);
-    if (
-      !verifyModel(
-        fromBase64(task.coordinatorKey, "coordinatorKey"),
-        { runId: task.runId, round },
-        envelope.body,
-        envelope.signature,
-      )
-    ) {
+    const request = parseFitRequest(decode(envelope.body));
+    const key = fromBase64(task.coordinatorKey, "coordinatorKey");
+    const ctx = { runId: task.runId, round: request.round };
+    if (!verifyModel(key, ctx, envelope.body, envelope.signature)) {
       throw new CohortError(
         "MODEL_SIGNATURE",
-        `the model of round ${round} is not signed by the coordinator: refused`,
+        `the model of round ${request.round} is not signed by the coordinator: refused`,
       );
     }
-    return envelope.body;
+    return request;
   }
 
   private shuffleSeed(round: number): number | undefined {
@@ -473,7 +469,7 @@ export class ClientCore<R extends string> {
           const task = this.task;
           if (task === null)
             throw new CohortError("INVALID_MESSAGE", "secure round before the task");
-          return parseFitRequest(decode(this.checkedModel(task, payload)));
+          return this.checkedModel(task, payload);
         },
       );
       return { ok: true, value: await this.secure.step(payload) };
@@ -497,15 +493,5 @@ export class ClientCore<R extends string> {
     this.tensors?.dispose();
     this.tensors = null;
     this.settle.reject(new CohortError("CLOSED", "client closed before the run ended"));
-  }
-}
-
-/** The round number of an encoded fit request, or 0 when it cannot be read (the trainer reports why). */
-function roundOf(payload: unknown): number {
-  try {
-    const raw = decode(payload) as { round?: unknown };
-    return typeof raw.round === "number" ? raw.round : 0;
-  } catch {
-    return 0;
   }
 }
