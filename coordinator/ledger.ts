@@ -4,12 +4,13 @@
  * coordinator stopped. Files: `ledger/round-NNNN.bin` (the weights), then `ledger.json` (the
  * commit point, renamed into place), each fsynced.
  */
-import { mkdir, open, readFile, readdir, rename, rm } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CohortError } from "../protocol/errors.js";
 import type { TensorSpec } from "../protocol/messages.js";
 import { sizeOf } from "../aggregation/weights.js";
 import type { RoundMetrics } from "./run-store.js";
+import { packWeights, readFloat32, writeAtomic } from "../models/model-file.js";
 
 /** What the ledger records after a round. */
 export interface LedgerState {
@@ -24,18 +25,6 @@ export interface LedgerState {
   weightsFile: string;
   /** The round's line of `metrics.jsonl`, to repair the file after a crash between the two. */
   lastMetrics: RoundMetrics | null;
-}
-
-async function writeDurable(path: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const handle = await open(tmp, "w");
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
 }
 
 async function syncDir(dir: string): Promise<void> {
@@ -56,16 +45,9 @@ export async function commitLedger(
   const dir = join(runDir, "ledger");
   await mkdir(dir, { recursive: true });
   const weightsFile = `round-${String(state.completedRounds).padStart(4, "0")}.bin`;
-  const total = weights.reduce((n, w) => n + w.byteLength, 0);
-  const bin = new Uint8Array(total);
-  let at = 0;
-  for (const w of weights) {
-    bin.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), at);
-    at += w.byteLength;
-  }
-  await writeDurable(join(dir, weightsFile), bin);
+  await writeAtomic(join(dir, weightsFile), packWeights(weights));
   const full: LedgerState = { version: 1, ...state, weightsFile };
-  await writeDurable(join(runDir, "ledger.json"), JSON.stringify(full));
+  await writeAtomic(join(runDir, "ledger.json"), JSON.stringify(full));
   await syncDir(runDir);
   // Older weights are no longer referenced.
   for (const name of await readdir(dir)) {
@@ -104,9 +86,7 @@ export async function loadLedger(
   let at = 0;
   for (const s of specs) {
     const n = sizeOf(s.shape);
-    const w = new Float32Array(n);
-    new Uint8Array(w.buffer).set(bytes.subarray(at, at + n * 4));
-    weights.push(w);
+    weights.push(readFloat32(bytes, at, n));
     at += n * 4;
   }
   return { state, weights };
@@ -141,5 +121,5 @@ export async function repairMetrics(runDir: string, state: LedgerState): Promise
     byRound.set(state.completedRounds, JSON.stringify(state.lastMetrics));
   }
   const lines = [...byRound.entries()].sort((a, b) => a[0] - b[0]).map(([, l]) => l);
-  await writeDurable(path, lines.map((l) => l + "\n").join(""));
+  await writeAtomic(path, lines.map((l) => l + "\n").join(""));
 }

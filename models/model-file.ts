@@ -109,9 +109,7 @@ async function readManifestWeights(
       if (offset + n * 4 > bytes.length) {
         throw new CohortError("INVALID_MODEL", `weights files end before ${w.name}`);
       }
-      const data = new Float32Array(n);
-      new Uint8Array(data.buffer).set(bytes.subarray(offset, offset + n * 4));
-      out.push({ name: w.name, data });
+      out.push({ name: w.name, data: readFloat32(bytes, offset, n) });
       offset += n * 4;
     }
   }
@@ -125,6 +123,25 @@ export async function instantiate(spec: ModelSpec, weights: Weights): Promise<tf
   return model;
 }
 
+/** All tensors' float32 bytes, one after another (the layout of `weights.bin`). */
+export function packWeights(weights: Weights): Uint8Array {
+  const bin = new Uint8Array(weights.reduce((n, w) => n + w.byteLength, 0));
+  let offset = 0;
+  for (const w of weights) {
+    bin.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), offset);
+    offset += w.byteLength;
+  }
+  return bin;
+}
+
+/** The float32 values of `n` weights starting at byte `offset`, as an aligned copy. */
+export function readFloat32(bytes: Uint8Array, offset: number, n: number): Float32Array {
+  const data = new Float32Array(n);
+  new Uint8Array(data.buffer).set(bytes.subarray(offset, offset + n * 4));
+  return data;
+}
+
+/** Write a file durably: to a temporary name, fsync, then rename over the target. */
 async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${path}.tmp`;
   const handle = await open(tmp, "w");
@@ -147,13 +164,7 @@ export async function writeModelFiles(
   weights: Weights,
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
-  const total = weights.reduce((n, w) => n + w.byteLength, 0);
-  const bin = new Uint8Array(total);
-  let offset = 0;
-  for (const w of weights) {
-    bin.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength), offset);
-    offset += w.byteLength;
-  }
+  const bin = packWeights(weights);
   const modelJson = {
     format: "layers-model",
     generatedBy: "cohort",
