@@ -247,6 +247,7 @@ export class SocketTransport implements CohortTransport {
     });
     socket.on("disconnect", (reason) => {
       if (!this.registry.remove(clientId, socket.id)) return;
+      this.security.rateLimiter?.forget(clientId);
       debug("client %s left: %s", clientId, reason);
       this.collector?.drop(clientId, {
         code: "CLIENT_DISCONNECTED",
