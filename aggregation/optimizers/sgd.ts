@@ -1,0 +1,13 @@
+/** Server SGD: `w ← w + η Δ̄` (η = 1 is McMahan et al.'s FedAvg). Stateless. */
+import type { ServerOptimizer } from "../optimizer.js";
+import { emptyState } from "../state.js";
+import { addScaled } from "../weights.js";
+
+/** Plain server step with learning rate `eta`. */
+export function serverSgd(eta: number): ServerOptimizer {
+  return {
+    name: "sgd",
+    init: () => emptyState(),
+    step: (w, delta) => ({ weights: addScaled(w, delta, eta), state: emptyState() }),
+  };
+}
