@@ -12,7 +12,7 @@ import type { Scalar } from "./state.js";
 /** A strategy (or any registered part) by name. */
 export interface StrategyRef {
   name: string;
-  params?: Record<string, Scalar>;
+  params?: Record<string, Scalar | undefined>;
 }
 
 /** Where the run is when a strategy configures a round. */

@@ -8,7 +8,7 @@ import { createCoordinator } from "../coordinator/index.js";
 import { CohortClient } from "../client/index.js";
 import { encode } from "../protocol/codec.js";
 import type { FitResult } from "../protocol/messages.js";
-import { FedAvg } from "../aggregation/fedavg.js";
+import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/index.js";
 import { loadModel, selectBackend } from "../models/index.js";
 import { loadMnistDigits, shardDataset, takeExamples } from "../simulations/datasets/index.js";
 
@@ -30,7 +30,7 @@ async function payloadSizes(model: "mlp" | "cnn") {
   };
   const up = encode(result).byteLength;
   // Aggregation cost alone, CLIENTS updates of this model.
-  const fedavg = new FedAvg();
+  const fedavg = resolveStrategy("fedavg");
   const updates = Array.from({ length: CLIENTS }, (_, i) => ({
     clientId: `c${i}`,
     delta: weights,
@@ -38,7 +38,9 @@ async function payloadSizes(model: "mlp" | "cnn") {
   }));
   const t0 = performance.now();
   const reps = 5;
-  for (let i = 0; i < reps; i++) fedavg.apply(weights, fedavg.aggregateFit(updates, [])!.delta);
+  const state = fedavg.optimizer.init(weights);
+  for (let i = 0; i < reps; i++)
+    serverStep(fedavg, weights, state, aggregateRound(fedavg, weights, updates)!, 1);
   const aggMs = (performance.now() - t0) / reps;
   return { params: spec.numParameters, down, up, perRound: CLIENTS * (down + up), aggMs };
 }

@@ -5,6 +5,7 @@ import { CohortError } from "../protocol/errors.js";
 import { readIdentity, readKeyList } from "./keys.js";
 import { loadDataset } from "../simulations/datasets/index.js";
 import { parseFlags, helpText, type CommandSpec } from "./args.js";
+import { flagGiven, secureFlags, strategyFlags, strategyFromFlags } from "./strategy-flags.js";
 import { takeExamples } from "../simulations/datasets/index.js";
 
 export const coordinatorCommand = {
@@ -45,11 +46,7 @@ export const coordinatorCommand = {
       placeholder: "sgd|adam",
       description: "client optimizer",
     },
-    "server-lr": {
-      type: "number",
-      default: 1,
-      description: "server learning rate on the mean delta",
-    },
+    ...strategyFlags(),
     "round-timeout": {
       type: "number",
       default: 120,
@@ -71,26 +68,7 @@ export const coordinatorCommand = {
       default: 64,
       description: "largest update accepted from a client, in MiB",
     },
-    secure: {
-      type: "boolean",
-      default: false,
-      description: "secure aggregation (SecAgg+): the coordinator learns only the sum",
-    },
-    "secure-neighbours": {
-      type: "number",
-      defaultText: "cohort size − 1",
-      description: "SecAgg+ neighbour degree k",
-    },
-    "secure-threshold": {
-      type: "number",
-      defaultText: "⌊(k + 1)/2⌋ + 1",
-      description: "SecAgg+ threshold t",
-    },
-    "secure-clip": {
-      type: "number",
-      default: 1,
-      description: "delta coordinates are clipped to ±clip in secure rounds",
-    },
+    ...secureFlags,
     seed: {
       type: "number",
       default: 0,
@@ -163,7 +141,7 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     batchSize: flags["batch-size"],
     learningRate: flags.lr,
     optimizer: flags.optimizer as "sgd" | "adam",
-    serverLearningRate: flags["server-lr"],
+    strategy: strategyFromFlags(flags, flagGiven(argv)),
     roundTimeoutMs: Math.round(flags["round-timeout"] * 1000),
     maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
     seed: flags.seed,
@@ -171,6 +149,7 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     secureNeighbours: flags["secure-neighbours"],
     secureThreshold: flags["secure-threshold"],
     secureClip: flags["secure-clip"],
+    secureMaxWeight: flags["secure-max-weight"],
     evalDataset,
     runDir: flags["run-dir"],
     resume: flags.resume,

@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { CohortError } from "../protocol/errors.js";
 import { simulate } from "../simulations/simulate.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
+import { secureFlags, strategyFlags, strategyFromFlags } from "./strategy-flags.js";
 
 export const simulateCommand = {
   name: "simulate",
@@ -45,7 +46,8 @@ export const simulateCommand = {
       defaultText: "whole test split",
       description: "evaluate on the first N test examples",
     },
-    secure: { type: "boolean", default: false, description: "secure aggregation" },
+    ...strategyFlags(),
+    ...secureFlags,
     "dropout-before": {
       type: "number",
       default: 0,
@@ -124,6 +126,10 @@ const MAP: Record<string, string> = {
   lr: "learningRate",
   "eval-size": "evalSize",
   secure: "secure",
+  "secure-neighbours": "secureNeighbours",
+  "secure-threshold": "secureThreshold",
+  "secure-clip": "secureClip",
+  "secure-max-weight": "secureMaxWeight",
   transport: "transport",
   backend: "backend",
   concurrency: "concurrency",
@@ -170,6 +176,20 @@ export async function runSimulate(argv: string[]): Promise<number> {
   if (given.has("round-timeout"))
     config.roundTimeoutMs = Math.round((values["round-timeout"] as number) * 1000);
   config.faults = faults;
+  const strategyFlagNames = Object.keys(strategyFlags());
+  if (strategyFlagNames.some((f) => given.has(f))) {
+    // Parameter flags add to the file's strategy parameters; --strategy replaces its name.
+    const fromFile =
+      typeof config.strategy === "string"
+        ? { name: config.strategy, params: {} }
+        : ((config.strategy as { name?: string; params?: Record<string, unknown> } | undefined) ??
+          {});
+    const ref = strategyFromFlags(values, (f) => given.has(f));
+    config.strategy = {
+      name: given.has("strategy") ? ref.name : (fromFile.name ?? "fedavg"),
+      params: { ...(fromFile.params ?? {}), ...ref.params },
+    };
+  }
   const { summary } = await simulate(config);
   console.log(
     JSON.stringify({

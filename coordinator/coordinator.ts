@@ -15,7 +15,9 @@ import { resolveOptions, type CoordinatorOptions } from "./options.js";
 import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
 import type { RoundMetrics } from "./run-store.js";
-import { loadLedger, type LedgerState } from "./ledger.js";
+import { loadLedger, type ServerState } from "./ledger.js";
+import { checkSameExperiment, experimentConfig } from "./experiment.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
 import {
   generateIdentity,
@@ -72,7 +74,7 @@ export async function prepareTask(
   /** The key pair that signs model broadcasts. */
   signing: KeyPair;
   /** The ledger of a resumed run, or null. */
-  resume: { state: LedgerState; weights: Float32Array[] } | null;
+  resume: ServerState | null;
 }> {
   const opts = resolveOptions(options, defaultLog);
   if (opts.resume !== undefined) opts.runDir = opts.resume;
@@ -85,15 +87,18 @@ export async function prepareTask(
       `maxUploadBytes (${opts.maxUploadBytes}) is below one update of ${opts.model} (${modelBytes} bytes)`,
     );
   }
-  const resume = opts.resume === undefined ? null : await loadResume(opts, initial.spec);
   const signing =
     opts.signingKey === undefined ? generateIdentity() : identityFromSecret(opts.signingKey);
+  const security = {
+    coordinatorKey: toBase64(signing.publicKey),
+    signedUpdates: opts.auth !== undefined,
+  };
+  let task = makeTask(opts, randomUUID(), initial.spec, security);
+  const resume = opts.resume === undefined ? null : await loadResume(opts, task);
+  if (resume !== null) task = makeTask(opts, resume.runId, initial.spec, security);
   return {
     opts,
-    task: makeTask(opts, resume?.state.runId ?? randomUUID(), initial.spec, {
-      coordinatorKey: toBase64(signing.publicKey),
-      signedUpdates: opts.auth !== undefined,
-    }),
+    task,
     signing,
     weights: resume?.weights ?? initial.weights,
     resume,
@@ -102,10 +107,8 @@ export async function prepareTask(
 }
 
 /** Read a crashed run's ledger, after checking it is the same experiment. */
-async function loadResume(
-  opts: CoordinatorOptions,
-  spec: TaskSpec["model"],
-): Promise<{ state: LedgerState; weights: Float32Array[] } | null> {
+async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<ServerState | null> {
+  const spec = task.model;
   const dir = opts.resume!;
   let run: { runId?: string; options?: { model?: string; seed?: number } };
   try {
@@ -113,21 +116,27 @@ async function loadResume(
   } catch (cause) {
     throw new CohortError("INVALID_OPTION", `--resume: ${dir} has no readable run.json`, { cause });
   }
-  if (run.options?.model !== opts.model || run.options?.seed !== opts.seed) {
+  const loaded = await loadLedger(dir, spec.weightSpecs);
+  if (loaded?.config != null) {
+    checkSameExperiment(
+      dir,
+      loaded.config,
+      experimentConfig(opts, task, resolveStrategy(opts.strategy)),
+    );
+  } else if (run.options?.model !== opts.model || run.options?.seed !== opts.seed) {
     throw new CohortError(
       "INVALID_OPTION",
       `--resume: ${dir} ran model ${run.options?.model} with seed ${run.options?.seed}; this coordinator has ${opts.model} and ${opts.seed}`,
     );
   }
-  const loaded = await loadLedger(dir, spec.weightSpecs);
   if (loaded === null) {
     // Crashed before its first round completed: start over in the same directory.
     return null;
   }
-  if (loaded.state.runId !== run.runId) {
+  if (loaded.runId !== run.runId) {
     throw new CohortError(
       "INVALID_OPTION",
-      `--resume: ledger of run ${loaded.state.runId} in run ${run.runId}`,
+      `--resume: ledger of run ${loaded.runId} in run ${run.runId}`,
     );
   }
   return loaded;
@@ -179,7 +188,7 @@ export async function createCoordinator(
   const port = (http.address() as AddressInfo).port;
   const shownHost = opts.host === "0.0.0.0" || opts.host === "::" ? "localhost" : opts.host;
   const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
-  if (resume !== null) engine.resumeFrom(resume.state, resume.weights);
+  if (resume !== null) engine.resumeFrom(resume);
   engine.onPhase = (round, phase) => status.phase(round, phase);
   return new SocketCoordinator(
     engine,

@@ -1,7 +1,11 @@
 /** The round engine: FedAvg rounds over any transport, with evaluation, metrics and checkpoints. */
 import type * as tf from "@tensorflow/tfjs";
-import { FedAvg } from "../aggregation/fedavg.js";
 import { createRng, restoreRng, type Rng } from "../aggregation/random.js";
+import { aggregateRound, serverStep } from "../aggregation/server-step.js";
+import type { StateRecord } from "../aggregation/state.js";
+import type { Strategy } from "../aggregation/strategy.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
+import type { WeightedSum } from "../aggregation/aggregator.js";
 import type { Weights } from "../aggregation/weights.js";
 import { encode } from "../protocol/codec.js";
 import { CohortError } from "../protocol/errors.js";
@@ -15,7 +19,13 @@ import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort } from "./sampling.js";
 import { formatRound } from "./format.js";
 import { runSecureRound } from "./secure-round.js";
-import { commitLedger, repairMetrics, type LedgerState } from "./ledger.js";
+import { commitLedger, repairMetrics, type ServerState } from "./ledger.js";
+import {
+  configHash,
+  experimentConfig,
+  publicOptions,
+  type ExperimentConfig,
+} from "./experiment.js";
 import type { CohortTransport } from "./transport.js";
 import type { EnginePhase } from "./phases.js";
 
@@ -56,12 +66,17 @@ export function makeTask(
 
 /** Runs the rounds of one task; the transport decides how clients are reached. */
 export class RoundEngine {
-  private readonly strategy: FedAvg;
+  private readonly strategy: Strategy;
   private global: Float32Array[];
+  /** The strategy's state between rounds (optimizer moments, momentum). */
+  private strategyState: StateRecord;
+  /** The options that decide the result, and their hash: committed with every round. */
+  readonly config: ExperimentConfig;
+  readonly configHash: string;
   private collector: RoundCollector | null = null;
   private evalModel: tf.LayersModel | null = null;
   private started = false;
-  private resumed: LedgerState | null = null;
+  private resumed: ServerState | null = null;
   private stopped: ((error: CohortError) => void) | null = null;
   private readonly stoppedPromise: Promise<never>;
   /** Rounds completed so far. */
@@ -80,7 +95,10 @@ export class RoundEngine {
     private readonly runInfo: Record<string, unknown> = {},
   ) {
     this.global = initialWeights;
-    this.strategy = new FedAvg({ serverLearningRate: opts.serverLearningRate });
+    this.strategy = resolveStrategy(opts.strategy);
+    this.strategyState = this.strategy.optimizer.init(initialWeights);
+    this.config = experimentConfig(opts, task, this.strategy);
+    this.configHash = configHash(this.config);
     this.stoppedPromise = new Promise<never>((_, reject) => (this.stopped = reject));
     this.stoppedPromise.catch(() => undefined);
   }
@@ -90,11 +108,14 @@ export class RoundEngine {
     return this.global;
   }
 
-  /** Continue a crashed run from its ledger: call before `run()`. */
-  resumeFrom(state: LedgerState, weights: Float32Array[]): void {
+  /** Continue a crashed run from its ledger (already checked to be this experiment): call before `run()`. */
+  resumeFrom(state: ServerState): void {
     if (this.started) throw new CohortError("INVALID_OPTION", "resumeFrom() after run()");
     this.resumed = state;
-    this.global = weights;
+    this.global = state.weights;
+    // A version-1 ledger predates strategy state: its runs were stateless FedAvg.
+    this.strategyState =
+      state.config === null ? this.strategy.optimizer.init(state.weights) : state.strategy;
     this.completedRounds = state.completedRounds;
   }
 
@@ -112,7 +133,9 @@ export class RoundEngine {
           : await RunStore.create(opts.runDir, {
               runId: task.runId,
               createdAt: new Date().toISOString(),
-              options: { ...opts, evalDataset: opts.evalDataset?.name ?? null, log: undefined },
+              options: publicOptions(opts, this.strategy),
+              config: this.config,
+              configHash: this.configHash,
               model: { name: task.model.name, numParameters: task.model.numParameters },
               protocolVersion: PROTOCOL_VERSION,
               ...this.runInfo,
@@ -134,17 +157,16 @@ export class RoundEngine {
       this.completedRounds = round;
       if (store !== null && opts.runDir !== null) {
         // The ledger commits the round first; metrics.jsonl is repaired from it after a crash.
-        await commitLedger(
-          opts.runDir,
-          {
-            runId: task.runId,
-            completedRounds: round,
-            rngState: rng.state(),
-            serverOptimizer: null,
-            lastMetrics: metrics,
-          },
-          this.global,
-        );
+        await commitLedger(opts.runDir, {
+          runId: task.runId,
+          completedRounds: round,
+          rngState: rng.state(),
+          weights: this.global,
+          strategy: this.strategyState,
+          config: this.config,
+          configHash: this.configHash,
+          lastMetrics: metrics,
+        });
         await store.appendRound(metrics);
         const every = opts.checkpointEvery;
         if (round === opts.rounds || (every > 0 && round % every === 0)) {
@@ -219,18 +241,18 @@ export class RoundEngine {
   ): Promise<RoundMetrics> {
     this.onPhase(outcome.round, "aggregating");
     const aggStart = performance.now();
-    const aggregate = this.strategy.aggregateFit(outcome.results, outcome.failures);
+    const aggregate = aggregateRound(this.strategy, this.global, outcome.results);
     if (aggregate === null)
       throw new CohortError("ROUND_FAILED", `round ${outcome.round} has no results`);
-    this.global = this.strategy.apply(this.global, aggregate.delta);
+    this.step(aggregate, outcome.round);
+    const totalExamples = outcome.results.reduce((n, r) => n + r.numExamples, 0);
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(outcome.round, "evaluating");
     const evalStart = performance.now();
     const evaluation = await this.evaluate();
     const evaluationMs = performance.now() - evalStart;
     const trainLoss =
-      outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) /
-      aggregate.totalExamples;
+      outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
     return {
       round: outcome.round,
       attempt,
@@ -238,7 +260,7 @@ export class RoundEngine {
       participants: outcome.results.length,
       failures: outcome.failures.length,
       failureReasons: outcome.failures,
-      totalExamples: aggregate.totalExamples,
+      totalExamples,
       durationMs: performance.now() - started,
       aggregationMs,
       evaluationMs,
@@ -282,7 +304,19 @@ export class RoundEngine {
     const { result } = outcome;
     const aggStart = performance.now();
     if (result !== null) {
-      this.global = this.strategy.apply(this.global, result.weightedMeanDelta);
+      // The unmasked mean times its weight is the cohort's weighted sum: the strategy's
+      // (linear) aggregator takes it like any other partial sum.
+      const sum: WeightedSum = {
+        weighted: result.weightedMeanDelta.map((t) => {
+          const out = new Float64Array(t.length);
+          for (let j = 0; j < t.length; j++) out[j] = t[j]! * result.sumWeights;
+          return out;
+        }),
+        weight: result.sumWeights,
+        count: result.contributors.length,
+      };
+      const aggregate = aggregateRound(this.strategy, this.global, [], [sum]);
+      if (aggregate !== null) this.step(aggregate, round);
     }
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(round, "evaluating");
@@ -310,6 +344,13 @@ export class RoundEngine {
       clients: [],
       timestamp: new Date().toISOString(),
     };
+  }
+
+  /** The server step: the strategy's optimizer moves the global model and its state. */
+  private step(aggregate: WeightedSum, round: number): void {
+    const next = serverStep(this.strategy, this.global, this.strategyState, aggregate, round);
+    this.global = next.weights;
+    this.strategyState = next.state;
   }
 
   private async evaluate(): Promise<EvalStats | null> {

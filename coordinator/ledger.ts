@@ -1,29 +1,49 @@
 /**
- * The run ledger: after each completed round, the global model, the sampling generator's state
- * and the round's metrics, committed atomically, so `--resume` continues exactly where a crashed
- * coordinator stopped. Files: `ledger/round-NNNN.bin` (the weights), then `ledger.json` (the
- * commit point, renamed into place), each fsynced.
+ * The run ledger: after each completed round, one server-state record — the global weights,
+ * the strategy's state (optimizer moments, momentum), the sampling generator, the round, and
+ * the configuration that decides the result with its hash — committed atomically, so
+ * `--resume` continues exactly where a crashed coordinator stopped. Files:
+ * `ledger/round-NNNN.bin` (weights, then every state array), then `ledger.json` (the commit
+ * point, renamed into place), each fsynced. Version-1 ledgers (weights only) still read.
  */
 import { mkdir, open, readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CohortError } from "../protocol/errors.js";
 import type { TensorSpec } from "../protocol/messages.js";
 import { sizeOf } from "../aggregation/weights.js";
+import type { Scalar, StateRecord } from "../aggregation/state.js";
 import type { RoundMetrics } from "./run-store.js";
 import { packWeights, readFloat32, writeAtomic } from "../models/model-file.js";
+import type { ExperimentConfig } from "./experiment.js";
 
-/** What the ledger records after a round. */
-export interface LedgerState {
-  version: 1;
+/** The server state after a round, as the engine holds it. */
+export interface ServerState {
   runId: string;
   completedRounds: number;
   /** State of the cohort-sampling generator after the round. */
   rngState: number;
-  /** Server optimizer state; plain FedAvg (step η) has none. */
-  serverOptimizer: null;
-  /** File under `ledger/` holding the global weights after the round. */
-  weightsFile: string;
+  weights: Float32Array[];
+  strategy: StateRecord;
+  /** The options that decide the result, and their hash; null in a version-1 ledger. */
+  config: ExperimentConfig | null;
+  configHash: string | null;
   /** The round's line of `metrics.jsonl`, to repair the file after a crash between the two. */
+  lastMetrics: RoundMetrics | null;
+}
+
+/** `ledger.json`, version 2. */
+interface LedgerFile {
+  version: 2;
+  runId: string;
+  completedRounds: number;
+  rngState: number;
+  configHash: string;
+  config: ExperimentConfig;
+  /** Strategy scalars, and the names of its arrays in the order they follow the weights. */
+  strategyValues: Record<string, Scalar>;
+  strategyArrays: string[];
+  /** File under `ledger/`: the weights, then each strategy array, in the model's layout. */
+  weightsFile: string;
   lastMetrics: RoundMetrics | null;
 }
 
@@ -36,60 +56,120 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Commit the state after a round: weights first, then the pointer to them. */
+/** Commit the state after a round: the arrays first, then the pointer to them. */
 export async function commitLedger(
   runDir: string,
-  state: Omit<LedgerState, "version" | "weightsFile">,
-  weights: readonly Float32Array[],
+  state: ServerState & { config: ExperimentConfig; configHash: string },
 ): Promise<void> {
   const dir = join(runDir, "ledger");
   await mkdir(dir, { recursive: true });
   const weightsFile = `round-${String(state.completedRounds).padStart(4, "0")}.bin`;
-  await writeAtomic(join(dir, weightsFile), packWeights(weights));
-  const full: LedgerState = { version: 1, ...state, weightsFile };
-  await writeAtomic(join(runDir, "ledger.json"), JSON.stringify(full));
+  const names = Object.keys(state.strategy.arrays).sort();
+  const arrays = [...state.weights, ...names.flatMap((n) => state.strategy.arrays[n]!)];
+  await writeAtomic(join(dir, weightsFile), packWeights(arrays));
+  const file: LedgerFile = {
+    version: 2,
+    runId: state.runId,
+    completedRounds: state.completedRounds,
+    rngState: state.rngState,
+    configHash: state.configHash,
+    config: state.config,
+    strategyValues: state.strategy.values,
+    strategyArrays: names,
+    weightsFile,
+    lastMetrics: state.lastMetrics,
+  };
+  await writeAtomic(join(runDir, "ledger.json"), JSON.stringify(file));
   await syncDir(runDir);
-  // Older weights are no longer referenced.
+  // Older rounds are no longer referenced.
   for (const name of await readdir(dir)) {
     if (name !== weightsFile && name.endsWith(".bin")) await rm(join(dir, name), { force: true });
   }
 }
 
-/** Read the last committed state and its weights; `null` when the run never completed a round. */
+function notALedger(runDir: string, why: string, cause?: unknown): CohortError {
+  return new CohortError(
+    "INVALID_OPTION",
+    `${runDir}/ledger.json is not a Cohort run ledger: ${why}`,
+    {
+      cause,
+    },
+  );
+}
+
+/**
+ * Read the last committed state; `null` only when there is no `ledger.json` (the run never
+ * completed a round). An unreadable or malformed ledger is an error, never a fresh start.
+ */
 export async function loadLedger(
   runDir: string,
   specs: readonly TensorSpec[],
-): Promise<{ state: LedgerState; weights: Float32Array[] } | null> {
+): Promise<ServerState | null> {
   let raw: string;
   try {
     raw = await readFile(join(runDir, "ledger.json"), "utf8");
-  } catch {
-    return null;
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw new CohortError(
+      "INVALID_OPTION",
+      `cannot read ${runDir}/ledger.json: ${(cause as Error).message}`,
+      {
+        cause,
+      },
+    );
   }
-  const state = JSON.parse(raw) as LedgerState;
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(raw) as Record<string, unknown>;
+  } catch (cause) {
+    throw notALedger(runDir, "invalid JSON", cause);
+  }
+  const version = parsed.version;
   if (
-    state.version !== 1 ||
-    !Number.isInteger(state.completedRounds) ||
-    typeof state.weightsFile !== "string"
+    (version !== 1 && version !== 2) ||
+    typeof parsed.runId !== "string" ||
+    !Number.isInteger(parsed.completedRounds) ||
+    typeof parsed.rngState !== "number" ||
+    typeof parsed.weightsFile !== "string" ||
+    /[/\\]/.test(parsed.weightsFile)
   ) {
-    throw new CohortError("INVALID_OPTION", `${runDir}/ledger.json is not a Cohort run ledger`);
+    throw notALedger(runDir, "missing or invalid fields");
   }
-  const bytes = await readFile(join(runDir, "ledger", state.weightsFile));
-  const expected = specs.reduce((n, s) => n + sizeOf(s.shape) * 4, 0);
+  const names = version === 2 ? (parsed.strategyArrays as unknown) : [];
+  if (!Array.isArray(names) || !names.every((n) => typeof n === "string")) {
+    throw notALedger(runDir, "strategyArrays must be a list of names");
+  }
+  const bytes = await readFile(join(runDir, "ledger", parsed.weightsFile));
+  const perCopy = specs.reduce((n, s) => n + sizeOf(s.shape) * 4, 0);
+  const expected = perCopy * (1 + names.length);
   if (bytes.byteLength !== expected) {
     throw new CohortError(
       "SHAPE_MISMATCH",
-      `ledger weights hold ${bytes.byteLength} bytes; the model needs ${expected}`,
+      `ledger holds ${bytes.byteLength} bytes; the model and ${names.length} strategy arrays need ${expected}`,
     );
   }
-  const weights: Float32Array[] = [];
   let at = 0;
-  for (const s of specs) {
-    const n = sizeOf(s.shape);
-    weights.push(readFloat32(bytes, at, n));
-    at += n * 4;
-  }
-  return { state, weights };
+  const readCopy = () =>
+    specs.map((s) => {
+      const n = sizeOf(s.shape);
+      const t = readFloat32(bytes, at, n);
+      at += n * 4;
+      return t;
+    });
+  const weights = readCopy();
+  const arrays: Record<string, Float32Array[]> = {};
+  for (const name of names as string[]) arrays[name] = readCopy();
+  const v2 = version === 2;
+  return {
+    runId: parsed.runId,
+    completedRounds: parsed.completedRounds as number,
+    rngState: parsed.rngState,
+    weights,
+    strategy: { arrays, values: v2 ? (parsed.strategyValues as Record<string, Scalar>) : {} },
+    config: v2 ? (parsed.config as ExperimentConfig) : null,
+    configHash: v2 ? (parsed.configHash as string) : null,
+    lastMetrics: (parsed.lastMetrics as RoundMetrics | null) ?? null,
+  };
 }
 
 /**
@@ -97,7 +177,10 @@ export async function loadLedger(
  * ledger never committed (a crash after the append), add the ledger's last round if its line
  * is missing (a crash before the append), and drop duplicates.
  */
-export async function repairMetrics(runDir: string, state: LedgerState): Promise<void> {
+export async function repairMetrics(
+  runDir: string,
+  state: Pick<ServerState, "completedRounds" | "lastMetrics">,
+): Promise<void> {
   const path = join(runDir, "metrics.jsonl");
   let text = "";
   try {

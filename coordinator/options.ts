@@ -4,6 +4,8 @@ import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
 import type { AuthOptions } from "./auth.js";
 import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
+import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
 
 /** Options of `createCoordinator`. */
 export interface CoordinatorOptions {
@@ -29,8 +31,12 @@ export interface CoordinatorOptions {
   localEpochs: number;
   /** Local batch size B. @default 10 */
   batchSize: number;
-  /** Server learning rate applied to the averaged delta. @default 1.0 */
-  serverLearningRate: number;
+  /**
+   * The strategy: a registered name, `{ name, params }` (e.g.
+   * `{ name: "fedadam", params: { serverLearningRate: 0.01 } }`), or your own `Strategy` object.
+   * Strategies that need every update in the clear are refused with `secure`. @default "fedavg"
+   */
+  strategy: string | StrategyRef | Strategy;
   /** Deadline of one round, from broadcast to the last accepted update. @default 120000 */
   roundTimeoutMs: number;
   /** Attempts at one round (too few results, or no clients) before the run fails. @default 5 */
@@ -101,7 +107,7 @@ export function resolveOptions(
       learningRate: 0.1,
       localEpochs: 1,
       batchSize: 10,
-      serverLearningRate: 1.0,
+      strategy: "fedavg",
       roundTimeoutMs: 120_000,
       maxRoundAttempts: 5,
       maxUploadBytes: 64 * 1024 * 1024,
@@ -156,7 +162,6 @@ export function resolveOptions(
   if (o.secureThreshold !== undefined) int("secureThreshold", 2);
   positive("secureClip");
   positive("learningRate");
-  positive("serverLearningRate");
   if (!(o.fractionFit > 0 && o.fractionFit <= 1)) {
     throw new CohortError("INVALID_OPTION", `fractionFit must be in (0, 1], got ${o.fractionFit}`);
   }
@@ -169,5 +174,6 @@ export function resolveOptions(
   if (!OPTIMIZERS.includes(o.optimizer)) {
     throw new CohortError("INVALID_OPTION", `optimizer must be one of ${OPTIMIZERS.join(", ")}`);
   }
+  checkStrategy(resolveStrategy(o.strategy), o);
   return o;
 }

@@ -4,6 +4,8 @@ import { withDefaults } from "../protocol/options.js";
 import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 import { checkFaults, NO_FAULTS, type FaultConfig } from "./faults.js";
 import { parsePartitionSpec } from "./partition.js";
+import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
 
 /** Everything a simulation needs. */
 export interface SimulationConfig {
@@ -35,8 +37,18 @@ export interface SimulationConfig {
   optimizer: OptimizerName;
   /** Evaluate on the first N test examples. @default the whole test split */
   evalSize: number | undefined;
+  /** The strategy: a registered name or `{ name, params }` (see the README's Strategies). @default "fedavg" */
+  strategy: string | StrategyRef | Strategy;
   /** Run rounds through secure aggregation. @default false */
   secure: boolean;
+  /** SecAgg+ neighbour degree k. @default cohort size − 1 */
+  secureNeighbours: number | undefined;
+  /** SecAgg+ threshold t. @default ⌊(k + 1)/2⌋ + 1 */
+  secureThreshold: number | undefined;
+  /** Delta coordinates are clipped to ±clip in secure rounds. @default 1 */
+  secureClip: number;
+  /** Example counts are capped at this many in secure rounds. @default 10000 */
+  secureMaxWeight: number;
   /** Fault injection. @default none */
   faults: FaultConfig;
   /** Round deadline; simulated stragglers beyond it miss the round. @default 60000 */
@@ -79,7 +91,12 @@ const DEFAULTS: SimulationConfig = {
   learningRate: 0.1,
   optimizer: "sgd",
   evalSize: undefined,
+  strategy: "fedavg",
   secure: false,
+  secureNeighbours: undefined,
+  secureThreshold: undefined,
+  secureClip: 1,
+  secureMaxWeight: 10_000,
   faults: NO_FAULTS,
   roundTimeoutMs: 60_000,
   transport: "in-process",
@@ -150,6 +167,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
     throw new CohortError("INVALID_OPTION", "targets must be accuracies in (0, 1]");
   }
   parsePartitionSpec(c.partition);
+  resolveStrategy(c.strategy);
   checkFaults(c.faults);
   return c;
 }

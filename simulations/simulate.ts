@@ -32,6 +32,7 @@ import { makePartition, parsePartitionSpec, type Partition } from "./partition.j
 import { accuracyLossSvg } from "./plot.js";
 import { Progress } from "./progress.js";
 import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
 
 /** The centralised baseline: the same model trained on the pooled device data. */
 export interface BaselineResult {
@@ -214,7 +215,12 @@ export async function simulate(
       learningRate: cfg.learningRate,
       optimizer: cfg.optimizer,
       roundTimeoutMs: cfg.roundTimeoutMs,
+      strategy: cfg.strategy,
       secure: cfg.secure,
+      secureNeighbours: cfg.secureNeighbours,
+      secureThreshold: cfg.secureThreshold,
+      secureClip: cfg.secureClip,
+      secureMaxWeight: cfg.secureMaxWeight,
       seed: cfg.seed,
       checkpointEvery: cfg.checkpointEvery,
       evalDataset: evalSet,
@@ -260,7 +266,7 @@ export async function simulate(
     );
   }
   const engine = new RoundEngine(opts, task, weights, transport, {
-    simulation: cfg,
+    simulation: { ...cfg, strategy: resolveStrategy(cfg.strategy).ref },
     backend: backend.name,
   });
   engine.onRound = (m) =>
@@ -373,7 +379,7 @@ function summarise(
     bytesDown: run.rounds.reduce((s, r) => s + r.bytesDown, 0),
     failures: run.rounds.reduce((s, r) => s + r.failures, 0),
     baseline: base,
-    config: cfg,
+    config: { ...cfg, strategy: resolveStrategy(cfg.strategy).ref },
   };
 }
 
@@ -386,8 +392,12 @@ async function writeOutputs(
   await writeFile(join(runDir, "summary.json"), JSON.stringify(summary, null, 2) + "\n");
   await writeFile(
     join(runDir, "accuracy.svg"),
-    runPlot(summary.name, run.rounds, run.initial, summary.baseline),
+    runPlot(summary.name, run.rounds, run.initial, summary.baseline, strategyName(summary.config)),
   );
+}
+
+function strategyName(cfg: SimulationConfig): string {
+  return typeof cfg.strategy === "string" ? cfg.strategy : cfg.strategy.name;
 }
 
 /** The accuracy and loss plot of a run, with its initial point and baseline where known. */
@@ -396,6 +406,7 @@ export function runPlot(
   roundMetrics: readonly RoundMetrics[],
   initial: { accuracy: number; loss: number } | null,
   baseline: BaselineResult | null,
+  strategy = "FedAvg",
 ): string {
   const run = { rounds: roundMetrics, initial };
   const summary = { baseline };
@@ -414,7 +425,7 @@ export function runPlot(
   const b = summary.baseline;
   const accuracy = [
     {
-      label: "FedAvg (global model)",
+      label: `${strategy} (global model)`,
       color: "#1f77b4",
       points: withInitial((r) => r.accuracy, run.initial?.accuracy),
     },
@@ -431,7 +442,7 @@ export function runPlot(
   ];
   const loss = [
     {
-      label: "FedAvg test loss",
+      label: `${strategy} test loss`,
       color: "#1f77b4",
       points: withInitial((r) => r.loss, run.initial?.loss),
     },

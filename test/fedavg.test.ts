@@ -1,7 +1,8 @@
 /** Tests of the aggregation maths: weight checks and arithmetic, weightedAverage and FedAvg. */
 import { describe, expect, it } from "vitest";
 
-import { FedAvg, weightedAverage, type WeightedUpdate } from "../aggregation/fedavg.js";
+import { weightedAverage, type WeightedUpdate } from "../aggregation/fedavg.js";
+import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/index.js";
 import { createRng } from "../aggregation/random.js";
 import { addScaled, checkWeights, subtract } from "../aggregation/weights.js";
 import { CohortError, type ErrorCode } from "../protocol/errors.js";
@@ -107,66 +108,40 @@ describe("weightedAverage", () => {
   });
 });
 
-describe("FedAvg", () => {
+describe("the fedavg strategy", () => {
   const results: WeightedUpdate[] = [
     { clientId: "a", numExamples: 10, delta: [f32(1, -1), f32(2)] },
     { clientId: "b", numExamples: 30, delta: [f32(3, 1), f32(-2)] },
   ];
+  const step = (lr: number | undefined, global: Float32Array[], updates: WeightedUpdate[]) => {
+    const s = resolveStrategy({ name: "fedavg", params: { serverLearningRate: lr } });
+    const agg = aggregateRound(s, global, updates);
+    return agg === null ? null : serverStep(s, global, s.optimizer.init(global), agg, 1).weights;
+  };
 
-  it("ignores failures, and reports participants and total examples", () => {
-    const strategy = new FedAvg();
-    const failures = [
-      { clientId: "c", code: "DEADLINE_EXCEEDED", message: "no update within 200 ms" },
-      { clientId: "d", code: "NON_FINITE", message: "delta[0] holds NaN" },
-    ];
-    const withFailures = strategy.aggregateFit(results, failures);
-    expect(withFailures).not.toBeNull();
-    expect(withFailures!.participants).toBe(2);
-    expect(withFailures!.totalExamples).toBe(40);
+  it("steps by the example-weighted mean with a server learning rate of 1 by default", () => {
     // 0.25·1 + 0.75·3 = 2.5, 0.25·(−1) + 0.75·1 = 0.5, 0.25·2 + 0.75·(−2) = −1
-    expect(withFailures!.delta.map((t) => Array.from(t))).toEqual([[2.5, 0.5], [-1]]);
-    expect(strategy.aggregateFit(results, [])).toEqual(withFailures);
+    const next = step(undefined, [f32(0, 0), f32(0)], results)!;
+    expect(next.map((t) => Array.from(t))).toEqual([[2.5, 0.5], [-1]]);
   });
 
-  it("returns null for an empty round, failures or not", () => {
-    const strategy = new FedAvg();
-    expect(strategy.aggregateFit([], [])).toBeNull();
-    expect(
-      strategy.aggregateFit([], [{ clientId: "a", code: "CLIENT_DISCONNECTED", message: "gone" }]),
-    ).toBeNull();
+  it("returns null for an empty round", () => {
+    expect(step(1, [f32(0, 0), f32(0)], [])).toBeNull();
   });
 
-  it("defaults to a server learning rate of 1", () => {
-    expect(new FedAvg().options.serverLearningRate).toBe(1);
-  });
-
-  it("apply with serverLearningRate 1 adds the mean delta", () => {
-    const next = new FedAvg({ serverLearningRate: 1 }).apply(
-      [f32(1, 2), f32(3)],
-      [f32(0.5, -1), f32(4)],
-    );
-    expect(next.map((t) => Array.from(t))).toEqual([[1.5, 1], [7]]);
-  });
-
-  it("apply with serverLearningRate 0.5 adds half the mean delta", () => {
+  it("with serverLearningRate 0.5 adds half the mean delta and leaves the old model", () => {
     const global = [f32(1, 2), f32(3)];
-    const next = new FedAvg({ serverLearningRate: 0.5 }).apply(global, [f32(0.5, -1), f32(4)]);
+    const next = step(0.5, global, [
+      { clientId: "a", numExamples: 1, delta: [f32(0.5, -1), f32(4)] },
+    ])!;
     expect(next.map((t) => Array.from(t))).toEqual([[1.25, 1.5], [5]]);
-    expect(Array.from(global[0]!)).toEqual([1, 2]); // the old model is left as it was
-  });
-
-  it("apply rejects a delta of another layout", () => {
-    expectCohortError(() => new FedAvg().apply([f32(1, 2), f32(3)], [f32(1, 2)]), "SHAPE_MISMATCH");
+    expect(Array.from(global[0]!)).toEqual([1, 2]);
   });
 
   it.each([0, -0.1, Number.NaN, Number.POSITIVE_INFINITY])(
     "rejects serverLearningRate %s (INVALID_OPTION)",
     (lr) => {
-      expectCohortError(
-        () => new FedAvg({ serverLearningRate: lr }),
-        "INVALID_OPTION",
-        /serverLearningRate/,
-      );
+      expectCohortError(() => step(lr, [f32(0)], []), "INVALID_OPTION", /serverLearningRate/);
     },
   );
 });
@@ -239,7 +214,8 @@ describe("subtract and addScaled", () => {
 
 describe("option merging", () => {
   it("keeps the default when an option is passed as undefined", async () => {
-    const { FedAvg } = await import("../aggregation/fedavg.js");
-    expect(new FedAvg({ serverLearningRate: undefined }).options.serverLearningRate).toBe(1);
+    const { resolveStrategy } = await import("../aggregation/index.js");
+    const s = resolveStrategy({ name: "fedavg", params: { serverLearningRate: undefined } });
+    expect(s.ref.params?.serverLearningRate).toBe(1);
   });
 });

@@ -22,6 +22,11 @@ const common = [
   "127.0.0.1",
   "--round-timeout",
   "60",
+  // A stateful server optimizer: its moments must survive the crash too.
+  "--strategy",
+  "fedadam",
+  "--server-lr",
+  "0.01",
 ];
 
 function clientArgs(url: string, i: number): string[] {
@@ -54,7 +59,7 @@ describe("crash-safe coordinator", () => {
     return p;
   };
 
-  it("resumes after kill -9 mid-round with the uncrashed run's final model", async () => {
+  it("resumes a FedAdam run after kill -9 mid-round with the uncrashed run's final model", async () => {
     // The reference: the same run without a crash.
     const refDir = await tempRunDir("cohort-ref-");
     const ref = start(["coordinator", "--port", "0", ...common, "--run-dir", refDir]);
@@ -85,8 +90,14 @@ describe("crash-safe coordinator", () => {
     const final = await readFile(join(dir, "checkpoints", "round-0004", "weights.bin"));
     const expected = await readFile(join(refDir, "checkpoints", "round-0004", "weights.bin"));
     expect(final.equals(expected)).toBe(true);
-    const run = JSON.parse(await readFile(join(dir, "ledger.json"), "utf8"));
-    expect(run.completedRounds).toBe(4);
+    const ledger = JSON.parse(await readFile(join(dir, "ledger.json"), "utf8"));
+    expect(ledger.completedRounds).toBe(4);
+    expect(ledger.strategyArrays).toEqual(["m", "v"]);
+    // The server optimizer's state is part of the record, and the same as the reference's.
+    const refLedger = JSON.parse(await readFile(join(refDir, "ledger.json"), "utf8"));
+    const state = await readFile(join(dir, "ledger", ledger.weightsFile));
+    expect(state.equals(await readFile(join(refDir, "ledger", refLedger.weightsFile)))).toBe(true);
+    expect(ledger.configHash).toBe(refLedger.configHash);
   }, 180_000);
 
   it("refuses to resume a different experiment", async () => {
@@ -106,10 +117,18 @@ describe("crash-safe coordinator", () => {
     const [, url] = await a.waitForLine(/listening on (http:\/\/\S+)/);
     start(clientArgs(url!, 0));
     expect(await a.exit).toBe(0);
-    const b = start(["coordinator", "--port", "0", ...common, "--seed", "6", "--resume", dir]);
+    const b = start([
+      "coordinator",
+      ...["--port", "0", ...common, "--min-clients", "1", "--seed", "6"],
+      ...["--strategy", "fedyogi", "--resume", dir],
+    ]);
     expect(await b.exit).toBe(1);
-    expect(b.lines.join("\n")).toMatch(
-      /INVALID_OPTION: --resume: .* seed 5; this coordinator has mlp and 6/,
+    const said = b.lines.join("\n");
+    expect(said).toMatch(
+      /INVALID_OPTION: --resume: .* ran another experiment; differing options: /,
     );
+    expect(said).toMatch(/seed \(was 5, now 6\)/);
+    expect(said).toMatch(/strategy \(was .*fedadam.*, now .*fedyogi.*\)/);
+    expect(said).not.toMatch(/learningRate/); // only what differs is named
   }, 60_000);
 });

@@ -1,0 +1,144 @@
+/**
+ * Round flags shared by the coordinator and simulate commands. Strategy flags, derived from the registry: `--strategy NAME`, `--strategy-params JSON`, and one
+ * flag per strategy parameter (e.g. `--server-lr`, `--proximal-mu`). Shared by the coordinator and
+ * simulate commands, so both take the same strategies the same way.
+ */
+import { strategyDefinitions } from "../aggregation/strategies/index.js";
+import type { StrategyRef } from "../aggregation/strategy.js";
+import type { Scalar } from "../aggregation/state.js";
+import { CohortError } from "../protocol/errors.js";
+import type { FlagSpec } from "./args.js";
+
+/** Flag names of parameters whose own name would be unclear on a command line. */
+const RENAMED: Record<string, string> = {
+  serverLearningRate: "server-lr",
+  momentum: "server-momentum",
+  beta: "trim-beta",
+  f: "krum-f",
+  m: "krum-m",
+  iterations: "clip-iterations",
+};
+
+function flagOf(param: string): string {
+  return RENAMED[param] ?? param.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** Each parameter once, with the strategies that take it. */
+function parameters(): { param: string; flag: string; spec: FlagSpec }[] {
+  const seen = new Map<string, { param: string; flag: string; spec: FlagSpec; users: string[] }>();
+  for (const def of strategyDefinitions()) {
+    for (const [param, value] of Object.entries(def.defaults)) {
+      const entry = seen.get(param);
+      if (entry !== undefined) {
+        entry.users.push(def.name);
+        continue;
+      }
+      seen.set(param, {
+        param,
+        flag: flagOf(param),
+        users: [def.name],
+        spec: {
+          type: typeof value === "boolean" ? "boolean" : "number",
+          defaultText: "the strategy's",
+          description: (def.docs as Record<string, string>)[param] ?? param,
+        },
+      });
+    }
+  }
+  return [...seen.values()].map((e) => ({
+    ...e,
+    spec: {
+      ...e.spec,
+      description:
+        e.users.length === strategyDefinitions().length
+          ? e.spec.description
+          : `${e.spec.description} [${e.users.join(", ")}]`,
+    },
+  }));
+}
+
+/** The strategy flags of a command's spec. */
+export function strategyFlags(): Record<string, FlagSpec> {
+  const flags: Record<string, FlagSpec> = {
+    strategy: {
+      type: "string",
+      default: "fedavg",
+      placeholder: strategyDefinitions()
+        .map((d) => d.name)
+        .join("|"),
+      description: "federated strategy (README: Strategies)",
+    },
+    "strategy-params": {
+      type: "string",
+      placeholder: "JSON",
+      description: "strategy parameters as JSON, e.g. '{\"serverLearningRate\":0.01}'",
+    },
+  };
+  for (const p of parameters()) flags[p.flag] = p.spec;
+  return flags;
+}
+
+/**
+ * The strategy reference the flags name: `--strategy-params` first, then each parameter flag
+ * given on the command line (a parameter the strategy lacks is refused when it is resolved).
+ */
+export function strategyFromFlags(
+  values: Record<string, unknown>,
+  given: (flag: string) => boolean,
+): StrategyRef {
+  const params: Record<string, Scalar> = {};
+  const json = values["strategy-params"];
+  if (typeof json === "string") {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(json);
+    } catch (cause) {
+      throw new CohortError("INVALID_OPTION", `--strategy-params is not JSON: ${json}`, { cause });
+    }
+    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+      throw new CohortError("INVALID_OPTION", "--strategy-params must be a JSON object");
+    }
+    Object.assign(params, parsed);
+  }
+  for (const p of parameters()) {
+    if (given(p.flag)) params[p.param] = values[p.flag] as Scalar;
+  }
+  return { name: String(values.strategy ?? "fedavg"), params };
+}
+
+/** Secure-aggregation flags, the same for the coordinator and the simulator. */
+export const secureFlags = {
+  secure: {
+    type: "boolean",
+    default: false,
+    description: "secure aggregation (SecAgg+): the coordinator learns only the sum",
+  },
+  "secure-neighbours": {
+    type: "number",
+    defaultText: "cohort size − 1",
+    description: "SecAgg+ neighbour degree k",
+  },
+  "secure-threshold": {
+    type: "number",
+    defaultText: "⌊(k + 1)/2⌋ + 1",
+    description: "SecAgg+ threshold t",
+  },
+  "secure-clip": {
+    type: "number",
+    default: 1,
+    description: "delta coordinates are clipped to ±clip in secure rounds",
+  },
+  "secure-max-weight": {
+    type: "number",
+    default: 10000,
+    description: "example counts are capped at this many in secure rounds",
+  },
+} satisfies Record<string, FlagSpec>;
+
+/** Whether `--flag` (or `--flag=…`) appears in argv. */
+export function flagGiven(argv: readonly string[]): (flag: string) => boolean {
+  const given = new Set(
+    argv.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]!),
+  );
+  return (flag) => given.has(flag);
+}

@@ -1,0 +1,97 @@
+/**
+ * The experiment's configuration: every option that changes the result of a run, as plain
+ * JSON, with a hash. The ledger commits both; `--resume` refuses a coordinator whose
+ * configuration differs and names the options that differ.
+ */
+import { createHash } from "node:crypto";
+import type { Strategy } from "../aggregation/strategy.js";
+import { CohortError } from "../protocol/errors.js";
+import type { Json, TaskSpec } from "../protocol/messages.js";
+import type { CoordinatorOptions } from "./options.js";
+
+/** Options that decide a run's result, by name. */
+export type ExperimentConfig = { [key: string]: Json };
+
+/** JSON with object keys sorted, so equal configurations hash alike. */
+export function canonicalJson(value: Json): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const keys = Object.keys(value).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k]!)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The configuration of a run (what `run.json` records under `config`). */
+export function experimentConfig(
+  opts: CoordinatorOptions,
+  task: TaskSpec,
+  strategy: Strategy,
+): ExperimentConfig {
+  return {
+    model: task.model.name,
+    modelTopology: createHash("sha256")
+      .update(canonicalJson(task.model.topology))
+      .digest("hex")
+      .slice(0, 16),
+    seed: opts.seed,
+    strategy: canonicalJson(strategy.ref as unknown as Json),
+    optimizer: opts.optimizer,
+    learningRate: opts.learningRate,
+    localEpochs: opts.localEpochs,
+    batchSize: opts.batchSize,
+    fractionFit: opts.fractionFit,
+    minFitClients: opts.minFitClients,
+    secure: opts.secure,
+    secureNeighbours: opts.secureNeighbours ?? null,
+    secureThreshold: opts.secureThreshold ?? null,
+    secureClip: opts.secureClip,
+    secureMaxWeight: opts.secureMaxWeight,
+  };
+}
+
+/** SHA-256 of the canonical configuration. */
+export function configHash(config: ExperimentConfig): string {
+  return createHash("sha256").update(canonicalJson(config)).digest("hex");
+}
+
+/** Throw `INVALID_OPTION` naming every option whose value differs from the run's. */
+export function checkSameExperiment(
+  dir: string,
+  was: ExperimentConfig,
+  now: ExperimentConfig,
+): void {
+  const keys = [...new Set([...Object.keys(was), ...Object.keys(now)])].sort();
+  const differ = keys.filter(
+    (k) => canonicalJson(was[k] ?? null) !== canonicalJson(now[k] ?? null),
+  );
+  if (differ.length === 0) return;
+  const show = (v: Json | undefined) => (v === undefined ? "unset" : canonicalJson(v));
+  throw new CohortError(
+    "INVALID_OPTION",
+    `--resume: ${dir} ran another experiment; differing options: ` +
+      differ.map((k) => `${k} (was ${show(was[k])}, now ${show(now[k])})`).join("; ") +
+      ". Resume with the run's options, or start a new run.",
+  );
+}
+
+/**
+ * The options as `run.json` records them: no key, token, certificate or function — only
+ * whether authentication and TLS were on.
+ */
+export function publicOptions(
+  opts: CoordinatorOptions,
+  strategy: Strategy,
+): { [key: string]: unknown } {
+  const { signingKey, tls, auth, log, evalDataset, strategy: _given, ...rest } = opts;
+  void log;
+  void _given;
+  return {
+    ...rest,
+    strategy: strategy.ref,
+    evalDataset: evalDataset?.name ?? null,
+    auth: auth !== undefined,
+    tls: tls !== undefined,
+    signingKey: signingKey === undefined ? "generated" : "given",
+  };
+}
