@@ -9,3 +9,4 @@ export * from "./strategy.js";
 export * from "./strategies/index.js";
 export * as secure from "./secure/index.js";
 export * from "./server-step.js";
+export * from "./schedule.js";

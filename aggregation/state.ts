@@ -2,8 +2,10 @@
 import { CohortError } from "../protocol/errors.js";
 import type { Weights } from "./weights.js";
 
+import type { Scalar } from "../protocol/messages.js";
+
 /** A scalar that travels in JSON, msgpack and `run.json`. */
-export type Scalar = number | string | boolean | null;
+export type { Scalar };
 
 /**
  * A strategy's state between rounds (optimizer moments, momentum buffers, counters): arrays

@@ -7,6 +7,7 @@
 import { CohortError } from "../protocol/errors.js";
 import type { Aggregator } from "./aggregator.js";
 import type { ServerOptimizer } from "./optimizer.js";
+import type { RoundConfig } from "../protocol/messages.js";
 import type { Scalar } from "./state.js";
 
 /** A strategy (or any registered part) by name. */
@@ -24,15 +25,7 @@ export interface RoundContext {
 }
 
 /** What each client of a round trains with; the strategy may change it round by round. */
-export interface RoundTraining {
-  learningRate: number;
-  localEpochs: number;
-  batchSize: number;
-  /** FedProx's μ: the client adds μ/2 ‖w − w_global‖² to its objective; 0 is plain local training. */
-  proximalMu: number;
-  /** The user's own keys, passed through to clients untouched. */
-  extra: Record<string, Scalar>;
-}
+export type RoundTraining = RoundConfig;
 
 /** A federated strategy: pure, I/O-free, deterministic. */
 export interface Strategy {

@@ -21,7 +21,8 @@ function mib(bytes: number): string {
 
 async function payloadSizes(model: "mlp" | "cnn") {
   const { spec, weights } = await loadModel(model);
-  const down = encode({ round: 1, weights }).byteLength;
+  const config = { learningRate: 0.1, localEpochs: 1, batchSize: 10, proximalMu: 0, extra: {} };
+  const down = encode({ round: 1, weights, config }).byteLength;
   const result: FitResult = {
     round: 1,
     numExamples: 600,

@@ -14,6 +14,7 @@ import {
 import { ClientCore, type ClientOptions } from "./core.js";
 
 export type { ClientProgress, ClientRoundReport } from "./core.js";
+export type { ClientMod, FitIns, LocalFit } from "./fit-handler.js";
 export type { Dataset } from "../protocol/dataset.js";
 export { CohortError } from "../protocol/errors.js";
 export {

@@ -7,3 +7,5 @@ export type { Dataset } from "../protocol/dataset.js";
 export { LocalTrainer } from "./trainer.js";
 export type { FitOutcome } from "./trainer.js";
 export { SecureSession } from "./secure-session.js";
+export { DEFAULT_MODS, fedProxMod, withMods } from "./fit-handler.js";
+export type { ClientMod, FitHandler, FitIns, LocalFit } from "./fit-handler.js";

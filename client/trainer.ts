@@ -1,6 +1,6 @@
-/** The transport-free core of a client: from an encoded fit request to an encoded update. */
+/** The tfjs fit handler: trains the task's model on local data, one model per task reused across rounds. */
 import type * as tf from "@tensorflow/tfjs";
-import { checkWeights, subtract } from "../aggregation/weights.js";
+import { checkWeights } from "../aggregation/weights.js";
 import { decode, encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
@@ -9,14 +9,14 @@ import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import {
   modelFromSpec,
   readWeights,
-  trainLocal,
+  toTensors,
   writeWeights,
   type TensorData,
-  type TrainProgress,
-  type TrainStats,
 } from "../models/adapter.js";
+import { trainLocal, type TrainProgress, type TrainStats } from "../models/training.js";
+import { localFit, localTraining, type FitHandler, type LocalFit } from "./fit-handler.js";
 
-/** What one local fit produced. */
+/** What one local fit produced, encoded for the wire. */
 export interface FitOutcome {
   round: number;
   numExamples: number;
@@ -65,50 +65,28 @@ export class LocalTrainer {
   }
 
   /**
-   * Train from a checked fit request's weights; returns the update in the clear (the caller
-   * encodes it, or masks it in a secure round).
+   * The fit handler of this trainer. `tensors`, when given, are the tensors of the data every
+   * call trains on (a client's own data, kept across rounds); otherwise each call makes its own.
    */
-  async train(
-    task: TaskSpec,
-    request: FitRequest,
-    data: Dataset,
-    tensors: TensorData,
-    shuffleSeed?: number,
-  ): Promise<{ result: FitResult; stats: TrainStats }> {
-    checkWeights(request.weights, task.model.weightSpecs, "global weights");
-    const model = await this.ensureModel(task, data);
-    writeWeights(model, request.weights);
-    const stats = await trainLocal(model, tensors, task.training, shuffleSeed, this.onProgress);
-    const delta = subtract(await readWeights(model), request.weights);
-    const result: FitResult = {
-      round: request.round,
-      numExamples: data.labels.length,
-      delta,
-      metrics: {
-        loss: stats.loss,
-        accuracy: stats.accuracy,
-        trainMs: stats.trainMs,
-        backend: this.backend,
-      },
+  handler(tensors?: TensorData): FitHandler {
+    return async (ins) => {
+      checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
+      const model = await this.ensureModel(ins.task, ins.data);
+      writeWeights(model, ins.request.weights);
+      const data = tensors ?? toTensors(ins.data);
+      try {
+        const stats = await trainLocal(
+          model,
+          data,
+          localTraining(ins),
+          ins.shuffleSeed,
+          this.onProgress,
+        );
+        return localFit(ins, await readWeights(model), stats, this.backend);
+      } finally {
+        if (tensors === undefined) data.dispose();
+      }
     };
-    return { result, stats };
-  }
-
-  /**
-   * Decode and check a fit request, train from its weights, and encode `Δ = w_local − w_global`.
-   * Throws a CohortError on a bad request, a model that does not fit the data, or an update
-   * over the task's upload limit.
-   */
-  async fit(
-    task: TaskSpec,
-    requestPayload: unknown,
-    data: Dataset,
-    tensors: TensorData,
-    shuffleSeed?: number,
-  ): Promise<FitOutcome> {
-    const request = parseFitRequest(decode(requestPayload));
-    const { result, stats } = await this.train(task, request, data, tensors, shuffleSeed);
-    return encodeOutcome(task, result, stats);
   }
 
   /** Free the model. */
@@ -119,8 +97,14 @@ export class LocalTrainer {
   }
 }
 
+/** Decode and check an unsigned fit request (in-process devices; sockets verify signatures first). */
+export function decodeFitRequest(payload: unknown): FitRequest {
+  return parseFitRequest(decode(payload));
+}
+
 /** Encode an update for the wire, checked against the task's upload limit. */
-export function encodeOutcome(task: TaskSpec, result: FitResult, stats: TrainStats): FitOutcome {
+export function encodeOutcome(task: TaskSpec, fit: LocalFit): FitOutcome {
+  const { result, stats } = fit;
   const payload = encode(result);
   if (payload.byteLength > task.limits.maxUploadBytes) {
     throw new CohortError(

@@ -9,11 +9,12 @@ import type { WeightedSum } from "../aggregation/aggregator.js";
 import type { Weights } from "../aggregation/weights.js";
 import { encode } from "../protocol/codec.js";
 import { CohortError } from "../protocol/errors.js";
-import type { FitRequest, TaskSpec } from "../protocol/messages.js";
+import type { FitRequest, RoundConfig, TaskSpec } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { evaluateModel, writeWeights, type EvalStats } from "../models/adapter.js";
 import { instantiate } from "../models/model-file.js";
-import type { CoordinatorOptions } from "./options.js";
+import { baseRoundConfig, type CoordinatorOptions } from "./options.js";
+import { parseRoundConfig } from "../protocol/guards.js";
 import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort } from "./sampling.js";
@@ -213,7 +214,7 @@ export class RoundEngine {
       });
       this.collector = collector;
       this.onPhase(round, "training");
-      const request: FitRequest = { round, weights: this.global };
+      const request: FitRequest = { round, weights: this.global, config: this.roundConfig(round) };
       const bytesDown = this.transport.startRound(collector, encode(request));
       const outcome = await Promise.race([collector.done, this.stoppedPromise]);
       if (outcome.results.length >= opts.minFitClients) {
@@ -295,7 +296,7 @@ export class RoundEngine {
         this.task,
         round,
         cohort,
-        this.global,
+        { round, weights: this.global, config: this.roundConfig(round) },
         graphSeed,
         (phase) => this.onPhase(round, phase),
       ),
@@ -344,6 +345,22 @@ export class RoundEngine {
       clients: [],
       timestamp: new Date().toISOString(),
     };
+  }
+
+  /** The round's client configuration: the options on their schedule, then the strategy's say. */
+  private roundConfig(round: number): RoundConfig {
+    const base = baseRoundConfig(this.opts, round);
+    const chosen = this.strategy.configureFit?.({ round, rounds: this.opts.rounds }, base) ?? base;
+    try {
+      return parseRoundConfig(chosen);
+    } catch (cause) {
+      // A user's strategy produced a configuration no client would accept.
+      throw new CohortError(
+        "INVALID_OPTION",
+        `strategy ${this.strategy.name} configured round ${round} wrongly: ${(cause as Error).message}`,
+        { cause },
+      );
+    }
   }
 
   /** The server step: the strategy's optimizer moves the global model and its state. */

@@ -38,6 +38,11 @@ export function experimentConfig(
     strategy: canonicalJson(strategy.ref as unknown as Json),
     optimizer: opts.optimizer,
     learningRate: opts.learningRate,
+    lrSchedule: canonicalJson(opts.lrSchedule as Json),
+    // A cosine schedule spans the planned rounds; otherwise more rounds extend the same run.
+    scheduleRounds:
+      typeof opts.lrSchedule === "object" && opts.lrSchedule.name === "cosine" ? opts.rounds : null,
+    fitConfig: canonicalJson(opts.fitConfig),
     localEpochs: opts.localEpochs,
     batchSize: opts.batchSize,
     fractionFit: opts.fractionFit,

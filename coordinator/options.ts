@@ -6,6 +6,13 @@ import type { AuthOptions } from "./auth.js";
 import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import {
+  parseSchedule,
+  scheduledRate,
+  type LearningRateSchedule,
+} from "../aggregation/schedule.js";
+import { parseRoundConfig } from "../protocol/guards.js";
+import type { RoundConfig, Scalar } from "../protocol/messages.js";
 
 /** Options of `createCoordinator`. */
 export interface CoordinatorOptions {
@@ -27,6 +34,14 @@ export interface CoordinatorOptions {
   optimizer: OptimizerName;
   /** Client learning rate η. @default 0.1 */
   learningRate: number;
+  /**
+   * How the client learning rate changes over the rounds: `"constant"`, `"step:EVERY:GAMMA"`
+   * (× GAMMA every EVERY rounds), `"cosine:MIN"` (cosine decay to MIN at the last round), or
+   * the same as an object (`{ name: "step", every: 10, gamma: 0.5 }`). @default "constant"
+   */
+  lrSchedule: string | LearningRateSchedule;
+  /** Your own keys for the clients' round configuration (`request.config.extra`). @default {} */
+  fitConfig: Record<string, Scalar>;
   /** Local epochs E. @default 1 */
   localEpochs: number;
   /** Local batch size B. @default 10 */
@@ -105,6 +120,8 @@ export function resolveOptions(
       minFitClients: 2,
       optimizer: "sgd",
       learningRate: 0.1,
+      lrSchedule: "constant",
+      fitConfig: {},
       localEpochs: 1,
       batchSize: 10,
       strategy: "fedavg",
@@ -175,5 +192,23 @@ export function resolveOptions(
     throw new CohortError("INVALID_OPTION", `optimizer must be one of ${OPTIMIZERS.join(", ")}`);
   }
   checkStrategy(resolveStrategy(o.strategy), o);
+  o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);
+  parseRoundConfig({ ...baseRoundConfig(o, 1), extra: o.fitConfig });
   return o;
+}
+
+/** A round's configuration before the strategy adjusts it: the options, on the schedule. */
+export function baseRoundConfig(o: CoordinatorOptions, round: number): RoundConfig {
+  return {
+    learningRate: scheduledRate(
+      o.learningRate,
+      parseSchedule(o.lrSchedule, o.learningRate),
+      round,
+      o.rounds,
+    ),
+    localEpochs: o.localEpochs,
+    batchSize: o.batchSize,
+    proximalMu: 0,
+    extra: { ...o.fitConfig },
+  };
 }

@@ -4,7 +4,7 @@ import type { RoundFailure, WeightedUpdate } from "../aggregation/fedavg.js";
 import { byteLengthOf, decode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
 import { parseFitResult } from "../protocol/guards.js";
-import type { FitMetrics, TensorSpec, UpdateReceipt } from "../protocol/messages.js";
+import type { FitFailure, FitMetrics, TensorSpec, UpdateReceipt } from "../protocol/messages.js";
 
 /** An update that passed every check. */
 export interface AcceptedUpdate extends WeightedUpdate {
@@ -140,6 +140,18 @@ export class RoundCollector {
     this.reasons.set(clientId, { clientId, ...failure });
     this.pending.delete(clientId);
     if (this.pending.size === 0) this.close();
+  }
+
+  /**
+   * A cohort member says its fit of `report.round` failed: it becomes a failure now, with its
+   * reason. Reports of other rounds, or from members that already answered, change nothing.
+   */
+  fail(clientId: string, report: FitFailure): void {
+    if (report.round !== this.round) return;
+    this.drop(clientId, {
+      code: report.code,
+      message: `the client's fit failed: ${report.message.slice(0, 512)}`,
+    });
   }
 
   /** Close the round now; members still pending fail with `DEADLINE_EXCEEDED`. */

@@ -13,10 +13,10 @@ import {
   type SecureStep,
 } from "../aggregation/secure/index.js";
 import type { RoundFailure } from "../aggregation/fedavg.js";
-import { sizeOf, type Weights } from "../aggregation/weights.js";
+import { sizeOf } from "../aggregation/weights.js";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
-import type { TaskSpec } from "../protocol/messages.js";
+import type { FitRequest, TaskSpec } from "../protocol/messages.js";
 import type { CoordinatorOptions } from "./options.js";
 import type { CohortTransport } from "./transport.js";
 
@@ -66,7 +66,7 @@ export async function runSecureRound(
   task: TaskSpec,
   round: number,
   cohort: string[],
-  global: Weights,
+  request: FitRequest,
   graphSeed: number,
   /** Hears when each phase starts (the dashboard shows it). */
   onPhase: (phase: SecAggPhase) => void = () => undefined,
@@ -118,7 +118,7 @@ export async function runSecureRound(
   const stepTimeout = opts.secureStepTimeoutMs;
   try {
     // The model travels with the first step, signed like a plain round's broadcast.
-    const model = transport.sealModel(round, encode({ round, weights: [...global] }));
+    const model = transport.sealModel(round, encode(request));
     await phase(
       cohort.map((_, index) => ({
         index,

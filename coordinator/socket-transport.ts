@@ -14,7 +14,7 @@ import {
 } from "../aggregation/secure/signing.js";
 import type { Authenticator, RateLimiter } from "./auth.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
-import { parseHandshakeAuth } from "../protocol/guards.js";
+import { parseFitFailure, parseHandshakeAuth } from "../protocol/guards.js";
 import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
@@ -244,6 +244,21 @@ export class SocketTransport implements CohortTransport {
         this.emit("rejected", { clientId, code: reply.code, message: reply.message });
       }
       if (typeof ack === "function") ack(reply);
+    });
+    socket.on("fit:error", (raw) => {
+      try {
+        const limiter = this.security.rateLimiter;
+        if (limiter !== null && !limiter.take(clientId)) return;
+        const report = parseFitFailure(raw);
+        debug("client %s failed round %d: %s", clientId, report.round, report.message);
+        this.collector?.fail(clientId, report);
+      } catch (error) {
+        debug(
+          "ignored a malformed fit failure from %s: %s",
+          clientId,
+          toCohortError(error).message,
+        );
+      }
     });
     socket.on("disconnect", (reason) => {
       if (!this.registry.remove(clientId, socket.id)) return;

@@ -2,6 +2,7 @@
 export * from "./backend.js";
 export * from "./builtin.js";
 export * from "./adapter.js";
+export * from "./training.js";
 export * from "./model-file.js";
 export * from "./webgpu.js";
 export * from "./wasm-kernels.js";

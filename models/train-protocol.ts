@@ -2,8 +2,8 @@
 import type { Weights } from "../aggregation/weights.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { isErrorCode, type ErrorCode } from "../protocol/errors.js";
-import type { ModelSpec, TrainingConfig } from "../protocol/messages.js";
-import type { TrainStats } from "./adapter.js";
+import type { ModelSpec } from "../protocol/messages.js";
+import type { LocalTraining, TrainStats } from "./training.js";
 import type { BackendRequest } from "./backend.js";
 
 /** One local training run: the client's `trainLocal` on `data`, starting from `weights`. */
@@ -11,7 +11,7 @@ export interface TrainJob {
   spec: ModelSpec;
   weights: Weights;
   data: Dataset;
-  config: TrainingConfig;
+  config: LocalTraining;
   /** Seed of the per-epoch shuffles (reproducible runs); tfjs's own shuffle when absent. */
   shuffleSeed?: number;
 }
@@ -60,7 +60,7 @@ export interface TrainRequest {
   spec: ModelSpec;
   weights: Float32Array[];
   data: Dataset;
-  config: TrainingConfig;
+  config: LocalTraining;
   shuffleSeed?: number;
 }
 

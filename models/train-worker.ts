@@ -7,7 +7,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import * as tf from "@tensorflow/tfjs";
 import { toCohortError } from "../protocol/errors.js";
-import { modelFromSpec, readWeights, toTensors, trainLocal, writeWeights } from "./adapter.js";
+import { modelFromSpec, readWeights, toTensors, writeWeights } from "./adapter.js";
+import { trainLocal } from "./training.js";
 import { selectBackend } from "./backend.js";
 import {
   isTrainRequest,

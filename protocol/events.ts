@@ -1,6 +1,6 @@
 /** socket.io event maps, typed once for both directions. */
 import type { Reply } from "./errors.js";
-import type { RunDone, TaskSpec, UpdateReceipt } from "./messages.js";
+import type { FitFailure, RunDone, TaskSpec, UpdateReceipt } from "./messages.js";
 
 /** Events the coordinator emits. */
 export interface ServerToClientEvents {
@@ -21,6 +21,8 @@ export interface ServerToClientEvents {
 export interface ClientToServerEvents {
   /** A msgpack-encoded `FitResult`; the coordinator acknowledges or answers an error code. */
   "fit:result": (payload: Uint8Array, ack: (reply: Reply<UpdateReceipt>) => void) => void;
+  /** The client's fit of a round failed: the round stops waiting for it. */
+  "fit:error": (report: FitFailure) => void;
 }
 
 /** Data the coordinator keeps on each socket. */

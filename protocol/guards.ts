@@ -1,16 +1,19 @@
 /** Runtime guards: the only way an inbound `unknown` becomes a typed message. */
-import { CohortError } from "./errors.js";
+import { CohortError, isErrorCode } from "./errors.js";
 import { describe } from "./codec.js";
 import { fail, int, record, show, type Fields } from "./fields.js";
 import { featureSize, type Dataset } from "./dataset.js";
 import {
   OPTIMIZERS,
+  type FitFailure,
   type FitMetrics,
   type FitRequest,
   type FitResult,
   type HandshakeAuth,
   type Json,
   type ModelSpec,
+  type RoundConfig,
+  type Scalar,
   type TaskSpec,
   type TensorSpec,
   type TrainingConfig,
@@ -61,11 +64,49 @@ export function parseHandshakeAuth(raw: unknown): HandshakeAuth {
   };
 }
 
+/** Most user keys a round configuration may carry. */
+const MAX_EXTRA_KEYS = 64;
+
+/** Validate a round's training configuration. */
+export function parseRoundConfig(raw: unknown): RoundConfig {
+  const what = "round config";
+  const o = record(raw, what);
+  const mu = num(o, "proximalMu", what);
+  if (mu < 0) fail(what, `\`proximalMu\` must be ≥ 0, got ${mu}`);
+  const extraRaw = record(o.extra, "round config extra");
+  const keys = Object.keys(extraRaw);
+  if (keys.length > MAX_EXTRA_KEYS)
+    fail(what, `\`extra\` has ${keys.length} keys (max ${MAX_EXTRA_KEYS})`);
+  const extra: Record<string, Scalar> = {};
+  for (const key of keys) {
+    const v = extraRaw[key];
+    const ok =
+      v === null ||
+      typeof v === "boolean" ||
+      (typeof v === "number" && Number.isFinite(v)) ||
+      (typeof v === "string" && v.length <= MAX_STRING);
+    if (!ok || key.length > MAX_STRING)
+      fail(what, `\`extra.${key.slice(0, 64)}\` must be a scalar`);
+    extra[key] = v as Scalar;
+  }
+  return {
+    learningRate: num(o, "learningRate", what, true),
+    localEpochs: int(o, "localEpochs", what, 1, 100_000),
+    batchSize: int(o, "batchSize", what, 1, 1_000_000),
+    proximalMu: mu,
+    extra,
+  };
+}
+
 /** Validate a decoded `FitRequest`. */
 export function parseFitRequest(raw: unknown): FitRequest {
   const what = "fit request";
   const o = record(raw, what);
-  return { round: int(o, "round", what, 1), weights: float32List(o, "weights", what) };
+  return {
+    round: int(o, "round", what, 1),
+    weights: float32List(o, "weights", what),
+    config: parseRoundConfig(o.config),
+  };
 }
 
 function parseFitMetrics(raw: unknown): FitMetrics {
@@ -78,6 +119,18 @@ function parseFitMetrics(raw: unknown): FitMetrics {
     accuracy,
     trainMs: num(o, "trainMs", what),
     backend: str(o, "backend", what),
+  };
+}
+
+/** Validate a client's report of a failed fit (codes it does not know become `INTERNAL`). */
+export function parseFitFailure(raw: unknown): FitFailure {
+  const what = "fit failure";
+  const o = record(raw, what);
+  const code = o.code;
+  return {
+    round: int(o, "round", what, 1),
+    code: isErrorCode(code) ? code : "INTERNAL",
+    message: str(o, "message", what),
   };
 }
 

@@ -74,10 +74,27 @@ export interface HandshakeAuth {
   };
 }
 
-/** Broadcast (msgpack) to the sampled cohort: train from these global weights. */
+/** A scalar of a configuration map. */
+export type Scalar = number | string | boolean | null;
+
+/** How each client trains in one round: chosen per round by the coordinator's strategy. */
+export interface RoundConfig {
+  learningRate: number;
+  /** Local epochs E. */
+  localEpochs: number;
+  /** Local batch size B. */
+  batchSize: number;
+  /** FedProx's μ: add μ/2 ‖w − w_global‖² to the local objective; 0 trains plainly. */
+  proximalMu: number;
+  /** The user's own keys, passed through to the client's code untouched. */
+  extra: Record<string, Scalar>;
+}
+
+/** Broadcast (msgpack) to the sampled cohort: train from these global weights, this way. */
 export interface FitRequest {
   round: number;
   weights: Float32Array[];
+  config: RoundConfig;
 }
 
 /** What a client measured while training locally. */
@@ -96,6 +113,13 @@ export interface FitResult {
   numExamples: number;
   delta: Float32Array[];
   metrics: FitMetrics;
+}
+
+/** A client says its fit of a round failed, and why. */
+export interface FitFailure {
+  round: number;
+  code: string;
+  message: string;
 }
 
 /** Acknowledgement of an accepted update. */

@@ -9,15 +9,24 @@ import { SocketTransport } from "../coordinator/socket-transport.js";
 import type { CohortTransport } from "../coordinator/transport.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { CohortClient } from "../client/client.js";
-import { LocalTrainer, encodeOutcome } from "../client/trainer.js";
+import { LocalTrainer, decodeFitRequest, encodeOutcome } from "../client/trainer.js";
+import {
+  DEFAULT_MODS,
+  fitIns,
+  localFit,
+  localTraining,
+  withMods,
+  type FitHandler,
+} from "../client/fit-handler.js";
 import { TrainPool } from "../models/train-pool.js";
-import { checkWeights, subtract } from "../aggregation/weights.js";
+import { checkWeights } from "../aggregation/weights.js";
 import { decode } from "../protocol/codec.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { FitResult, TaskSpec } from "../protocol/messages.js";
 import { CohortError } from "../protocol/errors.js";
-import { evaluateModel, toTensors, trainLocal, type EvalStats } from "../models/adapter.js";
+import { evaluateModel, toTensors, type EvalStats } from "../models/adapter.js";
+import { trainLocal } from "../models/training.js";
 import {
   backendLabel,
   parseBackendRequest,
@@ -83,75 +92,53 @@ export interface SimulateHooks {
 }
 
 /**
- * Trains devices in this thread, reusing one model per slot. With `concurrency` > 1 several
- * devices train at once: their GPU work interleaves on one device (webgpu), which can keep a
- * GPU busier than one small-batch client alone.
+ * Trains virtual devices through the client's own fit handler and mods, one handler per slot:
+ * in this thread (one model per slot; with `concurrency` > 1 their GPU work interleaves on one
+ * device) or in worker threads (`TrainPool`, each worker with its own wasm backend). Results
+ * do not depend on which slot trains a device.
  */
-class LocalDeviceTrainer implements DeviceTrainer {
-  private readonly free: LocalTrainer[];
+class DeviceFitter implements DeviceTrainer {
+  private readonly free: FitHandler[];
+  readonly concurrency: number;
   constructor(
     private readonly task: TaskSpec,
     private readonly data: Dataset,
     private readonly partition: Partition,
-    backend: string,
-    readonly concurrency: number,
+    handlers: FitHandler[],
   ) {
-    this.free = Array.from({ length: concurrency }, () => new LocalTrainer(backend));
+    this.free = handlers.map((h) => withMods(h, DEFAULT_MODS));
+    this.concurrency = handlers.length;
   }
-  async train(device: number, request: Uint8Array, shuffleSeed: number) {
-    const trainer = this.free.pop();
-    if (trainer === undefined)
+  async train(device: number, payload: Uint8Array, shuffleSeed: number) {
+    const handler = this.free.pop();
+    if (handler === undefined)
       throw new CohortError("INTERNAL", "more devices in flight than trainers");
-    const local = materialise(this.data, this.partition, device);
-    const tensors = toTensors(local);
     try {
-      return await trainer.fit(this.task, request, local, tensors, shuffleSeed);
+      const request = decodeFitRequest(payload);
+      const local = materialise(this.data, this.partition, device);
+      return encodeOutcome(
+        this.task,
+        await handler(fitIns(this.task, request, local, shuffleSeed)),
+      );
     } finally {
-      tensors.dispose();
-      this.free.push(trainer);
+      this.free.push(handler);
     }
-  }
-  dispose(): void {
-    for (const t of this.free) t.dispose();
   }
 }
 
-/**
- * Trains devices in worker threads (`TrainPool`, each worker with its own wasm backend): the
- * same training code, on every core. Results do not depend on which worker trains a device.
- */
-class PoolDeviceTrainer implements DeviceTrainer {
-  constructor(
-    private readonly task: TaskSpec,
-    private readonly data: Dataset,
-    private readonly partition: Partition,
-    private readonly pool: TrainPool,
-    readonly concurrency: number,
-  ) {}
-  async train(device: number, request: Uint8Array, shuffleSeed: number) {
-    const fit = parseFitRequest(decode(request));
-    checkWeights(fit.weights, this.task.model.weightSpecs, "global weights");
-    const local = materialise(this.data, this.partition, device);
-    const { weights, stats } = await this.pool.train({
-      spec: this.task.model,
-      weights: fit.weights,
-      data: local,
-      config: this.task.training,
-      shuffleSeed,
+/** A fit handler that trains in the worker pool, through the same training code. */
+function poolHandler(pool: TrainPool): FitHandler {
+  return async (ins) => {
+    checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
+    const { weights, stats } = await pool.train({
+      spec: ins.task.model,
+      weights: ins.request.weights,
+      data: ins.data,
+      config: localTraining(ins),
+      ...(ins.shuffleSeed === undefined ? {} : { shuffleSeed: ins.shuffleSeed }),
     });
-    const result: FitResult = {
-      round: fit.round,
-      numExamples: local.labels.length,
-      delta: subtract(weights, fit.weights),
-      metrics: {
-        loss: stats.loss,
-        accuracy: stats.accuracy,
-        trainMs: stats.trainMs,
-        backend: "wasm",
-      },
-    };
-    return encodeOutcome(this.task, result, stats);
-  }
+    return localFit(ins, weights, stats, "wasm");
+  };
 }
 
 async function baseline(
@@ -237,16 +224,20 @@ export async function simulate(
   let transport: CohortTransport;
   const cleanups: (() => Promise<void> | void)[] = [];
   if (cfg.transport === "in-process") {
-    let trainer: DeviceTrainer;
+    let handlers: FitHandler[];
     if (cfg.workers > 0) {
       const pool = new TrainPool({ size: cfg.workers, backend: "wasm" });
       cleanups.push(() => pool.close());
-      trainer = new PoolDeviceTrainer(task, train, partition, pool, cfg.workers);
+      handlers = Array.from({ length: cfg.workers }, () => poolHandler(pool));
     } else {
-      const local = new LocalDeviceTrainer(task, train, partition, backend.name, cfg.concurrency);
-      cleanups.push(() => local.dispose());
-      trainer = local;
+      const trainers = Array.from(
+        { length: cfg.concurrency },
+        () => new LocalTrainer(backend.name),
+      );
+      cleanups.push(() => trainers.forEach((t) => t.dispose()));
+      handlers = trainers.map((t) => t.handler());
     }
+    const trainer = new DeviceFitter(task, train, partition, handlers);
     transport = new InProcessTransport({
       partition,
       trainer,

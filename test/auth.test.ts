@@ -17,7 +17,7 @@ import {
 } from "../aggregation/secure/index.js";
 import { encode } from "../protocol/codec.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
-import { connectRaw, updateFor, type RawClient } from "./helpers/raw-client.js";
+import { connectRaw, roundConfig, updateFor, type RawClient } from "./helpers/raw-client.js";
 import { mnistShards, startCoordinator } from "./helpers/federation.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
@@ -217,7 +217,7 @@ describe("authentication and signatures", () => {
     io.on("connection", (socket) => {
       socket.on("fit:result", (p: unknown) => uploads.push(p));
       socket.emit("task", task);
-      const body = encode({ round: 1, weights });
+      const body = encode({ round: 1, weights, config: roundConfig() });
       socket.emit(
         "round:fit",
         sealEnvelope(body, signModel(impostor.secretKey, { runId: task.runId, round: 1 }, body)),
@@ -240,7 +240,7 @@ describe("authentication and signatures", () => {
     expect(uploads).toHaveLength(0);
     // In a secure round the model comes with the first step: the same check applies.
     const [socket] = await io.fetchSockets();
-    const model = encode({ round: 1, weights });
+    const model = encode({ round: 1, weights, config: roundConfig() });
     const step = encode({
       phase: "advertise-keys",
       setup: {

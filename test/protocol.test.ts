@@ -27,6 +27,7 @@ import type {
 } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { expectCohortError } from "./helpers/errors.js";
+import { roundConfig } from "./helpers/raw-client.js";
 
 function randomFloats(length: number, seed: number): Float32Array {
   const rng = createRng(seed);
@@ -95,6 +96,7 @@ const handshake = (): HandshakeAuth => ({
 const fitRequest = (): FitRequest => ({
   round: 3,
   weights: [randomFloats(6, 1), Float32Array.from([0, -0, 1e-45, 3.4e38, -1.5])],
+  config: { ...roundConfig(), proximalMu: 0.01, extra: { tag: "a", warm: true, k: 3, none: null } },
 });
 
 const fitResult = (): FitResult => ({
@@ -354,7 +356,8 @@ describe("parseFitRequest", () => {
   it("accepts a valid request and returns an equal value", () => {
     const value = fitRequest();
     expect(parseFitRequest(value)).toStrictEqual(value);
-    expect(parseFitRequest({ round: 1, weights: [] })).toStrictEqual({ round: 1, weights: [] });
+    const empty = { round: 1, weights: [], config: roundConfig() };
+    expect(parseFitRequest(empty)).toStrictEqual(empty);
   });
 
   const variants: Variant[] = [
@@ -368,6 +371,14 @@ describe("parseFitRequest", () => {
     ["weights", [new Float64Array(6)], "INVALID_MESSAGE", /`weights\[0\]`/],
     ["weights", [[0.1, 0.2]], "INVALID_MESSAGE", /`weights\[0\]`/],
     ["weights", [0.1, 0.2], "INVALID_MESSAGE", /`weights\[0\]`/],
+    ["config", MISSING, "INVALID_MESSAGE", /round config/],
+    ["config.learningRate", 0, "INVALID_MESSAGE", /`learningRate`/],
+    ["config.learningRate", Number.NaN, "INVALID_MESSAGE", /`learningRate`/],
+    ["config.localEpochs", 0, "INVALID_MESSAGE", /`localEpochs`/],
+    ["config.batchSize", 1.5, "INVALID_MESSAGE", /`batchSize`/],
+    ["config.proximalMu", -1, "INVALID_MESSAGE", /`proximalMu`/],
+    ["config.extra", MISSING, "INVALID_MESSAGE", /round config extra/],
+    ["config.extra.nested", { a: 1 }, "INVALID_MESSAGE", /`extra.nested` must be a scalar/],
   ];
 
   it.each(variants)("rejects %s = %o (%s)", (path, value, code, message) => {

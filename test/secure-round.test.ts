@@ -10,7 +10,7 @@ import {
   type SecureBehaviour,
   type SecureTestClient,
 } from "./helpers/secure-client.js";
-import { connectRaw, updateFor, type RawClient } from "./helpers/raw-client.js";
+import { connectRaw, roundConfig, updateFor, type RawClient } from "./helpers/raw-client.js";
 
 /** Seeded deltas in the model's layout, within ±0.5. */
 function randomDelta(shapes: number[][], seed: number): Float32Array[] {
@@ -210,7 +210,11 @@ describe("secure aggregation over socket.io", () => {
     ]);
     expect(
       await liar.send(
-        updateFor({ round: 1, weights: coordinator.weights().map((w) => Float32Array.from(w)) }),
+        updateFor({
+          round: 1,
+          weights: coordinator.weights().map((w) => Float32Array.from(w)),
+          config: roundConfig(),
+        }),
       ),
     ).toMatchObject({ ok: false });
   });

@@ -4,7 +4,13 @@ import { decode, encode } from "../../protocol/codec.js";
 import type { Reply } from "../../protocol/errors.js";
 import { openEnvelope } from "../../aggregation/secure/signing.js";
 import { parseFitRequest, parseTaskSpec } from "../../protocol/guards.js";
-import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../../protocol/messages.js";
+import type {
+  FitRequest,
+  FitResult,
+  RoundConfig,
+  TaskSpec,
+  UpdateReceipt,
+} from "../../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../../protocol/version.js";
 
 export interface RawClient {
@@ -60,6 +66,15 @@ export async function connectRaw(
     close: () => socket.disconnect(),
   };
 }
+
+/** A valid round configuration, for hand-built fit requests. */
+export const roundConfig = (): RoundConfig => ({
+  learningRate: 0.1,
+  localEpochs: 1,
+  batchSize: 10,
+  proximalMu: 0,
+  extra: {},
+});
 
 /** A well-formed update for `request` with a zero delta (or the given tensors). */
 export function updateFor(request: FitRequest, overrides: Partial<FitResult> = {}): Uint8Array {

@@ -1,0 +1,111 @@
+/** Client options and reports, shared by the Node and browser builds. */
+import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
+import { CohortError } from "../protocol/errors.js";
+import type { JoinToken } from "../aggregation/secure/signing.js";
+import type { ClientMod } from "./fit-handler.js";
+
+/** A started tfjs backend: `name` goes into every update's metrics, `label` into the handshake. */
+export interface ClientBackend {
+  name: string;
+  label: string;
+}
+
+/** Starts the tfjs backend a client trains on (Node: `selectBackend`; browsers: `selectBrowserBackend`). */
+export type BackendSelector<R extends string> = (request: R) => Promise<ClientBackend>;
+
+/** Options of a client; `R` is the backend names the platform knows. */
+export interface ClientOptions<R extends string> {
+  /** Coordinator URL, e.g. `http://localhost:8080`. Required. */
+  url: string;
+  /** The local training data. Required. */
+  data: Dataset;
+  /** Stable id across reconnects. @default a random UUID */
+  clientId: string;
+  /**
+   * tfjs backend. @default "auto" (Node: tfjs-node-gpu → webgpu → tfjs-node → wasm → cpu;
+   * browsers: webgpu → webgl → wasm → cpu)
+   */
+  backend: R;
+  /** How the backend is started. @default the platform's selector */
+  selectBackend: BackendSelector<R>;
+  /** First reconnection delay; doubles up to `reconnectDelayMaxMs`, with jitter. @default 500 */
+  reconnectDelayMs: number;
+  /** @default 10000 */
+  reconnectDelayMaxMs: number;
+  /** How long to wait for the coordinator to acknowledge an update. @default 120000 */
+  ackTimeoutMs: number;
+  /** Where progress lines go. @default a `debug("cohort:client")` logger */
+  log: (line: string) => void;
+  /**
+   * Seed of the local shuffles (round r uses seed + r), for reproducible runs.
+   * @default undefined (a fresh random order every epoch)
+   */
+  seed: number | undefined;
+  /** Ed25519 identity that authenticates this client and signs its updates. @default undefined */
+  identity: { publicKey: Uint8Array; secretKey: Uint8Array } | undefined;
+  /** A join token for `identity`, from the coordinator's trusted issuer. @default undefined */
+  joinToken: JoinToken | undefined;
+  /**
+   * Base64 Ed25519 key the coordinator must sign models with (pinned). Without it the key in
+   * the task is trusted. A coordinator with another key is refused. @default undefined
+   */
+  coordinatorKey: string | undefined;
+  /**
+   * PEM certificate(s) of the authority that signed the coordinator's TLS certificate (Node;
+   * browsers use their own trust store). @default the platform's trust store
+   */
+  ca: string | Uint8Array | undefined;
+  /**
+   * Your own links around local training, after the built-in ones (FedProx): each sees the
+   * round's request (its `config.extra` holds the coordinator's own keys) and may change what
+   * goes in or comes out. @default []
+   */
+  mods: ClientMod[];
+}
+
+/** Local training progress of a round, after each batch. */
+export interface ClientProgress {
+  round: number;
+  batchesDone: number;
+  batchesTotal: number;
+}
+
+/** What a client reports after each round it trained. */
+export interface ClientRoundReport {
+  round: number;
+  numExamples: number;
+  loss: number;
+  accuracy: number | null;
+  trainMs: number;
+  /** Whether the coordinator accepted the update, and its error code otherwise. */
+  accepted: boolean;
+  code?: string;
+}
+
+/** `node VERSION OS ARCH`, or the browser's user agent. */
+export function platformName(): string {
+  const nav = (globalThis as { navigator?: { userAgent?: string } }).navigator;
+  if (typeof process !== "undefined" && process.versions?.node) {
+    return `node ${process.version} ${process.platform} ${process.arch}`;
+  }
+  return nav?.userAgent ?? "unknown";
+}
+
+/** Throw `DATASET_INVALID` unless the data is usable. */
+export function checkDataset(data: Dataset): void {
+  const n = datasetSize(data);
+  if (n === 0) throw new CohortError("DATASET_INVALID", `dataset ${data.name} is empty`);
+  if (data.features.length !== n * featureSize(data)) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `dataset ${data.name}: ${data.features.length} feature values for ${n} examples of shape [${data.sampleShape.join(", ")}]`,
+    );
+  }
+  const bad = data.labels.findIndex((y) => y >= data.numClasses);
+  if (bad >= 0) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `dataset ${data.name}: label ${data.labels[bad]} ≥ numClasses ${data.numClasses}`,
+    );
+  }
+}

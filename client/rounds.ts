@@ -1,0 +1,218 @@
+/**
+ * A client's part of each round: checks the task, verifies each model, trains through the one
+ * fit handler (with its mods), and answers plainly or through the secure session. A fit that
+ * fails is reported to the coordinator at once, so the round does not wait for its deadline.
+ */
+import createDebug from "debug";
+import { decode } from "../protocol/codec.js";
+import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
+import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
+import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import { PROTOCOL_VERSION } from "../protocol/version.js";
+import {
+  fromBase64,
+  openEnvelope,
+  sealEnvelope,
+  signUpdate,
+  verifyModel,
+} from "../aggregation/secure/signing.js";
+import type { TensorData } from "../models/adapter.js";
+import type { TrainStats } from "../models/training.js";
+import { DEFAULT_MODS, fitIns, withMods, type FitHandler } from "./fit-handler.js";
+import type { ClientOptions, ClientRoundReport } from "./options.js";
+import { SecureSession } from "./secure-session.js";
+import { encodeOutcome, LocalTrainer } from "./trainer.js";
+
+const debug = createDebug("cohort:client:rounds");
+
+/** How the rounds reach the coordinator (the client core's socket). */
+export interface RoundLink {
+  /** Send an update; resolves with the coordinator's receipt or refusal. */
+  sendUpdate(upload: Uint8Array): Promise<Reply<UpdateReceipt>>;
+  /** Tell the coordinator this client's fit of `round` failed. */
+  reportFailure(round: number, error: CohortError): void;
+  /** A refusal that ends the client (an untrusted coordinator). */
+  fatal(error: CohortError): void;
+  /** Whether the client is closing. */
+  closed(): boolean;
+}
+
+/** The round logic of one client. */
+export class ClientRounds<R extends string> {
+  private task: TaskSpec | null = null;
+  private secure: SecureSession | null = null;
+  private nextRequest: unknown = null;
+  private readonly handle: FitHandler;
+  /** Whether a plain fit is running. */
+  busy = false;
+  /** The round being trained (progress reports name it). */
+  trainingRound = 0;
+
+  constructor(
+    private readonly options: ClientOptions<R>,
+    trainer: LocalTrainer,
+    tensors: TensorData,
+    private readonly link: RoundLink,
+    private readonly report: (r: ClientRoundReport) => void,
+  ) {
+    this.handle = withMods(trainer.handler(tensors), [...DEFAULT_MODS, ...options.mods]);
+  }
+
+  /** A task arrived: check it; an untrusted coordinator is fatal. */
+  onTask(raw: unknown): void {
+    try {
+      const task = parseTaskSpec(raw);
+      if (task.protocolVersion !== PROTOCOL_VERSION) {
+        throw new CohortError("PROTOCOL_VERSION", `task of protocol ${task.protocolVersion}`);
+      }
+      const pinned = this.options.coordinatorKey;
+      if (pinned !== undefined && task.coordinatorKey !== pinned) {
+        // Not the coordinator this client trusts: never train for it.
+        this.link.fatal(
+          new CohortError(
+            "MODEL_SIGNATURE",
+            `the coordinator's key ${task.coordinatorKey ?? "(none)"} is not the pinned key`,
+          ),
+        );
+        return;
+      }
+      if (task.signedUpdates && this.options.identity === undefined) {
+        this.options.log("the coordinator requires signed updates but this client has no identity");
+      }
+      this.task = task;
+      const t = task.training;
+      this.options.log(
+        `task: ${task.model.name} (${task.model.numParameters} parameters), E=${t.localEpochs}, B=${t.batchSize}, ${t.optimizer} lr=${t.learningRate}`,
+      );
+    } catch (error) {
+      this.options.log(`ignored an invalid task: ${toCohortError(error).message}`);
+    }
+  }
+
+  /** A plain round's broadcast: train on the latest; newer requests replace waiting ones. */
+  onFit(payload: unknown): void {
+    this.nextRequest = payload;
+    void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.nextRequest !== null && !this.link.closed()) {
+        const payload = this.nextRequest;
+        this.nextRequest = null;
+        await this.fit(payload);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Train from a checked request through the handler and its mods. */
+  private async train(request: FitRequest): Promise<{ result: FitResult; stats: TrainStats }> {
+    const task = this.requireTask();
+    this.trainingRound = request.round;
+    const seed = this.options.seed;
+    const shuffleSeed = seed === undefined ? undefined : (seed + request.round) >>> 0;
+    return this.handle(fitIns(task, request, this.options.data, shuffleSeed));
+  }
+
+  private async fit(payload: unknown): Promise<void> {
+    const { options } = this;
+    let round = 0;
+    try {
+      const task = this.requireTask();
+      const request = this.checkedModel(task, payload);
+      round = request.round;
+      const outcome = encodeOutcome(task, await this.train(request));
+      if (this.link.closed()) return;
+      const identity = options.identity;
+      const upload =
+        identity === undefined
+          ? outcome.payload
+          : sealEnvelope(
+              outcome.payload,
+              signUpdate(
+                identity.secretKey,
+                { runId: task.runId, round: outcome.round, clientId: options.clientId },
+                outcome.payload,
+              ),
+            );
+      const reply = await this.link.sendUpdate(upload);
+      const { stats } = outcome;
+      const report: ClientRoundReport = {
+        round: outcome.round,
+        numExamples: outcome.numExamples,
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+        trainMs: stats.trainMs,
+        accepted: reply.ok,
+      };
+      if (reply.ok) {
+        options.log(
+          `round ${outcome.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, update accepted`,
+        );
+      } else {
+        report.code = reply.code;
+        options.log(`round ${outcome.round}: update rejected: ${reply.code}: ${reply.message}`);
+      }
+      this.report(report);
+    } catch (error) {
+      const e = toCohortError(error);
+      options.log(`fit failed: ${e.code}: ${e.message}`);
+      if (round > 0 && !this.link.closed()) this.link.reportFailure(round, e);
+    }
+  }
+
+  /** The fit request of a broadcast, decoded once, after checking the coordinator's signature. */
+  private checkedModel(task: TaskSpec, payload: unknown): FitRequest {
+    if (task.coordinatorKey === null) return parseFitRequest(decode(payload));
+    const envelope = openEnvelope(payload);
+    const request = parseFitRequest(decode(envelope.body));
+    const key = fromBase64(task.coordinatorKey, "coordinatorKey");
+    const ctx = { runId: task.runId, round: request.round };
+    if (!verifyModel(key, ctx, envelope.body, envelope.signature)) {
+      throw new CohortError(
+        "MODEL_SIGNATURE",
+        `the model of round ${request.round} is not signed by the coordinator: refused`,
+      );
+    }
+    return request;
+  }
+
+  private requireTask(): TaskSpec {
+    if (this.task === null) throw new CohortError("INVALID_MESSAGE", "round before the task");
+    return this.task;
+  }
+
+  /** A secure-aggregation step: answered by the session, which masks the update. */
+  async onSecureStep(payload: unknown): Promise<Reply<Uint8Array>> {
+    try {
+      this.secure ??= new SecureSession(
+        async (request) => {
+          const { result, stats } = await this.train(request);
+          this.options.log(
+            `round ${request.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, sending it masked`,
+          );
+          this.report({
+            round: request.round,
+            numExamples: result.numExamples,
+            loss: stats.loss,
+            accuracy: stats.accuracy,
+            trainMs: stats.trainMs,
+            accepted: true,
+          });
+          return { delta: result.delta, numExamples: result.numExamples };
+        },
+        (p) => this.checkedModel(this.requireTask(), p),
+      );
+      return { ok: true, value: await this.secure.step(payload) };
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MESSAGE");
+      debug("secure step refused: %s", e.message);
+      this.options.log(`secure step refused: ${e.code}: ${e.message}`);
+      return e.toReply();
+    }
+  }
+}
