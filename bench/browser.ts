@@ -12,7 +12,7 @@ import type { BrowserContext } from "playwright-core";
 import { createCoordinator, type Coordinator } from "../coordinator/index.js";
 import { CohortClient } from "../client/index.js";
 import type { Dataset } from "../protocol/dataset.js";
-import { loadMnistDigits, shardDataset, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../models/datasets/index.js";
 import { launchChromium } from "./chromium.js";
 
 const { values: flags } = parseArgs({

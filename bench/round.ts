@@ -10,7 +10,7 @@ import { encode } from "../protocol/codec.js";
 import type { FitResult } from "../protocol/messages.js";
 import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/index.js";
 import { loadModel, selectBackend } from "../models/index.js";
-import { loadMnistDigits, shardDataset, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../models/datasets/index.js";
 
 const CLIENTS = 3;
 const ROUNDS = 4;

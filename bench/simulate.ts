@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { simulate } from "../simulations/index.js";
-import { loadDataset, takeExamples } from "../simulations/datasets/index.js";
+import { loadDataset, takeExamples } from "../models/datasets/index.js";
 import { instantiate, loadModel, selectBackend, toTensors } from "../models/index.js";
 
 const dataset = process.env.BENCH_DATASET ?? "fashion-mnist";

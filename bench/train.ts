@@ -30,7 +30,7 @@ import {
 } from "../models/index.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { TrainingConfig } from "../protocol/messages.js";
-import { loadMnistDigits, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 
 const SAMPLES = 600;
 const BATCHES = [10, 50] as const;

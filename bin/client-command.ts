@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { CohortClient } from "../client/index.js";
 import { readIdentity, readJoinToken } from "./keys.js";
 import { parseBackendRequest } from "../models/backend.js";
-import { loadDataset, shardDataset, takeExamples } from "../simulations/datasets/index.js";
+import { loadDataset, shardDataset, takeExamples } from "../models/datasets/index.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
 
 export const clientCommand = {
@@ -61,6 +61,12 @@ export const clientCommand = {
       placeholder: "FILE",
       description: "PEM of the authority that signed the coordinator's TLS certificate",
     },
+    "eval-fraction": {
+      type: "number",
+      default: 0,
+      description:
+        "share of the data held out (not trained on) to evaluate global models when asked",
+    },
     seed: {
       type: "number",
       defaultText: "unset (fresh random shuffles)",
@@ -91,6 +97,7 @@ export async function runClient(argv: string[]): Promise<number> {
     backend,
     clientId: flags["client-id"],
     seed: flags.seed,
+    evalFraction: flags["eval-fraction"],
     identity: flags.identity === undefined ? undefined : await readIdentity(flags.identity),
     joinToken:
       flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),

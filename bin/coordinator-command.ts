@@ -3,10 +3,17 @@ import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
 import { CohortError } from "../protocol/errors.js";
 import { readIdentity, readKeyList } from "./keys.js";
-import { loadDataset } from "../simulations/datasets/index.js";
+import { loadDataset } from "../models/datasets/index.js";
 import { parseFlags, helpText, type CommandSpec } from "./args.js";
-import { flagGiven, secureFlags, strategyFlags, strategyFromFlags } from "./strategy-flags.js";
-import { takeExamples } from "../simulations/datasets/index.js";
+import {
+  fitConfigFromFlag,
+  flagGiven,
+  roundFlags,
+  secureFlags,
+  strategyFlags,
+  strategyFromFlags,
+} from "./strategy-flags.js";
+import { takeExamples } from "../models/datasets/index.js";
 
 export const coordinatorCommand = {
   name: "coordinator",
@@ -47,6 +54,7 @@ export const coordinatorCommand = {
       description: "client optimizer",
     },
     ...strategyFlags(),
+    ...roundFlags,
     "round-timeout": {
       type: "number",
       default: 120,
@@ -142,6 +150,11 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     learningRate: flags.lr,
     optimizer: flags.optimizer as "sgd" | "adam",
     strategy: strategyFromFlags(flags, flagGiven(argv)),
+    lrSchedule: flags["lr-schedule"],
+    fitConfig: fitConfigFromFlag(flags["fit-config"]),
+    fractionEvaluate: flags["fraction-evaluate"],
+    minEvaluateClients: flags["min-evaluate-clients"],
+    evaluateEvery: flags["evaluate-every"],
     roundTimeoutMs: Math.round(flags["round-timeout"] * 1000),
     maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
     seed: flags.seed,

@@ -2,7 +2,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createCoordinator } from "../coordinator/index.js";
-import { loadDataset } from "../simulations/datasets/index.js";
+import { loadDataset } from "../models/datasets/index.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
 
 export const demoCommand = {

@@ -3,7 +3,13 @@ import { readFile } from "node:fs/promises";
 import { CohortError } from "../protocol/errors.js";
 import { simulate } from "../simulations/simulate.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
-import { secureFlags, strategyFlags, strategyFromFlags } from "./strategy-flags.js";
+import {
+  fitConfigFromFlag,
+  roundFlags,
+  secureFlags,
+  strategyFlags,
+  strategyFromFlags,
+} from "./strategy-flags.js";
 
 export const simulateCommand = {
   name: "simulate",
@@ -47,6 +53,12 @@ export const simulateCommand = {
       description: "evaluate on the first N test examples",
     },
     ...strategyFlags(),
+    ...roundFlags,
+    "eval-fraction": {
+      type: "number",
+      default: 0,
+      description: "share of every device's data held out for federated evaluation",
+    },
     ...secureFlags,
     "dropout-before": {
       type: "number",
@@ -126,6 +138,11 @@ const MAP: Record<string, string> = {
   lr: "learningRate",
   "eval-size": "evalSize",
   secure: "secure",
+  "lr-schedule": "lrSchedule",
+  "fraction-evaluate": "fractionEvaluate",
+  "min-evaluate-clients": "minEvaluateClients",
+  "evaluate-every": "evaluateEvery",
+  "eval-fraction": "evalFraction",
   "secure-neighbours": "secureNeighbours",
   "secure-threshold": "secureThreshold",
   "secure-clip": "secureClip",
@@ -176,6 +193,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
   if (given.has("round-timeout"))
     config.roundTimeoutMs = Math.round((values["round-timeout"] as number) * 1000);
   config.faults = faults;
+  if (given.has("fit-config")) config.fitConfig = fitConfigFromFlag(values["fit-config"] as string);
   const strategyFlagNames = Object.keys(strategyFlags());
   if (strategyFlagNames.some((f) => given.has(f))) {
     // Parameter flags add to the file's strategy parameters; --strategy replaces its name.

@@ -88,18 +88,7 @@ export function strategyFromFlags(
 ): StrategyRef {
   const params: Record<string, Scalar> = {};
   const json = values["strategy-params"];
-  if (typeof json === "string") {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(json);
-    } catch (cause) {
-      throw new CohortError("INVALID_OPTION", `--strategy-params is not JSON: ${json}`, { cause });
-    }
-    if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
-      throw new CohortError("INVALID_OPTION", "--strategy-params must be a JSON object");
-    }
-    Object.assign(params, parsed);
-  }
+  if (typeof json === "string") Object.assign(params, jsonObjectFlag("strategy-params", json));
   for (const p of parameters()) {
     if (given(p.flag)) params[p.param] = values[p.flag] as Scalar;
   }
@@ -134,6 +123,55 @@ export const secureFlags = {
     description: "example counts are capped at this many in secure rounds",
   },
 } satisfies Record<string, FlagSpec>;
+
+/** Per-round configuration and federated-evaluation flags, the same for both commands. */
+export const roundFlags = {
+  "lr-schedule": {
+    type: "string",
+    default: "constant",
+    placeholder: "constant|step:EVERY:GAMMA|cosine[:MIN]",
+    description: "client learning rate over the rounds",
+  },
+  "fit-config": {
+    type: "string",
+    placeholder: "JSON",
+    description: "your own keys for the clients' round configuration (config.extra)",
+  },
+  "fraction-evaluate": {
+    type: "number",
+    default: 0,
+    description: "fraction of clients evaluating the global model on held-out data per round",
+  },
+  "min-evaluate-clients": {
+    type: "number",
+    default: 1,
+    description: "least clients asked to evaluate",
+  },
+  "evaluate-every": {
+    type: "number",
+    default: 1,
+    description: "federated evaluation after every this many rounds",
+  },
+} satisfies Record<string, FlagSpec>;
+
+/** `--fit-config` as an object of scalars (checked again with the options). */
+export function fitConfigFromFlag(json: string | undefined): Record<string, Scalar> | undefined {
+  return json === undefined ? undefined : jsonObjectFlag("fit-config", json);
+}
+
+/** A flag's JSON object value; `INVALID_OPTION` when it is not one. */
+function jsonObjectFlag(flag: string, json: string): Record<string, Scalar> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch (cause) {
+    throw new CohortError("INVALID_OPTION", `--${flag} is not JSON: ${json}`, { cause });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new CohortError("INVALID_OPTION", `--${flag} must be a JSON object`);
+  }
+  return parsed as Record<string, Scalar>;
+}
 
 /** Whether `--flag` (or `--flag=…`) appears in argv. */
 export function flagGiven(argv: readonly string[]): (flag: string) => boolean {

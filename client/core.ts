@@ -15,6 +15,7 @@ import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";
 import { LocalTrainer } from "./trainer.js";
 import { ClientRounds } from "./rounds.js";
+import { holdOut } from "./held-out.js";
 import {
   checkDataset,
   platformName,
@@ -80,9 +81,19 @@ export class ClientCore<R extends string> {
         coordinatorKey: undefined,
         ca: undefined,
         mods: [],
+        evalData: undefined,
+        evalFraction: 0,
       },
       options,
     );
+    const o = this.options;
+    if (o.evalData === undefined && o.evalFraction !== 0) {
+      // The held-out share never trains: it stands for data the model has not seen.
+      const split = holdOut(o.data, o.evalFraction, o.seed ?? 0);
+      o.data = split.train;
+      o.evalData = split.evaluate;
+    }
+    if (o.evalData !== undefined) checkDataset(o.evalData);
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => undefined);
   }
@@ -182,6 +193,11 @@ export class ClientCore<R extends string> {
     this.rounds = rounds;
     socket.on("task", (raw) => rounds.onTask(raw));
     socket.on("round:fit", (payload) => rounds.onFit(payload));
+    socket.on("round:evaluate", (payload, ack) => {
+      void rounds.onEvaluate(payload).then((reply) => {
+        if (typeof ack === "function") ack(reply);
+      });
+    });
     socket.on("secagg:step", (payload, ack) => {
       void rounds.onSecureStep(payload).then((reply) => {
         if (typeof ack === "function") ack(reply);

@@ -56,6 +56,16 @@ export interface ClientOptions<R extends string> {
    */
   ca: string | Uint8Array | undefined;
   /**
+   * Held-out data the client evaluates global models on when the coordinator asks (federated
+   * evaluation). @default undefined (see `evalFraction`)
+   */
+  evalData: Dataset | undefined;
+  /**
+   * Hold out this share of `data` (seeded by `seed`, or 0) for federated evaluation instead of
+   * training on it; ignored when `evalData` is given. @default 0 (no held-out split)
+   */
+  evalFraction: number;
+  /**
    * Your own links around local training, after the built-in ones (FedProx): each sees the
    * round's request (its `config.extra` holds the coordinator's own keys) and may change what
    * goes in or comes out. @default []

@@ -4,10 +4,16 @@
  * fails is reported to the coordinator at once, so the round does not wait for its deadline.
  */
 import createDebug from "debug";
-import { decode } from "../protocol/codec.js";
+import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
-import { parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
-import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import { parseEvaluateRequest, parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
+import type {
+  EvaluateResult,
+  FitRequest,
+  FitResult,
+  TaskSpec,
+  UpdateReceipt,
+} from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import {
   fromBase64,
@@ -50,7 +56,7 @@ export class ClientRounds<R extends string> {
 
   constructor(
     private readonly options: ClientOptions<R>,
-    trainer: LocalTrainer,
+    private readonly trainer: LocalTrainer,
     tensors: TensorData,
     private readonly link: RoundLink,
     private readonly report: (r: ClientRoundReport) => void,
@@ -123,7 +129,7 @@ export class ClientRounds<R extends string> {
     let round = 0;
     try {
       const task = this.requireTask();
-      const request = this.checkedModel(task, payload);
+      const request = this.checkedModel(task, payload, parseFitRequest);
       round = request.round;
       const outcome = encodeOutcome(task, await this.train(request));
       if (this.link.closed()) return;
@@ -165,11 +171,42 @@ export class ClientRounds<R extends string> {
     }
   }
 
-  /** The fit request of a broadcast, decoded once, after checking the coordinator's signature. */
-  private checkedModel(task: TaskSpec, payload: unknown): FitRequest {
-    if (task.coordinatorKey === null) return parseFitRequest(decode(payload));
+  /** A federated evaluation: the global model on this client's held-out data. */
+  async onEvaluate(payload: unknown): Promise<Reply<Uint8Array>> {
+    try {
+      const task = this.requireTask();
+      const data = this.options.evalData;
+      if (data === undefined) {
+        throw new CohortError("NO_EVAL_DATA", "this client holds no evaluation data");
+      }
+      const request = this.checkedModel(task, payload, parseEvaluateRequest);
+      const stats = await this.trainer.evaluate(task, request.weights, data);
+      const result: EvaluateResult = {
+        round: request.round,
+        numExamples: stats.numExamples,
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+      };
+      this.options.log(
+        `round ${request.round}: evaluated the global model on ${stats.numExamples} held-out examples: accuracy ${stats.accuracy.toFixed(4)}`,
+      );
+      return { ok: true, value: encode(result) };
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MESSAGE");
+      this.options.log(`evaluation refused: ${e.code}: ${e.message}`);
+      return e.toReply();
+    }
+  }
+
+  /** A model the coordinator sent, decoded once, after checking the coordinator's signature. */
+  private checkedModel<M extends { round: number }>(
+    task: TaskSpec,
+    payload: unknown,
+    parse: (raw: unknown) => M,
+  ): M {
+    if (task.coordinatorKey === null) return parse(decode(payload));
     const envelope = openEnvelope(payload);
-    const request = parseFitRequest(decode(envelope.body));
+    const request = parse(decode(envelope.body));
     const key = fromBase64(task.coordinatorKey, "coordinatorKey");
     const ctx = { runId: task.runId, round: request.round };
     if (!verifyModel(key, ctx, envelope.body, envelope.signature)) {
@@ -205,7 +242,7 @@ export class ClientRounds<R extends string> {
           });
           return { delta: result.delta, numExamples: result.numExamples };
         },
-        (p) => this.checkedModel(this.requireTask(), p),
+        (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
       );
       return { ok: true, value: await this.secure.step(payload) };
     } catch (error) {

@@ -7,7 +7,9 @@ import { CohortError } from "../protocol/errors.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import {
+  evaluateModel,
   modelFromSpec,
+  type EvalStats,
   readWeights,
   toTensors,
   writeWeights,
@@ -34,6 +36,9 @@ export interface FitOutcome {
 export class LocalTrainer {
   private model: tf.LayersModel | null = null;
   private modelRunId: string | null = null;
+  /** A second model for evaluation, so a late fit never shares weights with it. */
+  private evalModel: tf.LayersModel | null = null;
+  private evalRunId: string | null = null;
 
   /**
    * @param backend reported in every update's metrics
@@ -49,15 +54,7 @@ export class LocalTrainer {
       this.model?.dispose();
       this.model = null;
       const model = await modelFromSpec(task.model);
-      const input = model.inputs[0]?.shape.slice(1).join(",");
-      const outputs = model.outputs[0]?.shape.at(-1);
-      if (input !== data.sampleShape.join(",") || outputs !== data.numClasses) {
-        model.dispose();
-        throw new CohortError(
-          "INVALID_MODEL",
-          `model takes [${input}] → ${outputs} classes but the data is [${data.sampleShape.join(",")}] → ${data.numClasses} classes`,
-        );
-      }
+      checkFits(model, data);
       this.model = model;
       this.modelRunId = task.runId;
     }
@@ -89,11 +86,46 @@ export class LocalTrainer {
     };
   }
 
-  /** Free the model. */
+  /** Loss and accuracy of `weights` on `data` (a federated evaluation). */
+  async evaluate(
+    task: TaskSpec,
+    weights: readonly Float32Array[],
+    data: Dataset,
+  ): Promise<EvalStats> {
+    checkWeights(weights, task.model.weightSpecs, "evaluated weights");
+    if (this.evalModel === null || this.evalRunId !== task.runId) {
+      this.evalModel?.dispose();
+      this.evalModel = null;
+      const model = await modelFromSpec(task.model);
+      checkFits(model, data);
+      this.evalModel = model;
+      this.evalRunId = task.runId;
+    }
+    writeWeights(this.evalModel, weights);
+    return evaluateModel(this.evalModel, data);
+  }
+
+  /** Free the models. */
   dispose(): void {
     this.model?.dispose();
+    this.evalModel?.dispose();
     this.model = null;
+    this.evalModel = null;
     this.modelRunId = null;
+    this.evalRunId = null;
+  }
+}
+
+/** Throw `INVALID_MODEL` (and free the model) unless it takes the data's shape and classes. */
+function checkFits(model: tf.LayersModel, data: Dataset): void {
+  const input = model.inputs[0]?.shape.slice(1).join(",");
+  const outputs = model.outputs[0]?.shape.at(-1);
+  if (input !== data.sampleShape.join(",") || outputs !== data.numClasses) {
+    model.dispose();
+    throw new CohortError(
+      "INVALID_MODEL",
+      `model takes [${input}] → ${outputs} classes but the data is [${data.sampleShape.join(",")}] → ${data.numClasses} classes`,
+    );
   }
 }
 

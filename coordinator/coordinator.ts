@@ -153,6 +153,7 @@ export async function createCoordinator(
     runId: task.runId,
     model: { name: task.model.name, numParameters: task.model.numParameters },
     secure: opts.secure,
+    strategy: resolveStrategy(opts.strategy).name,
     rounds: opts.rounds,
   });
   // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.

@@ -20,6 +20,7 @@ import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort } from "./sampling.js";
 import { formatRound } from "./format.js";
 import { runSecureRound } from "./secure-round.js";
+import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
 import { commitLedger, repairMetrics, type ServerState } from "./ledger.js";
 import {
   configHash,
@@ -155,6 +156,9 @@ export class RoundEngine {
     const rounds: RoundMetrics[] = [];
     for (let round = (resumed?.completedRounds ?? 0) + 1; round <= opts.rounds; round++) {
       const metrics = await this.runRound(round, rng);
+      if (evaluationDue(opts, round) && metrics.aborted !== true) {
+        await this.evaluateOnClients(metrics);
+      }
       this.completedRounds = round;
       if (store !== null && opts.runDir !== null) {
         // The ledger commits the round first; metrics.jsonl is repaired from it after a crash.
@@ -361,6 +365,22 @@ export class RoundEngine {
         { cause },
       );
     }
+  }
+
+  /** Federated evaluation of the new model; its figures join the round's metrics. */
+  private async evaluateOnClients(metrics: RoundMetrics): Promise<void> {
+    this.onPhase(metrics.round, "evaluating");
+    const started = performance.now();
+    const fed = await Promise.race([
+      runFederatedEvaluation(this.transport, this.opts, metrics.round, this.global),
+      this.stoppedPromise,
+    ]);
+    metrics.evaluationMs += performance.now() - started;
+    if (fed.accuracy !== null) metrics.federatedAccuracy = fed.accuracy;
+    if (fed.loss !== null) metrics.federatedLoss = fed.loss;
+    metrics.federatedExamples = fed.numExamples;
+    metrics.federatedClients = fed.clients;
+    metrics.evaluationFailures = fed.failures;
   }
 
   /** The server step: the strategy's optimizer moves the global model and its state. */

@@ -19,6 +19,9 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
     `round ${m.round}/${rounds}`,
     m.accuracy !== undefined ? `accuracy ${m.accuracy.toFixed(4)}` : null,
     m.loss !== undefined ? `loss ${m.loss.toFixed(4)}` : null,
+    m.federatedAccuracy !== undefined
+      ? `federated accuracy ${m.federatedAccuracy.toFixed(4)} (${m.federatedClients} clients)`
+      : null,
     m.trainLoss !== null ? `train loss ${m.trainLoss.toFixed(4)}` : null,
     m.secure ? "secure" : null,
     m.aborted ? `ABORTED (${m.abortReason})` : null,

@@ -91,6 +91,17 @@ export interface CoordinatorOptions {
   rateLimit: { perSecond: number; burst: number } | null;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
   seed: number;
+  /**
+   * Fraction of connected clients asked to evaluate the global model on their own held-out
+   * data after a round (federated evaluation); 0 turns it off. @default 0
+   */
+  fractionEvaluate: number;
+  /** Least clients asked to evaluate (when that many are connected). @default 1 */
+  minEvaluateClients: number;
+  /** Evaluate on clients after every this many rounds. @default 1 */
+  evaluateEvery: number;
+  /** Deadline of one client's evaluation. @default 60000 */
+  evaluateTimeoutMs: number;
   /** Held-out set for centralised evaluation after each round. @default undefined (none) */
   evalDataset: Dataset | undefined;
   /** Run directory for metrics and checkpoints; `null` keeps nothing on disk. @default "runs/<timestamp>" */
@@ -141,6 +152,10 @@ export function resolveOptions(
       secureStepTimeoutMs: 30_000,
       seed: 0,
       evalDataset: undefined,
+      fractionEvaluate: 0,
+      minEvaluateClients: 1,
+      evaluateEvery: 1,
+      evaluateTimeoutMs: 60_000,
       runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
       checkpointEvery: 1,
       log: defaultLog,
@@ -175,6 +190,15 @@ export function resolveOptions(
   int("checkpointEvery", 0);
   int("secureMaxWeight", 1);
   int("secureStepTimeoutMs", 1);
+  int("minEvaluateClients", 1);
+  int("evaluateEvery", 1);
+  int("evaluateTimeoutMs", 1);
+  if (!(o.fractionEvaluate >= 0 && o.fractionEvaluate <= 1)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `fractionEvaluate must be in [0, 1], got ${o.fractionEvaluate}`,
+    );
+  }
   if (o.secureNeighbours !== undefined) int("secureNeighbours", 2);
   if (o.secureThreshold !== undefined) int("secureThreshold", 2);
   positive("secureClip");

@@ -35,6 +35,13 @@ export interface RoundMetrics {
   /** Centralised accuracy and loss of the new global model, when evaluated. */
   accuracy?: number;
   loss?: number;
+  /** Federated evaluation after the round: example-weighted over the clients that answered. */
+  federatedAccuracy?: number;
+  federatedLoss?: number;
+  /** Examples and clients of the federated evaluation, and the clients left out (with why). */
+  federatedExamples?: number;
+  federatedClients?: number;
+  evaluationFailures?: { clientId: string; code: string; message: string }[];
   /** Example-weighted mean of the clients' training loss (null in secure rounds: not revealed). */
   trainLoss: number | null;
   /** A secure round that aborted (fewer than t members left) changes nothing; this says why. */

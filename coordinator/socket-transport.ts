@@ -19,7 +19,7 @@ import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
 import type { RoundCollector } from "./round.js";
-import type { CohortTransport } from "./transport.js";
+import type { CohortTransport, RequestKind } from "./transport.js";
 
 const debug = createDebug("cohort:coordinator:socket");
 
@@ -156,7 +156,12 @@ export class SocketTransport implements CohortTransport {
     return payload.byteLength * sockets.length;
   }
 
-  async request(clientId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array> {
+  async request(
+    clientId: string,
+    payload: Uint8Array,
+    timeoutMs: number,
+    kind: RequestKind = "secure",
+  ): Promise<Uint8Array> {
     const socket = this.registry.get(clientId)?.socket;
     if (socket === undefined) {
       throw new CohortError("CLIENT_DISCONNECTED", `client ${clientId} is not connected`);
@@ -170,7 +175,9 @@ export class SocketTransport implements CohortTransport {
     let reply: unknown;
     try {
       reply = await Promise.race([
-        socket.timeout(timeoutMs).emitWithAck("secagg:step", payload),
+        socket
+          .timeout(timeoutMs)
+          .emitWithAck(kind === "secure" ? "secagg:step" : "round:evaluate", payload),
         lost,
       ]);
     } catch (error) {

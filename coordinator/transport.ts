@@ -2,6 +2,9 @@
 import type { RunDone } from "../protocol/messages.js";
 import type { RoundCollector } from "./round.js";
 
+/** What a request asks for: a SecAgg+ step (the default) or an evaluation of a model. */
+export type RequestKind = "secure" | "evaluate";
+
 /**
  * A transport delivers fit requests to a cohort and feeds what comes back into the round's
  * collector: updates through `collector.submit`, lost clients through `collector.drop`.
@@ -17,10 +20,16 @@ export interface CohortTransport {
    */
   startRound(collector: RoundCollector, payload: Uint8Array): number;
   /**
-   * Ask one client for a secure-aggregation step (msgpack in, msgpack out). Rejects with a
-   * CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own refusal code.
+   * Ask one client for a secure-aggregation step or an evaluation (msgpack in, msgpack out).
+   * Rejects with a CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own
+   * refusal code.
    */
-  request(clientId: string, payload: Uint8Array, timeoutMs: number): Promise<Uint8Array>;
+  request(
+    clientId: string,
+    payload: Uint8Array,
+    timeoutMs: number,
+    kind?: RequestKind,
+  ): Promise<Uint8Array>;
   /** The encoded fit request of `round` as clients receive it: signed where models are signed. */
   sealModel(round: number, request: Uint8Array): Uint8Array;
   /** The run is over: tell every client. */

@@ -15,6 +15,11 @@ export interface ServerToClientEvents {
    * msgpack-encoded reply for that phase, or an error code.
    */
   "secagg:step": (payload: Uint8Array, ack: (reply: Reply<Uint8Array>) => void) => void;
+  /**
+   * A msgpack-encoded `EvaluateRequest` (signed like models); the client answers with its
+   * msgpack-encoded `EvaluateResult`, or an error code (`NO_EVAL_DATA`).
+   */
+  "round:evaluate": (payload: Uint8Array, ack: (reply: Reply<Uint8Array>) => void) => void;
 }
 
 /** Events clients emit. */

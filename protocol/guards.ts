@@ -5,6 +5,8 @@ import { fail, int, record, show, type Fields } from "./fields.js";
 import { featureSize, type Dataset } from "./dataset.js";
 import {
   OPTIMIZERS,
+  type EvaluateRequest,
+  type EvaluateResult,
   type FitFailure,
   type FitMetrics,
   type FitRequest,
@@ -21,6 +23,8 @@ import {
 
 /** Largest number of weight tensors a model may have. */
 export const MAX_TENSORS = 4096;
+/** Most examples one client may claim to have evaluated on (a weight in the federated mean). */
+export const MAX_EVAL_EXAMPLES = 10_000_000;
 /** Largest string accepted in a message field. */
 const MAX_STRING = 1024;
 
@@ -68,12 +72,11 @@ export function parseHandshakeAuth(raw: unknown): HandshakeAuth {
 const MAX_EXTRA_KEYS = 64;
 
 /** Validate a round's training configuration. */
-export function parseRoundConfig(raw: unknown): RoundConfig {
-  const what = "round config";
+export function parseRoundConfig(raw: unknown, what = "round config"): RoundConfig {
   const o = record(raw, what);
   const mu = num(o, "proximalMu", what);
   if (mu < 0) fail(what, `\`proximalMu\` must be ≥ 0, got ${mu}`);
-  const extraRaw = record(o.extra, "round config extra");
+  const extraRaw = record(o.extra, `${what} extra`);
   const keys = Object.keys(extraRaw);
   if (keys.length > MAX_EXTRA_KEYS)
     fail(what, `\`extra\` has ${keys.length} keys (max ${MAX_EXTRA_KEYS})`);
@@ -105,7 +108,7 @@ export function parseFitRequest(raw: unknown): FitRequest {
   return {
     round: int(o, "round", what, 1),
     weights: float32List(o, "weights", what),
-    config: parseRoundConfig(o.config),
+    config: parseRoundConfig(o.config, "fit request config"),
   };
 }
 
@@ -119,6 +122,34 @@ function parseFitMetrics(raw: unknown): FitMetrics {
     accuracy,
     trainMs: num(o, "trainMs", what),
     backend: str(o, "backend", what),
+  };
+}
+
+/** Validate a decoded `EvaluateRequest`. */
+export function parseEvaluateRequest(raw: unknown): EvaluateRequest {
+  const what = "evaluate request";
+  const o = record(raw, what);
+  if (o.kind !== "evaluate") fail(what, '`kind` must be "evaluate"');
+  return {
+    kind: "evaluate",
+    round: int(o, "round", what, 0),
+    weights: float32List(o, "weights", what),
+  };
+}
+
+/** Validate a decoded `EvaluateResult`: a count, a finite non-negative loss, an accuracy in [0, 1]. */
+export function parseEvaluateResult(raw: unknown): EvaluateResult {
+  const what = "evaluate result";
+  const o = record(raw, what);
+  const loss = num(o, "loss", what);
+  const accuracy = num(o, "accuracy", what);
+  if (loss < 0) fail(what, `\`loss\` must be ≥ 0, got ${loss}`);
+  if (accuracy < 0 || accuracy > 1) fail(what, `\`accuracy\` must be in [0, 1], got ${accuracy}`);
+  return {
+    round: int(o, "round", what, 0),
+    numExamples: int(o, "numExamples", what, 1, MAX_EVAL_EXAMPLES),
+    loss,
+    accuracy,
   };
 }
 

@@ -115,6 +115,23 @@ export interface FitResult {
   metrics: FitMetrics;
 }
 
+/** Sent (msgpack, signed like models) to the clients sampled to evaluate a global model. */
+export interface EvaluateRequest {
+  kind: "evaluate";
+  /** The round whose resulting model this is. */
+  round: number;
+  weights: Float32Array[];
+}
+
+/** A client's evaluation of a global model on its own held-out data. */
+export interface EvaluateResult {
+  round: number;
+  numExamples: number;
+  /** Mean loss over its examples. */
+  loss: number;
+  accuracy: number;
+}
+
 /** A client says its fit of a round failed, and why. */
 export interface FitFailure {
   round: number;

@@ -5,6 +5,8 @@ import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 import { checkFaults, NO_FAULTS, type FaultConfig } from "./faults.js";
 import { parsePartitionSpec } from "./partition.js";
 import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
+import { parseSchedule, type LearningRateSchedule } from "../aggregation/schedule.js";
+import type { Scalar } from "../protocol/messages.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 
 /** Everything a simulation needs. */
@@ -35,6 +37,10 @@ export interface SimulationConfig {
   learningRate: number;
   /** @default "sgd" */
   optimizer: OptimizerName;
+  /** Client learning rate over the rounds: `constant`, `step:EVERY:GAMMA`, `cosine[:MIN]`. @default "constant" */
+  lrSchedule: string | LearningRateSchedule;
+  /** Your own keys for the devices' round configuration. @default {} */
+  fitConfig: Record<string, Scalar>;
   /** Evaluate on the first N test examples. @default the whole test split */
   evalSize: number | undefined;
   /** The strategy: a registered name or `{ name, params }` (see the README's Strategies). @default "fedavg" */
@@ -49,6 +55,14 @@ export interface SimulationConfig {
   secureClip: number;
   /** Example counts are capped at this many in secure rounds. @default 10000 */
   secureMaxWeight: number;
+  /** Share of every device's data held out for federated evaluation (not trained on). @default 0 */
+  evalFraction: number;
+  /** Fraction of the devices asked to evaluate the global model after a round; 0: none. @default 0 */
+  fractionEvaluate: number;
+  /** Least devices asked to evaluate. @default 1 */
+  minEvaluateClients: number;
+  /** Evaluate on devices after every this many rounds. @default 1 */
+  evaluateEvery: number;
   /** Fault injection. @default none */
   faults: FaultConfig;
   /** Round deadline; simulated stragglers beyond it miss the round. @default 60000 */
@@ -90,6 +104,8 @@ const DEFAULTS: SimulationConfig = {
   batchSize: 10,
   learningRate: 0.1,
   optimizer: "sgd",
+  lrSchedule: "constant",
+  fitConfig: {},
   evalSize: undefined,
   strategy: "fedavg",
   secure: false,
@@ -97,6 +113,10 @@ const DEFAULTS: SimulationConfig = {
   secureThreshold: undefined,
   secureClip: 1,
   secureMaxWeight: 10_000,
+  evalFraction: 0,
+  fractionEvaluate: 0,
+  minEvaluateClients: 1,
+  evaluateEvery: 1,
   faults: NO_FAULTS,
   roundTimeoutMs: 60_000,
   transport: "in-process",
@@ -149,6 +169,26 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   int("concurrency", 1);
   int("workers", 0);
   int("checkpointEvery", 0);
+  int("minEvaluateClients", 1);
+  int("evaluateEvery", 1);
+  if (!(c.evalFraction >= 0 && c.evalFraction < 1)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `evalFraction must be in [0, 1), got ${c.evalFraction}`,
+    );
+  }
+  if (!(c.fractionEvaluate >= 0 && c.fractionEvaluate <= 1)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `fractionEvaluate must be in [0, 1], got ${c.fractionEvaluate}`,
+    );
+  }
+  if (c.fractionEvaluate > 0 && c.evalFraction === 0) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "fractionEvaluate needs held-out device data: set evalFraction (e.g. 0.1) too",
+    );
+  }
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);
   if (!(c.fractionFit > 0 && c.fractionFit <= 1)) {
@@ -168,6 +208,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   }
   parsePartitionSpec(c.partition);
   resolveStrategy(c.strategy);
+  parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);
   return c;
 }

@@ -1,7 +1,8 @@
 /** Virtual devices: ids, and a device's dataset materialised from its partition on demand. */
 import type { Dataset } from "../protocol/dataset.js";
-import { subsetDataset } from "./datasets/index.js";
+import { subsetDataset } from "../models/datasets/index.js";
 import type { Partition } from "./partition.js";
+import { holdOut } from "../client/held-out.js";
 
 /** The id of device `d`, zero-padded so ids sort in device order. */
 export function deviceId(d: number, population: number): string {
@@ -17,4 +18,20 @@ export function deviceIndex(id: string): number {
 export function materialise(data: Dataset, partition: Partition, device: number): Dataset {
   const local = subsetDataset(data, partition.indicesOf(device));
   return { ...local, name: `${data.name}#${device}` };
+}
+
+/**
+ * A device's data with `evalFraction` of it held out for federated evaluation (seeded per
+ * device); a device too small to split keeps everything for training.
+ */
+export function deviceSplit(
+  data: Dataset,
+  partition: Partition,
+  device: number,
+  evalFraction: number,
+  seed: number,
+): { train: Dataset; evaluate: Dataset | null } {
+  const local = materialise(data, partition, device);
+  if (evalFraction === 0 || local.labels.length < 2) return { train: local, evaluate: null };
+  return holdOut(local, evalFraction, (seed * 7919 + device) >>> 0);
 }

@@ -1,7 +1,7 @@
 /** The in-process transport: the real round engine drives virtual devices by direct calls. */
 import createDebug from "debug";
 import type { RoundCollector } from "../coordinator/round.js";
-import type { CohortTransport } from "../coordinator/transport.js";
+import type { CohortTransport, RequestKind } from "../coordinator/transport.js";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
 import { parseSecureStep } from "../aggregation/secure/steps.js";
@@ -18,6 +18,8 @@ export interface DeviceTrainer {
   /** How many devices it can train at once. */
   readonly concurrency: number;
   train(device: number, request: Uint8Array, shuffleSeed: number): Promise<FitOutcome>;
+  /** Answer an encoded `EvaluateRequest` with the device's encoded `EvaluateResult`. */
+  evaluate(device: number, request: Uint8Array): Promise<Uint8Array>;
 }
 
 /** Options of the in-process transport. */
@@ -120,8 +122,15 @@ export class InProcessTransport implements CohortTransport {
    * that disconnects leaves after advertising, one that drops after training never sends its
    * masked input, and a straggler misses the masked-input deadline.
    */
-  async request(clientId: string, payload: Uint8Array): Promise<Uint8Array> {
+  async request(
+    clientId: string,
+    payload: Uint8Array,
+    _timeoutMs: number,
+    kind: RequestKind = "secure",
+  ): Promise<Uint8Array> {
     const device = deviceIndex(clientId);
+    // Federated evaluation is not subject to the simulated faults.
+    if (kind === "evaluate") return this.options.trainer.evaluate(device, payload);
     const step = parseSecureStep(decode(payload));
     const round = step.phase === "advertise-keys" ? step.setup.round : step.message.round;
     const { faults, seed, deadlineMs, trainer } = this.options;

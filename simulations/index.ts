@@ -1,5 +1,5 @@
 /** The simulator: virtual devices through the real coordinator and client code; datasets and partitions. */
-export * from "./datasets/index.js";
+export * from "../models/datasets/index.js";
 export { simulate, runPlot } from "./simulate.js";
 export type {
   SimulationResult,

@@ -20,10 +20,10 @@ import {
 } from "../client/fit-handler.js";
 import { TrainPool } from "../models/train-pool.js";
 import { checkWeights } from "../aggregation/weights.js";
-import { decode } from "../protocol/codec.js";
-import { parseFitRequest } from "../protocol/guards.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { FitResult, TaskSpec } from "../protocol/messages.js";
+import type { EvaluateResult, TaskSpec } from "../protocol/messages.js";
+import { decode, encode } from "../protocol/codec.js";
+import { parseEvaluateRequest } from "../protocol/guards.js";
 import { CohortError } from "../protocol/errors.js";
 import { evaluateModel, toTensors, type EvalStats } from "../models/adapter.js";
 import { trainLocal } from "../models/training.js";
@@ -34,8 +34,8 @@ import {
   type SelectedBackend,
 } from "../models/backend.js";
 import { instantiate } from "../models/model-file.js";
-import { loadDataset, subsetDataset, takeExamples } from "./datasets/index.js";
-import { deviceId, materialise } from "./device.js";
+import { loadDataset, subsetDataset, takeExamples } from "../models/datasets/index.js";
+import { deviceId, deviceSplit } from "./device.js";
 import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
 import { accuracyLossSvg } from "./plot.js";
@@ -65,6 +65,9 @@ export interface SimulationSummary {
   finalAccuracy: number | null;
   finalLoss: number | null;
   bestAccuracy: number | null;
+  /** Federated evaluation on the devices' held-out data, where it ran. */
+  finalFederatedAccuracy: number | null;
+  bestFederatedAccuracy: number | null;
   /** For each target accuracy, the first round reaching it, or null. */
   roundsToTarget: Record<string, number | null>;
   /** The first round within one point of the centralised baseline, or null (no baseline, or never). */
@@ -100,14 +103,34 @@ export interface SimulateHooks {
 class DeviceFitter implements DeviceTrainer {
   private readonly free: FitHandler[];
   readonly concurrency: number;
+  /** Evaluates in this thread, with a model of its own. */
+  private readonly evaluator: LocalTrainer;
   constructor(
     private readonly task: TaskSpec,
-    private readonly data: Dataset,
-    private readonly partition: Partition,
+    private readonly split: (device: number) => { train: Dataset; evaluate: Dataset | null },
     handlers: FitHandler[],
+    backend: string,
   ) {
     this.free = handlers.map((h) => withMods(h, DEFAULT_MODS));
     this.concurrency = handlers.length;
+    this.evaluator = new LocalTrainer(backend);
+  }
+  async evaluate(device: number, payload: Uint8Array): Promise<Uint8Array> {
+    const request = parseEvaluateRequest(decode(payload));
+    const data = this.split(device).evaluate;
+    if (data === null)
+      throw new CohortError("NO_EVAL_DATA", `device ${device} holds no evaluation data`);
+    const stats = await this.evaluator.evaluate(this.task, request.weights, data);
+    const result: EvaluateResult = {
+      round: request.round,
+      numExamples: stats.numExamples,
+      loss: stats.loss,
+      accuracy: stats.accuracy,
+    };
+    return encode(result);
+  }
+  dispose(): void {
+    this.evaluator.dispose();
   }
   async train(device: number, payload: Uint8Array, shuffleSeed: number) {
     const handler = this.free.pop();
@@ -115,7 +138,7 @@ class DeviceFitter implements DeviceTrainer {
       throw new CohortError("INTERNAL", "more devices in flight than trainers");
     try {
       const request = decodeFitRequest(payload);
-      const local = materialise(this.data, this.partition, device);
+      const local = this.split(device).train;
       return encodeOutcome(
         this.task,
         await handler(fitIns(this.task, request, local, shuffleSeed)),
@@ -201,7 +224,12 @@ export async function simulate(
       batchSize: cfg.batchSize,
       learningRate: cfg.learningRate,
       optimizer: cfg.optimizer,
+      lrSchedule: cfg.lrSchedule,
+      fitConfig: cfg.fitConfig,
       roundTimeoutMs: cfg.roundTimeoutMs,
+      fractionEvaluate: cfg.fractionEvaluate,
+      minEvaluateClients: cfg.minEvaluateClients,
+      evaluateEvery: cfg.evaluateEvery,
       strategy: cfg.strategy,
       secure: cfg.secure,
       secureNeighbours: cfg.secureNeighbours,
@@ -221,6 +249,8 @@ export async function simulate(
       `${task.model.name} E=${cfg.localEpochs} B=${cfg.batchSize}, ${cfg.transport}, backend ${backendLabel(backend)}`,
   );
 
+  const split = (device: number) =>
+    deviceSplit(train, partition, device, cfg.evalFraction, cfg.seed);
   let transport: CohortTransport;
   const cleanups: (() => Promise<void> | void)[] = [];
   if (cfg.transport === "in-process") {
@@ -237,7 +267,8 @@ export async function simulate(
       cleanups.push(() => trainers.forEach((t) => t.dispose()));
       handlers = trainers.map((t) => t.handler());
     }
-    const trainer = new DeviceFitter(task, train, partition, handlers);
+    const trainer = new DeviceFitter(task, split, handlers, backend.name);
+    cleanups.push(() => trainer.dispose());
     transport = new InProcessTransport({
       partition,
       trainer,
@@ -314,10 +345,12 @@ async function socketPopulation(
   const clients: CohortClient[] = [];
   for (let d = 0; d < partition.devices; d++) {
     if (partition.sizeOf(d) === 0) continue;
+    const split = deviceSplit(train, partition, d, cfg.evalFraction, cfg.seed);
     clients.push(
       new CohortClient({
         url,
-        data: materialise(train, partition, d),
+        data: split.train,
+        evalData: split.evaluate ?? undefined,
         clientId: deviceId(d, partition.devices),
         backend: parseBackendRequest(cfg.backend),
         log: () => undefined,
@@ -341,6 +374,9 @@ function summarise(
   wallTimeMs: number,
 ): SimulationSummary {
   const acc = run.rounds.map((r) => r.accuracy).filter((a): a is number => a !== undefined);
+  const fed = run.rounds
+    .map((r) => r.federatedAccuracy)
+    .filter((a): a is number => a !== undefined);
   const last = run.rounds.at(-1);
   return {
     name: cfg.name,
@@ -354,6 +390,10 @@ function summarise(
     finalAccuracy: last?.accuracy ?? null,
     finalLoss: last?.loss ?? null,
     bestAccuracy: acc.length > 0 ? Math.max(...acc) : null,
+    finalFederatedAccuracy:
+      [...run.rounds].reverse().find((r) => r.federatedAccuracy !== undefined)?.federatedAccuracy ??
+      null,
+    bestFederatedAccuracy: fed.length > 0 ? Math.max(...fed) : null,
     roundsToTarget: Object.fromEntries(
       cfg.targets.map((t) => [
         String(t),
@@ -420,6 +460,15 @@ export function runPlot(
       color: "#1f77b4",
       points: withInitial((r) => r.accuracy, run.initial?.accuracy),
     },
+    ...(run.rounds.some((r) => r.federatedAccuracy !== undefined)
+      ? [
+          {
+            label: "federated evaluation (devices' held-out data)",
+            color: "#9467bd",
+            points: run.rounds.map((r) => ({ x: r.round, y: r.federatedAccuracy ?? Number.NaN })),
+          },
+        ]
+      : []),
     ...(b
       ? [
           {

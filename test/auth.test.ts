@@ -277,6 +277,6 @@ describe("authentication and signatures", () => {
     await pinned.start().catch(() => undefined);
     await expectRejectsCode(pinned.done, "MODEL_SIGNATURE");
     io.close();
-    expect(PROTOCOL_VERSION).toBe(2);
+    expect(PROTOCOL_VERSION).toBe(3);
   });
 });

@@ -21,7 +21,7 @@ import {
   shardDataset,
   subsetDataset,
   takeExamples,
-} from "../simulations/datasets/index.js";
+} from "../models/datasets/index.js";
 
 /** Build an IDX buffer: magic, big-endian dims, then the values big-endian. */
 function idx(type: number, shape: number[], values: number[]): Uint8Array {

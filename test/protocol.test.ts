@@ -371,13 +371,13 @@ describe("parseFitRequest", () => {
     ["weights", [new Float64Array(6)], "INVALID_MESSAGE", /`weights\[0\]`/],
     ["weights", [[0.1, 0.2]], "INVALID_MESSAGE", /`weights\[0\]`/],
     ["weights", [0.1, 0.2], "INVALID_MESSAGE", /`weights\[0\]`/],
-    ["config", MISSING, "INVALID_MESSAGE", /round config/],
+    ["config", MISSING, "INVALID_MESSAGE", /config: expected an object/],
     ["config.learningRate", 0, "INVALID_MESSAGE", /`learningRate`/],
     ["config.learningRate", Number.NaN, "INVALID_MESSAGE", /`learningRate`/],
     ["config.localEpochs", 0, "INVALID_MESSAGE", /`localEpochs`/],
     ["config.batchSize", 1.5, "INVALID_MESSAGE", /`batchSize`/],
     ["config.proximalMu", -1, "INVALID_MESSAGE", /`proximalMu`/],
-    ["config.extra", MISSING, "INVALID_MESSAGE", /round config extra/],
+    ["config.extra", MISSING, "INVALID_MESSAGE", /config extra/],
     ["config.extra.nested", { a: 1 }, "INVALID_MESSAGE", /`extra.nested` must be a scalar/],
   ];
 

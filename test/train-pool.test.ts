@@ -17,7 +17,7 @@ import {
 import type { BackendRequest } from "../models/backend.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { TrainingConfig } from "../protocol/messages.js";
-import { loadMnistDigits, shardDataset, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../models/datasets/index.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
 const CONFIG: TrainingConfig = {

@@ -17,7 +17,7 @@ import {
 import { modelSpecOf } from "../models/adapter.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { TrainingConfig } from "../protocol/messages.js";
-import { loadMnistDigits, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 
 const ROUNDS = 6;
 

@@ -14,7 +14,7 @@ import {
   WASM_TRAINING_KERNELS,
 } from "../models/index.js";
 import type { Dataset } from "../protocol/dataset.js";
-import { loadMnistDigits, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 
 /**
  * Every kernel must match the cpu backend within this bound on

@@ -12,7 +12,7 @@ import {
   selectBackend,
   useBackend,
 } from "../models/index.js";
-import { loadMnistDigits, takeExamples } from "../simulations/datasets/index.js";
+import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 import { describeAdapter } from "../models/webgpu.js";
 
 const SWIFTSHADER = "/usr/lib/chromium/vk_swiftshader_icd.json";

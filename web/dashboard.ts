@@ -27,7 +27,7 @@ function platform(text: string): string {
 function render(s: StatusSnapshot): void {
   $("run").textContent =
     `run ${s.runId} · ${s.model.name} (${s.model.numParameters.toLocaleString()} parameters)`;
-  $("mode").textContent = s.secure ? "secure aggregation" : "plain FedAvg";
+  $("mode").textContent = `${s.strategy}${s.secure ? " · secure aggregation" : " · plain"}`;
   $("mode").className = s.secure ? "badge secure" : "badge";
   $("round").textContent = `${s.round} / ${s.roundsTotal}`;
   $("client-count").textContent = String(s.clients.length);
@@ -54,6 +54,7 @@ function render(s: StatusSnapshot): void {
       (p) =>
         `<tr data-round="${p.round}"><td class="num">${p.round}</td><td>${p.secure ? "secure" : "plain"}${p.aborted ? " (aborted)" : ""}</td>` +
         `<td class="num accuracy">${fixed(p.accuracy)}</td><td class="num">${fixed(p.loss)}</td>` +
+        `<td class="num federated">${fixed(p.federatedAccuracy)}</td>` +
         `<td class="num">${p.participants}</td><td class="num${p.failures ? " bad" : ""}">${p.failures}</td>` +
         `<td class="num">${seconds(p.durationMs)}</td><td class="num">${bytes(p.bytesUp)}</td><td class="num">${bytes(p.bytesDown)}</td></tr>`,
     )

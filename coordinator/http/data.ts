@@ -1,6 +1,6 @@
 /** `GET /data/mnist-shard`: a shard of the MNIST training digits for demo pages, as msgpack. */
 import { encode } from "../../protocol/codec.js";
-import { loadMnistDigits, shardDataset, takeExamples } from "../../simulations/datasets/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../../models/datasets/index.js";
 import { intQuery } from "./query.js";
 import { HttpError, type HttpResponse } from "./respond.js";
 

@@ -119,6 +119,21 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
       s.totals.rejected,
     ),
   ];
+  const federated = [...s.history].reverse().find((r) => r.federatedAccuracy !== null);
+  if (federated !== undefined) {
+    families.push(
+      gauge(
+        "cohort_federated_accuracy",
+        "Federated accuracy (clients' held-out data, weighted by examples) after the last evaluated round.",
+        federated.federatedAccuracy!,
+      ),
+      gauge(
+        "cohort_federated_loss",
+        "Federated loss (clients' held-out data, weighted by examples) after the last evaluated round.",
+        federated.federatedLoss ?? NaN,
+      ),
+    );
+  }
   if (evaluated !== undefined) {
     families.push(
       gauge(

@@ -37,6 +37,9 @@ export interface RoundPoint {
   secure: boolean;
   accuracy: number | null;
   loss: number | null;
+  /** Federated evaluation on clients' held-out data, where it ran. */
+  federatedAccuracy: number | null;
+  federatedLoss: number | null;
   trainLoss: number | null;
   participants: number;
   failures: number;
@@ -51,6 +54,8 @@ export interface StatusSnapshot {
   runId: string;
   model: { name: string; numParameters: number };
   secure: boolean;
+  /** The strategy's name, e.g. `fedadam`. */
+  strategy: string;
   startedAt: string;
   roundsTotal: number;
   roundsCompleted: number;
@@ -75,6 +80,7 @@ export interface RunInfo {
   runId: string;
   model: { name: string; numParameters: number };
   secure: boolean;
+  strategy: string;
   rounds: number;
 }
 
@@ -151,6 +157,7 @@ export class StatusTracker {
       runId: this.run.runId,
       model: this.run.model,
       secure: this.run.secure,
+      strategy: this.run.strategy,
       startedAt: this.startedAt,
       roundsTotal: this.run.rounds,
       roundsCompleted: this.rounds.length,
@@ -163,6 +170,8 @@ export class StatusTracker {
         secure: m.secure,
         accuracy: m.accuracy ?? null,
         loss: m.loss ?? null,
+        federatedAccuracy: m.federatedAccuracy ?? null,
+        federatedLoss: m.federatedLoss ?? null,
         trainLoss: m.trainLoss,
         participants: m.participants,
         failures: m.failures,

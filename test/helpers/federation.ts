@@ -8,7 +8,7 @@ import {
   type CoordinatorOptions,
 } from "../../coordinator/index.js";
 import { CohortClient } from "../../client/index.js";
-import { loadMnistDigits, shardDataset, takeExamples } from "../../simulations/datasets/index.js";
+import { loadMnistDigits, shardDataset, takeExamples } from "../../models/datasets/index.js";
 import type { Dataset } from "../../protocol/dataset.js";
 
 /** A fresh temporary run directory. */
