@@ -7,6 +7,7 @@ import { parsePartitionSpec } from "./partition.js";
 import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
 import { parseSchedule, type LearningRateSchedule } from "../aggregation/schedule.js";
 import type { Scalar } from "../protocol/messages.js";
+import type { AttackConfig } from "./attacks.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 
 /** Everything a simulation needs. */
@@ -63,6 +64,16 @@ export interface SimulationConfig {
   minEvaluateClients: number;
   /** Evaluate on devices after every this many rounds. @default 1 */
   evaluateEvery: number;
+  /**
+   * Simulated attackers (plain rounds only): `{ devices, kind: "sign-flip" | "little-is-enough",
+   * scale }`. @default null (none)
+   */
+  attack: AttackConfig | null;
+  /**
+   * Share of the devices (a fixed, seeded set) that each round do only a random fraction
+   * U(0, 1] of their local work (FedProx's systems heterogeneity). @default 0
+   */
+  partialWork: number;
   /** Fault injection. @default none */
   faults: FaultConfig;
   /** Round deadline; simulated stragglers beyond it miss the round. @default 60000 */
@@ -117,6 +128,8 @@ const DEFAULTS: SimulationConfig = {
   fractionEvaluate: 0,
   minEvaluateClients: 1,
   evaluateEvery: 1,
+  attack: null,
+  partialWork: 0,
   faults: NO_FAULTS,
   roundTimeoutMs: 60_000,
   transport: "in-process",
@@ -188,6 +201,29 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
       "INVALID_OPTION",
       "fractionEvaluate needs held-out device data: set evalFraction (e.g. 0.1) too",
     );
+  }
+  if (!(c.partialWork >= 0 && c.partialWork <= 1)) {
+    throw new CohortError("INVALID_OPTION", `partialWork must be in [0, 1], got ${c.partialWork}`);
+  }
+  if (c.attack !== null) {
+    const a = withDefaults<AttackConfig>({ devices: 1, kind: "sign-flip", scale: 10 }, c.attack);
+    if (!Number.isInteger(a.devices) || a.devices < 1 || a.devices >= c.devices) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `attack.devices must be an integer in [1, ${c.devices})`,
+      );
+    }
+    if (a.kind !== "sign-flip" && a.kind !== "little-is-enough") {
+      throw new CohortError("INVALID_OPTION", `attack.kind must be sign-flip or little-is-enough`);
+    }
+    if (!(a.scale > 0)) throw new CohortError("INVALID_OPTION", "attack.scale must be > 0");
+    if (c.secure) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        "simulated attackers need plain rounds (secure is on)",
+      );
+    }
+    c.attack = a;
   }
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);

@@ -42,6 +42,8 @@ import { accuracyLossSvg } from "./plot.js";
 import { Progress } from "./progress.js";
 import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { createRng, shuffleInPlace } from "../aggregation/random.js";
+import { withAttackers } from "./attacks.js";
 
 /** The centralised baseline: the same model trained on the pooled device data. */
 export interface BaselineResult {
@@ -110,6 +112,8 @@ class DeviceFitter implements DeviceTrainer {
     private readonly split: (device: number) => { train: Dataset; evaluate: Dataset | null },
     handlers: FitHandler[],
     backend: string,
+    /** Devices that do only part of their local work each round. */
+    private readonly partial: (device: number) => boolean = () => false,
   ) {
     this.free = handlers.map((h) => withMods(h, DEFAULT_MODS));
     this.concurrency = handlers.length;
@@ -138,7 +142,8 @@ class DeviceFitter implements DeviceTrainer {
       throw new CohortError("INTERNAL", "more devices in flight than trainers");
     try {
       const request = decodeFitRequest(payload);
-      const local = this.split(device).train;
+      let local = this.split(device).train;
+      if (this.partial(device)) local = partialWork(local, shuffleSeed);
       return encodeOutcome(
         this.task,
         await handler(fitIns(this.task, request, local, shuffleSeed)),
@@ -147,6 +152,18 @@ class DeviceFitter implements DeviceTrainer {
       this.free.push(handler);
     }
   }
+}
+
+/** A random fraction U(0, 1] of the device's examples, drawn from its round's seed. */
+function partialWork(local: Dataset, shuffleSeed: number): Dataset {
+  const rng = createRng((shuffleSeed ^ 0x5bd1e995) >>> 0);
+  const n = local.labels.length;
+  const keep = Math.max(1, Math.ceil(rng() * n));
+  const order = shuffleInPlace(
+    Int32Array.from({ length: n }, (_, i) => i),
+    rng,
+  );
+  return { ...subsetDataset(local, order.subarray(0, keep).sort()), name: local.name };
 }
 
 /** A fit handler that trains in the worker pool, through the same training code. */
@@ -162,6 +179,15 @@ function poolHandler(pool: TrainPool): FitHandler {
     });
     return localFit(ins, weights, stats, "wasm");
   };
+}
+
+/** `count` devices of `population`, chosen by a seeded permutation. */
+function chosenDevices(population: number, count: number, seed: number): Set<number> {
+  const order = shuffleInPlace(
+    Int32Array.from({ length: population }, (_, i) => i),
+    createRng(seed),
+  );
+  return new Set(order.subarray(0, count));
 }
 
 async function baseline(
@@ -230,7 +256,18 @@ export async function simulate(
       fractionEvaluate: cfg.fractionEvaluate,
       minEvaluateClients: cfg.minEvaluateClients,
       evaluateEvery: cfg.evaluateEvery,
-      strategy: cfg.strategy,
+      strategy:
+        cfg.attack === null
+          ? cfg.strategy
+          : withAttackers(
+              resolveStrategy(cfg.strategy),
+              new Set(
+                [...chosenDevices(cfg.devices, cfg.attack.devices, cfg.seed + 13)].map((d) =>
+                  deviceId(d, cfg.devices),
+                ),
+              ),
+              cfg.attack,
+            ),
       secure: cfg.secure,
       secureNeighbours: cfg.secureNeighbours,
       secureThreshold: cfg.secureThreshold,
@@ -267,7 +304,12 @@ export async function simulate(
       cleanups.push(() => trainers.forEach((t) => t.dispose()));
       handlers = trainers.map((t) => t.handler());
     }
-    const trainer = new DeviceFitter(task, split, handlers, backend.name);
+    const partial = chosenDevices(
+      cfg.devices,
+      Math.round(cfg.partialWork * cfg.devices),
+      cfg.seed + 11,
+    );
+    const trainer = new DeviceFitter(task, split, handlers, backend.name, (d) => partial.has(d));
     cleanups.push(() => trainer.dispose());
     transport = new InProcessTransport({
       partition,

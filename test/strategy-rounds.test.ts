@@ -102,6 +102,36 @@ describe("strategies in rounds", () => {
     expect(maxDiff(own.weights, half.weights)).toBeLessThan(1e-6);
   });
 
+  it("a sign flip ×10 by 2 of 10 devices wrecks FedAvg; the median and Krum keep training", async () => {
+    const cfg = {
+      ...small,
+      devices: 10,
+      fractionFit: 1,
+      rounds: 3,
+      examplesPerDevice: 100,
+      attack: { devices: 2, kind: "sign-flip" as const, scale: 10 },
+    };
+    const run = async (strategy: string | { name: string; params: Record<string, number> }) =>
+      (
+        await simulate(
+          { ...cfg, strategy, runDir: await tempRunDir("cohort-attack-") },
+          { progress: null },
+        )
+      ).summary.finalAccuracy!;
+    const clean = (
+      await simulate(
+        { ...cfg, attack: null, runDir: await tempRunDir("cohort-clean-") },
+        { progress: null },
+      )
+    ).summary.finalAccuracy!;
+    const fedavg = await run("fedavg");
+    const median = await run("median");
+    const krum = await run({ name: "krum", params: { f: 2 } });
+    expect(fedavg).toBeLessThan(0.3);
+    expect(median).toBeGreaterThan(clean - 0.15);
+    expect(krum).toBeGreaterThan(clean - 0.15);
+  });
+
   it("run.json records the strategy and configuration, and no key, token or certificate", async () => {
     const runDir = await tempRunDir("cohort-runjson-");
     const signing = generateIdentity();
