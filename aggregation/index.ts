@@ -10,3 +10,5 @@ export * from "./strategies/index.js";
 export * as secure from "./secure/index.js";
 export * from "./server-step.js";
 export * from "./schedule.js";
+export * from "./signing.js";
+export { generateIdentity, identityFromSecret, type KeyPair } from "./crypto.js";

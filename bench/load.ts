@@ -13,7 +13,7 @@ import * as tf from "@tensorflow/tfjs";
 import { io, type Socket } from "socket.io-client";
 import { createCoordinator } from "../coordinator/index.js";
 import { decode, encode } from "../protocol/codec.js";
-import { openEnvelope } from "../aggregation/secure/signing.js";
+import { openEnvelope } from "../aggregation/signing.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { modelSpecOf, readWeights, selectBackend, writeModelFiles } from "../models/index.js";

@@ -5,7 +5,7 @@
  *
  * Run with `node dist/bench/secure-prg.js` (after `npm run build`).
  */
-import { randomBytes, xsalsa20Stream } from "../aggregation/secure/crypto.js";
+import { randomBytes, xsalsa20Stream } from "../aggregation/crypto.js";
 import { expandSeed } from "../aggregation/secure/prg.js";
 
 const WORDS = 1_663_370;

@@ -9,7 +9,7 @@ import { datasetSize } from "../protocol/dataset.js";
 import { CohortError, isErrorCode } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import type { HandshakeAuth, RunDone } from "../protocol/messages.js";
-import { signHandshake, toBase64 } from "../aggregation/secure/signing.js";
+import { signHandshake, toBase64 } from "../aggregation/signing.js";
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";

@@ -1,7 +1,7 @@
 /** Client options and reports, shared by the Node and browser builds. */
 import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
-import type { JoinToken } from "../aggregation/secure/signing.js";
+import type { JoinToken } from "../aggregation/signing.js";
 import type { ClientMod } from "./fit-handler.js";
 
 /** A started tfjs backend: `name` goes into every update's metrics, `label` into the handshake. */

@@ -21,7 +21,7 @@ import {
   sealEnvelope,
   signUpdate,
   verifyModel,
-} from "../aggregation/secure/signing.js";
+} from "../aggregation/signing.js";
 import type { TensorData } from "../models/adapter.js";
 import type { TrainStats } from "../models/training.js";
 import { DEFAULT_MODS, fitIns, withMods, type FitHandler } from "./fit-handler.js";

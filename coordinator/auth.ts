@@ -8,7 +8,7 @@ import {
   fromBase64,
   verifyHandshake,
   type JoinToken,
-} from "../aggregation/secure/signing.js";
+} from "../aggregation/signing.js";
 import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
 

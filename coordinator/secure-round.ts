@@ -174,7 +174,10 @@ export async function runSecureRound(
       bytesDown,
     };
   } catch (error) {
-    const e = toCohortError(error, "ROUND_FAILED");
+    // A protocol failure (too few members left, a bad transcript) aborts the round; a bug does not
+    // hide as an abort: it surfaces.
+    if (!(error instanceof CohortError) || error.code === "INTERNAL") throw error;
+    const e = error;
     return {
       result: null,
       abortReason: `${e.code}: ${e.message}`,

@@ -11,7 +11,7 @@ import {
   signModel,
   toBase64,
   verifyUpdate,
-} from "../aggregation/secure/signing.js";
+} from "../aggregation/signing.js";
 import type { Authenticator, RateLimiter } from "./auth.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseFitFailure, parseHandshakeAuth } from "../protocol/guards.js";

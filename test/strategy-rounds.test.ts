@@ -160,3 +160,38 @@ describe("strategies in rounds", () => {
     expect(text).not.toMatch(/allowedKeys|secretKey|BEGIN/);
   });
 });
+
+describe("the documented custom strategy (docs/strategies.md)", () => {
+  it("runs through the simulator with its round number in every client's config", async () => {
+    const fedavg = resolveStrategy("fedavg");
+    const seen: number[] = [];
+    const decaying: Strategy = {
+      name: "fedavg-decay",
+      ref: { name: "fedavg-decay", params: { power: 0.5 } },
+      aggregator: fedavg.aggregator,
+      optimizer: {
+        name: "decaying-sgd",
+        init: () => ({ arrays: {}, values: {} }),
+        step(w, delta, state, t) {
+          seen.push(t);
+          const eta = 1 / Math.sqrt(t);
+          const weights = w.map((layer, i) => layer.map((v, j) => v + eta * delta[i]![j]!));
+          return { weights, state };
+        },
+      },
+      configureFit: (ctx, base) => ({ ...base, extra: { ...base.extra, round: ctx.round } }),
+    };
+    const { summary } = await simulate(
+      {
+        ...small,
+        devices: 20,
+        rounds: 3,
+        strategy: decaying,
+        runDir: await tempRunDir("cohort-doc-"),
+      },
+      { progress: null },
+    );
+    expect(seen).toEqual([1, 2, 3]);
+    expect(summary.finalAccuracy!).toBeGreaterThan(summary.initialAccuracy!);
+  });
+});

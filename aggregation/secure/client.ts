@@ -3,7 +3,7 @@ import { CohortError } from "../../protocol/errors.js";
 import { withDefaults } from "../../protocol/options.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
-import { cryptoRng, generateKeyPair, randomBytes, sign, type KeyPair } from "./crypto.js";
+import { cryptoRng, generateKeyPair, randomBytes, sign, type KeyPair } from "../crypto.js";
 import { dealShares, openBox, type NeighbourLink, type SharePair } from "./dealer.js";
 import { checkThreshold, neighbourGraph, type NeighbourGraph } from "./graph.js";
 import type {

@@ -1,6 +1,6 @@
 /** A client's share-keys work: pairwise keys with its neighbours, Shamir shares of b and s, sealed boxes. */
 import { CohortError } from "../../protocol/errors.js";
-import { getKeyAgreement, open, seal } from "./crypto.js";
+import { getKeyAgreement, open, seal } from "../crypto.js";
 import type { AdvertiseKeys, OutgoingBox } from "./messages.js";
 import { split } from "./shamir.js";
 import {

@@ -41,6 +41,6 @@ export {
   cryptoRng,
   type KeyPair,
   type KeyAgreement,
-} from "./crypto.js";
+} from "../crypto.js";
 export * from "./steps.js";
-export * from "./signing.js";
+export * from "../signing.js";

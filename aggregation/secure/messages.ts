@@ -1,7 +1,7 @@
 /** SecAgg+ wire messages, one per phase and direction, and the guards that turn `unknown` into them. */
 import { describe } from "../../protocol/codec.js";
 import { fail, int, record, show, type Fields } from "../../protocol/fields.js";
-import { KEY_BYTES, SIGNATURE_BYTES } from "./crypto.js";
+import { KEY_BYTES, SIGNATURE_BYTES } from "../crypto.js";
 import { MAX_COHORT } from "./quantize.js";
 import { SHARE_BOX_BYTES, SHARE_BYTES } from "./transcript.js";
 

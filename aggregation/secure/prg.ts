@@ -1,6 +1,6 @@
 /** The mask PRG: a 32-byte seed expanded into 32-bit words by AES-256-CTR (WebCrypto, Node and browsers). */
 import { CohortError } from "../../protocol/errors.js";
-import { KEY_BYTES } from "./crypto.js";
+import { KEY_BYTES } from "../crypto.js";
 
 /** A seed and the sign with which its keystream is added to a vector (mod 2^32). */
 export interface Mask {

@@ -1,6 +1,6 @@
 /** Server-side unmasking: rebuild b and s from t shares, strip every mask from the sum, decode the result. */
 import { CohortError } from "../../protocol/errors.js";
-import { getKeyAgreement } from "./crypto.js";
+import { getKeyAgreement } from "../crypto.js";
 import type { NeighbourGraph } from "./graph.js";
 import type { UnmaskResponse } from "./messages.js";
 import type { SecAggPhase } from "./phases.js";

@@ -1,6 +1,6 @@
 /** Shamir t-of-n secret sharing of byte strings over GF(2^16): at most 65,535 shares, the cohort limit. */
 import { CohortError } from "../../protocol/errors.js";
-import { randomBytes } from "./crypto.js";
+import { randomBytes } from "../crypto.js";
 
 /**
  * Largest number of shares of one secret, hence the largest cohort (and neighbourhood) the

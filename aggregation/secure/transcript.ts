@@ -1,5 +1,5 @@
 /** Byte strings that bind signatures, share boxes and mask seeds to a session, a round and the parties. */
-import { SEAL_OVERHEAD, verify } from "./crypto.js";
+import { SEAL_OVERHEAD, verify } from "../crypto.js";
 
 /** KDF and signature labels; the version lets a future protocol change never reuse a key. */
 export const LABELS = {

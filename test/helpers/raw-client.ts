@@ -2,7 +2,7 @@
 import { io, type Socket } from "socket.io-client";
 import { decode, encode } from "../../protocol/codec.js";
 import type { Reply } from "../../protocol/errors.js";
-import { openEnvelope } from "../../aggregation/secure/signing.js";
+import { openEnvelope } from "../../aggregation/signing.js";
 import { parseFitRequest, parseTaskSpec } from "../../protocol/guards.js";
 import type {
   FitRequest,

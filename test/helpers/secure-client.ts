@@ -3,7 +3,7 @@ import { io, type Socket } from "socket.io-client";
 import { SecureSession } from "../../client/secure-session.js";
 import { decode } from "../../protocol/codec.js";
 import { parseFitRequest } from "../../protocol/guards.js";
-import { openEnvelope } from "../../aggregation/secure/signing.js";
+import { openEnvelope } from "../../aggregation/signing.js";
 import { toCohortError } from "../../protocol/errors.js";
 import { PROTOCOL_VERSION } from "../../protocol/version.js";
 

@@ -1,6 +1,6 @@
 /** Bad actors and bad luck: both shares, tampering, forgeries, replays, duplicates, wrong phases. */
 import { describe, expect, it } from "vitest";
-import { generateKeyPair, getKeyAgreement } from "../../aggregation/secure/crypto.js";
+import { generateKeyPair, getKeyAgreement } from "../../aggregation/crypto.js";
 import { dealShares, openBox } from "../../aggregation/secure/dealer.js";
 import { ShareLedger } from "../../aggregation/secure/ledger.js";
 import { LABELS, shareBoxContext } from "../../aggregation/secure/transcript.js";

@@ -12,7 +12,7 @@ import {
   SEAL_OVERHEAD,
   sign,
   verify,
-} from "../../aggregation/secure/crypto.js";
+} from "../../aggregation/crypto.js";
 import { createHash } from "node:crypto";
 
 describe("key agreement", () => {

@@ -1,7 +1,7 @@
 /** The AES-CTR mask PRG: deterministic, seed-sensitive, the standard keystream, masks cancel. */
 import { createCipheriv } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { randomBytes } from "../../aggregation/secure/crypto.js";
+import { randomBytes } from "../../aggregation/crypto.js";
 import { addMask, applyMasks, expandSeed } from "../../aggregation/secure/prg.js";
 
 describe("expandSeed", () => {

@@ -1,7 +1,7 @@
 /** Shamir sharing over GF(2^16): round trips, any t of n, threshold failure, speed at n = 500. */
 import { describe, expect, it } from "vitest";
 import { createRng, sampleWithoutReplacement } from "../../aggregation/random.js";
-import { randomBytes } from "../../aggregation/secure/crypto.js";
+import { randomBytes } from "../../aggregation/crypto.js";
 import {
   combine,
   gfMul,

@@ -4,8 +4,8 @@
  * transcript (run, round, client, SHA-512 of the payload), so it cannot be replayed into another
  * run, round, client or kind of message.
  */
-import { decode, encode } from "../../protocol/codec.js";
-import { CohortError } from "../../protocol/errors.js";
+import { decode, encode } from "../protocol/codec.js";
+import { CohortError } from "../protocol/errors.js";
 import { digest, sign, verify } from "./crypto.js";
 
 const encoder = new TextEncoder();

@@ -1,6 +1,6 @@
 /** The one module that imports tweetnacl: X25519 agreement, share boxes, Ed25519 signatures, randomness. */
 import nacl from "tweetnacl";
-import type { Rng } from "../random.js";
+import type { Rng } from "./random.js";
 
 /** Bytes of an X25519 key, a derived key and a secret seed. */
 export const KEY_BYTES = 32;
