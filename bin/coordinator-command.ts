@@ -6,61 +6,35 @@ import { readIdentity, readKeyList } from "./keys.js";
 import { loadDataset } from "../models/datasets/index.js";
 import { parseFlags, helpText, type CommandSpec } from "./args.js";
 import {
+  fitConfigFlag,
   fitConfigFromFlag,
   flagGiven,
-  roundFlags,
-  secureFlags,
   strategyFlags,
   strategyFromFlags,
 } from "./strategy-flags.js";
+import { sharedFlags, sharedFromFlags } from "../coordinator/option-schema.js";
 import { takeExamples } from "../models/datasets/index.js";
 
 export const coordinatorCommand = {
   name: "coordinator",
   summary:
-    "Start a FedAvg coordinator (socket.io) and run the rounds; prints its URL, then one line per round.",
+    "Start a coordinator (socket.io) and run the rounds; prints its URL, then one line per round.",
   flags: {
     port: { type: "number", default: 8080, description: "TCP port; 0 picks a free one" },
     host: { type: "string", default: "0.0.0.0", description: "interface to listen on" },
-    model: {
-      type: "string",
-      default: "mlp",
-      placeholder: "mlp|cnn|PATH",
-      description: "built-in model or a tfjs model.json",
-    },
-    rounds: { type: "number", default: 10, description: "rounds to run" },
     "min-clients": {
       type: "number",
       default: 2,
       description: "connected clients needed before a round starts",
     },
+    ...sharedFlags("coordinator"),
     "min-fit-clients": {
       type: "number",
       defaultText: "min(2, --min-clients)",
       description: "least clients sampled, and least updates a round needs",
     },
-    "fraction-fit": {
-      type: "number",
-      default: 1,
-      description: "fraction C of connected clients sampled per round",
-    },
-    "local-epochs": { type: "number", default: 1, description: "local epochs E" },
-    "batch-size": { type: "number", default: 10, description: "local batch size B" },
-    lr: { type: "number", default: 0.1, description: "client learning rate" },
-    optimizer: {
-      type: "string",
-      default: "sgd",
-      placeholder: "sgd|adam",
-      description: "client optimizer",
-    },
     ...strategyFlags(),
-    ...roundFlags,
-    "round-timeout": {
-      type: "number",
-      default: 120,
-      placeholder: "SECONDS",
-      description: "deadline of a round",
-    },
+    "fit-config": fitConfigFlag,
     "eval-dataset": {
       type: "string",
       placeholder: "mnist|fashion-mnist|idx:DIR",
@@ -75,12 +49,6 @@ export const coordinatorCommand = {
       type: "number",
       default: 64,
       description: "largest update accepted from a client, in MiB",
-    },
-    ...secureFlags,
-    seed: {
-      type: "number",
-      default: 0,
-      description: "seed of the initial model and of cohort sampling",
     },
     "tls-cert": {
       type: "string",
@@ -138,31 +106,14 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   }
   const minClients = flags["min-clients"];
   const coordinator = await createCoordinator({
+    ...sharedFromFlags(flags),
     port: flags.port,
     host: flags.host,
-    model: flags.model,
-    rounds: flags.rounds,
     minAvailableClients: minClients,
     minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
-    fractionFit: flags["fraction-fit"],
-    localEpochs: flags["local-epochs"],
-    batchSize: flags["batch-size"],
-    learningRate: flags.lr,
-    optimizer: flags.optimizer as "sgd" | "adam",
     strategy: strategyFromFlags(flags, flagGiven(argv)),
-    lrSchedule: flags["lr-schedule"],
     fitConfig: fitConfigFromFlag(flags["fit-config"]),
-    fractionEvaluate: flags["fraction-evaluate"],
-    minEvaluateClients: flags["min-evaluate-clients"],
-    evaluateEvery: flags["evaluate-every"],
-    roundTimeoutMs: Math.round(flags["round-timeout"] * 1000),
     maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
-    seed: flags.seed,
-    secure: flags.secure,
-    secureNeighbours: flags["secure-neighbours"],
-    secureThreshold: flags["secure-threshold"],
-    secureClip: flags["secure-clip"],
-    secureMaxWeight: flags["secure-max-weight"],
     evalDataset,
     runDir: flags["run-dir"],
     resume: flags.resume,

@@ -2,11 +2,11 @@
 import { readFile } from "node:fs/promises";
 import { CohortError } from "../protocol/errors.js";
 import { simulate } from "../simulations/simulate.js";
+import { sharedFlags, sharedFromFlags } from "../coordinator/option-schema.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
 import {
+  fitConfigFlag,
   fitConfigFromFlag,
-  roundFlags,
-  secureFlags,
   strategyFlags,
   strategyFromFlags,
 } from "./strategy-flags.js";
@@ -23,10 +23,6 @@ export const simulateCommand = {
     },
     name: { type: "string", default: "simulation", description: "experiment name" },
     devices: { type: "number", default: 100, description: "population size N" },
-    "fraction-fit": { type: "number", default: 0.1, description: "fraction C sampled per round" },
-    "min-fit-clients": { type: "number", default: 1, description: "least devices per round" },
-    rounds: { type: "number", default: 10, description: "rounds" },
-    model: { type: "string", default: "mlp", placeholder: "mlp|cnn|PATH", description: "model" },
     dataset: {
       type: "string",
       default: "mnist",
@@ -44,22 +40,24 @@ export const simulateCommand = {
       defaultText: "train size / devices",
       description: "examples per device",
     },
-    "local-epochs": { type: "number", default: 1, description: "local epochs E" },
-    "batch-size": { type: "number", default: 10, description: "local batch size B" },
-    lr: { type: "number", default: 0.1, description: "client learning rate" },
     "eval-size": {
       type: "number",
       defaultText: "whole test split",
       description: "evaluate on the first N test examples",
     },
-    ...strategyFlags(),
-    ...roundFlags,
     "eval-fraction": {
       type: "number",
       default: 0,
       description: "share of every device's data held out for federated evaluation",
     },
-    ...secureFlags,
+    ...sharedFlags("simulator"),
+    ...strategyFlags(),
+    "fit-config": fitConfigFlag,
+    "partial-work": {
+      type: "number",
+      default: 0,
+      description: "share of devices doing a random fraction of their local work each round",
+    },
     "dropout-before": {
       type: "number",
       default: 0,
@@ -79,12 +77,6 @@ export const simulateCommand = {
       type: "number",
       default: 0,
       description: "mean exponential extra latency; beyond the deadline a device misses the round",
-    },
-    "round-timeout": {
-      type: "number",
-      default: 60,
-      placeholder: "SECONDS",
-      description: "round deadline",
     },
     transport: {
       type: "string",
@@ -113,7 +105,6 @@ export const simulateCommand = {
       default: 1,
       description: "epochs of the centralised baseline (0 skips it)",
     },
-    seed: { type: "number", default: 0, description: "seed: same seed, same metrics" },
     "run-dir": {
       type: "string",
       defaultText: "runs/<name>-<timestamp>",
@@ -123,36 +114,21 @@ export const simulateCommand = {
   },
 } satisfies CommandSpec<Record<string, FlagSpec>>;
 
+/** The simulation's own flags, by config key (the shared round options map themselves). */
 const MAP: Record<string, string> = {
   name: "name",
   devices: "devices",
-  "fraction-fit": "fractionFit",
-  "min-fit-clients": "minFitClients",
-  rounds: "rounds",
-  model: "model",
   dataset: "dataset",
   partition: "partition",
   "examples-per-device": "examplesPerDevice",
-  "local-epochs": "localEpochs",
-  "batch-size": "batchSize",
-  lr: "learningRate",
   "eval-size": "evalSize",
-  secure: "secure",
-  "lr-schedule": "lrSchedule",
-  "fraction-evaluate": "fractionEvaluate",
-  "min-evaluate-clients": "minEvaluateClients",
-  "evaluate-every": "evaluateEvery",
   "eval-fraction": "evalFraction",
-  "secure-neighbours": "secureNeighbours",
-  "secure-threshold": "secureThreshold",
-  "secure-clip": "secureClip",
-  "secure-max-weight": "secureMaxWeight",
+  "partial-work": "partialWork",
   transport: "transport",
   backend: "backend",
   concurrency: "concurrency",
   workers: "workers",
   "baseline-epochs": "baselineEpochs",
-  seed: "seed",
   "run-dir": "runDir",
 };
 
@@ -190,8 +166,10 @@ export async function runSimulate(argv: string[]): Promise<number> {
   const faults = { ...((config.faults as Record<string, unknown> | undefined) ?? {}) };
   for (const [flag, key] of Object.entries(MAP)) if (given.has(flag)) config[key] = values[flag];
   for (const [flag, key] of Object.entries(FAULTS)) if (given.has(flag)) faults[key] = values[flag];
-  if (given.has("round-timeout"))
-    config.roundTimeoutMs = Math.round((values["round-timeout"] as number) * 1000);
+  Object.assign(
+    config,
+    sharedFromFlags(values, (f) => given.has(f)),
+  );
   config.faults = faults;
   if (given.has("fit-config")) config.fitConfig = fitConfigFromFlag(values["fit-config"] as string);
   const strategyFlagNames = Object.keys(strategyFlags());
@@ -213,6 +191,9 @@ export async function runSimulate(argv: string[]): Promise<number> {
     JSON.stringify({
       runDir: summary.runDir,
       finalAccuracy: summary.finalAccuracy,
+      ...(summary.finalFederatedAccuracy === null
+        ? {}
+        : { finalFederatedAccuracy: summary.finalFederatedAccuracy }),
       roundsToTarget: summary.roundsToTarget,
       wallTimeMs: Math.round(summary.wallTimeMs),
     }),

@@ -95,64 +95,12 @@ export function strategyFromFlags(
   return { name: String(values.strategy ?? "fedavg"), params };
 }
 
-/** Secure-aggregation flags, the same for the coordinator and the simulator. */
-export const secureFlags = {
-  secure: {
-    type: "boolean",
-    default: false,
-    description: "secure aggregation (SecAgg+): the coordinator learns only the sum",
-  },
-  "secure-neighbours": {
-    type: "number",
-    defaultText: "cohort size − 1",
-    description: "SecAgg+ neighbour degree k",
-  },
-  "secure-threshold": {
-    type: "number",
-    defaultText: "⌊(k + 1)/2⌋ + 1",
-    description: "SecAgg+ threshold t",
-  },
-  "secure-clip": {
-    type: "number",
-    default: 1,
-    description: "delta coordinates are clipped to ±clip in secure rounds",
-  },
-  "secure-max-weight": {
-    type: "number",
-    default: 10000,
-    description: "example counts are capped at this many in secure rounds",
-  },
-} satisfies Record<string, FlagSpec>;
-
-/** Per-round configuration and federated-evaluation flags, the same for both commands. */
-export const roundFlags = {
-  "lr-schedule": {
-    type: "string",
-    default: "constant",
-    placeholder: "constant|step:EVERY:GAMMA|cosine[:MIN]",
-    description: "client learning rate over the rounds",
-  },
-  "fit-config": {
-    type: "string",
-    placeholder: "JSON",
-    description: "your own keys for the clients' round configuration (config.extra)",
-  },
-  "fraction-evaluate": {
-    type: "number",
-    default: 0,
-    description: "fraction of clients evaluating the global model on held-out data per round",
-  },
-  "min-evaluate-clients": {
-    type: "number",
-    default: 1,
-    description: "least clients asked to evaluate",
-  },
-  "evaluate-every": {
-    type: "number",
-    default: 1,
-    description: "federated evaluation after every this many rounds",
-  },
-} satisfies Record<string, FlagSpec>;
+/** `--fit-config JSON`: the user's own keys for the clients' round configuration. */
+export const fitConfigFlag: FlagSpec = {
+  type: "string",
+  placeholder: "JSON",
+  description: "your own keys for the clients' round configuration (config.extra)",
+};
 
 /** `--fit-config` as an object of scalars (checked again with the options). */
 export function fitConfigFromFlag(json: string | undefined): Record<string, Scalar> | undefined {

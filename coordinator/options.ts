@@ -1,9 +1,10 @@
-/** Coordinator options: every default documented here and merged once. */
+/** Coordinator options: every default documented here and merged once; the round options come from `option-schema.ts`. */
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
 import type { AuthOptions } from "./auth.js";
-import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
+import type { OptimizerName } from "../protocol/messages.js";
+import { checkShared, sharedDefaults } from "./option-schema.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import {
@@ -122,46 +123,25 @@ export function resolveOptions(
 ): CoordinatorOptions {
   const o = withDefaults<CoordinatorOptions>(
     {
+      ...sharedDefaults("coordinator"),
       port: 0,
       host: "0.0.0.0",
-      model: "mlp",
-      rounds: 10,
       minAvailableClients: 2,
-      fractionFit: 1.0,
-      minFitClients: 2,
-      optimizer: "sgd",
-      learningRate: 0.1,
-      lrSchedule: "constant",
       fitConfig: {},
-      localEpochs: 1,
-      batchSize: 10,
       strategy: "fedavg",
-      roundTimeoutMs: 120_000,
-      maxRoundAttempts: 5,
       maxUploadBytes: 64 * 1024 * 1024,
       resume: undefined,
       auth: undefined,
       signingKey: undefined,
       rateLimit: { perSecond: 20, burst: 50 },
       tls: undefined,
-      secure: false,
-      secureNeighbours: undefined,
-      secureThreshold: undefined,
-      secureClip: 1,
-      secureMaxWeight: 10_000,
-      secureStepTimeoutMs: 30_000,
-      seed: 0,
       evalDataset: undefined,
-      fractionEvaluate: 0,
-      minEvaluateClients: 1,
-      evaluateEvery: 1,
-      evaluateTimeoutMs: 60_000,
       runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
-      checkpointEvery: 1,
       log: defaultLog,
     },
     options,
   );
+  checkShared(o as unknown as Record<string, unknown>);
   const int = (key: keyof CoordinatorOptions, min: number, max = Number.MAX_SAFE_INTEGER) => {
     const v = o[key];
     if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
@@ -171,49 +151,14 @@ export function resolveOptions(
       );
     }
   };
-  const positive = (key: keyof CoordinatorOptions) => {
-    const v = o[key];
-    if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      throw new CohortError("INVALID_OPTION", `${key} must be a positive number, got ${String(v)}`);
-    }
-  };
   int("port", 0, 65535);
-  int("rounds", 1);
   int("minAvailableClients", 1);
-  int("minFitClients", 1);
-  int("localEpochs", 1);
-  int("batchSize", 1);
-  int("roundTimeoutMs", 1);
-  int("maxRoundAttempts", 1);
   int("maxUploadBytes", 1024);
-  int("seed", 0, 2 ** 32 - 1);
-  int("checkpointEvery", 0);
-  int("secureMaxWeight", 1);
-  int("secureStepTimeoutMs", 1);
-  int("minEvaluateClients", 1);
-  int("evaluateEvery", 1);
-  int("evaluateTimeoutMs", 1);
-  if (!(o.fractionEvaluate >= 0 && o.fractionEvaluate <= 1)) {
-    throw new CohortError(
-      "INVALID_OPTION",
-      `fractionEvaluate must be in [0, 1], got ${o.fractionEvaluate}`,
-    );
-  }
-  if (o.secureNeighbours !== undefined) int("secureNeighbours", 2);
-  if (o.secureThreshold !== undefined) int("secureThreshold", 2);
-  positive("secureClip");
-  positive("learningRate");
-  if (!(o.fractionFit > 0 && o.fractionFit <= 1)) {
-    throw new CohortError("INVALID_OPTION", `fractionFit must be in (0, 1], got ${o.fractionFit}`);
-  }
   if (o.minFitClients > o.minAvailableClients) {
     throw new CohortError(
       "INVALID_OPTION",
       `minFitClients (${o.minFitClients}) cannot exceed minAvailableClients (${o.minAvailableClients})`,
     );
-  }
-  if (!OPTIMIZERS.includes(o.optimizer)) {
-    throw new CohortError("INVALID_OPTION", `optimizer must be one of ${OPTIMIZERS.join(", ")}`);
   }
   checkStrategy(resolveStrategy(o.strategy), o);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);

@@ -1,69 +1,41 @@
-/** Simulation configuration: JSON files and flags, with every default documented and merged once. */
+/**
+ * Simulation configuration: JSON files and flags, with every default documented and merged
+ * once. The round options (rounds, C, E, B, learning rate and schedule, the SecAgg+ knobs,
+ * federated evaluation, seed, …) are the coordinator's own, from `coordinator/option-schema.ts`;
+ * only their defaults differ where a simulation wants other ones (C = 0.1, 1 device minimum,
+ * a 60 s deadline, a checkpoint every 10 rounds).
+ */
 import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
-import { OPTIMIZERS, type OptimizerName } from "../protocol/messages.js";
 import { checkFaults, NO_FAULTS, type FaultConfig } from "./faults.js";
 import { parsePartitionSpec } from "./partition.js";
 import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
-import { parseSchedule, type LearningRateSchedule } from "../aggregation/schedule.js";
+import { parseSchedule } from "../aggregation/schedule.js";
 import type { Scalar } from "../protocol/messages.js";
 import type { AttackConfig } from "./attacks.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/option-schema.js";
 
-/** Everything a simulation needs. */
-export interface SimulationConfig {
+/** Everything a simulation needs: the shared round options, and the simulation's own. */
+export interface SimulationConfig extends SharedOptions {
   /** Shown in logs and plots. @default "simulation" */
   name: string;
   /** Population size N. @default 100 */
   devices: number;
-  /** Fraction C of the population sampled per round. @default 0.1 */
-  fractionFit: number;
-  /** Least devices sampled, and least updates a round needs. @default 1 */
-  minFitClients: number;
-  /** @default 10 */
-  rounds: number;
-  /** `mlp`, `cnn` or a tfjs `model.json`. @default "mlp" */
-  model: string;
   /** `mnist`, `fashion-mnist` or `idx:DIR`; devices draw from its train split. @default "mnist" */
   dataset: string;
   /** `iid`, `shards[:K]` (McMahan's pathological non-IID, K = 2) or `dirichlet:α`. @default "iid" */
   partition: string;
   /** Examples per device. @default train size / devices (at least 1) */
   examplesPerDevice: number | undefined;
-  /** @default 1 */
-  localEpochs: number;
-  /** @default 10 */
-  batchSize: number;
-  /** @default 0.1 */
-  learningRate: number;
-  /** @default "sgd" */
-  optimizer: OptimizerName;
-  /** Client learning rate over the rounds: `constant`, `step:EVERY:GAMMA`, `cosine[:MIN]`. @default "constant" */
-  lrSchedule: string | LearningRateSchedule;
+  /** The strategy: a registered name, `{ name, params }` or a strategy object. @default "fedavg" */
+  strategy: string | StrategyRef | Strategy;
   /** Your own keys for the devices' round configuration. @default {} */
   fitConfig: Record<string, Scalar>;
   /** Evaluate on the first N test examples. @default the whole test split */
   evalSize: number | undefined;
-  /** The strategy: a registered name or `{ name, params }` (see the README's Strategies). @default "fedavg" */
-  strategy: string | StrategyRef | Strategy;
-  /** Run rounds through secure aggregation. @default false */
-  secure: boolean;
-  /** SecAgg+ neighbour degree k. @default cohort size − 1 */
-  secureNeighbours: number | undefined;
-  /** SecAgg+ threshold t. @default ⌊(k + 1)/2⌋ + 1 */
-  secureThreshold: number | undefined;
-  /** Delta coordinates are clipped to ±clip in secure rounds. @default 1 */
-  secureClip: number;
-  /** Example counts are capped at this many in secure rounds. @default 10000 */
-  secureMaxWeight: number;
   /** Share of every device's data held out for federated evaluation (not trained on). @default 0 */
   evalFraction: number;
-  /** Fraction of the devices asked to evaluate the global model after a round; 0: none. @default 0 */
-  fractionEvaluate: number;
-  /** Least devices asked to evaluate. @default 1 */
-  minEvaluateClients: number;
-  /** Evaluate on devices after every this many rounds. @default 1 */
-  evaluateEvery: number;
   /**
    * Simulated attackers (plain rounds only): `{ devices, kind: "sign-flip" | "little-is-enough",
    * scale }`. @default null (none)
@@ -76,8 +48,6 @@ export interface SimulationConfig {
   partialWork: number;
   /** Fault injection. @default none */
   faults: FaultConfig;
-  /** Round deadline; simulated stragglers beyond it miss the round. @default 60000 */
-  roundTimeoutMs: number;
   /** `in-process` (fast) or `socket` (real socket.io on loopback, one client per device). @default "in-process" */
   transport: "in-process" | "socket";
   /**
@@ -93,59 +63,35 @@ export interface SimulationConfig {
   targets: number[];
   /** Epochs of a centralised baseline on the pooled device data; 0 skips it. @default 1 */
   baselineEpochs: number;
-  /** Checkpoint the global model every this many rounds (and the first and last). @default 10 */
-  checkpointEvery: number;
-  /** @default 0 */
-  seed: number;
   /** @default "runs/<name>-<timestamp>" */
   runDir: string | undefined;
 }
 
 const DEFAULTS: SimulationConfig = {
+  ...sharedDefaults("simulator"),
   name: "simulation",
   devices: 100,
-  fractionFit: 0.1,
-  minFitClients: 1,
-  rounds: 10,
-  model: "mlp",
   dataset: "mnist",
   partition: "iid",
   examplesPerDevice: undefined,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.1,
-  optimizer: "sgd",
-  lrSchedule: "constant",
+  strategy: "fedavg",
   fitConfig: {},
   evalSize: undefined,
-  strategy: "fedavg",
-  secure: false,
-  secureNeighbours: undefined,
-  secureThreshold: undefined,
-  secureClip: 1,
-  secureMaxWeight: 10_000,
   evalFraction: 0,
-  fractionEvaluate: 0,
-  minEvaluateClients: 1,
-  evaluateEvery: 1,
   attack: null,
   partialWork: 0,
   faults: NO_FAULTS,
-  roundTimeoutMs: 60_000,
   transport: "in-process",
   workers: 0,
   concurrency: 1,
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
   baselineEpochs: 1,
-  checkpointEvery: 10,
-  seed: 0,
   runDir: undefined,
 };
 
 const KEYS = new Set(Object.keys(DEFAULTS));
 
-/** Merge a (parsed JSON) config over the defaults and validate it; unknown keys are errors. */
 export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new CohortError("INVALID_OPTION", "a simulation config must be a JSON object");
@@ -171,29 +117,15 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
       );
     }
   };
+  checkShared(c as unknown as Record<string, unknown>);
   int("devices", 1);
-  int("minFitClients", 1);
-  int("rounds", 1);
-  int("localEpochs", 1);
-  int("batchSize", 1);
-  int("roundTimeoutMs", 1);
   int("baselineEpochs", 0);
-  int("seed", 0);
   int("concurrency", 1);
   int("workers", 0);
-  int("checkpointEvery", 0);
-  int("minEvaluateClients", 1);
-  int("evaluateEvery", 1);
   if (!(c.evalFraction >= 0 && c.evalFraction < 1)) {
     throw new CohortError(
       "INVALID_OPTION",
       `evalFraction must be in [0, 1), got ${c.evalFraction}`,
-    );
-  }
-  if (!(c.fractionEvaluate >= 0 && c.fractionEvaluate <= 1)) {
-    throw new CohortError(
-      "INVALID_OPTION",
-      `fractionEvaluate must be in [0, 1], got ${c.fractionEvaluate}`,
     );
   }
   if (c.fractionEvaluate > 0 && c.evalFraction === 0) {
@@ -227,12 +159,6 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   }
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
   if (c.evalSize !== undefined) int("evalSize", 1);
-  if (!(c.fractionFit > 0 && c.fractionFit <= 1)) {
-    throw new CohortError("INVALID_OPTION", `fractionFit must be in (0, 1], got ${c.fractionFit}`);
-  }
-  if (!(c.learningRate > 0)) throw new CohortError("INVALID_OPTION", `learningRate must be > 0`);
-  if (!OPTIMIZERS.includes(c.optimizer))
-    throw new CohortError("INVALID_OPTION", `optimizer must be sgd or adam`);
   if (c.transport !== "in-process" && c.transport !== "socket") {
     throw new CohortError(
       "INVALID_OPTION",

@@ -44,6 +44,7 @@ import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { createRng, shuffleInPlace } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
+import { pickShared } from "../coordinator/option-schema.js";
 
 /** The centralised baseline: the same model trained on the pooled device data. */
 export interface BaselineResult {
@@ -241,21 +242,10 @@ export async function simulate(
   const runDir = cfg.runDir ?? `runs/${cfg.name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
   const { opts, task, weights, signing } = await prepareTask(
     {
-      model: cfg.model,
-      rounds: cfg.rounds,
+      // Every round option the coordinator has, as the config gives it.
+      ...pickShared(cfg),
       minAvailableClients: cfg.minFitClients,
-      minFitClients: cfg.minFitClients,
-      fractionFit: cfg.fractionFit,
-      localEpochs: cfg.localEpochs,
-      batchSize: cfg.batchSize,
-      learningRate: cfg.learningRate,
-      optimizer: cfg.optimizer,
-      lrSchedule: cfg.lrSchedule,
       fitConfig: cfg.fitConfig,
-      roundTimeoutMs: cfg.roundTimeoutMs,
-      fractionEvaluate: cfg.fractionEvaluate,
-      minEvaluateClients: cfg.minEvaluateClients,
-      evaluateEvery: cfg.evaluateEvery,
       strategy:
         cfg.attack === null
           ? cfg.strategy
@@ -268,13 +258,6 @@ export async function simulate(
               ),
               cfg.attack,
             ),
-      secure: cfg.secure,
-      secureNeighbours: cfg.secureNeighbours,
-      secureThreshold: cfg.secureThreshold,
-      secureClip: cfg.secureClip,
-      secureMaxWeight: cfg.secureMaxWeight,
-      seed: cfg.seed,
-      checkpointEvery: cfg.checkpointEvery,
       evalDataset: evalSet,
       runDir,
       log: () => undefined,

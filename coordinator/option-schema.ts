@@ -1,0 +1,335 @@
+/**
+ * The round options the coordinator, its CLI and the simulator share, defined once: type and
+ * range, default (and the simulator's, where it differs), flag and help text. `resolveOptions`,
+ * `cohort coordinator --help`, `cohort simulate --help` and the simulator's config all derive
+ * from this table, so they cannot drift apart.
+ */
+import { CohortError } from "../protocol/errors.js";
+import { OPTIMIZERS } from "../protocol/messages.js";
+import type { CoordinatorOptions } from "./options.js";
+
+/** How a value is checked. */
+export type OptionKind =
+  | { type: "int"; min: number; max?: number }
+  /** A finite number in the range; `above` excludes the lower end. */
+  | { type: "number"; min: number; max?: number; above?: boolean }
+  | { type: "boolean" }
+  | { type: "choice"; of: readonly string[] }
+  /** A string its own parser checks (a model path, a schedule). */
+  | { type: "text" };
+
+/** One shared option. */
+export interface OptionSpec<V> {
+  kind: OptionKind;
+  default: V;
+  /** The simulator's default, where it differs. */
+  simDefault?: V;
+  /** What `--help` says. */
+  doc: string;
+  flag: string;
+  placeholder?: string;
+  /** `--help` text instead of the default. */
+  defaultText?: string;
+  /** The flag takes seconds for this millisecond option. */
+  seconds?: boolean;
+  /** `undefined` is a valid value (the option then has a computed default). */
+  optional?: boolean;
+}
+
+/** The shared options' names. */
+export type SharedKey =
+  | "model"
+  | "rounds"
+  | "fractionFit"
+  | "minFitClients"
+  | "optimizer"
+  | "learningRate"
+  | "lrSchedule"
+  | "localEpochs"
+  | "batchSize"
+  | "roundTimeoutMs"
+  | "maxRoundAttempts"
+  | "secure"
+  | "secureNeighbours"
+  | "secureThreshold"
+  | "secureClip"
+  | "secureMaxWeight"
+  | "secureStepTimeoutMs"
+  | "fractionEvaluate"
+  | "minEvaluateClients"
+  | "evaluateEvery"
+  | "evaluateTimeoutMs"
+  | "seed"
+  | "checkpointEvery";
+
+/** The shared options, with their types from `CoordinatorOptions`. */
+export type SharedOptions = Pick<CoordinatorOptions, SharedKey>;
+
+const int = (min: number, max?: number): OptionKind => ({
+  type: "int",
+  min,
+  ...(max === undefined ? {} : { max }),
+});
+
+/** The table. */
+export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } = {
+  model: {
+    kind: { type: "text" },
+    default: "mlp",
+    flag: "model",
+    placeholder: "mlp|cnn|PATH",
+    doc: "built-in model or a tfjs model.json",
+  },
+  rounds: { kind: int(1), default: 10, flag: "rounds", doc: "rounds to run" },
+  fractionFit: {
+    kind: { type: "number", min: 0, max: 1, above: true },
+    default: 1,
+    simDefault: 0.1,
+    flag: "fraction-fit",
+    doc: "fraction C of connected clients sampled per round",
+  },
+  minFitClients: {
+    kind: int(1),
+    default: 2,
+    simDefault: 1,
+    flag: "min-fit-clients",
+    doc: "least clients sampled, and least updates a round needs",
+  },
+  optimizer: {
+    kind: { type: "choice", of: OPTIMIZERS },
+    default: "sgd",
+    flag: "optimizer",
+    placeholder: OPTIMIZERS.join("|"),
+    doc: "client optimizer",
+  },
+  learningRate: {
+    kind: { type: "number", min: 0, above: true },
+    default: 0.1,
+    flag: "lr",
+    doc: "client learning rate (the schedule's base)",
+  },
+  lrSchedule: {
+    kind: { type: "text" },
+    default: "constant",
+    flag: "lr-schedule",
+    placeholder: "constant|step:EVERY:GAMMA|cosine[:MIN]",
+    doc: "client learning rate over the rounds",
+  },
+  localEpochs: { kind: int(1), default: 1, flag: "local-epochs", doc: "local epochs E" },
+  batchSize: { kind: int(1), default: 10, flag: "batch-size", doc: "local batch size B" },
+  roundTimeoutMs: {
+    kind: int(1),
+    default: 120_000,
+    simDefault: 60_000,
+    flag: "round-timeout",
+    seconds: true,
+    placeholder: "SECONDS",
+    doc: "deadline of a round",
+  },
+  maxRoundAttempts: {
+    kind: int(1),
+    default: 5,
+    flag: "max-round-attempts",
+    doc: "attempts at a round with too few updates before the run fails",
+  },
+  secure: {
+    kind: { type: "boolean" },
+    default: false,
+    flag: "secure",
+    doc: "secure aggregation (SecAgg+): the coordinator learns only the sum",
+  },
+  secureNeighbours: {
+    kind: int(2),
+    default: undefined,
+    optional: true,
+    flag: "secure-neighbours",
+    defaultText: "cohort size − 1",
+    doc: "SecAgg+ neighbour degree k",
+  },
+  secureThreshold: {
+    kind: int(2),
+    default: undefined,
+    optional: true,
+    flag: "secure-threshold",
+    defaultText: "⌊(k + 1)/2⌋ + 1",
+    doc: "SecAgg+ threshold t",
+  },
+  secureClip: {
+    kind: { type: "number", min: 0, above: true },
+    default: 1,
+    flag: "secure-clip",
+    doc: "delta coordinates are clipped to ±clip in secure rounds",
+  },
+  secureMaxWeight: {
+    kind: int(1),
+    default: 10_000,
+    flag: "secure-max-weight",
+    doc: "example counts are capped at this many in secure rounds",
+  },
+  secureStepTimeoutMs: {
+    kind: int(1),
+    default: 30_000,
+    flag: "secure-step-timeout",
+    seconds: true,
+    placeholder: "SECONDS",
+    doc: "deadline of each key phase of a secure round",
+  },
+  fractionEvaluate: {
+    kind: { type: "number", min: 0, max: 1 },
+    default: 0,
+    flag: "fraction-evaluate",
+    doc: "fraction of clients evaluating each new model on their held-out data (0: off)",
+  },
+  minEvaluateClients: {
+    kind: int(1),
+    default: 1,
+    flag: "min-evaluate-clients",
+    doc: "least clients asked to evaluate",
+  },
+  evaluateEvery: {
+    kind: int(1),
+    default: 1,
+    flag: "evaluate-every",
+    doc: "federated evaluation after every this many rounds",
+  },
+  evaluateTimeoutMs: {
+    kind: int(1),
+    default: 60_000,
+    flag: "evaluate-timeout",
+    seconds: true,
+    placeholder: "SECONDS",
+    doc: "deadline of one client's evaluation",
+  },
+  seed: {
+    kind: int(0, 2 ** 32 - 1),
+    default: 0,
+    flag: "seed",
+    doc: "seed of the initial model, sampling and faults: same seed, same run",
+  },
+  checkpointEvery: {
+    kind: int(0),
+    default: 1,
+    simDefault: 10,
+    flag: "checkpoint-every",
+    doc: "checkpoint the model every this many rounds (0: first and last only)",
+  },
+};
+
+const KEYS = Object.keys(SHARED_OPTIONS) as SharedKey[];
+
+/** The shared options' defaults for the coordinator or the simulator. */
+export function sharedDefaults(target: "coordinator" | "simulator"): SharedOptions {
+  const out: Record<string, unknown> = {};
+  for (const key of KEYS) {
+    const spec = SHARED_OPTIONS[key] as OptionSpec<unknown>;
+    out[key] = target === "simulator" && "simDefault" in spec ? spec.simDefault : spec.default;
+  }
+  return out as unknown as SharedOptions;
+}
+
+/** Check every shared option of `o`; `INVALID_OPTION` names the first bad one. */
+export function checkShared(o: Record<string, unknown>): void {
+  for (const key of KEYS) {
+    const spec = SHARED_OPTIONS[key] as OptionSpec<unknown>;
+    const v = o[key];
+    if (v === undefined && spec.optional) continue;
+    const bad = (what: string): never => {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `${key} must be ${what}, got ${JSON.stringify(v) ?? "undefined"}`,
+      );
+    };
+    const k = spec.kind;
+    switch (k.type) {
+      case "int": {
+        const max = k.max ?? Number.MAX_SAFE_INTEGER;
+        if (typeof v !== "number" || !Number.isInteger(v) || v < k.min || v > max) {
+          bad(`an integer in [${k.min}, ${max}]`);
+        }
+        break;
+      }
+      case "number": {
+        const range = `${k.above ? "(" : "["}${k.min}, ${k.max ?? "∞"}${k.max === undefined ? ")" : "]"}`;
+        if (
+          typeof v !== "number" ||
+          !Number.isFinite(v) ||
+          (k.above ? v <= k.min : v < k.min) ||
+          (k.max !== undefined && v > k.max)
+        ) {
+          bad(`a number in ${range}`);
+        }
+        break;
+      }
+      case "boolean":
+        if (typeof v !== "boolean") bad("true or false");
+        break;
+      case "choice":
+        if (typeof v !== "string" || !k.of.includes(v)) bad(`one of ${k.of.join(", ")}`);
+        break;
+      case "text":
+        if (typeof v !== "string" && (typeof v !== "object" || v === null)) bad("a string");
+        break;
+      default: {
+        const exhaustive: never = k;
+        throw new CohortError("INTERNAL", `unknown option kind ${JSON.stringify(exhaustive)}`);
+      }
+    }
+  }
+}
+
+/** A flag spec, as the CLI's parser takes it. */
+export interface SharedFlag {
+  type: "string" | "number" | "boolean";
+  description: string;
+  default?: string | number | boolean;
+  defaultText?: string;
+  placeholder?: string;
+}
+
+/** The shared options as CLI flags, with the target's defaults (seconds where the flag says so). */
+export function sharedFlags(target: "coordinator" | "simulator"): Record<string, SharedFlag> {
+  const defaults = sharedDefaults(target) as unknown as Record<string, unknown>;
+  const flags: Record<string, SharedFlag> = {};
+  for (const key of KEYS) {
+    const spec = SHARED_OPTIONS[key] as OptionSpec<unknown>;
+    const d = defaults[key];
+    const type =
+      spec.kind.type === "int" || spec.kind.type === "number"
+        ? "number"
+        : spec.kind.type === "boolean"
+          ? "boolean"
+          : "string";
+    flags[spec.flag] = {
+      type,
+      description: spec.doc,
+      ...(d === undefined
+        ? {}
+        : { default: (spec.seconds ? (d as number) / 1000 : d) as string | number | boolean }),
+      ...(spec.defaultText === undefined ? {} : { defaultText: spec.defaultText }),
+      ...(spec.placeholder === undefined ? {} : { placeholder: spec.placeholder }),
+    };
+  }
+  return flags;
+}
+
+/** Shared options from parsed flags: every flag for which `take(flag)` holds, seconds made ms. */
+export function sharedFromFlags(
+  values: Record<string, unknown>,
+  take: (flag: string) => boolean = () => true,
+): Partial<SharedOptions> {
+  const out: Record<string, unknown> = {};
+  for (const key of KEYS) {
+    const spec = SHARED_OPTIONS[key] as OptionSpec<unknown>;
+    const v = values[spec.flag];
+    if (v === undefined || !take(spec.flag)) continue;
+    out[key] = spec.seconds ? Math.round((v as number) * 1000) : v;
+  }
+  return out as Partial<SharedOptions>;
+}
+
+/** The shared options of a (simulation) config, to pass to the coordinator. */
+export function pickShared(o: SharedOptions): SharedOptions {
+  const out: Record<string, unknown> = {};
+  for (const key of KEYS) out[key] = o[key];
+  return out as unknown as SharedOptions;
+}
