@@ -23,38 +23,32 @@ function flagOf(param: string): string {
   return RENAMED[param] ?? param.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
 }
 
-/** Each parameter once, with the strategies that take it. */
+/** Each parameter once; its help names the strategies that take it (by meaning, where they differ). */
 function parameters(): { param: string; flag: string; spec: FlagSpec }[] {
-  const seen = new Map<string, { param: string; flag: string; spec: FlagSpec; users: string[] }>();
-  for (const def of strategyDefinitions()) {
+  const seen = new Map<string, { type: FlagSpec["type"]; docs: Map<string, string[]> }>();
+  const all = strategyDefinitions();
+  for (const def of all) {
     for (const [param, value] of Object.entries(def.defaults)) {
-      const entry = seen.get(param);
-      if (entry !== undefined) {
-        entry.users.push(def.name);
-        continue;
-      }
-      seen.set(param, {
-        param,
-        flag: flagOf(param),
-        users: [def.name],
-        spec: {
-          type: typeof value === "boolean" ? "boolean" : "number",
-          defaultText: "the strategy's",
-          description: (def.docs as Record<string, string>)[param] ?? param,
-        },
-      });
+      const doc = (def.docs as Record<string, string>)[param] ?? param;
+      const entry = seen.get(param) ?? {
+        type: typeof value === "boolean" ? ("boolean" as const) : ("number" as const),
+        docs: new Map<string, string[]>(),
+      };
+      entry.docs.set(doc, [...(entry.docs.get(doc) ?? []), def.name]);
+      seen.set(param, entry);
     }
   }
-  return [...seen.values()].map((e) => ({
-    ...e,
-    spec: {
-      ...e.spec,
-      description:
-        e.users.length === strategyDefinitions().length
-          ? e.spec.description
-          : `${e.spec.description} [${e.users.join(", ")}]`,
-    },
-  }));
+  return [...seen.entries()].map(([param, e]) => {
+    const everyone = e.docs.size === 1 && [...e.docs.values()][0]!.length === all.length;
+    const description = everyone
+      ? [...e.docs.keys()][0]!
+      : [...e.docs.entries()].map(([doc, users]) => `${doc} [${users.join(", ")}]`).join("; ");
+    return {
+      param,
+      flag: flagOf(param),
+      spec: { type: e.type, defaultText: "the strategy's", description },
+    };
+  });
 }
 
 /** The strategy flags of a command's spec. */
