@@ -11,7 +11,7 @@ import {
   modelFromSpec,
   type EvalStats,
   readWeights,
-  toTensors,
+  lazyTensors,
   writeWeights,
   type TensorData,
 } from "../models/adapter.js";
@@ -70,7 +70,7 @@ export class LocalTrainer {
       checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
       const model = await this.ensureModel(ins.task, ins.data);
       writeWeights(model, ins.request.weights);
-      const data = tensors ?? toTensors(ins.data);
+      const data = tensors ?? lazyTensors(ins.data);
       try {
         const stats = await trainLocal(
           model,

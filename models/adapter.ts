@@ -77,6 +77,26 @@ export function toTensors(data: Dataset): TensorData {
   return { x, y, size, source: data, dispose: () => tf.dispose([x, y]) };
 }
 
+/**
+ * A dataset as tensors made on first use: seeded training copies rows in JS and never needs
+ * the unshuffled tensors, so a device that trains once (the simulator) skips making them.
+ */
+export function lazyTensors(data: Dataset): TensorData {
+  let made: TensorData | null = null;
+  const get = () => (made ??= toTensors(data));
+  return {
+    get x() {
+      return get().x;
+    },
+    get y() {
+      return get().y;
+    },
+    size: data.labels.length,
+    source: data,
+    dispose: () => made?.dispose(),
+  };
+}
+
 /** Loss and accuracy of a model on a dataset. */
 export interface EvalStats {
   loss: number;
