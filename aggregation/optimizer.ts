@@ -11,7 +11,10 @@ export interface ServerOptimizer {
   readonly name: string;
   /** The state before the first round. */
   init(w: Weights): StateRecord;
-  /** Round `t` (1-based): the next global weights and state. */
+  /**
+   * Round `t` (1-based): the next global weights and state. Entries of the state it does not
+   * own pass through unchanged (a strategy wrapper may keep its own there).
+   */
   step(
     w: Weights,
     meanDelta: Weights,

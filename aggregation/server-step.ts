@@ -28,13 +28,21 @@ export function aggregateRound(
   return acc.finish();
 }
 
-/** The next global model and strategy state from round `round`'s aggregate. */
+/**
+ * The next global model and strategy state from round `round`'s aggregate: the strategy's
+ * `afterAggregate` first (where it has one), then its server optimizer.
+ */
 export function serverStep(
   strategy: Strategy,
   global: Weights,
   state: StateRecord,
   aggregate: WeightedSum,
   round: number,
+  rounds = round,
 ): { weights: Float32Array[]; state: StateRecord } {
-  return strategy.optimizer.step(global, meanOf(aggregate), state, round);
+  const seen = strategy.afterAggregate?.(aggregate, state, { round, rounds }) ?? {
+    agg: aggregate,
+    state,
+  };
+  return strategy.optimizer.step(global, meanOf(seen.agg), seen.state, round);
 }

@@ -5,10 +5,10 @@
  * — and resolved from the registry (`registry.ts`); users may also pass their own object.
  */
 import { CohortError } from "../protocol/errors.js";
-import type { Aggregator } from "./aggregator.js";
+import type { Aggregator, WeightedSum } from "./aggregator.js";
 import type { ServerOptimizer } from "./optimizer.js";
 import type { RoundConfig } from "../protocol/messages.js";
-import type { Scalar } from "./state.js";
+import type { Scalar, StateRecord } from "./state.js";
 
 /** A strategy (or any registered part) by name. */
 export interface StrategyRef {
@@ -36,6 +36,15 @@ export interface Strategy {
   readonly optimizer: ServerOptimizer;
   /** The round's client configuration, from the run's base configuration. @default unchanged */
   configureFit?(ctx: RoundContext, base: RoundTraining): RoundTraining;
+  /**
+   * A look at the round's aggregate before the server step (central noise, clipping of the
+   * sum); may change the aggregate and the state. @default unchanged
+   */
+  afterAggregate?(
+    agg: WeightedSum,
+    state: StateRecord,
+    ctx: RoundContext,
+  ): { agg: WeightedSum; state: StateRecord };
 }
 
 /** Whether a value is a strategy object (as opposed to a `{ name, params }` reference). */

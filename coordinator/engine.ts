@@ -385,7 +385,14 @@ export class RoundEngine {
 
   /** The server step: the strategy's optimizer moves the global model and its state. */
   private step(aggregate: WeightedSum, round: number): void {
-    const next = serverStep(this.strategy, this.global, this.strategyState, aggregate, round);
+    const next = serverStep(
+      this.strategy,
+      this.global,
+      this.strategyState,
+      aggregate,
+      round,
+      this.opts.rounds,
+    );
     this.global = next.weights;
     this.strategyState = next.state;
   }

@@ -273,6 +273,23 @@ describe("the registry", () => {
     expectCohortError(() => resolveStrategy(ref as never), "INVALID_OPTION", message);
   });
 
+  it("runs a strategy's afterAggregate before its server step, with the state it returns", () => {
+    const base = resolveStrategy("fedavg");
+    const halved: Strategy = {
+      ...base,
+      name: "halved",
+      afterAggregate: (agg, state, ctx) => ({
+        agg: { ...agg, weight: agg.weight * 2 },
+        state: { ...state, values: { lastRound: ctx.round } },
+      }),
+    };
+    const w = [f32(0, 0)];
+    const agg = aggregateRound(halved, w, [update("a", 1, f32(1, -2))])!;
+    const out = serverStep(halved, w, halved.optimizer.init(w), agg, 3, 10);
+    expect(values(out.weights)).toEqual([[0.5, -1]]);
+    expect(out.state.values).toEqual({ lastRound: 3 });
+  });
+
   it("takes a user's own strategy object as it is", () => {
     const own = resolveStrategy("fedavg");
     const mine: Strategy = { ...own, name: "mine", ref: { name: "mine" } };

@@ -63,7 +63,7 @@ export function adaptiveOptimizer(variant: AdaptiveVariant, p: AdaptiveParams): 
         v.push(vi);
         return out;
       });
-      return { weights, state: { arrays: { m, v }, values: {} } };
+      return { weights, state: { arrays: { ...s.arrays, m, v }, values: s.values } };
     },
   };
 }

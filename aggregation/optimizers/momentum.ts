@@ -25,7 +25,7 @@ export function serverMomentum(eta: number, beta: number, nesterov: boolean): Se
         momentum.push(v);
         return out;
       });
-      return { weights, state: { arrays: { momentum }, values: {} } };
+      return { weights, state: { arrays: { ...s.arrays, momentum }, values: s.values } };
     },
   };
 }

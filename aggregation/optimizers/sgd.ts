@@ -8,6 +8,7 @@ export function serverSgd(eta: number): ServerOptimizer {
   return {
     name: "sgd",
     init: () => emptyState(),
-    step: (w, delta) => ({ weights: addScaled(w, delta, eta), state: emptyState() }),
+    // Stateless: whatever else the strategy keeps in the state passes through.
+    step: (w, delta, s) => ({ weights: addScaled(w, delta, eta), state: s }),
   };
 }
