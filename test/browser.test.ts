@@ -30,7 +30,7 @@ afterAll(async () => {
 /** Open the demo client page as shard `index` of 3. */
 async function openClientPage(url: string, index: number, id: string): Promise<Page> {
   const page = await browser.context.newPage();
-  await page.goto(`${url}/client?index=${index}&count=3&limit=${PER_CLIENT}&id=${id}`);
+  await page.goto(`${url}/client?index=${index}&count=3&limit=${PER_CLIENT}&id=${id}&eval=0.2`);
   return page;
 }
 
@@ -55,6 +55,9 @@ async function federate(secure: boolean, rounds: number) {
     runDir: null,
     evalDataset: evalSet,
     secure,
+    // FedProx's proximal term and federated evaluation run in the pages too.
+    strategy: { name: "fedprox", params: { proximalMu: 0.01 } },
+    fractionEvaluate: 1,
   });
   const joins: { clientId: string; platform: string; backend: string }[] = [];
   coordinator.on("join", (c) => joins.push(c));
@@ -64,7 +67,7 @@ async function federate(secure: boolean, rounds: number) {
   try {
     pages.push(await openClientPage(coordinator.url, 0, `page-0-${mode}`));
     pages.push(await openClientPage(coordinator.url, 1, `page-1-${mode}`));
-    node = await startClients(coordinator.url, [shards[2]!], `node-${mode}`);
+    node = await startClients(coordinator.url, [shards[2]!], `node-${mode}`, { evalFraction: 0.2 });
     const summary = await coordinator.run();
     await Promise.all(node.map((c) => c.done));
     const states = await Promise.all(
@@ -105,6 +108,13 @@ describe("browser clients", () => {
       const final = summary.rounds.at(-1)!.accuracy!;
       expect(final, mode).toBeGreaterThan(initial + 0.3);
       expect(summary.rounds.every((r) => r.participants === 3 && r.secure === secure)).toBe(true);
+      // Every client evaluated each new model on its held-out fifth: 3 × 60 examples.
+      for (const round of summary.rounds) {
+        expect(round.evaluationFailures, mode).toEqual([]);
+        expect(round.federatedClients, mode).toBe(3);
+        expect(round.federatedExamples, mode).toBe(180); // 3 × ⌈0.2 · 300⌉
+        expect(round.federatedAccuracy!, mode).toBeGreaterThan(0.1);
+      }
       // The pages trained on wasm (auto skips Chromium's software GPU) and said so.
       for (const [i, { state, backendText }] of states.entries()) {
         expect(state.error).toBeNull();

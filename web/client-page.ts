@@ -58,6 +58,9 @@ async function main(): Promise<void> {
   const index = intParam(query, "index", Math.floor(Math.random() * count));
   const limit = query.has("limit") ? intParam(query, "limit", 0) : undefined;
   const backend = parseBrowserBackendRequest(query.get("backend") ?? "auto");
+  // ?eval=0.2 holds out a fifth of the shard for federated evaluation.
+  const evalFraction = query.has("eval") ? Number(query.get("eval")) : 0;
+  if (!(evalFraction >= 0 && evalFraction < 1)) throw new Error("?eval must be in [0, 1)");
   const data = await loadDigitsShard(location.origin, { index, count, limit });
   state.examples = data.labels.length;
   $("examples").textContent = `${data.labels.length} digits`;
@@ -67,6 +70,7 @@ async function main(): Promise<void> {
     data,
     backend,
     log,
+    evalFraction,
     ...(query.has("id") ? { clientId: query.get("id")! } : {}),
   });
   state.clientId = client.options.clientId;

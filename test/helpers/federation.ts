@@ -7,7 +7,7 @@ import {
   type Coordinator,
   type CoordinatorOptions,
 } from "../../coordinator/index.js";
-import { CohortClient } from "../../client/index.js";
+import { CohortClient, type CohortClientOptions } from "../../client/index.js";
 import { loadMnistDigits, shardDataset, takeExamples } from "../../models/datasets/index.js";
 import type { Dataset } from "../../protocol/dataset.js";
 
@@ -41,6 +41,7 @@ export async function startClients(
   url: string,
   shards: Dataset[],
   prefix = "client",
+  options: Partial<CohortClientOptions> = {},
 ): Promise<CohortClient[]> {
   const clients = shards.map(
     (data, i) =>
@@ -50,6 +51,7 @@ export async function startClients(
         clientId: `${prefix}-${i}`,
         backend: "wasm",
         log: () => undefined,
+        ...options,
       }),
   );
   await Promise.all(clients.map((c) => c.start()));
