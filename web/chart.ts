@@ -36,6 +36,9 @@ export function chartSvg(history: readonly RoundPoint[], roundsTotal: number): s
   const acc = history.flatMap((p) =>
     p.accuracy === null ? [] : [{ round: p.round, value: p.accuracy }],
   );
+  const fed = history.flatMap((p) =>
+    p.federatedAccuracy === null ? [] : [{ round: p.round, value: p.federatedAccuracy }],
+  );
   const loss = history.flatMap((p) => (p.loss === null ? [] : [{ round: p.round, value: p.loss }]));
   const maxLoss = Math.max(0.5, ...loss.map((p) => p.value)) * 1.1;
   const plotH = H - PAD.top - PAD.bottom;
@@ -62,15 +65,19 @@ export function chartSvg(history: readonly RoundPoint[], roundsTotal: number): s
     );
   return (
     `<svg data-testid="chart" data-rounds="${history.length}" viewBox="0 0 ${W} ${H}" width="100%" role="img" aria-label="accuracy and loss per round">` +
-    `<style>.acc{stroke:#2f6fde;fill:#2f6fde}.loss{stroke:#d9822b;fill:#d9822b}</style>` +
+    `<style>.acc{stroke:#2f6fde;fill:#2f6fde}.loss{stroke:#d9822b;fill:#d9822b}.fed{stroke:#8a4fd0;fill:#8a4fd0}</style>` +
     grid.join("") +
     secure.join("") +
     ticks.join("") +
     `<text x="${PAD.left - 6}" y="${H - 10}" text-anchor="end">round</text>` +
     series(acc, x, yAcc, "acc") +
     series(loss, x, yLoss, "loss") +
+    (fed.length === 0 ? "" : series(fed, x, yAcc, "fed")) +
     `<text x="${PAD.left + 8}" y="${PAD.top + 12}" style="fill:#2f6fde">● accuracy</text>` +
     `<text x="${PAD.left + 90}" y="${PAD.top + 12}" style="fill:#d9822b">● loss (right axis)</text>` +
+    (fed.length === 0
+      ? ""
+      : `<text x="${PAD.left + 220}" y="${PAD.top + 12}" style="fill:#8a4fd0">● federated accuracy</text>`) +
     `</svg>`
   );
 }
