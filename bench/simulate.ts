@@ -4,6 +4,7 @@
  * 2. population scaling: per-round wall time and peak memory at 1,000 / 10,000 / 100,000
  *    devices with a fixed cohort of 10 (each population in its own process).
  * Ratios are measured side by side in one run; absolute times drift on a shared machine.
+ * `--overhead` runs the first part alone.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
@@ -142,6 +143,7 @@ async function population(devices: number): Promise<void> {
 
 async function main(): Promise<void> {
   const child = process.argv[2];
+  if (child === "--overhead") return overhead(); // the first part alone
   if (child !== undefined) return population(Number(child));
   await overhead();
   await parallel();
