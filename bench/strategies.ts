@@ -196,7 +196,7 @@ function table(results: Result[], baseline: number | null): string {
     ...rows,
     ...(baseline === null
       ? []
-      : [`| centralised (5 epochs on the pooled data) | | | ${pct(baseline)} | | |`]),
+      : [`| centralised (5 epochs on the pooled data) | | | | ${pct(baseline)} | | |`]),
   ].join("\n");
 }
 
