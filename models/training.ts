@@ -3,7 +3,6 @@
  * (FedProx), a minimise loop over the same batches. Runs on every tfjs backend.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import type { TrainingConfig } from "../protocol/messages.js";
 import { createRng, shuffleInPlace } from "../aggregation/random.js";

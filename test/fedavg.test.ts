@@ -5,7 +5,6 @@ import { weightedAverage, type WeightedUpdate } from "../aggregation/fedavg.js";
 import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/index.js";
 import { createRng } from "../aggregation/random.js";
 import { addScaled, checkWeights, subtract } from "../aggregation/weights.js";
-import { CohortError, type ErrorCode } from "../protocol/errors.js";
 import { expectCohortError } from "./helpers/errors.js";
 import type { TensorSpec } from "../protocol/messages.js";
 
