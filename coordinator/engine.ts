@@ -309,14 +309,10 @@ export class RoundEngine {
     const { result } = outcome;
     const aggStart = performance.now();
     if (result !== null) {
-      // The unmasked mean times its weight is the cohort's weighted sum: the strategy's
-      // (linear) aggregator takes it like any other partial sum.
+      // The unmasked weighted sum goes to the strategy's (linear) aggregator like any other
+      // partial sum.
       const sum: WeightedSum = {
-        weighted: result.weightedMeanDelta.map((t) => {
-          const out = new Float64Array(t.length);
-          for (let j = 0; j < t.length; j++) out[j] = t[j]! * result.sumWeights;
-          return out;
-        }),
+        weighted: result.weightedSum,
         weight: result.sumWeights,
         count: result.contributors.length,
       };

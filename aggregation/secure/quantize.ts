@@ -138,6 +138,8 @@ export interface DecodedAggregate {
   sumWeights: number;
   /** Σ w·Δ / Σ w, one Float32Array per tensor in the model's layout. */
   weightedMeanDelta: Float32Array[];
+  /** Σ w·Δ itself, in float64: what a linear aggregator adds up. */
+  weightedSum: Float64Array[];
 }
 
 /**
@@ -164,10 +166,17 @@ export function decodeSum(
   }
   const divisor = params.scale * sumWeights;
   let offset = 1;
+  const weightedSum: Float64Array[] = [];
   const weightedMeanDelta = tensorSizes.map((size) => {
     const out = new Float32Array(size);
-    for (let j = 0; j < size; j++) out[j] = (sum[offset++]! | 0) / divisor; // `| 0`: signed
+    const raw = new Float64Array(size);
+    for (let j = 0; j < size; j++) {
+      const word = sum[offset++]! | 0; // `| 0`: signed
+      raw[j] = word / params.scale;
+      out[j] = word / divisor;
+    }
+    weightedSum.push(raw);
     return out;
   });
-  return { sumWeights, weightedMeanDelta };
+  return { sumWeights, weightedMeanDelta, weightedSum };
 }

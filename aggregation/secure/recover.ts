@@ -24,6 +24,8 @@ export interface SecAggResult {
   sumWeights: number;
   /** Σ w·Δ / Σ w, one Float32Array per tensor in the model's layout. */
   weightedMeanDelta: Float32Array[];
+  /** Σ w·Δ in float64 (the sum a linear aggregator takes). */
+  weightedSum: Float64Array[];
   /** Clients whose input is in the aggregate, ascending. */
   contributors: number[];
   dropouts: SecAggDropout[];
