@@ -7,13 +7,7 @@ import createDebug from "debug";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
 import { parseEvaluateRequest, parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
-import type {
-  EvaluateResult,
-  FitRequest,
-  FitResult,
-  TaskSpec,
-  UpdateReceipt,
-} from "../protocol/messages.js";
+import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import {
   fromBase64,
@@ -180,15 +174,9 @@ export class ClientRounds<R extends string> {
         throw new CohortError("NO_EVAL_DATA", "this client holds no evaluation data");
       }
       const request = this.checkedModel(task, payload, parseEvaluateRequest);
-      const stats = await this.trainer.evaluate(task, request.weights, data);
-      const result: EvaluateResult = {
-        round: request.round,
-        numExamples: stats.numExamples,
-        loss: stats.loss,
-        accuracy: stats.accuracy,
-      };
+      const result = await this.trainer.evaluate(task, request, data);
       this.options.log(
-        `round ${request.round}: evaluated the global model on ${stats.numExamples} held-out examples: accuracy ${stats.accuracy.toFixed(4)}`,
+        `round ${request.round}: evaluated the global model on ${result.numExamples} held-out examples: accuracy ${result.accuracy.toFixed(4)}`,
       );
       return { ok: true, value: encode(result) };
     } catch (error) {

@@ -5,11 +5,16 @@ import { decode, encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { parseFitRequest } from "../protocol/guards.js";
-import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
+import type {
+  EvaluateRequest,
+  EvaluateResult,
+  FitRequest,
+  FitResult,
+  TaskSpec,
+} from "../protocol/messages.js";
 import {
   evaluateModel,
   modelFromSpec,
-  type EvalStats,
   readWeights,
   lazyTensors,
   writeWeights,
@@ -86,12 +91,9 @@ export class LocalTrainer {
     };
   }
 
-  /** Loss and accuracy of `weights` on `data` (a federated evaluation). */
-  async evaluate(
-    task: TaskSpec,
-    weights: readonly Float32Array[],
-    data: Dataset,
-  ): Promise<EvalStats> {
+  /** A federated evaluation: the request's weights on `data`, as the reply to send. */
+  async evaluate(task: TaskSpec, request: EvaluateRequest, data: Dataset): Promise<EvaluateResult> {
+    const { weights } = request;
     checkWeights(weights, task.model.weightSpecs, "evaluated weights");
     if (this.evalModel === null || this.evalRunId !== task.runId) {
       this.evalModel?.dispose();
@@ -102,7 +104,13 @@ export class LocalTrainer {
       this.evalRunId = task.runId;
     }
     writeWeights(this.evalModel, weights);
-    return evaluateModel(this.evalModel, data);
+    const stats = await evaluateModel(this.evalModel, data);
+    return {
+      round: request.round,
+      numExamples: stats.numExamples,
+      loss: stats.loss,
+      accuracy: stats.accuracy,
+    };
   }
 
   /** Free the models. */

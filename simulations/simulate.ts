@@ -21,7 +21,7 @@ import {
 import { TrainPool } from "../models/train-pool.js";
 import { checkWeights } from "../aggregation/weights.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { EvaluateResult, TaskSpec } from "../protocol/messages.js";
+import type { TaskSpec } from "../protocol/messages.js";
 import { decode, encode } from "../protocol/codec.js";
 import { parseEvaluateRequest } from "../protocol/guards.js";
 import { CohortError } from "../protocol/errors.js";
@@ -125,14 +125,7 @@ class DeviceFitter implements DeviceTrainer {
     const data = this.split(device).evaluate;
     if (data === null)
       throw new CohortError("NO_EVAL_DATA", `device ${device} holds no evaluation data`);
-    const stats = await this.evaluator.evaluate(this.task, request.weights, data);
-    const result: EvaluateResult = {
-      round: request.round,
-      numExamples: stats.numExamples,
-      loss: stats.loss,
-      accuracy: stats.accuracy,
-    };
-    return encode(result);
+    return encode(await this.evaluator.evaluate(this.task, request, data));
   }
   dispose(): void {
     this.evaluator.dispose();
