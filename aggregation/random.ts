@@ -61,6 +61,14 @@ export function shuffleInPlace<A extends MutableArrayLike<unknown>>(
   return items;
 }
 
+/** A random permutation of 0 … n − 1 drawn with `rng` (seeded: the same one every time). */
+export function permutation(n: number, rng: () => number): Int32Array {
+  return shuffleInPlace(
+    Int32Array.from({ length: n }, (_, i) => i),
+    rng,
+  );
+}
+
 /** `k` distinct items drawn uniformly without replacement, in draw order. */
 export function sampleWithoutReplacement<T>(items: readonly T[], k: number, rng: Rng): T[] {
   const pool = [...items];

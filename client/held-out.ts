@@ -1,5 +1,5 @@
 /** A client's held-out split: a seeded share of its examples kept out of training, for federated evaluation. */
-import { createRng, shuffleInPlace } from "../aggregation/random.js";
+import { createRng, permutation } from "../aggregation/random.js";
 import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { subsetDataset } from "../models/datasets/subset.js";
@@ -24,10 +24,7 @@ export function holdOut(
       `dataset ${data.name} has ${n} examples: too few to hold out ${fraction} for evaluation`,
     );
   }
-  const order = shuffleInPlace(
-    Int32Array.from({ length: n }, (_, i) => i),
-    createRng(seed),
-  );
+  const order = permutation(n, createRng(seed));
   const evalIdx = order.subarray(0, held).sort();
   const trainIdx = order.subarray(held).sort();
   return {

@@ -5,7 +5,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { CohortError } from "../protocol/errors.js";
 import type { TrainingConfig } from "../protocol/messages.js";
-import { createRng, shuffleInPlace } from "../aggregation/random.js";
+import { createRng, permutation } from "../aggregation/random.js";
 import { toTensors, type TensorData } from "./adapter.js";
 
 /** How one local run trains: the task's optimizer, the round's rate, epochs, batch and μ. */
@@ -110,11 +110,7 @@ export async function trainLocal(
     } else {
       const rng = createRng(shuffleSeed);
       for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-        const order = shuffleInPlace(
-          Int32Array.from({ length: data.size }, (_, i) => i),
-          rng,
-        );
-        const [x, y] = permuted(data, order);
+        const [x, y] = permuted(data, permutation(data.size, rng));
         try {
           history = await model.fit(x!, y!, {
             epochs: 1,
@@ -168,15 +164,6 @@ export function permuted(data: TensorData, order: Int32Array): [tf.Tensor, tf.Te
   return [t.x, t.y];
 }
 
-
-/** One shuffled order of the examples per epoch: seeded, or fresh. */
-function epochOrder(size: number, rng: (() => number) | null): Int32Array {
-  return shuffleInPlace(
-    Int32Array.from({ length: size }, (_, i) => i),
-    rng ?? Math.random,
-  );
-}
-
 /**
  * FedProx local training (Li et al. 2020): minimise cross-entropy + μ/2 ‖w − w_start‖² with
  * the task's optimizer over the same batches `fit` would use. `w_start` is the model's
@@ -201,7 +188,7 @@ async function trainProximal(
   let accuracy = 0;
   try {
     for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-      const [x, y] = permuted(data, epochOrder(data.size, rng));
+      const [x, y] = permuted(data, permutation(data.size, rng ?? Math.random));
       const losses: tf.Scalar[] = [];
       const hits: tf.Scalar[] = [];
       try {

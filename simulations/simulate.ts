@@ -42,7 +42,7 @@ import { accuracyLossSvg } from "./plot.js";
 import { Progress } from "./progress.js";
 import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
-import { createRng, shuffleInPlace } from "../aggregation/random.js";
+import { createRng, permutation } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
 import { pickShared } from "../coordinator/option-schema.js";
 
@@ -153,10 +153,7 @@ function partialWork(local: Dataset, shuffleSeed: number): Dataset {
   const rng = createRng((shuffleSeed ^ 0x5bd1e995) >>> 0);
   const n = local.labels.length;
   const keep = Math.max(1, Math.ceil(rng() * n));
-  const order = shuffleInPlace(
-    Int32Array.from({ length: n }, (_, i) => i),
-    rng,
-  );
+  const order = permutation(n, rng);
   return { ...subsetDataset(local, order.subarray(0, keep).sort()), name: local.name };
 }
 
@@ -177,10 +174,7 @@ function poolHandler(pool: TrainPool): FitHandler {
 
 /** `count` devices of `population`, chosen by a seeded permutation. */
 function chosenDevices(population: number, count: number, seed: number): Set<number> {
-  const order = shuffleInPlace(
-    Int32Array.from({ length: population }, (_, i) => i),
-    createRng(seed),
-  );
+  const order = permutation(population, createRng(seed));
   return new Set(order.subarray(0, count));
 }
 
