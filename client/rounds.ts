@@ -37,6 +37,18 @@ export interface RoundLink {
   closed(): boolean;
 }
 
+/** What a client tells its listeners about a round it trained. */
+function roundReport(result: FitResult, stats: TrainStats, accepted: boolean): ClientRoundReport {
+  return {
+    round: result.round,
+    numExamples: result.numExamples,
+    loss: stats.loss,
+    accuracy: stats.accuracy,
+    trainMs: stats.trainMs,
+    accepted,
+  };
+}
+
 /** The round logic of one client. */
 export class ClientRounds<R extends string> {
   private task: TaskSpec | null = null;
@@ -141,14 +153,7 @@ export class ClientRounds<R extends string> {
             );
       const reply = await this.link.sendUpdate(upload);
       const { stats } = outcome;
-      const report: ClientRoundReport = {
-        round: outcome.round,
-        numExamples: outcome.numExamples,
-        loss: stats.loss,
-        accuracy: stats.accuracy,
-        trainMs: stats.trainMs,
-        accepted: reply.ok,
-      };
+      const report = roundReport(outcome.result, stats, reply.ok);
       if (reply.ok) {
         options.log(
           `round ${outcome.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, update accepted`,
@@ -220,14 +225,7 @@ export class ClientRounds<R extends string> {
           this.options.log(
             `round ${request.round}: loss ${stats.loss.toFixed(4)}, ${Math.round(stats.trainMs)} ms, sending it masked`,
           );
-          this.report({
-            round: request.round,
-            numExamples: result.numExamples,
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            trainMs: stats.trainMs,
-            accepted: true,
-          });
+          this.report(roundReport(result, stats, true));
           return { delta: result.delta, numExamples: result.numExamples };
         },
         (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
