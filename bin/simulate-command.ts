@@ -7,6 +7,7 @@ import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js
 import {
   fitConfigFlag,
   fitConfigFromFlag,
+  flagGiven,
   strategyFlags,
   strategyFromFlags,
 } from "./strategy-flags.js";
@@ -159,30 +160,25 @@ export async function runSimulate(argv: string[]): Promise<number> {
     }
   }
   // Only flags given on the command line override the file.
-  const given = new Set(
-    argv.filter((a) => a.startsWith("--")).map((a) => a.slice(2).split("=")[0]!),
-  );
+  const given = flagGiven(argv);
   const values = flags as Record<string, unknown>;
   const faults = { ...((config.faults as Record<string, unknown> | undefined) ?? {}) };
-  for (const [flag, key] of Object.entries(MAP)) if (given.has(flag)) config[key] = values[flag];
-  for (const [flag, key] of Object.entries(FAULTS)) if (given.has(flag)) faults[key] = values[flag];
-  Object.assign(
-    config,
-    sharedFromFlags(values, (f) => given.has(f)),
-  );
+  for (const [flag, key] of Object.entries(MAP)) if (given(flag)) config[key] = values[flag];
+  for (const [flag, key] of Object.entries(FAULTS)) if (given(flag)) faults[key] = values[flag];
+  Object.assign(config, sharedFromFlags(values, given));
   config.faults = faults;
-  if (given.has("fit-config")) config.fitConfig = fitConfigFromFlag(values["fit-config"] as string);
+  if (given("fit-config")) config.fitConfig = fitConfigFromFlag(values["fit-config"] as string);
   const strategyFlagNames = Object.keys(strategyFlags());
-  if (strategyFlagNames.some((f) => given.has(f))) {
+  if (strategyFlagNames.some(given)) {
     // Parameter flags add to the file's strategy parameters; --strategy replaces its name.
     const fromFile =
       typeof config.strategy === "string"
         ? { name: config.strategy, params: {} }
         : ((config.strategy as { name?: string; params?: Record<string, unknown> } | undefined) ??
           {});
-    const ref = strategyFromFlags(values, (f) => given.has(f));
+    const ref = strategyFromFlags(values, given);
     config.strategy = {
-      name: given.has("strategy") ? ref.name : (fromFile.name ?? "fedavg"),
+      name: given("strategy") ? ref.name : (fromFile.name ?? "fedavg"),
       params: { ...(fromFile.params ?? {}), ...ref.params },
     };
   }

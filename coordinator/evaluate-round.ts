@@ -24,8 +24,7 @@ export interface FederatedEvaluation {
   accuracy: number | null;
   loss: number | null;
   numExamples: number;
-  /** Clients asked, and those whose reply counted. */
-  sampled: number;
+  /** Clients whose reply counted. */
   clients: number;
   failures: RoundFailure[];
 }
@@ -85,7 +84,6 @@ export async function runFederatedEvaluation(
     accuracy: mean((r) => r.accuracy),
     loss: mean((r) => r.loss),
     numExamples: n,
-    sampled: sample.length,
     clients: results.length,
     failures: failures.sort((a, b) => a.clientId.localeCompare(b.clientId)),
   };
