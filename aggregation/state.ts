@@ -42,9 +42,3 @@ export function stateArrays(s: StateRecord, name: string, layout: Weights): Floa
   }
   return a;
 }
-
-/** A numeric scalar of a state. */
-export function stateNumber(s: StateRecord, name: string, fallback: number): number {
-  const v = s.values[name];
-  return typeof v === "number" ? v : fallback;
-}
