@@ -55,6 +55,29 @@ export function generateKeyPair(): KeyPair {
   return nacl.box.keyPair();
 }
 
+/**
+ * X25519 points of small order (0, 1, the two points of order 8, p − 1) and the non-canonical
+ * encodings p and p + 1, little-endian, the top bit ignored as X25519 ignores it. A shared
+ * secret with any of them is the same for every partner, so it hides nothing.
+ */
+const LOW_ORDER_POINTS = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+  "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+].map((hex) => Uint8Array.from(hex.match(/../g)!, (b) => parseInt(b, 16)));
+
+/** Whether an X25519 public key is unusable: not 32 bytes, or a point of small order. */
+export function isWeakPublicKey(key: Uint8Array): boolean {
+  if (key.length !== KEY_BYTES) return true;
+  return LOW_ORDER_POINTS.some((point) =>
+    point.every((b, i) => b === (i === 31 ? key[i]! & 0x7f : key[i])),
+  );
+}
+
 /** A fresh Ed25519 identity key pair (`nacl.sign.keyPair`). */
 export function generateIdentity(): KeyPair {
   return nacl.sign.keyPair();

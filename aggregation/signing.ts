@@ -85,6 +85,38 @@ export function verifyModel(
   );
 }
 
+/** JSON with object keys sorted at every level: the same value gives the same text everywhere. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (typeof value === "object" && value !== null) {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+function taskTranscript(task: { signature?: unknown }): Uint8Array {
+  const { signature: _signature, ...body } = task;
+  return transcript("cohort/task/v1", digest(encoder.encode(canonicalJson(body))));
+}
+
+/** Sign a task (every field but `signature`): its mode and limits then travel as the coordinator's word. */
+export function signTask(secretKey: Uint8Array, task: { signature?: unknown }): Uint8Array {
+  return sign(taskTranscript(task), secretKey);
+}
+
+/** Whether `signature` is `publicKey`'s signature of this task. */
+export function verifyTask(
+  publicKey: Uint8Array,
+  task: { signature?: unknown },
+  signature: Uint8Array,
+): boolean {
+  if (signature.length !== 64 || publicKey.length !== 32) return false;
+  return verify(taskTranscript(task), signature, publicKey);
+}
+
 /** Proof of key possession in the handshake: (client id, public key, time of issue). */
 export function signHandshake(
   secretKey: Uint8Array,

@@ -1,6 +1,7 @@
 /** `cohort client`: join a coordinator with a shard of a dataset, train until the run ends. */
 import { readFile } from "node:fs/promises";
 import { CohortClient } from "../client/index.js";
+import { parseFloors } from "../client/options.js";
 import { readIdentity, readJoinToken } from "./keys.js";
 import { parseBackendRequest } from "../models/backend.js";
 import { loadDataset, shardDataset, takeExamples } from "../models/datasets/index.js";
@@ -61,6 +62,18 @@ export const clientCommand = {
       placeholder: "FILE",
       description: "PEM of the authority that signed the coordinator's TLS certificate",
     },
+    "require-secure": {
+      type: "boolean",
+      default: false,
+      description: "take part in secure (SecAgg+) rounds only: refuse every plain round",
+    },
+    "secure-floors": {
+      type: "string",
+      placeholder: "N,K,T",
+      defaultText: "5,4,3",
+      description:
+        "refuse secure rounds with fewer than N members, K neighbours or threshold T (docs/security.md)",
+    },
     "eval-fraction": {
       type: "number",
       default: 0,
@@ -102,6 +115,10 @@ export async function runClient(argv: string[]): Promise<number> {
     joinToken:
       flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),
     coordinatorKey: flags["coordinator-key"],
+    requireSecure: flags["require-secure"],
+    ...(flags["secure-floors"] === undefined
+      ? {}
+      : { secureFloors: parseFloors(flags["secure-floors"], "--secure-floors") }),
     ca: flags.ca === undefined ? undefined : await readFile(flags.ca, "utf8"),
     log: (line) => console.log(line),
   });

@@ -71,6 +71,9 @@ export async function runDemo(argv: string[]): Promise<number> {
         String(n),
         "--client-id",
         `demo-${i}`,
+        // The demo's own cohort may be smaller than the clients' default floors: it is the
+        // coordinator these clients were started by, so they accept its size knowingly.
+        ...(flags.secure ? ["--secure-floors", `${n},${n - 1},${Math.floor(n / 2) + 1}`] : []),
       ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );

@@ -17,6 +17,7 @@ export type { ClientProgress, ClientRoundReport } from "./core.js";
 export type { ClientMod, FitIns, LocalFit } from "./fit-handler.js";
 export type { Dataset } from "../protocol/dataset.js";
 export { CohortError } from "../protocol/errors.js";
+export { DEFAULT_SECURE_FLOORS, DEFAULT_TASK_LIMITS, parseFloors } from "./options.js";
 export {
   BROWSER_BACKENDS,
   parseBrowserBackendRequest,

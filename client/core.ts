@@ -18,6 +18,8 @@ import { ClientRounds } from "./rounds.js";
 import { holdOut } from "./held-out.js";
 import {
   checkDataset,
+  DEFAULT_SECURE_FLOORS,
+  DEFAULT_TASK_LIMITS,
   platformName,
   type ClientBackend,
   type ClientOptions,
@@ -83,6 +85,9 @@ export class ClientCore<R extends string> {
         mods: [],
         evalData: undefined,
         evalFraction: 0,
+        requireSecure: false,
+        secureFloors: DEFAULT_SECURE_FLOORS,
+        taskLimits: DEFAULT_TASK_LIMITS,
       },
       options,
     );

@@ -5,6 +5,7 @@ export { ClientCore } from "./core.js";
 export type { BackendSelector, ClientBackend, ClientOptions } from "./core.js";
 export type { Dataset } from "../protocol/dataset.js";
 export { LocalTrainer } from "./trainer.js";
+export { DEFAULT_SECURE_FLOORS, DEFAULT_TASK_LIMITS, parseFloors } from "./options.js";
 export type { FitOutcome } from "./trainer.js";
 export { SecureSession } from "./secure-session.js";
 export { DEFAULT_MODS, fedProxMod, withMods } from "./fit-handler.js";

@@ -66,12 +66,64 @@ export interface ClientOptions<R extends string> {
    */
   evalFraction: number;
   /**
+   * Take part in secure (SecAgg+) rounds only: every plain fit request is refused with
+   * `SECURE_REQUIRED`, whatever the task says. Without it, a client still refuses plain fit
+   * requests in a run whose task says it is secure. @default false
+   */
+  requireSecure: boolean;
+  /**
+   * The least cohort size n, neighbour degree k and threshold t this client accepts in a secure
+   * round; a setup below any of them is refused with `SECAGG_UNSAFE` before any key is sent.
+   * With fewer members, fewer colluders (or members the coordinator invented) suffice to learn
+   * this client's update; see docs/security.md. @default { cohort: 5, neighbours: 4, threshold: 3 }
+   */
+  secureFloors: { cohort: number; neighbours: number; threshold: number };
+  /**
+   * What a task may cost this client, checked before its model is built: parameters in all,
+   * and units (or filters, embedding rows) of any one layer. A bigger model is refused with
+   * `MODEL_TOO_LARGE`. @default { maxParameters: 25000000, maxLayerSize: 65536 }
+   */
+  taskLimits: { maxParameters: number; maxLayerSize: number };
+  /**
    * Your own links around local training, after the built-in ones (FedProx): each sees the
    * round's request (its `config.extra` holds the coordinator's own keys) and may change what
    * goes in or comes out. @default []
    */
   mods: ClientMod[];
 }
+
+/** The default `secureFloors`: a 3-member cohort with t = 2, as a sybil attack needs, is refused. */
+export const DEFAULT_SECURE_FLOORS: ClientOptions<string>["secureFloors"] = {
+  cohort: 5,
+  neighbours: 4,
+  threshold: 3,
+};
+
+/** Floors from `N,K,T` text (a flag or a page's query), or `INVALID_OPTION` naming `what`. */
+export function parseFloors(text: string, what: string): ClientOptions<string>["secureFloors"] {
+  const parts = text.split(",").map((p) => Number(p.trim()));
+  if (parts.length !== 3 || !parts.every((v) => Number.isInteger(v) && v >= 1)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${what} must be N,K,T (three positive integers), got "${text}"`,
+    );
+  }
+  const [cohort, neighbours, threshold] = parts as [number, number, number];
+  return { cohort, neighbours, threshold };
+}
+
+/** No floors: for the simulator, whose coordinator runs in the same process. */
+export const NO_SECURE_FLOORS: ClientOptions<string>["secureFloors"] = {
+  cohort: 2,
+  neighbours: 1,
+  threshold: 1,
+};
+
+/** The default `taskLimits` (McMahan's CNN has 1.66 M parameters and 2,048 units at most). */
+export const DEFAULT_TASK_LIMITS: ClientOptions<string>["taskLimits"] = {
+  maxParameters: 25_000_000,
+  maxLayerSize: 65_536,
+};
 
 /** Local training progress of a round, after each batch. */
 export interface ClientProgress {

@@ -15,12 +15,14 @@ import {
   sealEnvelope,
   signUpdate,
   verifyModel,
+  verifyTask,
 } from "../aggregation/signing.js";
 import type { TensorData } from "../models/adapter.js";
 import type { TrainStats } from "../models/training.js";
 import { DEFAULT_MODS, fitIns, withMods, type FitHandler } from "./fit-handler.js";
 import type { ClientOptions, ClientRoundReport } from "./options.js";
 import { SecureSession } from "./secure-session.js";
+import { checkTaskCost } from "./task-limits.js";
 import { encodeOutcome, LocalTrainer } from "./trainer.js";
 
 const debug = createDebug("cohort:client:rounds");
@@ -49,12 +51,24 @@ function roundReport(result: FitResult, stats: TrainStats, accepted: boolean): C
   };
 }
 
+/** Whether the task carries `key`'s signature. */
+function taskSigned(task: TaskSpec, key: string): boolean {
+  if (task.signature === null) return false;
+  try {
+    return verifyTask(fromBase64(key, "coordinatorKey"), task, fromBase64(task.signature));
+  } catch {
+    return false;
+  }
+}
+
 /** The round logic of one client. */
 export class ClientRounds<R extends string> {
   private task: TaskSpec | null = null;
   private secure: SecureSession | null = null;
   private nextRequest: unknown = null;
   private readonly handle: FitHandler;
+  /** The highest round of this run this client trained for: it never trains for a lower one. */
+  private highestRound = 0;
   /** Whether a plain fit is running. */
   busy = false;
   /** The round being trained (progress reports name it). */
@@ -88,9 +102,31 @@ export class ClientRounds<R extends string> {
         );
         return;
       }
+      if (pinned !== undefined && !taskSigned(task, pinned)) {
+        // The mode and limits must be the pinned coordinator's word, not a relay's.
+        this.link.fatal(
+          new CohortError(
+            "MODEL_SIGNATURE",
+            "the task is not signed by the pinned coordinator key",
+          ),
+        );
+        return;
+      }
+      try {
+        checkTaskCost(task, this.options.taskLimits);
+      } catch (error) {
+        this.link.fatal(toCohortError(error, "MODEL_TOO_LARGE"));
+        return;
+      }
+      if (this.options.requireSecure && !task.secure) {
+        this.options.log(
+          "this client takes part in secure rounds only (requireSecure) and the run is plain: it will refuse every round",
+        );
+      }
       if (task.signedUpdates && this.options.identity === undefined) {
         this.options.log("the coordinator requires signed updates but this client has no identity");
       }
+      if (this.task?.runId !== task.runId) this.highestRound = 0;
       this.task = task;
       const t = task.training;
       this.options.log(
@@ -124,6 +160,15 @@ export class ClientRounds<R extends string> {
   /** Train from a checked request through the handler and its mods. */
   private async train(request: FitRequest): Promise<{ result: FitResult; stats: TrainStats }> {
     const task = this.requireTask();
+    if (request.round < this.highestRound) {
+      // A replayed or reordered round: training on it again would reveal a second update of
+      // the same data under an older model.
+      throw new CohortError(
+        "STALE_ROUND",
+        `round ${request.round} after round ${this.highestRound}: refused`,
+      );
+    }
+    this.highestRound = request.round;
     this.trainingRound = request.round;
     const seed = this.options.seed;
     const shuffleSeed = seed === undefined ? undefined : (seed + request.round) >>> 0;
@@ -137,6 +182,13 @@ export class ClientRounds<R extends string> {
       const task = this.requireTask();
       const request = this.checkedModel(task, payload, parseFitRequest);
       round = request.round;
+      if (options.requireSecure || task.secure) {
+        // A plain reply is the delta in the clear: a secure client never sends one.
+        throw new CohortError(
+          "SECURE_REQUIRED",
+          `round ${round} asks for a plain update; this client ${options.requireSecure ? "takes part in secure rounds only" : "is in a secure run"}: refused`,
+        );
+      }
       const outcome = encodeOutcome(task, await this.train(request));
       if (this.link.closed()) return;
       const identity = options.identity;
@@ -229,6 +281,7 @@ export class ClientRounds<R extends string> {
           return { delta: result.delta, numExamples: result.numExamples };
         },
         (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
+        this.options.secureFloors,
       );
       return { ok: true, value: await this.secure.step(payload) };
     } catch (error) {

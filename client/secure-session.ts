@@ -4,6 +4,27 @@ import { decode, encode } from "../protocol/codec.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { CohortError } from "../protocol/errors.js";
 import type { FitRequest } from "../protocol/messages.js";
+import type { SecAggSetup } from "../aggregation/secure/index.js";
+import { DEFAULT_SECURE_FLOORS, type ClientOptions } from "./options.js";
+
+/** The least cohort size, neighbour degree and threshold a client accepts. */
+export type SecureFloors = ClientOptions<string>["secureFloors"];
+
+/** Throw `SECAGG_UNSAFE` when a setup is below the client's floors. */
+export function checkFloors(setup: SecAggSetup, floors: SecureFloors): void {
+  const degree = Math.min(setup.k, setup.n - 1);
+  const below = [
+    setup.n < floors.cohort ? `cohort size ${setup.n} < ${floors.cohort}` : null,
+    degree < floors.neighbours ? `neighbour degree ${degree} < ${floors.neighbours}` : null,
+    setup.t < floors.threshold ? `threshold ${setup.t} < ${floors.threshold}` : null,
+  ].filter((b) => b !== null);
+  if (below.length > 0) {
+    throw new CohortError(
+      "SECAGG_UNSAFE",
+      `secure round ${setup.round} is below this client's floors (${below.join(", ")}): refused before sending any key`,
+    );
+  }
+}
 
 /** Trains on a fit request and returns the update in the clear (it never leaves unmasked). */
 export type SecureTrain = (request: FitRequest) => Promise<ClientUpdate>;
@@ -26,6 +47,7 @@ export class SecureSession {
     private readonly train: SecureTrain,
     private readonly openModel: (payload: Uint8Array) => FitRequest = (p) =>
       parseFitRequest(decode(p)),
+    private readonly floors: SecureFloors = DEFAULT_SECURE_FLOORS,
   ) {}
 
   /** Answer one encoded step with the encoded reply; throws a CohortError to refuse. */
@@ -39,6 +61,7 @@ export class SecureSession {
             `setup for round ${step.setup.round}; round ${this.round} started`,
           );
         }
+        checkFloors(step.setup, this.floors);
         this.round = step.setup.round;
         this.client = new SecAggClient(step.setup, { index: step.index });
         const fit = this.openModel(step.model);

@@ -19,6 +19,7 @@ import { loadLedger, type ServerState } from "./ledger.js";
 import { checkSameExperiment, experimentConfig } from "./experiment.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
+import { signTask } from "../aggregation/signing.js";
 import {
   generateIdentity,
   identityFromSecret,
@@ -96,6 +97,8 @@ export async function prepareTask(
   let task = makeTask(opts, randomUUID(), initial.spec, security);
   const resume = opts.resume === undefined ? null : await loadResume(opts, task);
   if (resume !== null) task = makeTask(opts, resume.runId, initial.spec, security);
+  // Signed, so a client pinned to the key also trusts the run's mode and limits.
+  task.signature = toBase64(signTask(signing.secretKey, task));
   return {
     opts,
     task,

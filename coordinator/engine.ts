@@ -60,9 +60,14 @@ export function makeTask(
       localEpochs: opts.localEpochs,
       batchSize: opts.batchSize,
     },
-    limits: { maxUploadBytes: opts.maxUploadBytes },
+    limits: {
+      maxUploadBytes: opts.maxUploadBytes,
+      maxExamplesPerClient: opts.maxExamplesPerClient,
+    },
+    secure: opts.secure,
     coordinatorKey: security.coordinatorKey,
     signedUpdates: security.signedUpdates,
+    signature: null,
   };
 }
 
@@ -214,6 +219,7 @@ export class RoundEngine {
       const collector = new RoundCollector(round, cohort, {
         weightSpecs: this.task.model.weightSpecs,
         maxUploadBytes: opts.maxUploadBytes,
+        maxExamplesPerClient: opts.maxExamplesPerClient,
         deadlineMs: opts.roundTimeoutMs,
       });
       this.collector = collector;
@@ -258,6 +264,14 @@ export class RoundEngine {
     const evaluationMs = performance.now() - evalStart;
     const trainLoss =
       outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
+    const clipped = outcome.results.flatMap((r) =>
+      r.claimedExamples === undefined ? [] : [{ clientId: r.clientId, claimed: r.claimedExamples }],
+    );
+    for (const c of clipped) {
+      this.opts.log(
+        `round ${outcome.round}: ${c.clientId} claimed ${c.claimed} examples; weighted as ${this.opts.maxExamplesPerClient} (maxExamplesPerClient)`,
+      );
+    }
     return {
       round: outcome.round,
       attempt,
@@ -274,6 +288,7 @@ export class RoundEngine {
       secure: false,
       ...(evaluation ? { accuracy: evaluation.accuracy, loss: evaluation.loss } : {}),
       trainLoss,
+      ...(clipped.length > 0 ? { clippedClaims: clipped } : {}),
       clients: outcome.results.map((r) => ({
         clientId: r.clientId,
         numExamples: r.numExamples,

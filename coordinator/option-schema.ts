@@ -54,6 +54,7 @@ export type SharedKey =
   | "secureThreshold"
   | "secureClip"
   | "secureMaxWeight"
+  | "maxExamplesPerClient"
   | "secureStepTimeoutMs"
   | "fractionEvaluate"
   | "minEvaluateClients"
@@ -165,6 +166,12 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     default: 10_000,
     flag: "secure-max-weight",
     doc: "example counts are capped at this many in secure rounds",
+  },
+  maxExamplesPerClient: {
+    kind: int(1),
+    default: 10_000,
+    flag: "max-examples-per-client",
+    doc: "an update's weight (example count) is capped at this many in plain rounds; capped claims are logged and recorded",
   },
   secureStepTimeoutMs: {
     kind: int(1),

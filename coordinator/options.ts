@@ -69,6 +69,12 @@ export interface CoordinatorOptions {
   secureClip: number;
   /** FedAvg weights (example counts) are capped at this many in secure rounds. @default 10000 */
   secureMaxWeight: number;
+  /**
+   * An update's FedAvg weight is capped at this many examples, whatever it claims (secure
+   * rounds cap at `secureMaxWeight`); capped claims are logged and recorded in the metrics.
+   * @default 10000
+   */
+  maxExamplesPerClient: number;
   /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
   secureStepTimeoutMs: number;
   /**

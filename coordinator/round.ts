@@ -10,6 +10,8 @@ import type { FitFailure, FitMetrics, TensorSpec, UpdateReceipt } from "../proto
 export interface AcceptedUpdate extends WeightedUpdate {
   metrics: FitMetrics;
   bytes: number;
+  /** The example count the client claimed, when it was above the cap (its weight is the cap). */
+  claimedExamples?: number;
 }
 
 /** What a round collected by the time it closed. */
@@ -26,6 +28,8 @@ export interface RoundOutcome {
 export interface RoundLimits {
   weightSpecs: readonly TensorSpec[];
   maxUploadBytes: number;
+  /** An update's weight is at most this many examples, whatever it claims. */
+  maxExamplesPerClient: number;
   deadlineMs: number;
 }
 
@@ -125,12 +129,15 @@ export class RoundCollector {
       );
     }
     checkWeights(result.delta, this.limits.weightSpecs, "delta");
+    // One client must not outweigh the cohort by claiming more data than it can hold.
+    const cap = this.limits.maxExamplesPerClient;
     return {
       clientId,
       delta: result.delta,
-      numExamples: result.numExamples,
+      numExamples: Math.min(result.numExamples, cap),
       metrics: result.metrics,
       bytes,
+      ...(result.numExamples > cap ? { claimedExamples: result.numExamples } : {}),
     };
   }
 

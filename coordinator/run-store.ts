@@ -42,6 +42,8 @@ export interface RoundMetrics {
   federatedExamples?: number;
   federatedClients?: number;
   evaluationFailures?: { clientId: string; code: string; message: string }[];
+  /** Clients whose example count was above `maxExamplesPerClient`: what each claimed. */
+  clippedClaims?: { clientId: string; claimed: number }[];
   /** Example-weighted mean of the clients' training loss (null in secure rounds: not revealed). */
   trainLoss: number | null;
   /** A secure round that aborted (fewer than t members left) changes nothing; this says why. */

@@ -253,9 +253,14 @@ export function parseTaskSpec(raw: unknown): TaskSpec {
     runId: str(o, "runId", what),
     model: parseModelSpec(o.model),
     training: parseTrainingConfig(o.training),
-    limits: { maxUploadBytes: int(limits, "maxUploadBytes", "task limits", 1) },
+    limits: {
+      maxUploadBytes: int(limits, "maxUploadBytes", "task limits", 1),
+      maxExamplesPerClient: int(limits, "maxExamplesPerClient", "task limits", 1),
+    },
+    secure: o.secure === true,
     coordinatorKey: o.coordinatorKey === null ? null : str(o, "coordinatorKey", what),
     signedUpdates: o.signedUpdates === true,
+    signature: o.signature === null || o.signature === undefined ? null : str(o, "signature", what),
   };
 }
 

@@ -42,7 +42,14 @@ export interface TaskSpec {
   limits: {
     /** The largest `fit:result` payload the coordinator accepts, in bytes. */
     maxUploadBytes: number;
+    /** An update's example count (its FedAvg weight) is capped at this many. */
+    maxExamplesPerClient: number;
   };
+  /**
+   * Whether every round of this run is secure (SecAgg+): a client refuses plain fit requests
+   * of a secure run whose task carries a valid signature by `coordinatorKey`.
+   */
+  secure: boolean;
   /**
    * Base64 Ed25519 key that signs every `round:fit` (sent as a signed envelope); clients
    * verify each model before training. Null: unsigned broadcasts.
@@ -50,6 +57,11 @@ export interface TaskSpec {
   coordinatorKey: string | null;
   /** Whether updates must be signed envelopes by the client's identity key. */
   signedUpdates: boolean;
+  /**
+   * Base64 signature by `coordinatorKey` of every other field of the task (`signTask`), so a
+   * client that pins the key also pins the run's mode and limits. Null: unsigned.
+   */
+  signature: string | null;
 }
 
 /** Sent by clients in the socket.io handshake (`auth`). */

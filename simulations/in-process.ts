@@ -1,6 +1,7 @@
 /** The in-process transport: the real round engine drives virtual devices by direct calls. */
 import createDebug from "debug";
 import type { RoundCollector } from "../coordinator/round.js";
+import { NO_SECURE_FLOORS } from "../client/options.js";
 import type { CohortTransport, RequestKind } from "../coordinator/transport.js";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
@@ -141,12 +142,17 @@ export class InProcessTransport implements CohortTransport {
     if (step.phase === "advertise-keys") {
       if (fate.kind === "drop-before") refuse("DEADLINE_EXCEEDED", "dropped out before training");
       const shuffleSeed = (seed * 31 + round * 1_000_003 + device) >>> 0;
-      const session = new SecureSession(async (request) => {
-        const outcome = await this.secureSlots.run(() =>
-          trainer.train(device, encode(request), shuffleSeed),
-        );
-        return { delta: outcome.result.delta, numExamples: outcome.result.numExamples };
-      });
+      // The simulated coordinator is this process: its devices need no floors against it.
+      const session = new SecureSession(
+        async (request) => {
+          const outcome = await this.secureSlots.run(() =>
+            trainer.train(device, encode(request), shuffleSeed),
+          );
+          return { delta: outcome.result.delta, numExamples: outcome.result.numExamples };
+        },
+        undefined,
+        NO_SECURE_FLOORS,
+      );
       this.sessions.set(clientId, session);
     } else if (step.phase === "share-keys" && fate.kind === "disconnect") {
       refuse("CLIENT_DISCONNECTED", "disconnected after advertising keys");

@@ -246,9 +246,9 @@ describe("authentication and signatures", () => {
       setup: {
         session: task.runId,
         round: 1,
-        n: 3,
-        k: 2,
-        t: 2,
+        n: 5,
+        k: 4,
+        t: 3,
         graphSeed: 1,
         clip: 1,
         maxWeight: 100,
@@ -277,6 +277,6 @@ describe("authentication and signatures", () => {
     await pinned.start().catch(() => undefined);
     await expectRejectsCode(pinned.done, "MODEL_SIGNATURE");
     io.close();
-    expect(PROTOCOL_VERSION).toBe(3);
+    expect(PROTOCOL_VERSION).toBe(4);
   });
 });

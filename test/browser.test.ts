@@ -30,7 +30,9 @@ afterAll(async () => {
 /** Open the demo client page as shard `index` of 3. */
 async function openClientPage(url: string, index: number, id: string): Promise<Page> {
   const page = await browser.context.newPage();
-  await page.goto(`${url}/client?index=${index}&count=3&limit=${PER_CLIENT}&id=${id}&eval=0.2`);
+  await page.goto(
+    `${url}/client?index=${index}&count=3&limit=${PER_CLIENT}&id=${id}&eval=0.2&floors=3,2,2`,
+  );
   return page;
 }
 
@@ -67,7 +69,10 @@ async function federate(secure: boolean, rounds: number) {
   try {
     pages.push(await openClientPage(coordinator.url, 0, `page-0-${mode}`));
     pages.push(await openClientPage(coordinator.url, 1, `page-1-${mode}`));
-    node = await startClients(coordinator.url, [shards[2]!], `node-${mode}`, { evalFraction: 0.2 });
+    node = await startClients(coordinator.url, [shards[2]!], `node-${mode}`, {
+      evalFraction: 0.2,
+      secureFloors: { cohort: 3, neighbours: 2, threshold: 2 },
+    });
     const summary = await coordinator.run();
     await Promise.all(node.map((c) => c.done));
     const states = await Promise.all(

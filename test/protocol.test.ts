@@ -81,9 +81,11 @@ const taskSpec = (): TaskSpec => ({
     numParameters: 7850,
   },
   training: { optimizer: "adam", learningRate: 0.001, localEpochs: 2, batchSize: 32 },
-  limits: { maxUploadBytes: 16 * 1024 * 1024 },
+  limits: { maxUploadBytes: 16 * 1024 * 1024, maxExamplesPerClient: 10_000 },
+  secure: false,
   coordinatorKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
   signedUpdates: false,
+  signature: null,
 });
 
 const handshake = (): HandshakeAuth => ({

@@ -13,6 +13,7 @@ const weightSpecs: TensorSpec[] = [
 ];
 const MAX_UPLOAD = 10_000;
 const DEADLINE = 200;
+const MAX_EXAMPLES = 1_000;
 
 /** A valid FitResult for round 2, shaped like `weightSpecs`, with values tagged by `seed`. */
 function fitResult(seed = 1, overrides: Record<string, unknown> = {}): Record<string, unknown> {
@@ -43,6 +44,7 @@ function collector(cohort: string[] = ["a", "b", "c"]): RoundCollector {
   const c = new RoundCollector(2, cohort, {
     weightSpecs,
     maxUploadBytes: MAX_UPLOAD,
+    maxExamplesPerClient: MAX_EXAMPLES,
     deadlineMs: DEADLINE,
   });
   collectors.push(c);
@@ -198,6 +200,17 @@ describe("RoundCollector.submit", () => {
 });
 
 describe("RoundCollector outcome", () => {
+  it("an update claiming 10¹² examples is weighted as maxExamplesPerClient, and the claim is kept", async () => {
+    const round = collector(["a", "b"]);
+    expect(round.submit("a", payload(1, { numExamples: 1e12 })).ok).toBe(true);
+    expect(round.submit("b", payload(2)).ok).toBe(true);
+    const outcome = await round.done;
+    expect(outcome.results.map((r) => [r.numExamples, r.claimedExamples])).toEqual([
+      [MAX_EXAMPLES, 1e12],
+      [20, undefined],
+    ]);
+  });
+
   it("closes early when every member delivered, results in cohort order", async () => {
     const round = collector();
     const sent = { c: payload(3), a: payload(1), b: payload(2) };

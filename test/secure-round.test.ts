@@ -95,6 +95,35 @@ describe("secure aggregation over socket.io", () => {
     expect(round.totalExamples).toBe(contributors.reduce((s, i) => s + weights[i]!, 0));
   });
 
+  it("a member advertising an all-zero X25519 key is left out as a dropout; the others' round completes", async () => {
+    const n = 5;
+    coordinator = await startCoordinator({
+      model: "mlp",
+      rounds: 1,
+      minAvailableClients: n,
+      minFitClients: 3,
+      secure: true,
+      secureStepTimeoutMs: 5000,
+      runDir: null,
+    });
+    const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
+    const initial = coordinator.weights().map((w) => Float32Array.from(w));
+    const deltas = Array.from({ length: n }, (_, i) => randomDelta(shapes, 200 + i));
+    secure = await Promise.all(
+      deltas.map((d, i) => connectSecure(coordinator!.url, `c${i}`, d, 10, { weakKeys: i === 0 })),
+    );
+    const summary = await coordinator.run();
+    const round = summary.rounds[0]!;
+    expect(round.aborted).toBeUndefined();
+    expect(round.participants).toBe(4);
+    expect(round.failureReasons).toEqual([
+      expect.objectContaining({ clientId: "c0", code: "BAD_KEY" }),
+    ]);
+    const expected = weightedMean(deltas.slice(1), [10, 10, 10, 10]);
+    const got = summary.weights.map((w, j) => w.map((v, k) => v - initial[j]![k]!));
+    expect(maxAbsDiff(got, expected)).toBeLessThanOrEqual(round.secureErrorBound! + 1e-6);
+  });
+
   it("never shows the coordinator one client's update: what a client sends does not correlate with its delta", async () => {
     const n = 3;
     coordinator = await startCoordinator({
@@ -232,7 +261,10 @@ describe("secure aggregation over socket.io", () => {
         runDir: null,
         seed: 4,
       });
-      const cl = await startClients(c.url, shards, secureMode ? "s" : "p");
+      // Three members are below the default floors; this test accepts them knowingly.
+      const cl = await startClients(c.url, shards, secureMode ? "s" : "p", {
+        secureFloors: { cohort: 3, neighbours: 2, threshold: 2 },
+      });
       // Same shuffles in both runs: each client seeds its local order.
       cl.forEach((x, i) => ((x.options as { seed?: number }).seed = 50 + i));
       const s = await c.run();

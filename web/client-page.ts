@@ -3,6 +3,7 @@ import {
   CohortClient,
   loadDigitsShard,
   parseBrowserBackendRequest,
+  parseFloors,
   type ClientRoundReport,
 } from "../client/browser.js";
 
@@ -72,6 +73,9 @@ async function main(): Promise<void> {
     log,
     evalFraction,
     ...(query.has("id") ? { clientId: query.get("id")! } : {}),
+    // ?require-secure refuses plain rounds; ?floors=N,K,T sets the secure-round floors.
+    requireSecure: query.has("require-secure"),
+    ...(query.has("floors") ? { secureFloors: parseFloors(query.get("floors")!, "?floors") } : {}),
   });
   state.clientId = client.options.clientId;
   $("client-id").textContent = client.options.clientId;

@@ -3,7 +3,14 @@ import { CohortError } from "../../protocol/errors.js";
 import { withDefaults } from "../../protocol/options.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
-import { cryptoRng, generateKeyPair, randomBytes, sign, type KeyPair } from "../crypto.js";
+import {
+  cryptoRng,
+  generateKeyPair,
+  isWeakPublicKey,
+  randomBytes,
+  sign,
+  type KeyPair,
+} from "../crypto.js";
 import { dealShares, openBox, type NeighbourLink, type SharePair } from "./dealer.js";
 import { checkThreshold, neighbourGraph, type NeighbourGraph } from "./graph.js";
 import type {
@@ -159,6 +166,10 @@ export class SecAggClient {
       }
       if (keys.has(ad.index)) {
         throw new CohortError("INVALID_MESSAGE", `${what}: ${ad.index} appears twice`);
+      }
+      if (isWeakPublicKey(ad.cPublicKey) || isWeakPublicKey(ad.sPublicKey)) {
+        // An honest server leaves such a member out; one that relays it deviates.
+        throw new CohortError("BAD_KEY", `${what}: the keys of ${ad.index} are of small order`);
       }
       if (identities !== null && !isSignedBy(this.setup, ad, identities.get(ad.index))) {
         throw new CohortError(

@@ -24,6 +24,7 @@ import { DEFAULT_PRG_CONCURRENCY } from "./prg.js";
 import { encodedLength, secureParams, type SecureParams } from "./quantize.js";
 import { recoverAggregate, type SecAggDropout, type SecAggResult } from "./recover.js";
 import { isSignedBy } from "./transcript.js";
+import { isWeakPublicKey } from "../crypto.js";
 
 /** Options of a `SecAggServer`. */
 export interface SecAggServerOptions {
@@ -158,6 +159,13 @@ export class SecAggServer {
       throw new CohortError(
         "SECAGG_SIGNATURE",
         `${what} from ${message.index}: not signed by its identity`,
+      );
+    }
+    if (isWeakPublicKey(message.cPublicKey) || isWeakPublicKey(message.sPublicKey)) {
+      // Every secret agreed with such a key is public: the member is left out (a dropout).
+      throw new CohortError(
+        "BAD_KEY",
+        `${what} from ${message.index}: a public key of small order; left out of the round`,
       );
     }
     if (message.cPublicKey.every((b, i) => b === message.sPublicKey[i])) {

@@ -1,16 +1,21 @@
 /** A protocol-level secure client for tests: a fixed delta, real SecAgg+, real socket.io. */
 import { io, type Socket } from "socket.io-client";
 import { SecureSession } from "../../client/secure-session.js";
-import { decode } from "../../protocol/codec.js";
+import { decode, encode } from "../../protocol/codec.js";
 import { parseFitRequest } from "../../protocol/guards.js";
 import { openEnvelope } from "../../aggregation/signing.js";
 import { toCohortError } from "../../protocol/errors.js";
 import { PROTOCOL_VERSION } from "../../protocol/version.js";
+import { NO_SECURE_FLOORS, type ClientOptions } from "../../client/options.js";
 
 /** What a fixed-delta secure client does at each step. */
 export interface SecureBehaviour {
   /** Disconnect instead of answering this phase. */
   vanishAt?: "share-keys" | "collect-masked" | "unmask";
+  /** Advertise all-zero X25519 keys (a point of small order) instead of its own. */
+  weakKeys?: boolean;
+  /** The client's floors. @default none */
+  floors?: ClientOptions<string>["secureFloors"];
 }
 
 export interface SecureTestClient {
@@ -38,6 +43,7 @@ export async function connectSecure(
   const session = new SecureSession(
     async () => ({ delta, numExamples }),
     (payload) => parseFitRequest(decode(openEnvelope(payload).body)),
+    behaviour.floors ?? NO_SECURE_FLOORS,
   );
   socket.on("secagg:step", async (payload: Uint8Array, ack: (reply: unknown) => void) => {
     const phase = peekPhase(payload);
@@ -46,7 +52,14 @@ export async function connectSecure(
       return;
     }
     try {
-      ack({ ok: true, value: await session.step(payload) });
+      const value = await session.step(payload);
+      if (behaviour.weakKeys && phase === "advertise-keys") {
+        const ad = decode(value) as Record<string, unknown>;
+        const zero = new Uint8Array(32);
+        ack({ ok: true, value: encode({ ...ad, cPublicKey: zero, sPublicKey: zero }) });
+        return;
+      }
+      ack({ ok: true, value });
     } catch (error) {
       ack(toCohortError(error).toReply());
     }

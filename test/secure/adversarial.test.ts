@@ -274,3 +274,39 @@ describe("wrong round, duplicates, out of phase", () => {
     expect(client.phase).toBe("collect-masked");
   });
 });
+
+describe("public keys of small order", () => {
+  it("the server leaves out a member whose advertised key is all zeros, and the round completes", async () => {
+    const round = new TestRound({ n: 5, seed: 43 });
+    const zero = new Uint8Array(32);
+    const ads = round.clients.map((c) => c.advertise());
+    expectCohortError(
+      () => round.server.receiveAdvertisement({ ...ads[0]!, cPublicKey: zero }),
+      "BAD_KEY",
+      /small order/,
+    );
+    for (const ad of ads.slice(1)) round.server.receiveAdvertisement(ad);
+    const neighbours = round.server.closeAdvertise();
+    expect(neighbours.map((m) => m.index)).toEqual([1, 2, 3, 4]);
+    expect(round.server.dropouts).toEqual([
+      expect.objectContaining({ index: 0, phase: "advertise-keys" }),
+    ]);
+  });
+
+  it("a client refuses neighbour keys of small order that a deviating server relays", async () => {
+    const round = new TestRound({ n: 4, seed: 44 });
+    round.advertise();
+    const message = round.neighbourKeys()[0]!;
+    const p = 2n ** 255n - 19n;
+    const bad = (p - 1n).toString(16).padStart(64, "0").match(/../g)!.reverse();
+    const key = Uint8Array.from(bad, (b) => parseInt(b, 16));
+    const tampered = {
+      ...message,
+      neighbours: message.neighbours.map((ad, i) => (i === 0 ? { ...ad, sPublicKey: key } : ad)),
+    };
+    const client = round.clients[message.index]!;
+    await expectRejectsCode(client.shareKeys(tampered), "BAD_KEY");
+    expect(client.phase).toBe("share-keys"); // unchanged: the honest message still works
+    await client.shareKeys(message);
+  });
+});

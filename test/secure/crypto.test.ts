@@ -5,6 +5,7 @@ import {
   generateIdentity,
   generateKeyPair,
   getKeyAgreement,
+  isWeakPublicKey,
   naclKeyAgreement,
   open,
   randomBytes,
@@ -110,5 +111,28 @@ describe("signatures", () => {
     expect(verify(message, signature, generateIdentity().publicKey)).toBe(false);
     expect(() => sign(message, id.publicKey)).toThrow(/secretKey/);
     expect(() => verify(message, signature.subarray(1), id.publicKey)).toThrow(/signature/);
+  });
+});
+
+describe("isWeakPublicKey", () => {
+  it("knows every point of small order, with or without the top bit, and passes real keys", () => {
+    const p = 2n ** 255n - 19n;
+    const order8 = [
+      325606250916557431795983626356110631294008115727848805560023387167927233504n,
+      39382357235489614581723060781553021112529911719440698176882885853963445705823n,
+    ];
+    const le = (v: bigint) => {
+      const out = new Uint8Array(32);
+      for (let i = 0; i < 32; i++) out[i] = Number((v >> BigInt(8 * i)) & 0xffn);
+      return out;
+    };
+    for (const v of [0n, 1n, ...order8, p - 1n, p, p + 1n]) {
+      const key = le(v);
+      expect(isWeakPublicKey(key)).toBe(true);
+      key[31]! |= 0x80;
+      expect(isWeakPublicKey(key)).toBe(true);
+    }
+    expect(isWeakPublicKey(new Uint8Array(31))).toBe(true);
+    for (let i = 0; i < 50; i++) expect(isWeakPublicKey(generateKeyPair().publicKey)).toBe(false);
   });
 });
