@@ -117,29 +117,52 @@ export function verifyTask(
   return verify(taskTranscript(task), signature, publicKey);
 }
 
-/** Proof of key possession in the handshake: (client id, public key, time of issue). */
-export function signHandshake(
-  secretKey: Uint8Array,
-  clientId: string,
-  publicKey: Uint8Array,
-  issuedAt: number,
-): Uint8Array {
-  return sign(transcript("cohort/handshake/v1", clientId, publicKey, issuedAt), secretKey);
+/** A challenge of the coordinator, answered by a client to prove it holds its key. */
+export interface HandshakeChallenge {
+  /** 32 fresh random bytes (base64), used once. */
+  nonce: string;
+  /** The coordinator's base64 model-signing key, so an answer is valid for it alone. */
+  coordinatorKey: string | null;
 }
 
-/** Whether a handshake proof is valid. */
-export function verifyHandshake(
-  publicKey: Uint8Array,
+function challengeTranscript(
+  challenge: HandshakeChallenge,
   clientId: string,
-  issuedAt: number,
+  publicKey: Uint8Array,
+): Uint8Array {
+  return transcript(
+    "cohort/handshake/v2",
+    challenge.nonce,
+    challenge.coordinatorKey ?? "",
+    clientId,
+    publicKey,
+  );
+}
+
+/** Proof of key possession: the coordinator's fresh nonce signed for (client id, key, coordinator). */
+export function signChallenge(
+  secretKey: Uint8Array,
+  challenge: HandshakeChallenge,
+  clientId: string,
+  publicKey: Uint8Array,
+): Uint8Array {
+  return sign(challengeTranscript(challenge, clientId, publicKey), secretKey);
+}
+
+/** Whether `signature` answers `challenge` for this client id and key. */
+export function verifyChallenge(
+  publicKey: Uint8Array,
+  challenge: HandshakeChallenge,
+  clientId: string,
   signature: Uint8Array,
 ): boolean {
   if (signature.length !== 64 || publicKey.length !== 32) return false;
-  return verify(
-    transcript("cohort/handshake/v1", clientId, publicKey, issuedAt),
-    signature,
-    publicKey,
-  );
+  return verify(challengeTranscript(challenge, clientId, publicKey), signature, publicKey);
+}
+
+/** The client id an identity key stands for by default: `key-` and 16 characters of its hash. */
+export function keyClientId(publicKey: Uint8Array): string {
+  return `key-${toBase64(digest(publicKey).subarray(0, 12)).replace(/\+/g, "-").replace(/\//g, "_")}`;
 }
 
 /** A token by which an issuer admits one client key until a time (ms since the epoch). */

@@ -9,7 +9,13 @@ import { datasetSize } from "../protocol/dataset.js";
 import { CohortError, isErrorCode } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import type { HandshakeAuth, RunDone } from "../protocol/messages.js";
-import { signHandshake, toBase64 } from "../aggregation/signing.js";
+import {
+  fromBase64,
+  keyClientId,
+  signChallenge,
+  toBase64,
+  type HandshakeChallenge,
+} from "../aggregation/signing.js";
 import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";
@@ -51,6 +57,10 @@ export class ClientCore<R extends string> {
   private rounds: ClientRounds<R> | null = null;
   private tensors: TensorData | null = null;
   private closed = false;
+  /** The id's secret, once the coordinator issued it (coordinators without authentication). */
+  private secret: string | null = null;
+  /** Server-side closures since the last connect (backoff of `reconnectLater`). */
+  private serverClosures = 0;
   private readonly roundListeners: ((report: ClientRoundReport) => void)[] = [];
   private readonly progressListeners: ((progress: ClientProgress) => void)[] = [];
   private settle!: { resolve: (done: RunDone) => void; reject: (error: CohortError) => void };
@@ -69,8 +79,12 @@ export class ClientCore<R extends string> {
       {
         url: options.url,
         data: options.data,
-        // WebCrypto's, so browsers need no polyfill (pages on http:// need localhost to have it).
-        clientId: globalThis.crypto.randomUUID(),
+        // With an identity, the id its key stands for (stable across restarts); otherwise
+        // WebCrypto's UUID, so browsers need no polyfill (pages on http:// need localhost).
+        clientId:
+          options.identity === undefined
+            ? globalThis.crypto.randomUUID()
+            : keyClientId(options.identity.publicKey),
         backend: platform.backend,
         selectBackend: platform.selectBackend,
         reconnectDelayMs: 500,
@@ -159,10 +173,19 @@ export class ClientCore<R extends string> {
       backend: this.backend.label,
     };
     const identity = options.identity;
+    const token = options.joinToken;
+    if (identity !== undefined) {
+      auth.identity = {
+        publicKey: toBase64(identity.publicKey),
+        ...(token
+          ? { token: { expiresAt: token.expiresAt, signature: toBase64(token.signature) } }
+          : {}),
+      };
+    }
     const socket: ClientSocket = io(options.url, {
-      // A function, so each (re)connection carries a fresh proof of the identity.
+      // A function, so each (re)connection carries the id's secret once the coordinator issued it.
       auth: (cb: (data: object) => void) =>
-        cb(identity === undefined ? { ...auth } : { ...auth, identity: this.proof(identity) }),
+        cb(this.secret === null ? { ...auth } : { ...auth, secret: this.secret }),
       transports: ["websocket", "polling"],
       reconnection: true,
       reconnectionDelay: options.reconnectDelayMs,
@@ -196,6 +219,29 @@ export class ClientCore<R extends string> {
       },
     );
     this.rounds = rounds;
+    socket.on("auth:challenge", (challenge, ack) => {
+      if (identity === undefined || typeof ack !== "function") return;
+      const answer = this.answer(identity, challenge);
+      if (answer !== null) ack(answer);
+    });
+    socket.on("session", (grant) => {
+      if (typeof grant?.secret === "string") this.secret = grant.secret;
+    });
+    socket.on("notice", (notice) => {
+      const code = notice?.code;
+      if (isErrorCode(code)) {
+        // Refused after the handshake (the challenge failed): retrying cannot help.
+        const error = new CohortError(
+          code,
+          `coordinator refused the connection: ${notice.message}`,
+        );
+        options.log(error.message);
+        this.settle.reject(error);
+        void this.close();
+      } else {
+        options.log(`coordinator: ${String(notice?.message)}`);
+      }
+    });
     socket.on("task", (raw) => rounds.onTask(raw));
     socket.on("round:fit", (payload) => rounds.onFit(payload));
     socket.on("round:evaluate", (payload, ack) => {
@@ -214,8 +260,13 @@ export class ClientCore<R extends string> {
       void this.close();
     });
     socket.on("disconnect", (reason) => {
-      if (!this.closed) options.log(`disconnected (${reason}); reconnecting`);
+      if (this.closed) return;
+      options.log(`disconnected (${reason}); reconnecting`);
+      // socket.io does not reconnect after the server closed the socket (a newer connection
+      // displaced this one, or a restart): come back by itself, with a growing delay.
+      if (reason === "io server disconnect") this.reconnectLater(socket);
     });
+    socket.on("connect", () => (this.serverClosures = 0));
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", () => resolve());
       socket.on("connect_error", (err: Error & { data?: { code?: unknown } }) => {
@@ -241,22 +292,43 @@ export class ClientCore<R extends string> {
     return this.done;
   }
 
-  private proof(identity: {
-    publicKey: Uint8Array;
-    secretKey: Uint8Array;
-  }): HandshakeAuth["identity"] {
-    const issuedAt = Date.now();
-    const token = this.options.joinToken;
+  /** Sign the coordinator's challenge, or null (and the client stops) for an untrusted one. */
+  private answer(
+    identity: { publicKey: Uint8Array; secretKey: Uint8Array },
+    challenge: HandshakeChallenge,
+  ): { signature: string } | null {
+    const pinned = this.options.coordinatorKey;
+    if (pinned !== undefined && challenge.coordinatorKey !== pinned) {
+      // An answer is valid for the coordinator it names: never sign for another one.
+      const error = new CohortError(
+        "MODEL_SIGNATURE",
+        `the challenge names coordinator key ${challenge.coordinatorKey ?? "(none)"}, not the pinned key`,
+      );
+      this.options.log(error.message);
+      this.settle.reject(error);
+      void this.close();
+      return null;
+    }
+    if (typeof challenge?.nonce !== "string" || fromBase64(challenge.nonce).length !== 32) {
+      return null;
+    }
     return {
-      publicKey: toBase64(identity.publicKey),
-      issuedAt,
       signature: toBase64(
-        signHandshake(identity.secretKey, this.options.clientId, identity.publicKey, issuedAt),
+        signChallenge(identity.secretKey, challenge, this.options.clientId, identity.publicKey),
       ),
-      ...(token
-        ? { token: { expiresAt: token.expiresAt, signature: toBase64(token.signature) } }
-        : {}),
     };
+  }
+
+  private reconnectLater(socket: ClientSocket): void {
+    const { reconnectDelayMs, reconnectDelayMaxMs } = this.options;
+    const delay = Math.min(reconnectDelayMaxMs, reconnectDelayMs * 2 ** this.serverClosures);
+    this.serverClosures++;
+    setTimeout(
+      () => {
+        if (!this.closed && this.socket === socket && !socket.connected) socket.connect();
+      },
+      delay * (0.5 + Math.random()),
+    );
   }
 
   /** Disconnect and free the model and data tensors. Idempotent. */

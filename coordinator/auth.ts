@@ -1,12 +1,18 @@
 /**
- * Client authentication (opt-in): who may join, and a rate limit per client. A client proves it
- * holds an Ed25519 identity in the handshake; the coordinator admits listed keys, or holders of
- * a join token signed by a trusted issuer, and then requires every update to be signed by it.
+ * Who may join and under which id, and a rate limit per client. With authentication on, a
+ * client names its Ed25519 key in the handshake and proves it holds it by signing a fresh
+ * challenge; the coordinator admits listed keys, or holders of a join token signed by a trusted
+ * issuer, binds each client id to one key, and requires every update to be signed by it.
+ * Without authentication, a client id is bound to a secret the coordinator issued at its first
+ * join.
  */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import {
   checkJoinToken,
   fromBase64,
-  verifyHandshake,
+  toBase64,
+  verifyChallenge,
+  type HandshakeChallenge,
   type JoinToken,
 } from "../aggregation/signing.js";
 import { CohortError } from "../protocol/errors.js";
@@ -18,15 +24,13 @@ export interface AuthOptions {
   allowedKeys: string[];
   /** Base64 public key of an issuer whose join tokens admit other keys. @default undefined */
   tokenIssuerKey: string | undefined;
-  /** How far a handshake's time may be from the coordinator's, in ms. @default 300000 */
-  maxClockSkewMs: number;
+  /** How long a client has to answer the handshake challenge, in ms. @default 10000 */
+  challengeTimeoutMs: number;
 }
 
 /** The identity part of a client's handshake. */
 export interface HandshakeIdentity {
   publicKey: string;
-  issuedAt: number;
-  signature: string;
   token?: { expiresAt: number; signature: string };
 }
 
@@ -38,7 +42,7 @@ export class Authenticator {
 
   constructor(options: Partial<AuthOptions>) {
     this.options = withDefaults<AuthOptions>(
-      { allowedKeys: [], tokenIssuerKey: undefined, maxClockSkewMs: 300_000 },
+      { allowedKeys: [], tokenIssuerKey: undefined, challengeTimeoutMs: 10_000 },
       options,
     );
     for (const k of this.options.allowedKeys) key(k, "allowedKeys entry");
@@ -55,23 +59,18 @@ export class Authenticator {
     }
   }
 
+  /** How long a client has to answer the challenge. */
+  get challengeTimeoutMs(): number {
+    return this.options.challengeTimeoutMs;
+  }
+
   /**
-   * Admit a client or throw `UNAUTHORIZED` saying why. Returns the client's public key, which
-   * must sign its updates.
+   * Admit a handshake's key (listed, or with a valid join token) or throw `UNAUTHORIZED` saying
+   * why. The client must still answer the challenge (`verify`) before it is let in.
    */
-  admit(clientId: string, raw: unknown, now = Date.now()): Uint8Array {
+  admit(raw: unknown, now = Date.now()): Uint8Array {
     const id = parseIdentity(raw);
     const publicKey = key(id.publicKey, "identity.publicKey", "UNAUTHORIZED");
-    const signature = bytes(id.signature, "identity.signature");
-    if (Math.abs(now - id.issuedAt) > this.options.maxClockSkewMs) {
-      throw new CohortError(
-        "UNAUTHORIZED",
-        `handshake issued ${Math.round((now - id.issuedAt) / 1000)} s from now; clocks differ or it is replayed`,
-      );
-    }
-    if (!verifyHandshake(publicKey, clientId, id.issuedAt, signature)) {
-      throw new CohortError("UNAUTHORIZED", "handshake signature does not verify");
-    }
     if (this.allowed.has(id.publicKey)) return publicKey;
     if (this.issuer !== null && id.token !== undefined) {
       const token: JoinToken = {
@@ -87,6 +86,87 @@ export class Authenticator {
     }
     throw new CohortError("UNAUTHORIZED", `key ${id.publicKey.slice(0, 12)}… is not admitted`);
   }
+
+  /** A fresh challenge for one connection. */
+  challenge(coordinatorKey: string | null): HandshakeChallenge {
+    return { nonce: toBase64(randomBytes(32)), coordinatorKey };
+  }
+
+  /** Throw `UNAUTHORIZED` unless `answer` signs `challenge` with `publicKey` for `clientId`. */
+  verify(
+    publicKey: Uint8Array,
+    challenge: HandshakeChallenge,
+    clientId: string,
+    answer: unknown,
+  ): void {
+    const signature = (answer as { signature?: unknown } | null)?.signature;
+    if (!verifyChallenge(publicKey, challenge, clientId, bytes(signature, "answer.signature"))) {
+      throw new CohortError(
+        "UNAUTHORIZED",
+        "the answer to the handshake challenge does not verify",
+      );
+    }
+  }
+}
+
+/**
+ * Which client id belongs to whom, for the run: an id is bound to the first key (or, without
+ * authentication, the first secret) that used it; a key holds one connected id at a time.
+ */
+export class ClientBindings {
+  private readonly keyOf = new Map<string, string>();
+  private readonly secretOf = new Map<string, Buffer>();
+
+  /**
+   * Throw `UNAUTHORIZED` when `publicKey` may not use `clientId`: the id is another key's, or
+   * the key is connected under another id (`live` says which ids are connected).
+   */
+  checkKey(clientId: string, publicKey: string, live: (id: string) => boolean): void {
+    const owner = this.keyOf.get(clientId);
+    if (owner !== undefined && owner !== publicKey) {
+      throw new CohortError("UNAUTHORIZED", `client id ${clientId} belongs to another key`);
+    }
+    for (const [id, k] of this.keyOf) {
+      if (k === publicKey && id !== clientId && live(id)) {
+        throw new CohortError(
+          "UNAUTHORIZED",
+          `this key is connected as ${id}: one key, one client (and one cohort slot)`,
+        );
+      }
+    }
+  }
+
+  /** Bind `clientId` to `publicKey` (after its proof checked out). */
+  bindKey(clientId: string, publicKey: string): void {
+    this.keyOf.set(clientId, publicKey);
+  }
+
+  /**
+   * Without authentication: throw `UNAUTHORIZED` when `clientId` was issued a secret and the
+   * handshake does not carry it.
+   */
+  checkSecret(clientId: string, secret: string | undefined): void {
+    const expected = this.secretOf.get(clientId);
+    if (expected === undefined) return;
+    if (secret === undefined || !timingSafeEqual(expected, hashSecret(secret))) {
+      throw new CohortError(
+        "UNAUTHORIZED",
+        `client id ${clientId} is taken: reconnecting under it needs the secret issued at its first join`,
+      );
+    }
+  }
+
+  /** Issue the secret of a new id (only its hash is kept), or null when it has one. */
+  issueSecret(clientId: string): string | null {
+    if (this.secretOf.has(clientId)) return null;
+    const secret = toBase64(randomBytes(32));
+    this.secretOf.set(clientId, hashSecret(secret));
+    return secret;
+  }
+}
+
+function hashSecret(secret: string): Buffer {
+  return createHash("sha256").update(secret).digest();
 }
 
 function key(
@@ -117,13 +197,8 @@ function parseIdentity(raw: unknown): HandshakeIdentity {
   const o = raw as Partial<HandshakeIdentity> | null;
   if (typeof o !== "object" || o === null)
     throw new CohortError("UNAUTHORIZED", "this coordinator requires a client identity");
-  if (
-    typeof o.publicKey !== "string" ||
-    typeof o.signature !== "string" ||
-    typeof o.issuedAt !== "number" ||
-    !Number.isFinite(o.issuedAt)
-  ) {
-    throw new CohortError("UNAUTHORIZED", "identity must carry publicKey, issuedAt and signature");
+  if (typeof o.publicKey !== "string") {
+    throw new CohortError("UNAUTHORIZED", "identity must carry publicKey");
   }
   const t = o.token as { expiresAt?: unknown; signature?: unknown } | undefined;
   if (
@@ -137,32 +212,41 @@ function parseIdentity(raw: unknown): HandshakeIdentity {
   }
   return {
     publicKey: o.publicKey,
-    issuedAt: o.issuedAt,
-    signature: o.signature,
     ...(t ? { token: t as { expiresAt: number; signature: string } } : {}),
   };
 }
 
-/** A token bucket per client: `ratePerSecond` sustained, `burst` at once. */
+/**
+ * A token bucket per client — per key where clients authenticate, per id otherwise — that
+ * survives reconnects: `ratePerSecond` sustained, `burst` at once.
+ */
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   constructor(
     private readonly ratePerSecond: number,
     private readonly burst: number,
+    /** Buckets kept before full (idle) ones are dropped. @default 100000 */
+    private readonly maxBuckets = 100_000,
   ) {}
 
-  /** Whether `clientId` may send one more message now. */
-  take(clientId: string, now = performance.now()): boolean {
-    const b = this.buckets.get(clientId) ?? { tokens: this.burst, at: now };
+  /** Whether `who` may send one more message now. */
+  take(who: string, now = performance.now()): boolean {
+    const b = this.buckets.get(who) ?? { tokens: this.burst, at: now };
     b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.ratePerSecond);
     b.at = now;
-    this.buckets.set(clientId, b);
+    this.buckets.set(who, b);
+    if (this.buckets.size > this.maxBuckets) this.sweep(now);
     if (b.tokens < 1) return false;
     b.tokens -= 1;
     return true;
   }
 
-  forget(clientId: string): void {
-    this.buckets.delete(clientId);
+  /** Drop the buckets that are full again: forgetting them changes nothing. */
+  private sweep(now: number): void {
+    for (const [who, b] of this.buckets) {
+      if (b.tokens + ((now - b.at) / 1000) * this.ratePerSecond >= this.burst) {
+        this.buckets.delete(who);
+      }
+    }
   }
 }

@@ -30,6 +30,10 @@ export class ClientRegistry<S extends { id: string }> {
     return true;
   }
 
+  has(clientId: string): boolean {
+    return this.clients.has(clientId);
+  }
+
   get(clientId: string): ClientEntry<S> | undefined {
     return this.clients.get(clientId);
   }

@@ -12,7 +12,7 @@ import {
   toBase64,
   verifyUpdate,
 } from "../aggregation/signing.js";
-import type { Authenticator, RateLimiter } from "./auth.js";
+import { ClientBindings, type Authenticator, type RateLimiter } from "./auth.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseFitFailure, parseHandshakeAuth } from "../protocol/guards.js";
 import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
@@ -55,6 +55,7 @@ export interface SocketTransportEvents {
 export class SocketTransport implements CohortTransport {
   readonly io: IoServer;
   private readonly registry = new ClientRegistry<IoSocket>();
+  private readonly bindings = new ClientBindings();
   private collector: RoundCollector | null = null;
   private done: RunDone | null = null;
   private readonly listeners: { [E in keyof SocketTransportEvents]: SocketTransportEvents[E][] } = {
@@ -93,12 +94,15 @@ export class SocketTransport implements CohortTransport {
           );
         }
         const identity = (socket.handshake.auth as { identity?: unknown } | undefined)?.identity;
-        const publicKey = this.security.authenticator?.admit(auth.clientId, identity) ?? null;
+        const authenticator = this.security.authenticator;
+        const publicKey = authenticator === null ? null : toBase64(authenticator.admit(identity));
+        if (publicKey === null) this.bindings.checkSecret(auth.clientId, auth.secret);
+        else this.bindings.checkKey(auth.clientId, publicKey, (id) => this.registry.has(id));
         socket.data = {
           clientId: auth.clientId,
           platform: auth.platform,
           backend: auth.backend,
-          publicKey: publicKey === null ? null : toBase64(publicKey),
+          publicKey,
         };
         next();
       } catch (error) {
@@ -108,7 +112,7 @@ export class SocketTransport implements CohortTransport {
         next(Object.assign(new Error(e.message), { data: { code: e.code } }));
       }
     });
-    this.io.on("connection", (socket) => this.onConnection(socket));
+    this.io.on("connection", (socket) => void this.admit(socket));
   }
 
   on<E extends keyof SocketTransportEvents>(event: E, listener: SocketTransportEvents[E]): void {
@@ -221,6 +225,44 @@ export class SocketTransport implements CohortTransport {
     this.io.emit("run:done", info);
   }
 
+  /**
+   * Let a handshake in: where clients authenticate, only after it answered a fresh challenge
+   * with its key (so a captured handshake replays nothing); the id is then bound to that key.
+   */
+  private async admit(socket: IoSocket): Promise<void> {
+    const { authenticator } = this.security;
+    const { clientId, publicKey } = socket.data;
+    if (authenticator !== null && publicKey !== null) {
+      const challenge = authenticator.challenge(this.task.coordinatorKey);
+      try {
+        const answer: unknown = await socket
+          .timeout(authenticator.challengeTimeoutMs)
+          .emitWithAck("auth:challenge", challenge);
+        authenticator.verify(fromBase64(publicKey), challenge, clientId, answer);
+        // Checked again: another connection of this key may have been let in meanwhile.
+        this.bindings.checkKey(clientId, publicKey, (id) => this.registry.has(id));
+      } catch (error) {
+        const e =
+          error instanceof CohortError
+            ? error
+            : new CohortError("UNAUTHORIZED", "no answer to the handshake challenge in time");
+        debug("refused %s after the challenge: %s", clientId, e.message);
+        if (socket.connected) {
+          socket.emit("notice", { code: e.code, message: e.message });
+          socket.disconnect(true);
+        }
+        return;
+      }
+      if (!socket.connected) return;
+      this.bindings.bindKey(clientId, publicKey);
+    }
+    this.onConnection(socket);
+    if (authenticator === null) {
+      const secret = this.bindings.issueSecret(clientId);
+      if (secret !== null) socket.emit("session", { secret });
+    }
+  }
+
   private onConnection(socket: IoSocket): void {
     const { clientId, platform, backend } = socket.data;
     const previous = this.registry.add({
@@ -231,7 +273,12 @@ export class SocketTransport implements CohortTransport {
       connectedAt: Date.now(),
     });
     if (previous !== undefined && previous.socket.id !== socket.id) {
+      // The same client (its key, or its secret, proved it) on a new connection.
       debug("client %s reconnected; closing its old socket", clientId);
+      previous.socket.emit("notice", {
+        code: "DISPLACED",
+        message: `a newer connection of ${clientId} replaced this one`,
+      });
       previous.socket.disconnect(true);
     }
     debug(
@@ -255,7 +302,7 @@ export class SocketTransport implements CohortTransport {
     socket.on("fit:error", (raw) => {
       try {
         const limiter = this.security.rateLimiter;
-        if (limiter !== null && !limiter.take(clientId)) return;
+        if (limiter !== null && !limiter.take(socket.data.publicKey ?? clientId)) return;
         const report = parseFitFailure(raw);
         debug("client %s failed round %d: %s", clientId, report.round, report.message);
         this.collector?.fail(clientId, report);
@@ -269,7 +316,6 @@ export class SocketTransport implements CohortTransport {
     });
     socket.on("disconnect", (reason) => {
       if (!this.registry.remove(clientId, socket.id)) return;
-      this.security.rateLimiter?.forget(clientId);
       debug("client %s left: %s", clientId, reason);
       this.collector?.drop(clientId, {
         code: "CLIENT_DISCONNECTED",
@@ -285,7 +331,8 @@ export class SocketTransport implements CohortTransport {
     payload: unknown,
   ): Reply<UpdateReceipt> {
     const limiter = this.security.rateLimiter;
-    if (limiter !== null && !limiter.take(clientId)) {
+    // Per key where clients authenticate, so a key's new ids and reconnects share one bucket.
+    if (limiter !== null && !limiter.take(publicKey ?? clientId)) {
       return new CohortError(
         "RATE_LIMITED",
         `client ${clientId} sends faster than the coordinator accepts`,

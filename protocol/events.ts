@@ -1,9 +1,30 @@
 /** socket.io event maps, typed once for both directions. */
 import type { Reply } from "./errors.js";
-import type { FitFailure, RunDone, TaskSpec, UpdateReceipt } from "./messages.js";
+import type { HandshakeChallenge } from "../aggregation/signing.js";
+import type {
+  FitFailure,
+  Notice,
+  RunDone,
+  SessionGrant,
+  TaskSpec,
+  UpdateReceipt,
+} from "./messages.js";
 
 /** Events the coordinator emits. */
 export interface ServerToClientEvents {
+  /**
+   * Prove the identity of the handshake: sign the challenge (`signChallenge`) and answer with
+   * the base64 signature. Only where the coordinator authenticates clients; nothing else is
+   * sent before the answer checks out.
+   */
+  "auth:challenge": (
+    challenge: HandshakeChallenge,
+    ack: (answer: { signature: string }) => void,
+  ) => void;
+  /** The secret of this client id, at its first join (coordinators without authentication). */
+  session: (grant: SessionGrant) => void;
+  /** The connection is closed for this reason: refused (fatal) or `DISPLACED` (reconnect). */
+  notice: (notice: Notice) => void;
   /** The task, sent once after the handshake. */
   task: (task: TaskSpec) => void;
   /** A msgpack-encoded `FitRequest`, broadcast to the round's cohort. */

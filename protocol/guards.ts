@@ -65,6 +65,7 @@ export function parseHandshakeAuth(raw: unknown): HandshakeAuth {
     clientId: str(o, "clientId", what),
     platform: str(o, "platform", what),
     backend: str(o, "backend", what),
+    ...(o.secret === undefined ? {} : { secret: str(o, "secret", what) }),
   };
 }
 

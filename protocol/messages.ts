@@ -73,17 +73,33 @@ export interface HandshakeAuth {
   platform: string;
   /** The tfjs backend the client trains on, e.g. `wasm`. */
   backend: string;
-  /** Proof of an Ed25519 identity, where the coordinator authenticates clients. */
+  /**
+   * The Ed25519 identity, where the coordinator authenticates clients: it answers an
+   * `auth:challenge` on the connection before it is admitted.
+   */
   identity?: {
     /** Base64 public key. */
     publicKey: string;
-    /** Milliseconds since the epoch; the coordinator refuses stale ones. */
-    issuedAt: number;
-    /** Base64 signature of (client id, public key, issuedAt). */
-    signature: string;
     /** A join token from the coordinator's trusted issuer, when the key is not listed. */
     token?: { expiresAt: number; signature: string };
   };
+  /**
+   * The secret the coordinator issued at this id's first join (`session`), where it does not
+   * authenticate clients: taking over a known id needs it.
+   */
+  secret?: string;
+}
+
+/** Issued to a client at its first join, where the coordinator does not authenticate clients. */
+export interface SessionGrant {
+  /** Base64 secret; present it in every later handshake under the same id. */
+  secret: string;
+}
+
+/** Why the coordinator closes a connection it had accepted. */
+export interface Notice {
+  code: string;
+  message: string;
 }
 
 /** A scalar of a configuration map. */

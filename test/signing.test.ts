@@ -1,15 +1,16 @@
 import { describe, expect, it } from "vitest";
+import { randomBytes } from "../aggregation/crypto.js";
 import {
   checkJoinToken,
   fromBase64,
   generateIdentity,
   identityFromSecret,
   issueJoinToken,
-  signHandshake,
+  signChallenge,
   signModel,
   signUpdate,
   toBase64,
-  verifyHandshake,
+  verifyChallenge,
   verifyModel,
   verifyUpdate,
 } from "../aggregation/secure/index.js";
@@ -39,12 +40,16 @@ describe("signatures", () => {
     expect(verifyUpdate(alice.publicKey, ctx, body, model)).toBe(false);
   });
 
-  it("proves key possession in the handshake", () => {
-    const at = Date.now();
-    const sig = signHandshake(alice.secretKey, "alice", alice.publicKey, at);
-    expect(verifyHandshake(alice.publicKey, "alice", at, sig)).toBe(true);
-    expect(verifyHandshake(alice.publicKey, "bob", at, sig)).toBe(false);
-    expect(verifyHandshake(alice.publicKey, "alice", at + 1, sig)).toBe(false);
+  it("proves key possession by signing the coordinator's challenge, for that challenge, id and coordinator only", () => {
+    const challenge = { nonce: toBase64(randomBytes(32)), coordinatorKey: "K1" };
+    const sig = signChallenge(alice.secretKey, challenge, "alice", alice.publicKey);
+    expect(verifyChallenge(alice.publicKey, challenge, "alice", sig)).toBe(true);
+    expect(verifyChallenge(alice.publicKey, challenge, "bob", sig)).toBe(false);
+    const fresh = { ...challenge, nonce: toBase64(randomBytes(32)) };
+    expect(verifyChallenge(alice.publicKey, fresh, "alice", sig)).toBe(false);
+    expect(
+      verifyChallenge(alice.publicKey, { ...challenge, coordinatorKey: "K2" }, "alice", sig),
+    ).toBe(false);
   });
 
   it("checks join tokens: ok, expired, forged", () => {

@@ -2,7 +2,13 @@
 import { io, type Socket } from "socket.io-client";
 import { decode, encode } from "../../protocol/codec.js";
 import type { Reply } from "../../protocol/errors.js";
-import { openEnvelope } from "../../aggregation/signing.js";
+import {
+  openEnvelope,
+  signChallenge,
+  toBase64,
+  type HandshakeChallenge,
+} from "../../aggregation/signing.js";
+import type { KeyPair } from "../../aggregation/crypto.js";
 import { parseFitRequest, parseTaskSpec } from "../../protocol/guards.js";
 import type {
   FitRequest,
@@ -16,6 +22,8 @@ import { PROTOCOL_VERSION } from "../../protocol/version.js";
 export interface RawClient {
   socket: Socket;
   task: Promise<TaskSpec>;
+  /** The challenges this client answered, with its answers (what an eavesdropper captures). */
+  answers: { challenge: HandshakeChallenge; signature: string }[];
   /** Resolves with the next fit request broadcast to this client. */
   nextFit(): Promise<FitRequest>;
   /** Emit `fit:result` with any payload and wait for the coordinator's reply. */
@@ -23,11 +31,22 @@ export interface RawClient {
   close(): void;
 }
 
-/** Connect with a valid handshake (overridable) and wait until connected. */
+/** How a raw client answers the handshake challenge. */
+export interface RawIdentity {
+  keys: KeyPair;
+  /** Sign something else than the challenge (a replay, a forgery). @default the honest answer */
+  answer?: (challenge: HandshakeChallenge) => { signature: string };
+}
+
+/**
+ * Connect with a valid handshake (overridable) and wait until admitted (the task arrived);
+ * rejects with the refusal (`data.code`) of the handshake or of the challenge.
+ */
 export async function connectRaw(
   url: string,
   clientId: string,
   auth: Record<string, unknown> = {},
+  identity?: RawIdentity,
 ): Promise<RawClient> {
   const socket = io(url, {
     auth: {
@@ -39,6 +58,17 @@ export async function connectRaw(
     },
     transports: ["websocket"],
     reconnection: false,
+  });
+  const answers: { challenge: HandshakeChallenge; signature: string }[] = [];
+  socket.on("auth:challenge", (challenge: HandshakeChallenge, ack: (a: unknown) => void) => {
+    if (identity === undefined) return;
+    const answer = identity.answer?.(challenge) ?? {
+      signature: toBase64(
+        signChallenge(identity.keys.secretKey, challenge, clientId, identity.keys.publicKey),
+      ),
+    };
+    answers.push({ challenge, signature: answer.signature });
+    ack(answer);
   });
   const fits: FitRequest[] = [];
   const waiters: ((f: FitRequest) => void)[] = [];
@@ -52,12 +82,16 @@ export async function connectRaw(
     socket.once("task", (t: unknown) => resolve(parseTaskSpec(t))),
   );
   await new Promise<void>((resolve, reject) => {
-    socket.once("connect", () => resolve());
+    void task.then(() => resolve());
     socket.once("connect_error", reject);
+    socket.once("notice", (n: { code: string; message: string }) =>
+      reject(Object.assign(new Error(n.message), { data: { code: n.code } })),
+    );
   });
   return {
     socket,
     task,
+    answers,
     nextFit: () => {
       const ready = fits.shift();
       return ready ? Promise.resolve(ready) : new Promise((resolve) => waiters.push(resolve));
