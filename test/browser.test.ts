@@ -55,6 +55,7 @@ async function federate(secure: boolean, rounds: number) {
     runDir: null,
     evalDataset: evalSet,
     secure,
+    serveDemoData: true, // the demo pages load their shards from /data/mnist-shard
     // FedProx's proximal term and federated evaluation run in the pages too.
     strategy: { name: "fedprox", params: { proximalMu: 0.01 } },
     fractionEvaluate: 1,
@@ -152,6 +153,7 @@ describe("dashboard", () => {
       minAvailableClients: 2,
       runDir: null,
       evalDataset: evalSet,
+      serveDemoData: true,
     });
     const dashboard = await browser.context.newPage();
     let node: CohortClient[] = [];
