@@ -39,6 +39,7 @@ async function coordinator(model: string, clients: number, evalSet: Dataset, rou
     minFitClients: clients,
     runDir: null,
     evalDataset: evalSet,
+    serveDemoData: true, // the demo page loads its shard from /data/mnist-shard
     log: () => undefined,
   });
 }

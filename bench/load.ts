@@ -94,6 +94,8 @@ async function main(): Promise<void> {
     minAvailableClients: Math.floor(CLIENTS * 0.9),
     minFitClients: Math.floor(CLIENTS * 0.8),
     roundTimeoutMs: 20_000,
+    // Every client connects from 127.0.0.1, and reconnecting ones may briefly hold two sockets.
+    maxConnectionsPerAddress: 2 * CLIENTS,
     runDir: null,
     log: () => undefined,
   });

@@ -11,6 +11,8 @@ export interface FlagSpec {
   /** Shown in `--help` instead of the default, for computed defaults. */
   defaultText?: string;
   placeholder?: string;
+  /** A string flag given any number of times, each value also split on commas: a `string[]`. */
+  multiple?: true;
 }
 
 /** A sub-command's flags. */
@@ -20,11 +22,13 @@ export interface CommandSpec<F extends Record<string, FlagSpec>> {
   flags: F;
 }
 
-type Value<S extends FlagSpec> = S["type"] extends "number"
-  ? number
-  : S["type"] extends "boolean"
-    ? boolean
-    : string;
+type Value<S extends FlagSpec> = S["multiple"] extends true
+  ? string[]
+  : S["type"] extends "number"
+    ? number
+    : S["type"] extends "boolean"
+      ? boolean
+      : string;
 
 /** Parsed flags: a value where a default or the user gave one. */
 export type Parsed<F extends Record<string, FlagSpec>> = {
@@ -54,14 +58,19 @@ export function parseFlags<F extends Record<string, FlagSpec>>(
   spec: CommandSpec<F>,
   argv: string[],
 ): Parsed<F> | null {
-  const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
+  const options: Record<string, { type: "string" | "boolean"; multiple?: boolean }> = {
+    help: { type: "boolean" },
+  };
   for (const [name, f] of Object.entries(spec.flags)) {
-    options[name] = { type: f.type === "boolean" ? "boolean" : "string" };
+    options[name] = {
+      type: f.type === "boolean" ? "boolean" : "string",
+      ...(f.multiple ? { multiple: true } : {}),
+    };
   }
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     ({ values } = parseArgs({ args: argv, options, strict: true, allowPositionals: false }) as {
-      values: Record<string, string | boolean | undefined>;
+      values: Record<string, string | boolean | string[] | undefined>;
     });
   } catch (cause) {
     const reason = cause instanceof Error ? cause.message : String(cause);
@@ -77,6 +86,8 @@ export function parseFlags<F extends Record<string, FlagSpec>>(
     const raw = values[name];
     if (raw === undefined) {
       out[name] = f.default;
+    } else if (Array.isArray(raw)) {
+      out[name] = raw.flatMap((v) => v.split(",").map((part) => part.trim())).filter(Boolean);
     } else if (f.type === "number") {
       const n = Number(raw);
       if (typeof raw !== "string" || raw.trim() === "" || !Number.isFinite(n)) {

@@ -1,6 +1,7 @@
 /** `cohort coordinator`: start a coordinator, run the rounds, exit 0. */
 import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
+import { checkApiToken } from "../coordinator/options.js";
 import { CohortError } from "../protocol/errors.js";
 import { readIdentity, readKeyList } from "./keys.js";
 import { loadDataset } from "../models/datasets/index.js";
@@ -77,6 +78,44 @@ export const coordinatorCommand = {
       defaultText: "a fresh key per start",
       description: "identity file whose key signs model broadcasts",
     },
+    "api-token": {
+      type: "string",
+      placeholder: "FILE",
+      defaultText: "open",
+      description:
+        "file holding the bearer token that /api/*, /metrics and /data/* require (16+ characters)",
+    },
+    "cors-origin": {
+      type: "string",
+      multiple: true,
+      placeholder: "ORIGIN",
+      defaultText: "none",
+      description:
+        "origin whose pages may read /api/*, /metrics and /data/* (repeatable or comma-separated)",
+    },
+    "serve-demo-data": {
+      type: "boolean",
+      default: false,
+      description: "serve MNIST digit shards at /data/mnist-shard for the demo client page",
+    },
+    "headers-timeout": {
+      type: "number",
+      default: 10,
+      placeholder: "SECONDS",
+      description: "a connection must send a request's headers within this time",
+    },
+    "request-timeout": {
+      type: "number",
+      default: 30,
+      placeholder: "SECONDS",
+      description: "a connection must send a whole request (headers and body) within this time",
+    },
+    "max-connections-per-address": {
+      type: "number",
+      default: 1024,
+      placeholder: "N",
+      description: "open connections one remote address may hold",
+    },
     resume: {
       type: "string",
       placeholder: "RUN_DIR",
@@ -133,6 +172,12 @@ export async function runCoordinator(argv: string[]): Promise<number> {
       flags["signing-key"] === undefined
         ? undefined
         : (await readIdentity(flags["signing-key"])).secretKey,
+    apiToken: flags["api-token"] === undefined ? undefined : await readApiToken(flags["api-token"]),
+    corsOrigins: flags["cors-origin"],
+    serveDemoData: flags["serve-demo-data"],
+    headersTimeoutMs: Math.round(flags["headers-timeout"] * 1000),
+    requestTimeoutMs: Math.round(flags["request-timeout"] * 1000),
+    maxConnectionsPerAddress: flags["max-connections-per-address"],
     log: (line) => console.log(line),
   });
   console.log(`coordinator listening on ${coordinator.url}`);
@@ -157,6 +202,23 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     process.off("SIGTERM", stop);
     await coordinator.close();
   }
+}
+
+/** `--api-token FILE`: the token is the file's content, trimmed (a trailing newline is no part of it). */
+async function readApiToken(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (cause) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--api-token: cannot read ${file}: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+  const token = text.trim();
+  checkApiToken(token, `--api-token ${file}`);
+  return token;
 }
 
 async function readTls(

@@ -51,6 +51,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     secure: flags.secure,
     evalDataset: await loadDataset(flags.dataset, "test"),
     runDir: flags["run-dir"],
+    // Only this machine can reach it (127.0.0.1): its demo client page may take a shard too.
+    serveDemoData: true,
     log: (line) => console.log(`[coordinator] ${line}`),
   });
   console.log(`[coordinator] listening on ${coordinator.url}; starting ${n} client processes`);

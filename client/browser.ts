@@ -58,17 +58,34 @@ export interface ShardRequest {
   limit?: number;
 }
 
+/** How `loadDigitsShard` reaches the coordinator. */
+export interface ShardFetchOptions {
+  /** The coordinator's API token (its `apiToken`), sent as `Authorization: Bearer`. @default none */
+  token?: string;
+  /** The `fetch` to call (the demo page's asks for the token on a 401). @default globalThis.fetch */
+  fetch?: (url: URL, init: RequestInit) => Promise<Response>;
+}
+
 /**
  * Fetch shard `index` of `count` of the coordinator's MNIST training digits
- * (`GET /data/mnist-shard`, msgpack), checked by the dataset guard.
+ * (`GET /data/mnist-shard`, msgpack), checked by the dataset guard. The coordinator serves them
+ * only with `serveDemoData` (`--serve-demo-data`); a page on another origin also needs its
+ * origin in the coordinator's `corsOrigins`.
  */
-export async function loadDigitsShard(url: string, shard: ShardRequest): Promise<Dataset> {
+export async function loadDigitsShard(
+  url: string,
+  shard: ShardRequest,
+  options: ShardFetchOptions = {},
+): Promise<Dataset> {
   const query = new URLSearchParams({ index: String(shard.index), count: String(shard.count) });
   if (shard.limit !== undefined) query.set("limit", String(shard.limit));
-  const response = await fetch(new URL(`/data/mnist-shard?${query}`, url));
+  const get = options.fetch ?? ((u: URL, init: RequestInit) => fetch(u, init));
+  const response = await get(new URL(`/data/mnist-shard?${query}`, url), {
+    headers: options.token === undefined ? {} : { Authorization: `Bearer ${options.token}` },
+  });
   if (!response.ok) {
     throw new CohortError(
-      "DATASET_NOT_FOUND",
+      response.status === 401 ? "UNAUTHORIZED" : "DATASET_NOT_FOUND",
       `GET /data/mnist-shard: ${response.status} ${await response.text()}`,
     );
   }

@@ -27,8 +27,11 @@ import {
   type KeyPair,
 } from "../aggregation/secure/index.js";
 import {
+  accessPolicy,
   createHttpHandler,
+  limitConnectionsPerAddress,
   locateAssets,
+  serverTimeouts,
   StatusTracker,
   type StatusSnapshot,
 } from "./http/index.js";
@@ -160,12 +163,17 @@ export async function createCoordinator(
     rounds: opts.rounds,
   });
   // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.
-  const handler = createHttpHandler({ status, assets: locateAssets() });
+  const handler = createHttpHandler({ status, assets: locateAssets(), access: accessPolicy(opts) });
   // With a certificate, the same handler and socket.io serve https and wss.
+  const timeouts = serverTimeouts(opts);
   const http: HttpServer =
     opts.tls === undefined
-      ? createServer(handler)
-      : createHttpsServer({ cert: pem(opts.tls.cert), key: pem(opts.tls.key) }, handler);
+      ? createServer(timeouts, handler)
+      : createHttpsServer(
+          { ...timeouts, cert: pem(opts.tls.cert), key: pem(opts.tls.key) },
+          handler,
+        );
+  limitConnectionsPerAddress(http, opts.maxConnectionsPerAddress);
   const transport = new SocketTransport(http, task, opts.log, {
     authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
     signingKey: signing.secretKey,

@@ -82,13 +82,13 @@ export function checkSameExperiment(
 
 /**
  * The options as `run.json` records them: no key, token, certificate or function — only
- * whether authentication and TLS were on.
+ * whether authentication, the API token and TLS were on.
  */
 export function publicOptions(
   opts: CoordinatorOptions,
   strategy: Strategy,
 ): { [key: string]: unknown } {
-  const { signingKey, tls, auth, log, evalDataset, strategy: _given, ...rest } = opts;
+  const { signingKey, tls, auth, apiToken, log, evalDataset, strategy: _given, ...rest } = opts;
   void log;
   void _given;
   return {
@@ -96,6 +96,7 @@ export function publicOptions(
     strategy: strategy.ref,
     evalDataset: evalDataset?.name ?? null,
     auth: auth !== undefined,
+    apiToken: apiToken !== undefined,
     tls: tls !== undefined,
     signingKey: signingKey === undefined ? "generated" : "given",
   };

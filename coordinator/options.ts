@@ -96,6 +96,33 @@ export interface CoordinatorOptions {
   tls: { cert: string | Uint8Array; key: string | Uint8Array } | undefined;
   /** Messages a client may send per second (sustained, and at once); beyond: RATE_LIMITED. @default { perSecond: 20, burst: 50 } */
   rateLimit: { perSecond: number; burst: number } | null;
+  /**
+   * Bearer token the data routes (`/api/*`, `/metrics`, `/data/*`) require as
+   * `Authorization: Bearer TOKEN`: at least 16 visible ASCII characters. The pages and static
+   * files stay public (the dashboard asks for the token); it never reaches a log or `run.json`.
+   * Client joins are `auth`'s business, not this token's. @default undefined (open)
+   */
+  apiToken: string | undefined;
+  /**
+   * Origins (`https://ops.example.com`) whose pages may read the data routes: they get
+   * `Access-Control-Allow-Origin` and answered preflights. The socket.io endpoint keeps its
+   * own CORS. @default [] (no CORS headers on the data routes)
+   */
+  corsOrigins: string[];
+  /**
+   * Serve shards of the bundled MNIST digits at `/data/mnist-shard` for the demo client page;
+   * off, the route answers 404. @default false
+   */
+  serveDemoData: boolean;
+  /** A connection must send a request's complete headers within this time, or is cut (408). @default 10000 */
+  headersTimeoutMs: number;
+  /**
+   * A connection must send a whole request (headers and body, e.g. a socket.io polling upload)
+   * within this time, or is cut; websockets, once upgraded, are not bound. @default 30000
+   */
+  requestTimeoutMs: number;
+  /** Open connections one remote address may hold; more are closed at once. @default 1024 */
+  maxConnectionsPerAddress: number;
   /** Seed of the initial weights and of cohort sampling. @default 0 */
   seed: number;
   /**
@@ -141,6 +168,12 @@ export function resolveOptions(
       signingKey: undefined,
       rateLimit: { perSecond: 20, burst: 50 },
       tls: undefined,
+      apiToken: undefined,
+      corsOrigins: [],
+      serveDemoData: false,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
+      maxConnectionsPerAddress: 1024,
       evalDataset: undefined,
       runDir: `runs/${new Date().toISOString().replace(/[:.]/g, "-")}`,
       log: defaultLog,
@@ -160,6 +193,22 @@ export function resolveOptions(
   int("port", 0, 65535);
   int("minAvailableClients", 1);
   int("maxUploadBytes", 1024);
+  // Node checks the timeouts every min(1 s, headersTimeoutMs): below 100 ms that is a busy loop.
+  int("headersTimeoutMs", 100);
+  int("requestTimeoutMs", 100);
+  int("maxConnectionsPerAddress", 1);
+  if (o.headersTimeoutMs > o.requestTimeoutMs) {
+    // Node refuses the pair: the headers are part of the request.
+    throw new CohortError(
+      "INVALID_OPTION",
+      `headersTimeoutMs (${o.headersTimeoutMs}) cannot exceed requestTimeoutMs (${o.requestTimeoutMs})`,
+    );
+  }
+  if (o.apiToken !== undefined) checkApiToken(o.apiToken, "apiToken");
+  if (typeof o.serveDemoData !== "boolean") {
+    throw new CohortError("INVALID_OPTION", `serveDemoData must be true or false`);
+  }
+  o.corsOrigins = checkOrigins(o.corsOrigins);
   if (o.minFitClients > o.minAvailableClients) {
     throw new CohortError(
       "INVALID_OPTION",
@@ -170,6 +219,56 @@ export function resolveOptions(
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);
   parseRoundConfig({ ...baseRoundConfig(o, 1), extra: o.fitConfig });
   return o;
+}
+
+/** Shortest API token accepted: a floor against tokens short enough to guess over the network. */
+const MIN_API_TOKEN_LENGTH = 16;
+
+/**
+ * Refuse an API token that is too short or not a header-safe word (`INVALID_OPTION`, naming
+ * `source`: the option or the flag and file it came from). The token itself is never echoed.
+ */
+export function checkApiToken(token: unknown, source: string): void {
+  if (typeof token !== "string" || token.length === 0) {
+    throw new CohortError("INVALID_OPTION", `${source}: the API token is empty`);
+  }
+  if (token.length < MIN_API_TOKEN_LENGTH) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${source}: the API token has ${token.length} characters; it needs at least ${MIN_API_TOKEN_LENGTH}`,
+    );
+  }
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${source}: the API token must be visible ASCII without spaces (it travels in a header)`,
+    );
+  }
+}
+
+/** Each CORS origin exactly as browsers send it (`scheme://host[:port]`, no path). */
+function checkOrigins(origins: unknown): string[] {
+  if (!Array.isArray(origins)) {
+    throw new CohortError("INVALID_OPTION", "corsOrigins must be an array of origins");
+  }
+  return origins.map((origin: unknown) => {
+    let parsed: string | null = null;
+    try {
+      parsed = typeof origin === "string" ? new URL(origin).origin : null;
+    } catch {
+      parsed = null;
+    }
+    if (parsed === null || parsed === "null" || parsed !== origin) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `corsOrigins: ${JSON.stringify(origin)} is not an origin` +
+          (parsed !== null && parsed !== "null"
+            ? `; did you mean ${parsed}?`
+            : " (scheme://host[:port])"),
+      );
+    }
+    return parsed;
+  });
 }
 
 /** A round's configuration before the strategy adjusts it: the options, on the schedule. */

@@ -57,6 +57,7 @@ async function federate(secure: boolean, rounds: number) {
     runDir: null,
     evalDataset: evalSet,
     secure,
+    serveDemoData: true, // the demo pages load their shards from /data/mnist-shard
     // FedProx's proximal term and federated evaluation run in the pages too.
     strategy: { name: "fedprox", params: { proximalMu: 0.01 } },
     fractionEvaluate: 1,
@@ -157,6 +158,7 @@ describe("dashboard", () => {
       minAvailableClients: 2,
       runDir: null,
       evalDataset: evalSet,
+      serveDemoData: true,
     });
     const dashboard = await browser.context.newPage();
     let node: CohortClient[] = [];
@@ -217,4 +219,58 @@ describe("dashboard", () => {
       await coordinator.close();
     }
   }, 90_000);
+});
+
+describe("pages behind an API token", () => {
+  it("a page without the token is asked for it, asked again after a wrong one, and keeps it for the tab", async () => {
+    const token = "browser-token-0123456789";
+    const coordinator = await startCoordinator({
+      model: "mlp",
+      rounds: 1,
+      runDir: null,
+      apiToken: token,
+      serveDemoData: true,
+    });
+    const dashboard = await browser.context.newPage();
+    let clientPage: Page | undefined;
+    const showsRun = () =>
+      dashboard.waitForFunction(
+        (runId) => document.getElementById("run")?.textContent?.includes(runId) === true,
+        coordinator.runId,
+        { polling: 100, timeout: 10_000 },
+      );
+    try {
+      await dashboard.goto(`${coordinator.url}/`);
+      await dashboard.fill("#token-input", "wrong-token-0123456789");
+      await dashboard.click("#token-form button");
+      await dashboard.waitForSelector("#token-form label:has-text('refused')");
+      await dashboard.fill("#token-input", token);
+      await dashboard.click("#token-form button");
+      await showsRun();
+      expect(await dashboard.evaluate(() => sessionStorage.getItem("cohort.apiToken"))).toBe(token);
+      // The tab keeps it: a reload polls with the token and asks nothing.
+      await dashboard.reload();
+      await showsRun();
+      expect(await dashboard.$("#token-form")).toBeNull();
+      // The demo client page asks as well before it loads its shard.
+      clientPage = await browser.context.newPage();
+      await clientPage.goto(`${coordinator.url}/client?index=0&count=3&limit=50&id=page-token`);
+      await clientPage.fill("#token-input", token);
+      await clientPage.click("#token-form button");
+      await clientPage.waitForFunction(
+        () => (globalThis as unknown as { cohortPage: { examples: number } }).cohortPage.examples,
+        undefined,
+        { polling: 100, timeout: 10_000 },
+      );
+      expect(await clientPage.textContent("#examples")).toBe("50 digits");
+    } catch (error) {
+      throw new Error(`${String(error)}\npage errors: ${browser.errors.join("\n")}`, {
+        cause: error,
+      });
+    } finally {
+      await dashboard.close();
+      await clientPage?.close();
+      await coordinator.close();
+    }
+  }, 60_000);
 });

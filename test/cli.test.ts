@@ -1,4 +1,5 @@
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { CohortClient } from "../client/index.js";
@@ -6,6 +7,7 @@ import { coordinatorCommand } from "../bin/coordinator-command.js";
 import { clientCommand } from "../bin/client-command.js";
 import { mnistShards, tempRunDir } from "./helpers/federation.js";
 import { digitsClientArgs, runCli, startCli, type CliProcess } from "./helpers/cli.js";
+import { until } from "./helpers/wait.js";
 
 describe("cohort CLI", () => {
   const started: CliProcess[] = [];
@@ -42,6 +44,57 @@ describe("cohort CLI", () => {
     ]);
     expect(missing.code).toBe(1);
     expect(missing.output).toMatch(/DATASET_NOT_FOUND/);
+  });
+
+  it("--api-token refuses an empty file and a token shorter than 16 characters", async () => {
+    const dir = await tempRunDir("cohort-token-");
+    for (const [content, message] of [
+      ["\n  \n", /INVALID_OPTION: --api-token .*empty/],
+      ["short-token\n", /INVALID_OPTION: --api-token .*11 characters; it needs at least 16/],
+    ] as const) {
+      const file = join(dir, "token");
+      await writeFile(file, content);
+      const { code, output } = await runCli(["coordinator", "--port", "0", "--api-token", file]);
+      expect(code).toBe(1);
+      expect(output).toMatch(message);
+      expect(output).not.toContain("short-token");
+    }
+  });
+
+  it("--api-token, --cors-origin and --serve-demo-data guard the HTTP routes", async () => {
+    const dir = await tempRunDir("cohort-token-");
+    const token = "cli-token-0123456789abcdef";
+    await writeFile(join(dir, "token"), `  ${token}\n`); // the file's whitespace is no part of it
+    const coordinator = startCli([
+      "coordinator",
+      ...["--port", "0", "--host", "127.0.0.1", "--run-dir", join(dir, "run")],
+      ...["--api-token", join(dir, "token"), "--serve-demo-data"],
+      ...[
+        "--cors-origin",
+        "https://a.example,https://b.example",
+        "--cors-origin",
+        "https://c.example",
+      ],
+    ]);
+    started.push(coordinator);
+    const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
+    const get = (path: string, headers: Record<string, string> = {}) =>
+      fetch(`${url}${path}`, { headers });
+    expect((await get("/api/status")).status).toBe(401);
+    const auth = { Authorization: `Bearer ${token}` };
+    expect((await get("/api/status", auth)).status).toBe(200);
+    expect((await get("/data/mnist-shard?index=0&count=2&limit=3", auth)).status).toBe(200);
+    for (const origin of ["https://b.example", "https://c.example"]) {
+      const response = await get("/metrics", { ...auth, Origin: origin });
+      expect(response.headers.get("access-control-allow-origin")).toBe(origin);
+    }
+    const other = await get("/metrics", { ...auth, Origin: "https://d.example" });
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
+    await until(() => existsSync(join(dir, "run", "run.json")));
+    coordinator.child.kill("SIGINT");
+    await coordinator.exit;
+    expect(coordinator.lines.join("\n")).not.toContain(token);
+    expect(await readFile(join(dir, "run", "run.json"), "utf8")).not.toContain(token);
   });
 
   it("runs a coordinator and two clients to completion, exiting 0", async () => {

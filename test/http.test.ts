@@ -20,6 +20,7 @@ beforeAll(async () => {
     minAvailableClients: 2,
     runDir: null,
     evalDataset: evalSet,
+    serveDemoData: true,
   });
   clients = await startClients(coordinator.url, shards);
   summary = await coordinator.run();

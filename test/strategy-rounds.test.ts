@@ -132,7 +132,7 @@ describe("strategies in rounds", () => {
     expect(krum).toBeGreaterThan(clean - 0.15);
   });
 
-  it("run.json records the strategy and configuration, and no key, token or certificate", async () => {
+  it("run.json records the strategy and configuration, and no key, token, API token or certificate", async () => {
     const runDir = await tempRunDir("cohort-runjson-");
     const signing = generateIdentity();
     const client = generateIdentity();
@@ -141,6 +141,7 @@ describe("strategies in rounds", () => {
       strategy: { name: "fedavgm", params: { momentum: 0.5 } },
       signingKey: signing.secretKey,
       auth: { allowedKeys: [toBase64(client.publicKey)] },
+      apiToken: "dashboard-token-0123456789",
     });
     const running = coordinator.run().catch(() => undefined);
     await until(() => existsSync(join(runDir, "run.json")), 10_000);
@@ -155,6 +156,8 @@ describe("strategies in rounds", () => {
     expect(run.config.seed).toBe(0);
     expect(run.configHash).toMatch(/^[0-9a-f]{64}$/);
     expect(run.options.auth).toBe(true);
+    expect(run.options.apiToken).toBe(true);
+    expect(text).not.toContain("dashboard-token-0123456789");
     expect(text).not.toContain(toBase64(signing.secretKey));
     expect(text).not.toContain(toBase64(client.publicKey));
     expect(text).not.toMatch(/allowedKeys|secretKey|BEGIN/);

@@ -6,6 +6,7 @@ import {
   parseFloors,
   type ClientRoundReport,
 } from "../client/browser.js";
+import { fetchWithToken } from "./token.js";
 
 /** What the page exposes as `window.cohortPage` (tests and curious users read it). */
 export interface PageState {
@@ -62,7 +63,12 @@ async function main(): Promise<void> {
   // ?eval=0.2 holds out a fifth of the shard for federated evaluation.
   const evalFraction = query.has("eval") ? Number(query.get("eval")) : 0;
   if (!(evalFraction >= 0 && evalFraction < 1)) throw new Error("?eval must be in [0, 1)");
-  const data = await loadDigitsShard(location.origin, { index, count, limit });
+  // The shard is a data route: behind the coordinator's --api-token, the page asks for it.
+  const data = await loadDigitsShard(
+    location.origin,
+    { index, count, limit },
+    { fetch: fetchWithToken },
+  );
   state.examples = data.labels.length;
   $("examples").textContent = `${data.labels.length} digits`;
   $("shard").textContent = data.name;

@@ -2,6 +2,7 @@
 import { PLAIN_ROUND_PHASES, SECURE_ROUND_PHASES } from "../coordinator/phases.js";
 import type { StatusSnapshot } from "../coordinator/http/status.js";
 import { chartSvg, esc } from "./chart.js";
+import { fetchWithToken } from "./token.js";
 
 /** How often the dashboard polls. */
 const POLL_MS = 1000;
@@ -72,7 +73,8 @@ function render(s: StatusSnapshot): void {
 
 async function poll(): Promise<void> {
   try {
-    const response = await fetch("/api/status", { cache: "no-store" });
+    // With the coordinator's --api-token, the first 401 asks for the token (polling waits).
+    const response = await fetchWithToken("/api/status", { cache: "no-store" });
     if (response.ok) render((await response.json()) as StatusSnapshot);
     else $("run").textContent = `status: HTTP ${response.status}`;
   } catch {

@@ -1,5 +1,7 @@
 /** The coordinator's web side: dashboard, demo client page, JSON status, Prometheus metrics. */
 export { createHttpHandler, type HttpContext } from "./router.js";
+export { accessPolicy, type AccessPolicy } from "./access.js";
+export { limitConnectionsPerAddress, serverTimeouts, type ServerTimeouts } from "./limits.js";
 export { locateAssets, WASM_FILES, type Assets } from "./assets.js";
 export { StatusTracker } from "./status.js";
 export type { StatusSnapshot, ClientStatus, FailureStatus, RoundPoint, RunInfo } from "./status.js";

@@ -6,19 +6,20 @@ export interface HttpResponse {
   status: number;
   contentType: string;
   body: string | Uint8Array;
+  /** Headers of this answer beside the isolation headers (CORS, `WWW-Authenticate`). */
+  headers?: Readonly<Record<string, string>>;
 }
 
 /**
  * Sent with every response: COOP + COEP make our pages cross-origin isolated, which browsers
- * require before they give wasm threads a `SharedArrayBuffer`. Everything served is public and
- * read-only, so CORP and CORS let pages on other origins (isolated or not) embed the bundle, the
- * wasm files and the JSON, as the socket.io endpoint already allows.
+ * require before they give wasm threads a `SharedArrayBuffer`. CORP lets isolated pages on other
+ * origins embed the bundle and the wasm files; it lets no page *read* a data route, which takes
+ * CORS, granted per route and origin by the router (`access.ts`).
  */
 export const ISOLATION_HEADERS: Readonly<Record<string, string>> = {
   "Cross-Origin-Opener-Policy": "same-origin",
   "Cross-Origin-Embedder-Policy": "require-corp",
   "Cross-Origin-Resource-Policy": "cross-origin",
-  "Access-Control-Allow-Origin": "*",
   "X-Content-Type-Options": "nosniff",
   "Cache-Control": "no-cache",
 };
@@ -47,13 +48,14 @@ export function errorResponse(status: number, message: string): HttpResponse {
   return json({ status, error: message }, status);
 }
 
-/** Write a response (headers only for HEAD). */
+/** Write a response (headers only for HEAD; no length on a 204, which has no body). */
 export function send(req: IncomingMessage, res: ServerResponse, r: HttpResponse): void {
   const body = typeof r.body === "string" ? Buffer.from(r.body, "utf8") : r.body;
   res.writeHead(r.status, {
     ...ISOLATION_HEADERS,
+    ...r.headers,
     "Content-Type": r.contentType,
-    "Content-Length": String(body.byteLength),
+    ...(r.status === 204 ? {} : { "Content-Length": String(body.byteLength) }),
     ...(r.status === 405 ? { Allow: "GET, HEAD" } : {}),
   });
   res.end(req.method === "HEAD" ? undefined : body);

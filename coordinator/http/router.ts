@@ -1,6 +1,7 @@
 /** The coordinator's web routes, served beside socket.io on the same http server. */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import createDebug from "debug";
+import { corsHeaders, preflight, unauthorized, type AccessPolicy } from "./access.js";
 import { assetFile, wasmFile, type Assets } from "./assets.js";
 import { mnistShard } from "./data.js";
 import { exposition, PROMETHEUS_CONTENT_TYPE, statusFamilies } from "./prometheus.js";
@@ -14,9 +15,22 @@ const debug = createDebug("cohort:coordinator:http");
 export interface HttpContext {
   status: StatusTracker;
   assets: Assets;
+  access: AccessPolicy;
 }
 
 type Route = (url: URL, ctx: HttpContext) => HttpResponse | Promise<HttpResponse>;
+
+/**
+ * Who may read a route: `page` and `asset` hold no data and stay public (the dashboard page
+ * must load to ask for the token); assets also carry `Access-Control-Allow-Origin: *`, as pages
+ * on other origins import the bundle as a module. `data` takes the bearer token and CORS by origin.
+ */
+type Access = "page" | "asset" | "data";
+
+interface Entry {
+  access: Access;
+  serve: Route;
+}
 
 /** Routes without a query; a query on them is a 400 (`intQuery` with no parameters). */
 const noQuery =
@@ -26,38 +40,57 @@ const noQuery =
     return route(url, ctx);
   };
 
+const page = (serve: Route): Entry => ({ access: "page", serve });
+const data = (serve: Route): Entry => ({ access: "data", serve });
+
 /** Exact paths; `/static/…` is matched by prefix below. */
-const ROUTES: Record<string, Route> = {
-  "/": noQuery((_, ctx) => assetFile(ctx.assets, "index.html")),
-  "/client": (_, ctx) => assetFile(ctx.assets, "client.html"), // its query configures the page
-  "/api/status": noQuery((_, ctx) => json(ctx.status.snapshot())),
-  "/api/rounds": (url, ctx) => {
+const ROUTES: Record<string, Entry> = {
+  "/": page(noQuery((_, ctx) => assetFile(ctx.assets, "index.html"))),
+  "/client": page((_, ctx) => assetFile(ctx.assets, "client.html")), // its query configures the page
+  "/api/status": data(noQuery((_, ctx) => json(ctx.status.snapshot()))),
+  "/api/rounds": data((url, ctx) => {
     const { since } = intQuery(url, { since: { min: 0, max: 1e9, default: 0 } });
     return json(ctx.status.roundMetrics(since));
-  },
-  "/metrics": noQuery((_, ctx) => ({
-    status: 200,
-    contentType: PROMETHEUS_CONTENT_TYPE,
-    body: exposition(statusFamilies(ctx.status.snapshot())),
-  })),
-  "/data/mnist-shard": (url) => mnistShard(url),
+  }),
+  "/metrics": data(
+    noQuery((_, ctx) => ({
+      status: 200,
+      contentType: PROMETHEUS_CONTENT_TYPE,
+      body: exposition(statusFamilies(ctx.status.snapshot())),
+    })),
+  ),
+  "/data/mnist-shard": data((url, ctx) => {
+    if (!ctx.access.serveDemoData) {
+      throw new HttpError(
+        404,
+        "the demo data is off: start the coordinator with --serve-demo-data (option serveDemoData)",
+      );
+    }
+    return mnistShard(url);
+  }),
   // Browsers ask for it on every page; an empty answer keeps their consoles free of 404s.
-  "/favicon.ico": () => ({ status: 204, contentType: "image/x-icon", body: "" }),
+  "/favicon.ico": page(() => ({ status: 204, contentType: "image/x-icon", body: "" })),
 };
 
-function route(url: URL): Route | undefined {
+function route(url: URL): Entry | undefined {
   const exact = ROUTES[url.pathname];
   if (exact !== undefined) return exact;
   if (url.pathname.startsWith("/static/wasm/")) {
-    return (u, ctx) => wasmFile(ctx.assets, u.pathname.slice("/static/wasm/".length));
+    return {
+      access: "asset",
+      serve: (u, ctx) => wasmFile(ctx.assets, u.pathname.slice("/static/wasm/".length)),
+    };
   }
   if (url.pathname.startsWith("/static/")) {
-    return (u, ctx) => assetFile(ctx.assets, u.pathname.slice("/static/".length));
+    return {
+      access: "asset",
+      serve: (u, ctx) => assetFile(ctx.assets, u.pathname.slice("/static/".length)),
+    };
   }
   return undefined;
 }
 
-/** The request listener: GET/HEAD only, JSON errors, isolation headers on every answer. */
+/** The request listener: GET/HEAD (and preflights) only, JSON errors, isolation headers on every answer. */
 export function createHttpHandler(
   ctx: HttpContext,
 ): (req: IncomingMessage, res: ServerResponse) => void {
@@ -80,15 +113,34 @@ async function answer(req: IncomingMessage, ctx: HttpContext): Promise<HttpRespo
   } catch {
     return errorResponse(400, "malformed request URL");
   }
-  const handler = route(url);
-  if (handler === undefined) return errorResponse(404, `no route ${url.pathname}`);
+  const entry = route(url);
+  if (entry === undefined) return errorResponse(404, `no route ${url.pathname}`);
+  if (entry.access === "data" && req.method === "OPTIONS") return preflight(ctx.access, req);
+  // Every answer of the route carries its CORS headers, errors included, so a page allowed to
+  // read the route can read why it failed.
+  const cors: Record<string, string> =
+    entry.access === "data"
+      ? corsHeaders(ctx.access, req)
+      : entry.access === "asset"
+        ? { "Access-Control-Allow-Origin": "*" }
+        : {};
+  const withCors = (r: HttpResponse): HttpResponse => ({
+    ...r,
+    headers: { ...r.headers, ...cors },
+  });
   if (req.method !== "GET" && req.method !== "HEAD") {
-    return errorResponse(405, `${req.method} ${url.pathname}: only GET and HEAD are allowed`);
+    return withCors(
+      errorResponse(405, `${req.method} ${url.pathname}: only GET and HEAD are allowed`),
+    );
+  }
+  if (entry.access === "data") {
+    const refused = unauthorized(ctx.access, req);
+    if (refused !== null) return withCors(refused);
   }
   try {
-    return await handler(url, ctx);
+    return withCors(await entry.serve(url, ctx));
   } catch (error) {
-    if (error instanceof HttpError) return errorResponse(error.status, error.message);
+    if (error instanceof HttpError) return withCors(errorResponse(error.status, error.message));
     throw error;
   }
 }
