@@ -67,6 +67,12 @@ export const clientCommand = {
       default: false,
       description: "take part in secure (SecAgg+) rounds only: refuse every plain round",
     },
+    "trust-issuer": {
+      type: "string",
+      placeholder: "KEY",
+      description:
+        "in secure rounds, accept only neighbours with a join token of this issuer (base64 key; needs --identity)",
+    },
     "secure-floors": {
       type: "string",
       placeholder: "N,K,T",
@@ -116,6 +122,9 @@ export async function runClient(argv: string[]): Promise<number> {
       flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),
     coordinatorKey: flags["coordinator-key"],
     requireSecure: flags["require-secure"],
+    ...(flags["trust-issuer"] === undefined
+      ? {}
+      : { trustedMembers: { issuerKey: flags["trust-issuer"] } }),
     ...(flags["secure-floors"] === undefined
       ? {}
       : { secureFloors: parseFloors(flags["secure-floors"], "--secure-floors") }),

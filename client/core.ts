@@ -26,6 +26,7 @@ import {
   checkDataset,
   DEFAULT_SECURE_FLOORS,
   DEFAULT_TASK_LIMITS,
+  membershipCheck,
   platformName,
   type ClientBackend,
   type ClientOptions,
@@ -100,6 +101,7 @@ export class ClientCore<R extends string> {
         evalData: undefined,
         evalFraction: 0,
         requireSecure: false,
+        trustedMembers: undefined,
         secureFloors: DEFAULT_SECURE_FLOORS,
         taskLimits: DEFAULT_TASK_LIMITS,
       },
@@ -113,6 +115,15 @@ export class ClientCore<R extends string> {
       o.evalData = split.evaluate;
     }
     if (o.evalData !== undefined) checkDataset(o.evalData);
+    if (o.trustedMembers !== undefined) {
+      membershipCheck(o.trustedMembers); // refuses bad keys now, not in the first secure round
+      if (o.identity === undefined) {
+        throw new CohortError(
+          "INVALID_OPTION",
+          "trustedMembers needs an identity: members sign their keys and the survivors",
+        );
+      }
+    }
     this.done = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.done.catch(() => undefined);
   }

@@ -1,7 +1,8 @@
 /** Client options and reports, shared by the Node and browser builds. */
 import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
-import type { JoinToken } from "../aggregation/signing.js";
+import { checkJoinToken, fromBase64, toBase64, type JoinToken } from "../aggregation/signing.js";
+import type { MemberCredential } from "../aggregation/secure/messages.js";
 import type { ClientMod } from "./fit-handler.js";
 
 /** A started tfjs backend: `name` goes into every update's metrics, `label` into the handshake. */
@@ -71,6 +72,16 @@ export interface ClientOptions<R extends string> {
    * requests in a run whose task says it is secure. @default false
    */
   requireSecure: boolean;
+  /**
+   * Who may be a member of this client's secure rounds, decided by someone other than the
+   * coordinator: `issuerKey`, the base64 Ed25519 key of an issuer whose join tokens admit
+   * members, and/or `keys`, members' base64 identity keys. Set, the client checks every
+   * neighbour's credential, that its keys are signed by that identity, and (the consistency
+   * check) that its neighbourhood signed the same survivors; it refuses a round otherwise, so a
+   * coordinator cannot invent members. Needs `identity`. @default undefined (the coordinator's
+   * word is taken for who the members are)
+   */
+  trustedMembers: { issuerKey?: string; keys?: string[] } | undefined;
   /**
    * The least cohort size n, neighbour degree k and threshold t this client accepts in a secure
    * round; a setup below any of them is refused with `SECAGG_UNSAFE` before any key is sent.
@@ -151,6 +162,41 @@ export function platformName(): string {
     return `node ${process.version} ${process.platform} ${process.arch}`;
   }
   return nav?.userAgent ?? "unknown";
+}
+
+/**
+ * The check of a neighbour's credential under `trustedMembers`: null to accept, or why not.
+ * Throws `INVALID_OPTION` for keys that are not base64 Ed25519 keys.
+ */
+export function membershipCheck(
+  trust: NonNullable<ClientOptions<string>["trustedMembers"]>,
+): (credential: MemberCredential) => string | null {
+  const key = (text: string, what: string) => {
+    let k: Uint8Array | null = null;
+    try {
+      k = fromBase64(text, what);
+    } catch {
+      // reported below
+    }
+    if (k === null || k.length !== 32) {
+      throw new CohortError("INVALID_OPTION", `${what} must be a base64 Ed25519 public key`);
+    }
+    return k;
+  };
+  const issuer =
+    trust.issuerKey === undefined ? null : key(trust.issuerKey, "trustedMembers.issuerKey");
+  const members = new Set((trust.keys ?? []).map((k) => toBase64(key(k, "trustedMembers.keys"))));
+  if (issuer === null && members.size === 0) {
+    throw new CohortError("INVALID_OPTION", "trustedMembers needs an issuerKey or keys");
+  }
+  return (credential) => {
+    if (members.has(toBase64(credential.identityKey))) return null;
+    if (issuer !== null && credential.token !== null) {
+      const verdict = checkJoinToken(issuer, credential.identityKey, credential.token, Date.now());
+      return verdict === "ok" ? null : `has a join token that is ${verdict}`;
+    }
+    return "is not a member this client trusts (no valid join token, not on its list)";
+  };
 }
 
 /** Throw `DATASET_INVALID` unless the data is usable. */

@@ -20,7 +20,8 @@ import {
 import type { TensorData } from "../models/adapter.js";
 import type { TrainStats } from "../models/training.js";
 import { DEFAULT_MODS, fitIns, withMods, type FitHandler } from "./fit-handler.js";
-import type { ClientOptions, ClientRoundReport } from "./options.js";
+import { membershipCheck, type ClientOptions, type ClientRoundReport } from "./options.js";
+import type { MemberCredential } from "../aggregation/secure/messages.js";
 import { SecureSession } from "./secure-session.js";
 import { checkTaskCost } from "./task-limits.js";
 import { encodeOutcome, LocalTrainer } from "./trainer.js";
@@ -82,7 +83,11 @@ export class ClientRounds<R extends string> {
     private readonly report: (r: ClientRoundReport) => void,
   ) {
     this.handle = withMods(trainer.handler(tensors), [...DEFAULT_MODS, ...options.mods]);
+    this.membership =
+      options.trustedMembers === undefined ? null : membershipCheck(options.trustedMembers);
   }
+
+  private readonly membership: ((credential: MemberCredential) => string | null) | null;
 
   /** A task arrived: check it; an untrusted coordinator is fatal. */
   onTask(raw: unknown): void {
@@ -281,7 +286,11 @@ export class ClientRounds<R extends string> {
           return { delta: result.delta, numExamples: result.numExamples };
         },
         (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
-        this.options.secureFloors,
+        {
+          floors: this.options.secureFloors,
+          identity: this.options.identity ?? null,
+          membership: this.membership,
+        },
       );
       return { ok: true, value: await this.secure.step(payload) };
     } catch (error) {

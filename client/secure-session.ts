@@ -4,7 +4,7 @@ import { decode, encode } from "../protocol/codec.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { CohortError } from "../protocol/errors.js";
 import type { FitRequest } from "../protocol/messages.js";
-import type { SecAggSetup } from "../aggregation/secure/index.js";
+import type { MemberCredential, SecAggSetup } from "../aggregation/secure/index.js";
 import { DEFAULT_SECURE_FLOORS, type ClientOptions } from "./options.js";
 
 /** The least cohort size, neighbour degree and threshold a client accepts. */
@@ -24,6 +24,16 @@ export function checkFloors(setup: SecAggSetup, floors: SecureFloors): void {
       `secure round ${setup.round} is below this client's floors (${below.join(", ")}): refused before sending any key`,
     );
   }
+}
+
+/** What a secure session enforces. */
+export interface SecureSessionOptions {
+  /** @default DEFAULT_SECURE_FLOORS */
+  floors: SecureFloors;
+  /** Signs this client's keys and its consistency attestations. @default null */
+  identity: { publicKey: Uint8Array; secretKey: Uint8Array } | null;
+  /** Checks each neighbour's credential (see `SecAggClientOptions.membership`). @default null */
+  membership: ((credential: MemberCredential) => string | null) | null;
 }
 
 /** Trains on a fit request and returns the update in the clear (it never leaves unmasked). */
@@ -47,8 +57,12 @@ export class SecureSession {
     private readonly train: SecureTrain,
     private readonly openModel: (payload: Uint8Array) => FitRequest = (p) =>
       parseFitRequest(decode(p)),
-    private readonly floors: SecureFloors = DEFAULT_SECURE_FLOORS,
-  ) {}
+    options: Partial<SecureSessionOptions> = {},
+  ) {
+    this.options = { floors: DEFAULT_SECURE_FLOORS, identity: null, membership: null, ...options };
+  }
+
+  private readonly options: SecureSessionOptions;
 
   /** Answer one encoded step with the encoded reply; throws a CohortError to refuse. */
   async step(payload: unknown): Promise<Uint8Array> {
@@ -61,9 +75,21 @@ export class SecureSession {
             `setup for round ${step.setup.round}; round ${this.round} started`,
           );
         }
-        checkFloors(step.setup, this.floors);
+        const { floors, identity, membership } = this.options;
+        checkFloors(step.setup, floors);
+        if (membership !== null && step.setup.consistency !== true) {
+          // Without it, a server could tell members different stories about who survived.
+          throw new CohortError(
+            "SECAGG_UNSAFE",
+            `secure round ${step.setup.round} skips the consistency check this client requires`,
+          );
+        }
         this.round = step.setup.round;
-        this.client = new SecAggClient(step.setup, { index: step.index });
+        this.client = new SecAggClient(step.setup, {
+          index: step.index,
+          identity: identity?.secretKey ?? null,
+          membership,
+        });
         const fit = this.openModel(step.model);
         if (fit.round !== step.setup.round) {
           throw new CohortError(
@@ -83,6 +109,8 @@ export class SecureSession {
         const update = await this.training!;
         return encode(await client.maskedInput(step.message, update));
       }
+      case "consistency":
+        return encode(this.current(step.message.round).attest(step.message));
       case "unmask":
         return encode(this.current(step.message.round).unmask(step.message));
       default: {

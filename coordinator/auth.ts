@@ -68,17 +68,20 @@ export class Authenticator {
    * Admit a handshake's key (listed, or with a valid join token) or throw `UNAUTHORIZED` saying
    * why. The client must still answer the challenge (`verify`) before it is let in.
    */
-  admit(raw: unknown, now = Date.now()): Uint8Array {
+  admit(
+    raw: unknown,
+    now = Date.now(),
+  ): { publicKey: Uint8Array; token: HandshakeIdentity["token"] } {
     const id = parseIdentity(raw);
     const publicKey = key(id.publicKey, "identity.publicKey", "UNAUTHORIZED");
-    if (this.allowed.has(id.publicKey)) return publicKey;
+    if (this.allowed.has(id.publicKey)) return { publicKey, token: undefined };
     if (this.issuer !== null && id.token !== undefined) {
       const token: JoinToken = {
         expiresAt: id.token.expiresAt,
         signature: bytes(id.token.signature, "token.signature"),
       };
       const verdict = checkJoinToken(this.issuer, publicKey, token, now);
-      if (verdict === "ok") return publicKey;
+      if (verdict === "ok") return { publicKey, token: id.token };
       throw new CohortError(
         "UNAUTHORIZED",
         verdict === "expired" ? "join token expired" : "join token is not valid for this key",

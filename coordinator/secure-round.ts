@@ -4,11 +4,13 @@ import {
   SecAggServer,
   majorityThreshold,
   parseAdvertiseKeys,
+  parseConsistencyAttestation,
   parseMaskedInput,
   parseShareKeys,
   parseUnmaskResponse,
   type SecAggPhase,
   type SecAggResult,
+  type MemberCredential,
   type SecAggSetup,
   type SecureStep,
 } from "../aggregation/secure/index.js";
@@ -52,6 +54,8 @@ export function secureSetup(
     clip: opts.secureClip,
     maxWeight: opts.secureMaxWeight,
     tensorSizes: task.model.weightSpecs.map((s) => sizeOf(s.shape)),
+    // Where members have identities, they sign the survivors before anyone unmasks.
+    ...(task.signedUpdates ? { consistency: true } : {}),
   };
 }
 
@@ -75,7 +79,19 @@ export async function runSecureRound(
   let bytesUp = 0;
   let bytesDown = 0;
   const setup = secureSetup(opts, task, round, cohort.length, graphSeed);
-  const server = new SecAggServer(setup);
+  const credentials = new Map<number, MemberCredential>();
+  cohort.forEach((id, i) => {
+    const credential = transport.credentialOf?.(id) ?? null;
+    if (credential !== null) credentials.set(i, credential);
+  });
+  const identities = credentials.size === 0 ? null : credentials;
+  const server = new SecAggServer(setup, {
+    credentials: identities,
+    identityKeys:
+      identities === null
+        ? null
+        : new Map([...identities].map(([i, c]) => [i, c.identityKey] as const)),
+  });
 
   /** Send one step to each addressee; feed valid replies to the server machine. */
   const phase = async <M extends { index: number }>(
@@ -86,6 +102,8 @@ export async function runSecureRound(
   ) => {
     const first = steps[0];
     if (first !== undefined) onPhase(first.step.phase);
+    const started = performance.now();
+    let answered = 0;
     await Promise.all(
       steps.map(async ({ index, step }) => {
         const clientId = cohort[index]!;
@@ -102,6 +120,7 @@ export async function runSecureRound(
             );
           }
           receive(message);
+          answered++;
         } catch (error) {
           const e = toCohortError(error, "INVALID_MESSAGE");
           debug("round %d %s: %s dropped: %s", round, step.phase, clientId, e.message);
@@ -112,6 +131,14 @@ export async function runSecureRound(
           });
         }
       }),
+    );
+    debug(
+      "round %d %s: %d of %d members answered in %d ms",
+      round,
+      first?.step.phase ?? "(nobody left)",
+      answered,
+      steps.length,
+      Math.round(performance.now() - started),
     );
   };
 
@@ -148,7 +175,22 @@ export async function runSecureRound(
       parseMaskedInput,
       (m) => server.receiveMaskedInput(m),
     );
-    const unmasks = server.closeMaskedInput();
+    let unmasks;
+    if (setup.consistency === true) {
+      const checks = server.closeMaskedInputForCheck();
+      await phase(
+        checks.map((message) => ({
+          index: message.index,
+          step: { phase: "consistency", message },
+        })),
+        stepTimeout,
+        parseConsistencyAttestation,
+        (m) => server.receiveConsistency(m),
+      );
+      unmasks = server.closeConsistency();
+    } else {
+      unmasks = server.closeMaskedInput();
+    }
     await phase(
       unmasks.map((message) => ({ index: message.index, step: { phase: "unmask", message } })),
       stepTimeout,

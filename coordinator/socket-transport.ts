@@ -16,6 +16,7 @@ import { ClientBindings, type Authenticator, type RateLimiter } from "./auth.js"
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseFitFailure, parseHandshakeAuth } from "../protocol/guards.js";
 import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import type { MemberCredential } from "../aggregation/secure/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
 import type { RoundCollector } from "./round.js";
@@ -95,7 +96,8 @@ export class SocketTransport implements CohortTransport {
         }
         const identity = (socket.handshake.auth as { identity?: unknown } | undefined)?.identity;
         const authenticator = this.security.authenticator;
-        const publicKey = authenticator === null ? null : toBase64(authenticator.admit(identity));
+        const admitted = authenticator === null ? null : authenticator.admit(identity);
+        const publicKey = admitted === null ? null : toBase64(admitted.publicKey);
         if (publicKey === null) this.bindings.checkSecret(auth.clientId, auth.secret);
         else this.bindings.checkKey(auth.clientId, publicKey, (id) => this.registry.has(id));
         socket.data = {
@@ -103,6 +105,7 @@ export class SocketTransport implements CohortTransport {
           platform: auth.platform,
           backend: auth.backend,
           publicKey,
+          token: admitted?.token ?? null,
         };
         next();
       } catch (error) {
@@ -138,6 +141,19 @@ export class SocketTransport implements CohortTransport {
 
   waitForAvailable(n: number): Promise<void> {
     return this.registry.waitFor(n);
+  }
+
+  credentialOf(clientId: string): MemberCredential | null {
+    const data = this.registry.get(clientId)?.socket.data;
+    if (data?.publicKey == null) return null;
+    const { token } = data;
+    return {
+      identityKey: fromBase64(data.publicKey),
+      token:
+        token === null
+          ? null
+          : { expiresAt: token.expiresAt, signature: fromBase64(token.signature) },
+    };
   }
 
   sealModel(round: number, request: Uint8Array): Uint8Array {

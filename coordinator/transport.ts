@@ -1,5 +1,6 @@
 /** How the round engine reaches clients: over socket.io in production, in-process in simulations. */
 import type { RunDone } from "../protocol/messages.js";
+import type { MemberCredential } from "../aggregation/secure/messages.js";
 import type { RoundCollector } from "./round.js";
 
 /** What a request asks for: a SecAgg+ step (the default) or an evaluation of a model. */
@@ -32,6 +33,11 @@ export interface CohortTransport {
   ): Promise<Uint8Array>;
   /** The encoded fit request of `round` as clients receive it: signed where models are signed. */
   sealModel(round: number, request: Uint8Array): Uint8Array;
+  /**
+   * Who a client is, where clients authenticate: its identity key and the join token that
+   * admitted it, relayed to its neighbours in secure rounds. Null (or absent) otherwise.
+   */
+  credentialOf?(clientId: string): MemberCredential | null;
   /** The run is over: tell every client. */
   finish(info: RunDone): void;
 }

@@ -58,4 +58,6 @@ export interface SocketData {
   backend: string;
   /** Base64 Ed25519 key the client authenticated with, where authentication is on. */
   publicKey: string | null;
+  /** The join token that admitted that key, where it is not on the list. */
+  token: { expiresAt: number; signature: string } | null;
 }

@@ -151,7 +151,7 @@ export class InProcessTransport implements CohortTransport {
           return { delta: outcome.result.delta, numExamples: outcome.result.numExamples };
         },
         undefined,
-        NO_SECURE_FLOORS,
+        { floors: NO_SECURE_FLOORS },
       );
       this.sessions.set(clientId, session);
     } else if (step.phase === "share-keys" && fate.kind === "disconnect") {

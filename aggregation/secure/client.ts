@@ -9,12 +9,16 @@ import {
   isWeakPublicKey,
   randomBytes,
   sign,
+  verify,
   type KeyPair,
 } from "../crypto.js";
 import { dealShares, openBox, type NeighbourLink, type SharePair } from "./dealer.js";
 import { checkThreshold, neighbourGraph, type NeighbourGraph } from "./graph.js";
 import type {
   AdvertiseKeys,
+  ConsistencyAttestation,
+  ConsistencyRequest,
+  MemberCredential,
   MaskedInput,
   MaskRequest,
   NeighbourKeys,
@@ -33,7 +37,10 @@ import {
 import { checkUnmaskRequest } from "./ledger.js";
 import { applyMasks, type Mask } from "./prg.js";
 import { quantizeUpdate, secureParams, type SecureParams } from "./quantize.js";
-import { advertiseTranscript, isSignedBy } from "./transcript.js";
+import { advertiseTranscript, consistencyTranscript, isSignedBy } from "./transcript.js";
+
+const hex = (bytes: Uint8Array) =>
+  Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 
 /** Options of a `SecAggClient`. */
 export interface SecAggClientOptions {
@@ -47,6 +54,14 @@ export interface SecAggClientOptions {
    * @default null (no identities: honest-but-curious server model)
    */
   identityKeys: ReadonlyMap<number, Uint8Array> | null;
+  /**
+   * Decides who may be a neighbour: given the credential the server relayed with a neighbour's
+   * keys, returns null to accept it or the reason to refuse. Set, every neighbour must carry a
+   * credential this check accepts, distinct identity keys and a signature by its identity key;
+   * otherwise the neighbour keys are refused (`SECAGG_SIGNATURE`) before anything is shared.
+   * @default null (the server's word is taken for who the members are)
+   */
+  membership: ((credential: MemberCredential) => string | null) | null;
   /** Uniform [0, 1) source for stochastic rounding. @default cryptoRng() */
   rng: Rng;
   /** Accept thresholds t ≤ (k + 1)/2 (see `ThresholdPolicy`). @default false */
@@ -89,6 +104,10 @@ export class SecAggClient {
   private own: SharePair | null = null;
   private received = new Map<number, SharePair>();
   private maskedWith: number[] = [];
+  /** Each neighbour's identity key, from the options or the relayed credentials. */
+  private readonly neighbourIdentity = new Map<number, Uint8Array>();
+  /** The survivors this client signed in the consistency check. */
+  private attestedSurvivors: number[] | null = null;
   private readonly rejected: ShareRejection[] = [];
 
   /** Throws `INVALID_OPTION` when the setup's parameters are unusable or unsafe. */
@@ -98,6 +117,7 @@ export class SecAggClient {
         index: options.index,
         identity: null,
         identityKeys: null,
+        membership: null,
         rng: cryptoRng(),
         allowMinorityThreshold: false,
         concurrency: 4,
@@ -159,6 +179,12 @@ export class SecAggClient {
     this.enter("share-keys", message, what);
     const keys = new Map<number, AdvertiseKeys>();
     const identities = this.options.identityKeys;
+    const membership = this.options.membership;
+    const seenIdentities = new Set<string>();
+    if (membership !== null && this.options.identity !== null) {
+      seenIdentities.add(hex(this.options.identity.subarray(32)));
+    }
+    const identityOf = new Map<number, Uint8Array>();
     for (const ad of message.neighbours) {
       expectRound(this.setup.round, ad.round, `${what}: advertisement of ${ad.index}`);
       if (!this.graph.isNeighbour(this.index, ad.index)) {
@@ -171,12 +197,17 @@ export class SecAggClient {
         // An honest server leaves such a member out; one that relays it deviates.
         throw new CohortError("BAD_KEY", `${what}: the keys of ${ad.index} are of small order`);
       }
-      if (identities !== null && !isSignedBy(this.setup, ad, identities.get(ad.index))) {
+      const identity = this.neighbourKey(ad, what, seenIdentities) ?? identities?.get(ad.index);
+      if (
+        (identities !== null || membership !== null || this.setup.consistency === true) &&
+        !isSignedBy(this.setup, ad, identity)
+      ) {
         throw new CohortError(
           "SECAGG_SIGNATURE",
           `${what}: the keys of ${ad.index} are not signed by its identity`,
         );
       }
+      if (identity !== undefined) identityOf.set(ad.index, identity);
       keys.set(ad.index, ad);
     }
     if (keys.size + 1 < this.setup.t) {
@@ -198,6 +229,7 @@ export class SecAggClient {
       });
       this.own = dealt.own;
       this.links = dealt.links;
+      for (const [i, k] of identityOf) this.neighbourIdentity.set(i, k);
       this.state = nextState("share-keys");
       return { round: this.setup.round, index: this.index, boxes: dealt.boxes };
     } finally {
@@ -262,8 +294,49 @@ export class SecAggClient {
     this.received = received;
     this.rejected.push(...rejected);
     this.maskedWith = maskedWith;
-    this.state = nextState("collect-masked");
+    this.state = nextState("collect-masked", this.setup.consistency === true);
     return { round: this.setup.round, index: this.index, masked: encoded };
+  }
+
+  /**
+   * Phase consistency: sign the survivors the server names (this client among them; its
+   * neighbours among them only if they shared keys with it). Before unmasking it will check
+   * that t members of its neighbourhood signed the same list.
+   */
+  attest(message: ConsistencyRequest): ConsistencyAttestation {
+    const what = "consistency request";
+    this.enter("consistency", message, what);
+    const identity = this.options.identity;
+    if (identity === null) {
+      throw new CohortError(
+        "SECAGG_SIGNATURE",
+        `${what}: this client has no identity to sign with`,
+      );
+    }
+    const { survivors } = message;
+    if (survivors.some((v, i) => v >= this.setup.n || (i > 0 && v <= survivors[i - 1]!))) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `${what}: survivors must be ascending cohort indices`,
+      );
+    }
+    const shared = new Set(this.maskedWith);
+    const stranger = survivors.find(
+      (v) => v !== this.index && this.graph.isNeighbour(this.index, v) && !shared.has(v),
+    );
+    if (!survivors.includes(this.index) || stranger !== undefined) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `${what}: ${stranger === undefined ? "this client is missing" : `${stranger} never shared keys with this client`}`,
+      );
+    }
+    this.attestedSurvivors = [...survivors];
+    this.state = nextState("consistency");
+    return {
+      round: this.setup.round,
+      index: this.index,
+      signature: sign(consistencyTranscript(this.setup, survivors), identity),
+    };
   }
 
   /**
@@ -276,6 +349,7 @@ export class SecAggClient {
     const what = "unmask request";
     this.enter("unmask", message, what);
     checkUnmaskRequest(message, { self: this.index, t: this.setup.t, shared: this.maskedWith });
+    if (this.setup.consistency === true) this.checkConsistency(message);
     const holding = (c: number) => (c === this.index ? this.own : this.received.get(c));
     const selfMaskShares = message.survivors.flatMap((of) => {
       const pair = holding(of);
@@ -288,6 +362,66 @@ export class SecAggClient {
     this.state = nextState("unmask");
     this.forgetSecrets();
     return { round: this.setup.round, index: this.index, selfMaskShares, maskKeyShares };
+  }
+
+  /**
+   * The unmask request must agree with the survivors this client signed, and carry the same
+   * signature from at least t members of its neighbourhood (itself included): a server that
+   * told members different stories cannot collect both shares of anyone.
+   */
+  private checkConsistency(message: UnmaskRequest): void {
+    const what = "unmask request";
+    const signed = new Set(this.attestedSurvivors ?? []);
+    const outside = message.survivors.find((v) => !signed.has(v));
+    if (outside !== undefined) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `${what}: survivor ${outside} is not on the signed list`,
+      );
+    }
+    const revived = message.dropped.find((u) => signed.has(u));
+    if (revived !== undefined) {
+      throw new CohortError(
+        "SECAGG_BOTH_SHARES",
+        `${what}: ${revived} is on the signed list of survivors but asked for as dropped`,
+      );
+    }
+    const transcript = consistencyTranscript(this.setup, [...signed]);
+    const own = this.options.identity?.subarray(32);
+    const valid = new Set<number>();
+    for (const { index, signature } of message.attestations ?? []) {
+      const key = index === this.index ? own : this.neighbourIdentity.get(index);
+      if (key !== undefined && verify(transcript, signature, key)) valid.add(index);
+    }
+    if (valid.size < this.setup.t) {
+      throw new CohortError(
+        "SECAGG_SIGNATURE",
+        `${what}: ${valid.size} members of this neighbourhood signed the survivors, t = ${this.setup.t}`,
+      );
+    }
+  }
+
+  /**
+   * A neighbour's identity key from its relayed credential, after the membership check (when
+   * set): throws `SECAGG_SIGNATURE` for a missing or refused credential, or an identity seen twice.
+   */
+  private neighbourKey(ad: AdvertiseKeys, what: string, seen: Set<string>): Uint8Array | undefined {
+    const membership = this.options.membership;
+    const credential = ad.credential ?? null;
+    if (membership === null) return credential?.identityKey;
+    const refusal = credential === null ? "carries no credential" : membership(credential);
+    if (refusal !== null) {
+      throw new CohortError("SECAGG_SIGNATURE", `${what}: neighbour ${ad.index} ${refusal}`);
+    }
+    const id = hex(credential!.identityKey);
+    if (seen.has(id)) {
+      throw new CohortError(
+        "SECAGG_SIGNATURE",
+        `${what}: neighbour ${ad.index} has an identity already in this neighbourhood`,
+      );
+    }
+    seen.add(id);
+    return credential!.identityKey;
   }
 
   private forgetSecrets(): void {

@@ -24,6 +24,22 @@ export interface SecAggSetup {
   maxWeight: number;
   /** Values per tensor, in `model.getWeights()` order. */
   tensorSizes: number[];
+  /**
+   * Whether members sign the set of survivors before unmasking (Bonawitz et al.'s consistency
+   * check), so the server cannot tell members different stories. Set where members have
+   * identities. @default false
+   */
+  consistency?: boolean;
+}
+
+/**
+ * Who a member is, as the server relays it with the member's keys: its Ed25519 identity key and
+ * the join token that admitted it (null where the key is on a list). Clients that trust an
+ * issuer (or hold a list) check it themselves: the server cannot invent members.
+ */
+export interface MemberCredential {
+  identityKey: Uint8Array;
+  token: { expiresAt: number; signature: Uint8Array } | null;
 }
 
 /** Phase advertise-keys, client → server (and relayed to its neighbours). */
@@ -36,6 +52,8 @@ export interface AdvertiseKeys {
   sPublicKey: Uint8Array;
   /** Ed25519 signature of the advertise transcript, or null when clients have no identities. */
   signature: Uint8Array | null;
+  /** The member's credential, attached by the server when it relays the keys; null otherwise. */
+  credential?: MemberCredential | null;
 }
 
 /** Phase share-keys, server → client `index`: its neighbours' advertisements. */
@@ -78,6 +96,20 @@ export interface MaskedInput {
   masked: Uint32Array;
 }
 
+/** Phase consistency, server → client `index`: every member whose masked input arrived. */
+export interface ConsistencyRequest {
+  round: number;
+  index: number;
+  survivors: number[];
+}
+
+/** Phase consistency, client → server: its signature of the survivors it was told of. */
+export interface ConsistencyAttestation {
+  round: number;
+  index: number;
+  signature: Uint8Array;
+}
+
 /** Phase unmask, server → client `index`: whose self-mask and whose mask-key shares to reveal. */
 export interface UnmaskRequest {
   round: number;
@@ -86,6 +118,8 @@ export interface UnmaskRequest {
   survivors: number[];
   /** Neighbours that dropped after share-keys: reveal their mask-key (s) shares. */
   dropped: number[];
+  /** In rounds with the consistency check: the neighbours' (and its own) signatures of the survivors. */
+  attestations?: { index: number; signature: Uint8Array }[];
 }
 
 /** One revealed share `of` a client. */
@@ -160,6 +194,7 @@ export function parseSecAggSetup(raw: unknown): SecAggSetup {
     clip,
     maxWeight: int(o, "maxWeight", what, 1, 2 ** 31 - 1),
     tensorSizes,
+    ...(o.consistency === true ? { consistency: true } : {}),
   };
 }
 
@@ -173,6 +208,50 @@ export function parseAdvertiseKeys(raw: unknown, what = "advertise-keys"): Adver
     cPublicKey: bytes(o, "cPublicKey", what, KEY_BYTES),
     sPublicKey: bytes(o, "sPublicKey", what, KEY_BYTES),
     signature: signature === null ? null : bytes(o, "signature", what, SIGNATURE_BYTES),
+    ...(o.credential === null || o.credential === undefined
+      ? {}
+      : { credential: parseCredential(o.credential, `${what} credential`) }),
+  };
+}
+
+function parseCredential(raw: unknown, what: string): MemberCredential {
+  const o = record(raw, what);
+  const token = o.token === null || o.token === undefined ? null : record(o.token, `${what} token`);
+  const expiresAt = token?.expiresAt;
+  if (token !== null && (typeof expiresAt !== "number" || !Number.isFinite(expiresAt))) {
+    fail(what, "`token.expiresAt` must be a finite number");
+  }
+  return {
+    identityKey: bytes(o, "identityKey", what, KEY_BYTES),
+    token:
+      token === null
+        ? null
+        : {
+            expiresAt: expiresAt as number,
+            signature: bytes(token, "signature", `${what} token`, SIGNATURE_BYTES),
+          },
+  };
+}
+
+/** Validate a decoded `ConsistencyRequest`. */
+export function parseConsistencyRequest(raw: unknown): ConsistencyRequest {
+  const what = "consistency request";
+  const o = record(raw, what);
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    survivors: indices(o, "survivors", what),
+  };
+}
+
+/** Validate a decoded `ConsistencyAttestation`. */
+export function parseConsistencyAttestation(raw: unknown): ConsistencyAttestation {
+  const what = "consistency attestation";
+  const o = record(raw, what);
+  return {
+    round: round(o, what),
+    index: index(o, "index", what),
+    signature: bytes(o, "signature", what, SIGNATURE_BYTES),
   };
 }
 
@@ -237,6 +316,17 @@ export function parseUnmaskRequest(raw: unknown): UnmaskRequest {
     index: index(o, "index", what),
     survivors: indices(o, "survivors", what),
     dropped: indices(o, "dropped", what),
+    ...(o.attestations === undefined
+      ? {}
+      : {
+          attestations: list(o, "attestations", what).map((v, i) => {
+            const a = record(v, `${what} attestation ${i}`);
+            return {
+              index: index(a, "index", `${what} attestation ${i}`),
+              signature: bytes(a, "signature", `${what} attestation ${i}`, SIGNATURE_BYTES),
+            };
+          }),
+        }),
   };
 }
 

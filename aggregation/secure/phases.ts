@@ -2,7 +2,13 @@
 import { CohortError } from "../../protocol/errors.js";
 
 /** The phases of one round, in order. */
-export const SECAGG_PHASES = ["advertise-keys", "share-keys", "collect-masked", "unmask"] as const;
+export const SECAGG_PHASES = [
+  "advertise-keys",
+  "share-keys",
+  "collect-masked",
+  "consistency",
+  "unmask",
+] as const;
 
 /** One phase of a round. */
 export type SecAggPhase = (typeof SECAGG_PHASES)[number];
@@ -10,14 +16,19 @@ export type SecAggPhase = (typeof SECAGG_PHASES)[number];
 /** Where a state machine stands: the phase it expects next, or a terminal state. */
 export type SecAggState = SecAggPhase | "done" | "aborted";
 
-/** The state after `phase` completes. */
-export function nextState(phase: SecAggPhase): SecAggState {
+/**
+ * The state after `phase` completes. The consistency check (members sign the survivors they
+ * were told of) runs only in rounds whose setup asks for it (`consistency`).
+ */
+export function nextState(phase: SecAggPhase, consistency = false): SecAggState {
   switch (phase) {
     case "advertise-keys":
       return "share-keys";
     case "share-keys":
       return "collect-masked";
     case "collect-masked":
+      return consistency ? "consistency" : "unmask";
+    case "consistency":
       return "unmask";
     case "unmask":
       return "done";

@@ -5,6 +5,9 @@ import { checkThreshold, neighbourGraph, pruneToDegree, type NeighbourGraph } fr
 import { checkUnmaskResponse, ShareLedger } from "./ledger.js";
 import type {
   AdvertiseKeys,
+  ConsistencyAttestation,
+  ConsistencyRequest,
+  MemberCredential,
   MaskedInput,
   MaskRequest,
   NeighbourKeys,
@@ -23,13 +26,18 @@ import {
 import { DEFAULT_PRG_CONCURRENCY } from "./prg.js";
 import { encodedLength, secureParams, type SecureParams } from "./quantize.js";
 import { recoverAggregate, type SecAggDropout, type SecAggResult } from "./recover.js";
-import { isSignedBy } from "./transcript.js";
-import { isWeakPublicKey } from "../crypto.js";
+import { consistencyTranscript, isSignedBy } from "./transcript.js";
+import { isWeakPublicKey, verify } from "../crypto.js";
 
 /** Options of a `SecAggServer`. */
 export interface SecAggServerOptions {
   /** Ed25519 public keys by index: when set, unsigned or forged advertisements are refused. @default null */
   identityKeys: ReadonlyMap<number, Uint8Array> | null;
+  /**
+   * Each member's credential (identity key and join token), relayed with its keys so that
+   * clients can check who their neighbours are. @default null
+   */
+  credentials: ReadonlyMap<number, MemberCredential> | null;
   /** Accept thresholds t ≤ (k + 1)/2 (see `ThresholdPolicy`). @default false */
   allowMinorityThreshold: boolean;
   /** Keystreams expanded at once while unmasking. @default 4 */
@@ -56,6 +64,10 @@ export class SecAggServer {
   private readonly responses = new Map<number, UnmaskResponse>();
   private readonly requests = new Map<number, UnmaskRequest>();
   private readonly ledger = new ShareLedger();
+  /** Members whose masked input is in the sum (U3), fixed when collect-masked closes. */
+  private survivors: number[] | null = null;
+  private droppedAfterSharing: number[] = [];
+  private readonly attested = new Map<number, Uint8Array>();
   private readonly sum: Uint32Array;
   /** Clients still in the round: everyone at first, then whoever each phase kept. */
   private inRound: Set<number>;
@@ -63,7 +75,12 @@ export class SecAggServer {
   /** Throws `INVALID_OPTION` when the setup's parameters are unusable or unsafe. */
   constructor(setup: SecAggSetup, options: Partial<SecAggServerOptions> = {}) {
     this.options = withDefaults<SecAggServerOptions>(
-      { identityKeys: null, allowMinorityThreshold: false, concurrency: DEFAULT_PRG_CONCURRENCY },
+      {
+        identityKeys: null,
+        credentials: null,
+        allowMinorityThreshold: false,
+        concurrency: DEFAULT_PRG_CONCURRENCY,
+      },
       options,
     );
     this.setup = setup;
@@ -141,7 +158,7 @@ export class SecAggServer {
       );
     }
     this.inRound = kept;
-    this.state = nextState(phase);
+    this.state = nextState(phase, this.setup.consistency === true);
     return [...kept].sort((a, b) => a - b);
   }
 
@@ -183,7 +200,10 @@ export class SecAggServer {
     return clients.map((index) => ({
       round: this.setup.round,
       index,
-      neighbours: this.alive(index).map((v) => this.advertised.get(v)!),
+      neighbours: this.alive(index).map((v) => ({
+        ...this.advertised.get(v)!,
+        credential: this.options.credentials?.get(v) ?? null,
+      })),
     }));
   }
 
@@ -239,15 +259,70 @@ export class SecAggServer {
   /**
    * End of collect-masked: survivors are asked for the self-mask shares of their surviving
    * neighbours and the mask-key shares of the dropped ones, never both for one client. Aborts
-   * when some survivor's or dropped client's shares could not reach t.
+   * when some survivor's or dropped client's shares could not reach t. In a round with the
+   * consistency check, use `closeMaskedInputForCheck` instead.
    */
   closeMaskedInput(): UnmaskRequest[] {
+    if (this.setup.consistency === true) {
+      throw new CohortError("SECAGG_PHASE", "this round checks consistency before unmasking");
+    }
+    this.closeMasked();
+    return this.unmaskRequests(this.inRound);
+  }
+
+  /**
+   * End of collect-masked in a round with the consistency check: every survivor is told the
+   * survivors and asked to sign them.
+   */
+  closeMaskedInputForCheck(): ConsistencyRequest[] {
+    if (this.setup.consistency !== true) {
+      throw new CohortError("SECAGG_PHASE", "this round has no consistency check");
+    }
+    const survivors = this.closeMasked();
+    return survivors.map((index) => ({ round: this.setup.round, index, survivors }));
+  }
+
+  /** Phase consistency: accept one survivor's signature of the survivors, checked against its identity. */
+  receiveConsistency(message: ConsistencyAttestation): void {
+    const what = "consistency attestation";
+    this.enter("consistency", message, what);
+    this.duplicate(this.attested, message.index, what);
+    const key = this.options.identityKeys?.get(message.index);
+    const transcript = consistencyTranscript(this.setup, this.survivors!);
+    if (key === undefined || !verify(transcript, message.signature, key)) {
+      throw new CohortError(
+        "SECAGG_SIGNATURE",
+        `${what} from ${message.index}: not signed by its identity`,
+      );
+    }
+    this.attested.set(message.index, message.signature);
+  }
+
+  /** End of the consistency check: the members that signed are asked to unmask. */
+  closeConsistency(): UnmaskRequest[] {
+    this.close("consistency", this.attested, 0);
+    return this.unmaskRequests(this.inRound);
+  }
+
+  /** Close collect-masked: the survivors (U3) are fixed here, whoever answers later phases. */
+  private closeMasked(): number[] {
     const sharedIn = new Set(this.inRound); // U2
-    const clients = this.close("collect-masked", this.maskedFrom, 0);
-    const dropped = [...sharedIn].filter((i) => !this.inRound.has(i)).sort((a, b) => a - b);
+    const survivors = this.close("collect-masked", this.maskedFrom, 0);
+    this.survivors = survivors;
+    this.droppedAfterSharing = [...sharedIn]
+      .filter((i) => !this.inRound.has(i))
+      .sort((a, b) => a - b);
+    return survivors;
+  }
+
+  /** Unmask requests for `holders`, after checking every secret can still reach t shares. */
+  private unmaskRequests(holders: ReadonlySet<number>): UnmaskRequest[] {
+    const survivors = new Set(this.survivors);
+    const dropped = this.droppedAfterSharing;
+    const held = (i: number) => this.graph.neighbours(i).filter((j) => holders.has(j)).length;
     const short = [
-      ...clients.filter((v) => this.alive(v).length + 1 < this.setup.t),
-      ...dropped.filter((u) => this.alive(u).length < this.setup.t),
+      ...this.survivors!.filter((v) => held(v) + (holders.has(v) ? 1 : 0) < this.setup.t),
+      ...dropped.filter((u) => held(u) < this.setup.t),
     ];
     if (short.length > 0) {
       this.abort(
@@ -258,20 +333,25 @@ export class SecAggServer {
       );
     }
     const isDropped = new Set(dropped);
-    return clients.map((index) => {
-      const neighbours = this.graph.neighbours(index);
-      const survivors = [index, ...neighbours.filter((v) => this.inRound.has(v))].sort(
-        (a, b) => a - b,
-      );
-      const request = this.ledger.request(
-        this.setup.round,
-        index,
-        survivors,
-        neighbours.filter((u) => isDropped.has(u)),
-      );
-      this.requests.set(index, request);
-      return request;
-    });
+    return [...holders]
+      .sort((a, b) => a - b)
+      .map((index) => {
+        const neighbours = this.graph.neighbours(index);
+        const request = this.ledger.request(
+          this.setup.round,
+          index,
+          [index, ...neighbours.filter((v) => survivors.has(v))].sort((a, b) => a - b),
+          neighbours.filter((u) => isDropped.has(u)),
+        );
+        if (this.setup.consistency === true) {
+          request.attestations = [index, ...neighbours]
+            .filter((v) => this.attested.has(v))
+            .sort((a, b) => a - b)
+            .map((v) => ({ index: v, signature: this.attested.get(v)! }));
+        }
+        this.requests.set(index, request);
+        return request;
+      });
   }
 
   /** Phase unmask: accept one survivor's revealed shares, only those it was asked for. */
@@ -288,7 +368,7 @@ export class SecAggServer {
    * weighted mean. Aborts with `SECAGG_THRESHOLD` when some secret has fewer than t shares.
    */
   async finish(): Promise<SecAggResult> {
-    const contributors = [...this.inRound].sort((a, b) => a - b);
+    const contributors = this.survivors ?? [];
     const dropped = this.lost.filter((d) => d.phase === "collect-masked").map((d) => d.index);
     this.close("unmask", this.responses, 0); // from here on, late responses are refused
     const sPublicKeys = new Map([...this.advertised].map(([i, ad]) => [i, ad.sPublicKey]));

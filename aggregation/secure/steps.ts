@@ -2,10 +2,12 @@
 import { describe } from "../../protocol/codec.js";
 import { CohortError } from "../../protocol/errors.js";
 import {
+  parseConsistencyRequest,
   parseMaskRequest,
   parseNeighbourKeys,
   parseSecAggSetup,
   parseUnmaskRequest,
+  type ConsistencyRequest,
   type MaskRequest,
   type NeighbourKeys,
   type SecAggSetup,
@@ -26,6 +28,7 @@ export type SecureStep =
     }
   | { phase: "share-keys"; message: NeighbourKeys }
   | { phase: "collect-masked"; message: MaskRequest }
+  | { phase: "consistency"; message: ConsistencyRequest }
   | { phase: "unmask"; message: UnmaskRequest };
 
 /** Validate a decoded secure step. */
@@ -56,6 +59,8 @@ export function parseSecureStep(raw: unknown): SecureStep {
       return { phase: "share-keys", message: parseNeighbourKeys(o.message) };
     case "collect-masked":
       return { phase: "collect-masked", message: parseMaskRequest(o.message) };
+    case "consistency":
+      return { phase: "consistency", message: parseConsistencyRequest(o.message) };
     case "unmask":
       return { phase: "unmask", message: parseUnmaskRequest(o.message) };
     default:

@@ -6,6 +6,7 @@ export const LABELS = {
   advertise: "cohort/secagg/v1/advertise",
   shareBox: "cohort/secagg/v1/share-box",
   pairwiseMask: "cohort/secagg/v1/pairwise-mask",
+  consistency: "cohort/secagg/v1/consistency",
 } as const;
 
 /** Bytes of one Shamir share of a 32-byte secret. */
@@ -59,6 +60,11 @@ export function advertiseTranscript(
   sPublicKey: Uint8Array,
 ): Uint8Array {
   return build(id, LABELS.advertise, [index], [cPublicKey, sPublicKey]);
+}
+
+/** What a member signs in the consistency check: (session, round, the sorted survivors). */
+export function consistencyTranscript(id: RoundId, survivors: readonly number[]): Uint8Array {
+  return build(id, LABELS.consistency, [survivors.length, ...survivors], []);
 }
 
 /** KDF context of the box `from` → `to`: a box replayed to another round or recipient fails. */

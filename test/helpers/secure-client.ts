@@ -43,7 +43,7 @@ export async function connectSecure(
   const session = new SecureSession(
     async () => ({ delta, numExamples }),
     (payload) => parseFitRequest(decode(openEnvelope(payload).body)),
-    behaviour.floors ?? NO_SECURE_FLOORS,
+    { floors: behaviour.floors ?? NO_SECURE_FLOORS },
   );
   socket.on("secagg:step", async (payload: Uint8Array, ack: (reply: unknown) => void) => {
     const phase = peekPhase(payload);

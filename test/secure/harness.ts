@@ -6,8 +6,11 @@ import {
   SecAggServer,
   clientWeight,
   generateIdentity,
+  issueJoinToken,
   majorityThreshold,
   parseAdvertiseKeys,
+  parseConsistencyAttestation,
+  parseConsistencyRequest,
   parseMaskedInput,
   parseMaskRequest,
   parseNeighbourKeys,
@@ -17,6 +20,10 @@ import {
   secureParams,
   type AdvertiseKeys,
   type ClientUpdate,
+  type ConsistencyAttestation,
+  type ConsistencyRequest,
+  type KeyPair,
+  type MemberCredential,
   type MaskedInput,
   type MaskRequest,
   type NeighbourKeys,
@@ -26,7 +33,9 @@ import {
   type ShareKeys,
   type UnmaskRequest,
   type UnmaskResponse,
+  toBase64,
 } from "../../aggregation/secure/index.js";
+import { membershipCheck } from "../../client/options.js";
 
 /** Parameters of a test round; everything but `n` has a small default. */
 export interface RoundOptions {
@@ -47,6 +56,13 @@ export interface RoundOptions {
   round: number;
   /** Give clients Ed25519 identities and make everyone check them. @default false */
   identities: boolean;
+  /**
+   * Members sign the survivors before unmasking; identities travel as credentials relayed by
+   * the server (join tokens of `issuer`, which clients then trust). @default false
+   */
+  consistency: boolean;
+  /** The issuer whose join tokens admit members (with `consistency`). @default a fresh one */
+  issuer: KeyPair;
 }
 
 /** Send a message over the "wire": msgpack out, msgpack in, then the guard. */
@@ -67,6 +83,7 @@ export function makeSetup(o: Partial<RoundOptions> & { n: number }): SecAggSetup
     clip: o.clip ?? 0.5,
     maxWeight: o.maxWeight ?? 100,
     tensorSizes: o.tensorSizes ?? [12, 5],
+    ...(o.consistency ? { consistency: true } : {}),
   };
 }
 
@@ -108,7 +125,7 @@ export function maxDifference(a: readonly Float32Array[], b: readonly Float64Arr
   return max;
 }
 
-type Phase = "share-keys" | "collect-masked" | "unmask";
+type Phase = "share-keys" | "collect-masked" | "consistency" | "unmask";
 
 /**
  * A round driven step by step, so tests can drop, tamper with or replay messages between
@@ -120,25 +137,49 @@ export class TestRound {
   readonly clients: SecAggClient[];
   readonly updates: ClientUpdate[];
   readonly params: SecureParams;
-  private outbox = new Map<Phase, (NeighbourKeys | MaskRequest | UnmaskRequest)[]>();
+  private outbox = new Map<
+    Phase,
+    (NeighbourKeys | MaskRequest | ConsistencyRequest | UnmaskRequest)[]
+  >();
+  /** Members' identities (with `identities` or `consistency`). */
+  readonly identities: KeyPair[] | null;
+  /** Each member's credential as the server relays it (with `consistency`). */
+  readonly credentials: Map<number, MemberCredential> | null;
 
   constructor(options: Partial<RoundOptions> & { n: number }) {
     this.setup = makeSetup(options);
     this.params = secureParams(this.setup);
     const rng = createRng(options.seed ?? 1);
     this.updates = randomUpdates(this.setup, rng);
-    const ids = options.identities
-      ? Array.from({ length: this.setup.n }, () => generateIdentity())
-      : null;
+    const ids =
+      options.identities || options.consistency
+        ? Array.from({ length: this.setup.n }, () => generateIdentity())
+        : null;
+    this.identities = ids;
     const identityKeys = ids ? new Map(ids.map((id, i) => [i, id.publicKey])) : null;
-    this.server = new SecAggServer(this.setup, { identityKeys });
+    const issuer = options.issuer ?? generateIdentity();
+    this.credentials =
+      options.consistency && ids
+        ? new Map(
+            ids.map((id, i) => {
+              const token = issueJoinToken(issuer.secretKey, id.publicKey, Date.now() + 60_000);
+              return [i, { identityKey: id.publicKey, token }] as const;
+            }),
+          )
+        : null;
+    this.server = new SecAggServer(this.setup, { identityKeys, credentials: this.credentials });
+    const membership = options.consistency
+      ? membershipCheck({ issuerKey: toBase64(issuer.publicKey) })
+      : null;
     this.clients = Array.from(
       { length: this.setup.n },
       (_, index) =>
         new SecAggClient(this.setup, {
           index,
           identity: ids?.[index]?.secretKey ?? null,
-          identityKeys,
+          // With credentials, clients learn (and check) their neighbours' keys from them.
+          identityKeys: options.consistency ? null : identityKeys,
+          membership,
           rng: createRng((options.seed ?? 1) * 1000 + index),
         }),
     );
@@ -197,7 +238,37 @@ export class TestRound {
       sent.set(message.index, reply);
       this.server.receiveMaskedInput(wire(reply, parseMaskedInput));
     }
-    this.outbox.set("unmask", this.server.closeMaskedInput());
+    if (this.setup.consistency) {
+      this.outbox.set("consistency", this.server.closeMaskedInputForCheck());
+    } else {
+      this.outbox.set("unmask", this.server.closeMaskedInput());
+    }
+    return sent;
+  }
+
+  /** Consistency requests, as the server built them. */
+  consistencyRequests(): ConsistencyRequest[] {
+    return this.outbox.get("consistency") as ConsistencyRequest[];
+  }
+
+  /** Every client still asked, except `silent`, signs the survivors; `edit` may alter requests. */
+  attest(
+    silent: readonly number[] = [],
+    edit: (m: ConsistencyRequest) => ConsistencyRequest = (m) => m,
+  ): Map<number, ConsistencyAttestation> {
+    const sent = new Map<number, ConsistencyAttestation>();
+    for (const raw of this.consistencyRequests()) {
+      const message = wire(edit(raw), parseConsistencyRequest);
+      if (silent.includes(message.index)) continue;
+      const reply = this.clients[message.index]!.attest(message);
+      sent.set(message.index, reply);
+      try {
+        this.server.receiveConsistency(wire(reply, parseConsistencyAttestation));
+      } catch {
+        // A member that signed another list is refused: it is left out, as a dropout.
+      }
+    }
+    this.outbox.set("unmask", this.server.closeConsistency());
     return sent;
   }
 
@@ -234,6 +305,7 @@ export async function runRound(
   round.advertise(drop["advertise-keys"]);
   await round.shareKeys(drop["share-keys"]);
   await round.masked(drop["collect-masked"]);
+  if (round.setup.consistency) round.attest(drop.consistency);
   round.unmask(drop.unmask);
   return { round, result: await round.finish() };
 }

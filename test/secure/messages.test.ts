@@ -13,6 +13,7 @@ import {
   SECAGG_PHASES,
   nextState,
 } from "../../aggregation/secure/index.js";
+import type { AdvertiseKeys } from "../../aggregation/secure/index.js";
 import { SHARE_BOX_BYTES } from "../../aggregation/secure/transcript.js";
 import { expectCohortError } from "../helpers/errors.js";
 import { makeSetup } from "./harness.js";
@@ -22,8 +23,18 @@ const ad = { round: 2, index: 1, cPublicKey: bytes(32), sPublicKey: bytes(32, 2)
 
 describe("phases", () => {
   it("are ordered and each leads to the next", () => {
-    expect(SECAGG_PHASES).toEqual(["advertise-keys", "share-keys", "collect-masked", "unmask"]);
-    expect(SECAGG_PHASES.map(nextState)).toEqual([...SECAGG_PHASES.slice(1), "done"]);
+    expect(SECAGG_PHASES).toEqual([
+      "advertise-keys",
+      "share-keys",
+      "collect-masked",
+      "consistency",
+      "unmask",
+    ]);
+    expect(SECAGG_PHASES.map((p) => nextState(p, true))).toEqual([
+      ...SECAGG_PHASES.slice(1),
+      "done",
+    ]);
+    expect(nextState("collect-masked")).toBe("unmask"); // without the consistency check
   });
 });
 
@@ -33,7 +44,9 @@ describe("guards", () => {
     const setup = makeSetup({ n: 7 });
     expect(roundTrip(setup, parseSecAggSetup)).toEqual(setup);
     const signed = { ...ad, signature: bytes(64) };
-    expect(roundTrip(signed, parseAdvertiseKeys).signature).toBeInstanceOf(Uint8Array);
+    expect(roundTrip<AdvertiseKeys>(signed, parseAdvertiseKeys).signature).toBeInstanceOf(
+      Uint8Array,
+    );
     expect(
       roundTrip({ round: 2, index: 0, neighbours: [ad] }, parseNeighbourKeys).neighbours,
     ).toHaveLength(1);
