@@ -70,6 +70,7 @@ export const clientCommand = {
     "trust-issuer": {
       type: "string",
       placeholder: "KEY",
+      defaultText: "unset: the coordinator's word for who the members are",
       description:
         "in secure rounds, accept only neighbours with a join token of this issuer (base64 key; needs --identity)",
     },

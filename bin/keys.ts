@@ -142,6 +142,7 @@ export async function runToken(argv: string[]): Promise<number> {
   await writeFile(
     flags.out,
     JSON.stringify({ expiresAt: token.expiresAt, signature: toBase64(token.signature) }) + "\n",
+    { mode: 0o600 },
   );
   console.log(`token for ${flags.key} valid until ${new Date(token.expiresAt).toISOString()}`);
   return 0;
