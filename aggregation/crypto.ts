@@ -89,17 +89,55 @@ export function identityFromSecret(secretKey: Uint8Array): KeyPair {
   return nacl.sign.keyPair.fromSecretKey(secretKey);
 }
 
+/** The identity key pair of a 32-byte seed (reproducible identities for benchmarks and tests). */
+export function identityFromSeed(seed: Uint8Array): KeyPair {
+  checkBytes(seed, "seed", 32);
+  return nacl.sign.keyPair.fromSeed(seed);
+}
+
 /** SHA-512 of `message` (64 bytes). */
 export function digest(message: Uint8Array): Uint8Array {
   checkBytes(message, "message");
-  return nacl.hash(message);
+  return ed25519.hash(message);
+}
+
+/** Ed25519 signing and verification: tweetnacl, or node:crypto's where it exists. */
+interface Ed25519 {
+  kind: "tweetnacl" | "node";
+  /** SHA-512, which signatures over whole updates and models spend most of their time in. */
+  hash(message: Uint8Array): Uint8Array;
+  sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array;
+  verify(message: Uint8Array, signature: Uint8Array, publicKey: Uint8Array): boolean;
+}
+
+const naclEd25519: Ed25519 = {
+  kind: "tweetnacl",
+  hash: (message) => nacl.hash(message),
+  sign: (message, secretKey) => nacl.sign.detached(message, secretKey),
+  verify: (message, signature, publicKey) =>
+    nacl.sign.detached.verify(message, signature, publicKey),
+};
+
+/**
+ * The Ed25519 in use. tweetnacl takes milliseconds per signature; node:crypto's takes tens of
+ * microseconds, which is what lets one coordinator check a thousand handshakes and updates a
+ * round. It replaces tweetnacl's as soon as the dynamic import below resolves (Node only).
+ */
+let ed25519: Ed25519 = naclEd25519;
+const ed25519Loaded = loadNodeEd25519().then((e) => {
+  ed25519 = e;
+});
+
+/** Resolves once the fastest Ed25519 available is in use (for benchmarks and tests). */
+export function ed25519Ready(): Promise<"tweetnacl" | "node"> {
+  return ed25519Loaded.then(() => ed25519.kind);
 }
 
 /** Ed25519 detached signature of `message` with a 64-byte identity secret key. */
 export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
   checkBytes(message, "message");
   checkBytes(secretKey, "secretKey", IDENTITY_SECRET_BYTES);
-  return nacl.sign.detached(message, secretKey);
+  return ed25519.sign(message, secretKey);
 }
 
 /** Whether `signature` is a valid Ed25519 signature of `message` by `publicKey`. */
@@ -107,7 +145,7 @@ export function verify(message: Uint8Array, signature: Uint8Array, publicKey: Ui
   checkBytes(message, "message");
   checkBytes(signature, "signature", SIGNATURE_BYTES);
   checkBytes(publicKey, "publicKey", IDENTITY_PUBLIC_BYTES);
-  return nacl.sign.detached.verify(message, signature, publicKey);
+  return ed25519.verify(message, signature, publicKey);
 }
 
 /** Authenticated encryption (XSalsa20-Poly1305, `nacl.secretbox`): random nonce ‖ box. */
@@ -242,6 +280,60 @@ function nodeKeyAgreement(node: NodeCrypto): KeyAgreement {
       return new Uint8Array(digest.subarray(0, KEY_BYTES));
     },
   };
+}
+
+// The PKCS#8 DER prefix of an Ed25519 private key (RFC 8410): the 32-byte seed follows.
+const PKCS8_ED25519 = Uint8Array.from([
+  0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+]);
+
+function nodeEd25519(node: NodeCrypto): Ed25519 {
+  return {
+    kind: "node",
+    hash: (message) => new Uint8Array(node.createHash("sha512").update(message).digest()),
+    sign(message, secretKey) {
+      const key = node.createPrivateKey({
+        key: Buffer.concat([PKCS8_ED25519, secretKey.subarray(0, 32)]),
+        format: "der",
+        type: "pkcs8",
+      });
+      return new Uint8Array(node.sign(null, message, key));
+    },
+    verify(message, signature, publicKey) {
+      try {
+        const key = node.createPublicKey({
+          key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey).toString("base64url") },
+          format: "jwk",
+        });
+        return node.verify(null, message, key, signature);
+      } catch {
+        return false; // not a point on the curve
+      }
+    },
+  };
+}
+
+async function loadNodeEd25519(): Promise<Ed25519> {
+  try {
+    const specifier = "node:crypto";
+    const node = (await import(/* @vite-ignore */ specifier)) as NodeCrypto;
+    const probe = nodeEd25519(node);
+    // Both must give the same (deterministic) signature, and accept each other's.
+    const pair = nacl.sign.keyPair();
+    const message = nacl.randomBytes(48);
+    const ours = probe.sign(message, pair.secretKey);
+    if (
+      nacl.verify(probe.hash(message), nacl.hash(message)) &&
+      nacl.verify(ours, nacl.sign.detached(message, pair.secretKey)) &&
+      probe.verify(message, ours, pair.publicKey) &&
+      !probe.verify(message, ours, nacl.sign.keyPair().publicKey)
+    ) {
+      return probe;
+    }
+  } catch {
+    // not Node, or an OpenSSL without Ed25519: tweetnacl's
+  }
+  return naclEd25519;
 }
 
 let fastest: Promise<KeyAgreement> | undefined;

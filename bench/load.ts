@@ -13,7 +13,15 @@ import * as tf from "@tensorflow/tfjs";
 import { io, type Socket } from "socket.io-client";
 import { createCoordinator } from "../coordinator/index.js";
 import { decode, encode } from "../protocol/codec.js";
-import { openEnvelope } from "../aggregation/signing.js";
+import {
+  openEnvelope,
+  sealEnvelope,
+  signChallenge,
+  signUpdate,
+  toBase64,
+  type HandshakeChallenge,
+} from "../aggregation/signing.js";
+import { identityFromSeed, type KeyPair } from "../aggregation/crypto.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { modelSpecOf, readWeights, selectBackend, writeModelFiles } from "../models/index.js";
@@ -21,26 +29,57 @@ import { createRng } from "../aggregation/random.js";
 
 const CLIENTS = Number(process.env.LOAD_CLIENTS ?? 1000);
 const ROUNDS = Number(process.env.LOAD_ROUNDS ?? 5);
+/** `LOAD_AUTH=1`: every client has an Ed25519 identity and answers the handshake challenge. */
+const AUTH = process.env.LOAD_AUTH === "1";
 const DROP = 0.05;
+
+/** The identity of load client `i` (deterministic, so both processes derive the same keys). */
+function loadIdentity(i: number): KeyPair {
+  const seed = new Uint8Array(32);
+  new DataView(seed.buffer).setUint32(0, i + 1);
+  return identityFromSeed(seed);
+}
 
 /** The load generator: CLIENTS sockets; prints one JSON line when all are connected. */
 async function generator(url: string): Promise<void> {
   const rng = createRng(7);
+  let runId: string | null = null;
+  // Derived before the clock starts: a real client holds its key already.
+  const identities = AUTH ? Array.from({ length: CLIENTS }, (_, i) => loadIdentity(i)) : [];
   const started = performance.now();
   const connect = (i: number): Promise<Socket> =>
     new Promise((resolve) => {
+      const clientId = `load-${i}`;
+      const identity = identities[i] ?? null;
+      let secret: string | null = null;
+      const base = {
+        protocolVersion: PROTOCOL_VERSION,
+        clientId,
+        platform: "load",
+        backend: "none",
+        ...(identity ? { identity: { publicKey: toBase64(identity.publicKey) } } : {}),
+      };
       const socket = io(url, {
-        auth: {
-          protocolVersion: PROTOCOL_VERSION,
-          clientId: `load-${i}`,
-          platform: "load",
-          backend: "none",
-        },
+        // A reconnect under the same id carries the secret the coordinator issued at first join.
+        auth: (cb: (data: object) => void) => cb(secret === null ? base : { ...base, secret }),
         transports: ["websocket"],
         reconnection: true,
         reconnectionDelay: 500,
         reconnectionDelayMax: 2000,
       });
+      socket.on("session", (grant: { secret: string }) => (secret = grant.secret));
+      socket.on(
+        "auth:challenge",
+        (challenge: HandshakeChallenge, ack: (a: { signature: string }) => void) => {
+          const signature = signChallenge(
+            identity!.secretKey,
+            challenge,
+            clientId,
+            identity!.publicKey,
+          );
+          ack({ signature: toBase64(signature) });
+        },
+      );
       socket.on("round:fit", (payload: Uint8Array) => {
         const request = parseFitRequest(decode(openEnvelope(payload).body));
         if (rng() < DROP) {
@@ -48,14 +87,26 @@ async function generator(url: string): Promise<void> {
           socket.io.engine.close();
           return;
         }
-        const update = encode({
+        const body = encode({
           round: request.round,
           numExamples: 10,
           delta: request.weights.map((w) => new Float32Array(w.length)),
           metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
         });
+        const update =
+          identity === null
+            ? body
+            : sealEnvelope(
+                body,
+                signUpdate(
+                  identity.secretKey,
+                  { runId: runId!, round: request.round, clientId },
+                  body,
+                ),
+              );
         setTimeout(() => socket.emit("fit:result", update, () => undefined), rng() * 200);
       });
+      socket.on("task", (task: { runId: string }) => (runId = task.runId));
       socket.on("run:done", () => socket.disconnect());
       socket.once("connect", () => resolve(socket));
     });
@@ -96,6 +147,15 @@ async function main(): Promise<void> {
     roundTimeoutMs: 20_000,
     // Every client connects from 127.0.0.1, and reconnecting ones may briefly hold two sockets.
     maxConnectionsPerAddress: 2 * CLIENTS,
+    ...(AUTH
+      ? {
+          auth: {
+            allowedKeys: Array.from({ length: CLIENTS }, (_, i) =>
+              toBase64(loadIdentity(i).publicKey),
+            ),
+          },
+        }
+      : {}),
     runDir: null,
     log: () => undefined,
   });
@@ -111,7 +171,7 @@ async function main(): Promise<void> {
   child.disconnect();
   await coordinator.close();
   console.log(
-    `# load: ${CLIENTS} socket.io clients, ${ROUNDS} rounds, ${DROP * 100} % dropping each round`,
+    `# load: ${CLIENTS} socket.io clients${AUTH ? " with identities (challenge-response handshakes, signed updates)" : ""}, ${ROUNDS} rounds, ${DROP * 100} % dropping each round`,
   );
   console.log(
     `connect: ${CLIENTS} clients in ${connected.connectedMs.toFixed(0)} ms (${((CLIENTS / connected.connectedMs) * 1000).toFixed(0)} clients/s)`,

@@ -1,7 +1,9 @@
 /** The crypto module: both X25519 paths agree, boxes fail closed, misuse names the argument. */
 import { describe, expect, it } from "vitest";
+import nacl from "tweetnacl";
 import {
   deriveKey,
+  ed25519Ready,
   generateIdentity,
   generateKeyPair,
   getKeyAgreement,
@@ -134,5 +136,21 @@ describe("isWeakPublicKey", () => {
     }
     expect(isWeakPublicKey(new Uint8Array(31))).toBe(true);
     for (let i = 0; i < 50; i++) expect(isWeakPublicKey(generateKeyPair().publicKey)).toBe(false);
+  });
+});
+
+describe("Ed25519", () => {
+  it("uses node:crypto's in Node, signing exactly as tweetnacl does and refusing what it refuses", async () => {
+    expect(await ed25519Ready()).toBe("node");
+    const id = generateIdentity();
+    const message = randomBytes(100);
+    const signature = sign(message, id.secretKey);
+    expect(Buffer.from(signature)).toEqual(Buffer.from(nacl.sign.detached(message, id.secretKey)));
+    expect(verify(message, signature, id.publicKey)).toBe(true);
+    const tampered = Uint8Array.from(signature);
+    tampered[10]! ^= 1;
+    expect(verify(message, tampered, id.publicKey)).toBe(false);
+    expect(verify(message, signature, generateIdentity().publicKey)).toBe(false);
+    expect(verify(message, signature, new Uint8Array(32))).toBe(false);
   });
 });
