@@ -67,7 +67,6 @@ async function generator(url: string): Promise<void> {
         reconnectionDelay: 500,
         reconnectionDelayMax: 2000,
       });
-      socket.on("session", (grant: { secret: string }) => (secret = grant.secret));
       socket.on(
         "auth:challenge",
         (challenge: HandshakeChallenge, ack: (a: { signature: string }) => void) => {
@@ -106,7 +105,10 @@ async function generator(url: string): Promise<void> {
               );
         setTimeout(() => socket.emit("fit:result", update, () => undefined), rng() * 200);
       });
-      socket.on("task", (task: { runId: string }) => (runId = task.runId));
+      socket.on("task", (task: { runId: string }, grant?: { secret: string }) => {
+        runId = task.runId;
+        if (grant !== undefined) secret = grant.secret;
+      });
       socket.on("run:done", () => socket.disconnect());
       socket.once("connect", () => resolve(socket));
     });

@@ -235,9 +235,6 @@ export class ClientCore<R extends string> {
       const answer = this.answer(identity, challenge);
       if (answer !== null) ack(answer);
     });
-    socket.on("session", (grant) => {
-      if (typeof grant?.secret === "string") this.secret = grant.secret;
-    });
     socket.on("notice", (notice) => {
       const code = notice?.code;
       if (isErrorCode(code)) {
@@ -253,7 +250,10 @@ export class ClientCore<R extends string> {
         options.log(`coordinator: ${String(notice?.message)}`);
       }
     });
-    socket.on("task", (raw) => rounds.onTask(raw));
+    socket.on("task", (raw, grant) => {
+      if (typeof grant?.secret === "string") this.secret = grant.secret;
+      rounds.onTask(raw);
+    });
     socket.on("round:fit", (payload) => rounds.onFit(payload));
     socket.on("round:evaluate", (payload, ack) => {
       void rounds.onEvaluate(payload).then((reply) => {

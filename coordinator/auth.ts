@@ -162,7 +162,7 @@ export class ClientBindings {
   /** Issue the secret of a new id (only its hash is kept), or null when it has one. */
   issueSecret(clientId: string): string | null {
     if (this.secretOf.has(clientId)) return null;
-    const secret = toBase64(randomBytes(32));
+    const secret = randomBytes(32).toString("base64");
     this.secretOf.set(clientId, hashSecret(secret));
     return secret;
   }

@@ -15,7 +15,7 @@ import {
 import { ClientBindings, type Authenticator, type RateLimiter } from "./auth.js";
 import type { ClientToServerEvents, ServerToClientEvents, SocketData } from "../protocol/events.js";
 import { parseFitFailure, parseHandshakeAuth } from "../protocol/guards.js";
-import type { RunDone, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import type { RunDone, SessionGrant, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
@@ -272,14 +272,12 @@ export class SocketTransport implements CohortTransport {
       if (!socket.connected) return;
       this.bindings.bindKey(clientId, publicKey);
     }
-    this.onConnection(socket);
-    if (authenticator === null) {
-      const secret = this.bindings.issueSecret(clientId);
-      if (secret !== null) socket.emit("session", { secret });
-    }
+    // Without authentication, a new id's secret travels with the task (one message, not two).
+    const secret = authenticator === null ? this.bindings.issueSecret(clientId) : null;
+    this.onConnection(socket, secret === null ? undefined : { secret });
   }
 
-  private onConnection(socket: IoSocket): void {
+  private onConnection(socket: IoSocket, grant: SessionGrant | undefined): void {
     const { clientId, platform, backend } = socket.data;
     const previous = this.registry.add({
       clientId,
@@ -305,7 +303,8 @@ export class SocketTransport implements CohortTransport {
       this.registry.size,
     );
     this.emit("join", { clientId, platform, backend });
-    socket.emit("task", this.task);
+    if (grant === undefined) socket.emit("task", this.task);
+    else socket.emit("task", this.task, grant);
     if (this.done !== null) socket.emit("run:done", this.done);
     socket.on("fit:result", (payload, ack) => {
       const reply = this.onUpdate(clientId, socket.data.publicKey, payload);

@@ -21,12 +21,13 @@ export interface ServerToClientEvents {
     challenge: HandshakeChallenge,
     ack: (answer: { signature: string }) => void,
   ) => void;
-  /** The secret of this client id, at its first join (coordinators without authentication). */
-  session: (grant: SessionGrant) => void;
   /** The connection is closed for this reason: refused (fatal) or `DISPLACED` (reconnect). */
   notice: (notice: Notice) => void;
-  /** The task, sent once after the handshake. */
-  task: (task: TaskSpec) => void;
+  /**
+   * The task, sent once after the handshake; at an id's first join (coordinators without
+   * authentication) with the secret that later handshakes under that id must carry.
+   */
+  task: (task: TaskSpec, grant?: SessionGrant) => void;
   /** A msgpack-encoded `FitRequest`, broadcast to the round's cohort. */
   "round:fit": (payload: Uint8Array) => void;
   /** The run has ended. */

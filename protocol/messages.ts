@@ -84,7 +84,7 @@ export interface HandshakeAuth {
     token?: { expiresAt: number; signature: string };
   };
   /**
-   * The secret the coordinator issued at this id's first join (`session`), where it does not
+   * The secret the coordinator issued at this id's first join (sent with the task), where it does not
    * authenticate clients: taking over a known id needs it.
    */
   secret?: string;
