@@ -20,6 +20,7 @@ import { checkSameExperiment, experimentConfig } from "./experiment.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
 import { signTask } from "../aggregation/signing.js";
+import { DEFAULT_SECURE_FLOORS } from "../client/options.js";
 import {
   generateIdentity,
   identityFromSecret,
@@ -81,6 +82,11 @@ export async function prepareTask(
   resume: ServerState | null;
 }> {
   const opts = resolveOptions(options, defaultLog);
+  if (opts.secure && opts.minFitClients < DEFAULT_SECURE_FLOORS.cohort) {
+    opts.log(
+      `note: clients refuse secure rounds of fewer than ${DEFAULT_SECURE_FLOORS.cohort} members unless they lower their floors (--secure-floors); this run may sample ${opts.minFitClients}`,
+    );
+  }
   if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
   const initial = await loadModel(opts.model, { seed: opts.seed });

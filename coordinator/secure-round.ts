@@ -222,11 +222,20 @@ export async function runSecureRound(
     const e = error;
     return {
       result: null,
-      abortReason: `${e.code}: ${e.message}`,
+      abortReason: `${e.code}: ${e.message}${refusals(failures.values())}`,
       cohort,
       failures: [...failures.values()],
       bytesUp,
       bytesDown,
     };
   }
+}
+
+/** Why members left, by code, for an abort reason: "; members refused: SECAGG_UNSAFE ×3". */
+function refusals(failures: Iterable<RoundFailure>): string {
+  const counts = new Map<string, number>();
+  for (const f of failures) counts.set(f.code, (counts.get(f.code) ?? 0) + 1);
+  if (counts.size === 0) return "";
+  const list = [...counts].map(([code, n]) => (n > 1 ? `${code} ×${n}` : code)).join(", ");
+  return `; members left with ${list}`;
 }
