@@ -75,7 +75,14 @@ function erfc(x: number): number {
     }
     return 1 - (2 / Math.sqrt(Math.PI)) * sum;
   }
-  // Lentz's continued fraction for erfc(x) = exp(−x²)/√π · 1/(x + 1/2/(x + 1/(x + 3/2/(x + …)))).
+  return Math.exp(-x * x) / (Math.sqrt(Math.PI) * erfcFraction(x));
+}
+
+/**
+ * The continued fraction f(x) of erfc(x) = exp(−x²)/(√π f(x)), f = x + (1/2)/(x + 1/(x +
+ * (3/2)/(x + …))), by Lentz's method (x ≥ 0.5).
+ */
+function erfcFraction(x: number): number {
   const tiny = 1e-300;
   let f = x;
   let c = x;
@@ -91,29 +98,13 @@ function erfc(x: number): number {
     f *= delta;
     if (Math.abs(delta - 1) < 1e-16) break;
   }
-  return Math.exp(-x * x) / (Math.sqrt(Math.PI) * f);
+  return f;
 }
 
 /** log erfc(x), accurate for large x (where erfc underflows). */
 export function logErfc(x: number): number {
   if (x < 5) return Math.log(erfc(x));
-  // The continued fraction in log space: log(exp(−x²)/(√π f)).
-  const tiny = 1e-300;
-  let f = x;
-  let c = x;
-  let d = 0;
-  for (let n = 1; n < 500; n++) {
-    const an = n / 2;
-    d = x + an * d;
-    d = Math.abs(d) < tiny ? tiny : d;
-    c = x + an / c;
-    c = Math.abs(c) < tiny ? tiny : c;
-    d = 1 / d;
-    const delta = c * d;
-    f *= delta;
-    if (Math.abs(delta - 1) < 1e-16) break;
-  }
-  return -x * x - 0.5 * Math.log(Math.PI) - Math.log(f);
+  return -x * x - 0.5 * Math.log(Math.PI) - Math.log(erfcFraction(x));
 }
 
 /** log A_α for integer α (Mironov et al. 2019, §3.2). */
