@@ -2,7 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { CohortClient } from "../client/index.js";
 import { parseFloors } from "../client/options.js";
-import { readIdentity, readJoinToken } from "./keys.js";
+import { readIdentity, readJoinToken, readKeyList } from "./keys.js";
 import { parseBackendRequest } from "../models/backend.js";
 import { loadDataset, shardDataset, takeExamples } from "../models/datasets/index.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
@@ -74,6 +74,13 @@ export const clientCommand = {
       description:
         "in secure rounds, accept only neighbours with a join token of this issuer (base64 key; needs --identity)",
     },
+    "trust-members": {
+      type: "string",
+      placeholder: "FILE",
+      defaultText: "unset",
+      description:
+        "in secure rounds, accept only neighbours whose identity key is in FILE (base64, one per line; with or without --trust-issuer)",
+    },
     "secure-floors": {
       type: "string",
       placeholder: "N,K,T",
@@ -123,9 +130,16 @@ export async function runClient(argv: string[]): Promise<number> {
       flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),
     coordinatorKey: flags["coordinator-key"],
     requireSecure: flags["require-secure"],
-    ...(flags["trust-issuer"] === undefined
+    ...(flags["trust-issuer"] === undefined && flags["trust-members"] === undefined
       ? {}
-      : { trustedMembers: { issuerKey: flags["trust-issuer"] } }),
+      : {
+          trustedMembers: {
+            ...(flags["trust-issuer"] === undefined ? {} : { issuerKey: flags["trust-issuer"] }),
+            ...(flags["trust-members"] === undefined
+              ? {}
+              : { keys: await readKeyList(flags["trust-members"]) }),
+          },
+        }),
     ...(flags["secure-floors"] === undefined
       ? {}
       : { secureFloors: parseFloors(flags["secure-floors"], "--secure-floors") }),

@@ -6,7 +6,7 @@
 import { io, type Socket } from "socket.io-client";
 import createDebug from "debug";
 import { datasetSize } from "../protocol/dataset.js";
-import { CohortError, isErrorCode } from "../protocol/errors.js";
+import { CohortError, isErrorCode, toCohortError } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import type { HandshakeAuth, RunDone } from "../protocol/messages.js";
 import {
@@ -60,8 +60,9 @@ export class ClientCore<R extends string> {
   private closed = false;
   /** The id's secret, once the coordinator issued it (coordinators without authentication). */
   private secret: string | null = null;
-  /** Server-side closures since the last connect (backoff of `reconnectLater`). */
+  /** Closures by the coordinator in a row, and when the last was (backoff of `reconnectLater`). */
   private serverClosures = 0;
+  private lastServerClosure = 0;
   private readonly roundListeners: ((report: ClientRoundReport) => void)[] = [];
   private readonly progressListeners: ((progress: ClientProgress) => void)[] = [];
   private settle!: { resolve: (done: RunDone) => void; reject: (error: CohortError) => void };
@@ -108,6 +109,9 @@ export class ClientCore<R extends string> {
       options,
     );
     const o = this.options;
+    // Limits and floors given in part keep the defaults of the rest.
+    o.taskLimits = { ...DEFAULT_TASK_LIMITS, ...options.taskLimits };
+    o.secureFloors = { ...DEFAULT_SECURE_FLOORS, ...options.secureFloors };
     if (o.evalData === undefined && o.evalFraction !== 0) {
       // The held-out share never trains: it stands for data the model has not seen.
       const split = holdOut(o.data, o.evalFraction, o.seed ?? 0);
@@ -230,24 +234,26 @@ export class ClientCore<R extends string> {
       },
     );
     this.rounds = rounds;
-    socket.on("auth:challenge", (challenge, ack) => {
+    socket.on("auth:challenge", (challenge: unknown, ack: unknown) => {
       if (identity === undefined || typeof ack !== "function") return;
-      const answer = this.answer(identity, challenge);
-      if (answer !== null) ack(answer);
+      try {
+        ack(this.answer(identity, challenge));
+      } catch (error) {
+        // A coordinator that sends a malformed challenge is not one to train for.
+        this.fail(toCohortError(error, "INVALID_MESSAGE"));
+      }
     });
-    socket.on("notice", (notice) => {
-      const code = notice?.code;
-      if (isErrorCode(code)) {
+    socket.on("notice", (notice: unknown) => {
+      const n = (typeof notice === "object" && notice !== null ? notice : {}) as {
+        code?: unknown;
+        message?: unknown;
+      };
+      const message = typeof n.message === "string" ? n.message.slice(0, 500) : "(no message)";
+      if (isErrorCode(n.code)) {
         // Refused after the handshake (the challenge failed): retrying cannot help.
-        const error = new CohortError(
-          code,
-          `coordinator refused the connection: ${notice.message}`,
-        );
-        options.log(error.message);
-        this.settle.reject(error);
-        void this.close();
+        this.fail(new CohortError(n.code, `coordinator refused the connection: ${message}`));
       } else {
-        options.log(`coordinator: ${String(notice?.message)}`);
+        options.log(`coordinator: ${message}`);
       }
     });
     socket.on("task", (raw, grant) => {
@@ -265,7 +271,12 @@ export class ClientCore<R extends string> {
         if (typeof ack === "function") ack(reply);
       });
     });
-    socket.on("run:done", (info) => {
+    socket.on("run:done", (raw: unknown) => {
+      const o = (typeof raw === "object" && raw !== null ? raw : {}) as Partial<RunDone>;
+      const info: RunDone = {
+        runId: typeof o.runId === "string" ? o.runId.slice(0, 256) : "(unnamed)",
+        rounds: typeof o.rounds === "number" && Number.isFinite(o.rounds) ? o.rounds : 0,
+      };
       options.log(`run ${info.runId} done after ${info.rounds} rounds`);
       this.settle.resolve(info);
       void this.close();
@@ -277,7 +288,6 @@ export class ClientCore<R extends string> {
       // displaced this one, or a restart): come back by itself, with a growing delay.
       if (reason === "io server disconnect") this.reconnectLater(socket);
     });
-    socket.on("connect", () => (this.serverClosures = 0));
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", () => resolve());
       socket.on("connect_error", (err: Error & { data?: { code?: unknown } }) => {
@@ -303,25 +313,39 @@ export class ClientCore<R extends string> {
     return this.done;
   }
 
-  /** Sign the coordinator's challenge, or null (and the client stops) for an untrusted one. */
+  /** The client cannot go on: say why, reject `done` and close. */
+  private fail(error: CohortError): void {
+    this.options.log(error.message);
+    this.settle.reject(error);
+    void this.close();
+  }
+
+  /**
+   * Sign the coordinator's challenge. Throws `INVALID_MESSAGE` for a malformed one and
+   * `MODEL_SIGNATURE` for one that names another coordinator than the pinned one.
+   */
   private answer(
     identity: { publicKey: Uint8Array; secretKey: Uint8Array },
-    challenge: HandshakeChallenge,
-  ): { signature: string } | null {
-    const pinned = this.options.coordinatorKey;
-    if (pinned !== undefined && challenge.coordinatorKey !== pinned) {
-      // An answer is valid for the coordinator it names: never sign for another one.
-      const error = new CohortError(
-        "MODEL_SIGNATURE",
-        `the challenge names coordinator key ${challenge.coordinatorKey ?? "(none)"}, not the pinned key`,
-      );
-      this.options.log(error.message);
-      this.settle.reject(error);
-      void this.close();
-      return null;
+    raw: unknown,
+  ): { signature: string } {
+    const c = (typeof raw === "object" && raw !== null ? raw : {}) as Partial<HandshakeChallenge>;
+    const nonce = typeof c.nonce === "string" ? fromBase64(c.nonce, "challenge nonce") : null;
+    const coordinatorKey = c.coordinatorKey;
+    if (
+      nonce === null ||
+      nonce.length !== 32 ||
+      (coordinatorKey !== null && typeof coordinatorKey !== "string")
+    ) {
+      throw new CohortError("INVALID_MESSAGE", "malformed handshake challenge");
     }
-    if (typeof challenge?.nonce !== "string" || fromBase64(challenge.nonce).length !== 32) {
-      return null;
+    const challenge: HandshakeChallenge = { nonce: c.nonce!, coordinatorKey };
+    const pinned = this.options.coordinatorKey;
+    if (pinned !== undefined && coordinatorKey !== pinned) {
+      // An answer is valid for the coordinator it names: never sign for another one.
+      throw new CohortError(
+        "MODEL_SIGNATURE",
+        `the challenge names coordinator key ${coordinatorKey ?? "(none)"}, not the pinned key`,
+      );
     }
     return {
       signature: toBase64(
@@ -332,6 +356,11 @@ export class ClientCore<R extends string> {
 
   private reconnectLater(socket: ClientSocket): void {
     const { reconnectDelayMs, reconnectDelayMaxMs } = this.options;
+    // The delay grows with every closure by the coordinator within a minute of the last one (two
+    // processes with one key displace each other ever more slowly), and starts over after.
+    const now = Date.now();
+    if (now - this.lastServerClosure > 60_000) this.serverClosures = 0;
+    this.lastServerClosure = now;
     const delay = Math.min(reconnectDelayMaxMs, reconnectDelayMs * 2 ** this.serverClosures);
     this.serverClosures++;
     setTimeout(

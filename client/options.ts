@@ -90,11 +90,14 @@ export interface ClientOptions<R extends string> {
    */
   secureFloors: { cohort: number; neighbours: number; threshold: number };
   /**
-   * What a task may cost this client, checked before its model is built: parameters in all,
-   * and units (or filters, embedding rows) of any one layer. A bigger model is refused with
-   * `MODEL_TOO_LARGE`. @default { maxParameters: 25000000, maxLayerSize: 65536 }
+   * What a task may cost this client, checked before its model is built: parameters in all
+   * (as its topology implies them, whatever its weight specs say), and units (or filters,
+   * embedding rows) of any one layer. A bigger model is refused with `MODEL_TOO_LARGE`; one
+   * with a layer class whose size the client cannot tell beforehand with `INVALID_MODEL`,
+   * unless `allowUnknownLayers`. @default { maxParameters: 25000000, maxLayerSize: 65536,
+   * allowUnknownLayers: false }
    */
-  taskLimits: { maxParameters: number; maxLayerSize: number };
+  taskLimits: { maxParameters: number; maxLayerSize: number; allowUnknownLayers: boolean };
   /**
    * Your own links around local training, after the built-in ones (FedProx): each sees the
    * round's request (its `config.extra` holds the coordinator's own keys) and may change what
@@ -134,6 +137,7 @@ export const NO_SECURE_FLOORS: ClientOptions<string>["secureFloors"] = {
 export const DEFAULT_TASK_LIMITS: ClientOptions<string>["taskLimits"] = {
   maxParameters: 25_000_000,
   maxLayerSize: 65_536,
+  allowUnknownLayers: false,
 };
 
 /** Local training progress of a round, after each batch. */

@@ -52,6 +52,19 @@ function roundReport(result: FitResult, stats: TrainStats, accepted: boolean): C
   };
 }
 
+/** Whether two weight lists are bit for bit the same. */
+function sameWeights(a: readonly Float32Array[], b: readonly Float32Array[]): boolean {
+  if (a.length !== b.length) return false;
+  return a.every((t, i) => {
+    const u = b[i]!;
+    if (t.length !== u.length) return false;
+    const x = new Uint32Array(t.buffer, t.byteOffset, t.length);
+    const y = new Uint32Array(u.buffer, u.byteOffset, u.length);
+    for (let j = 0; j < x.length; j++) if (x[j] !== y[j]) return false;
+    return true;
+  });
+}
+
 /** Whether the task carries `key`'s signature. */
 function taskSigned(task: TaskSpec, key: string): boolean {
   if (task.signature === null) return false;
@@ -70,6 +83,8 @@ export class ClientRounds<R extends string> {
   private readonly handle: FitHandler;
   /** The highest round of this run this client trained for: it never trains for a lower one. */
   private highestRound = 0;
+  /** The global weights it trained from in that round: the round again is the same model only. */
+  private highestModel: readonly Float32Array[] | null = null;
   /** Whether a plain fit is running. */
   busy = false;
   /** The round being trained (progress reports name it). */
@@ -131,7 +146,12 @@ export class ClientRounds<R extends string> {
       if (task.signedUpdates && this.options.identity === undefined) {
         this.options.log("the coordinator requires signed updates but this client has no identity");
       }
-      if (this.task?.runId !== task.runId) this.highestRound = 0;
+      if (this.task?.runId !== task.runId) {
+        // A new run: its rounds count from 1 again, and no secure round of the old one goes on.
+        this.highestRound = 0;
+        this.highestModel = null;
+        this.secure = null;
+      }
       this.task = task;
       const t = task.training;
       this.options.log(
@@ -173,7 +193,20 @@ export class ClientRounds<R extends string> {
         `round ${request.round} after round ${this.highestRound}: refused`,
       );
     }
+    if (
+      request.round === this.highestRound &&
+      this.highestModel !== null &&
+      !sameWeights(this.highestModel, request.weights)
+    ) {
+      // A retried round trains the same model again; another model under the same round
+      // number would give the coordinator two updates to difference.
+      throw new CohortError(
+        "STALE_ROUND",
+        `round ${request.round} again, with another model than the first time: refused`,
+      );
+    }
     this.highestRound = request.round;
+    this.highestModel = request.weights;
     this.trainingRound = request.round;
     const seed = this.options.seed;
     const shuffleSeed = seed === undefined ? undefined : (seed + request.round) >>> 0;

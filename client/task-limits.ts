@@ -11,7 +11,7 @@ import type { ClientOptions } from "./options.js";
 export const MAX_MESSAGE_BYTES = 100 * 1024 * 1024;
 
 /** Config fields that size a layer's weights or activations. */
-const SIZE_FIELDS = ["units", "filters", "output_dim", "input_dim", "depth_multiplier"];
+const SIZE_FIELDS = ["units", "filters", "output_dim", "input_dim", "depth_multiplier", "n"];
 /** Config fields that hold a shape. */
 const SHAPE_FIELDS = ["batch_input_shape", "input_shape", "target_shape", "dims"];
 
@@ -41,16 +41,23 @@ export function checkTaskCost(task: TaskSpec, limits: ClientOptions<string>["tas
   }
   const layers = layersOf(model.topology);
   for (const [i, layer] of layers.entries()) checkLayer(layer, i, limits);
-  const implied = sequentialParameters(model.topology);
-  if (implied !== null && implied > most) {
-    throw tooLarge(
-      `the topology of ${model.name} implies ${implied} parameters; this client takes at most ${most} (taskLimits.maxParameters)`,
-    );
-  }
-  if (implied !== null && implied !== specified) {
+  const implied = impliedParameters(model.topology);
+  if ("unknown" in implied) {
+    if (limits.allowUnknownLayers) return;
     throw new CohortError(
       "INVALID_MODEL",
-      `the topology of ${model.name} implies ${implied} parameters but its weight specs list ${specified}`,
+      `model ${model.name}: this client cannot tell what ${implied.unknown} costs before building it (set taskLimits.allowUnknownLayers to build it anyway)`,
+    );
+  }
+  if (implied.params > most) {
+    throw tooLarge(
+      `the topology of ${model.name} implies ${implied.params} parameters; this client takes at most ${most} (taskLimits.maxParameters)`,
+    );
+  }
+  if (implied.params !== specified) {
+    throw new CohortError(
+      "INVALID_MODEL",
+      `the topology of ${model.name} implies ${implied.params} parameters but its weight specs list ${specified}`,
     );
   }
 }
@@ -100,6 +107,7 @@ const pair = (v: Json | undefined, fallback: number): [number, number] =>
   Array.isArray(v)
     ? [num(v[0], fallback), num(v[1] ?? v[0], fallback)]
     : [num(v, fallback), num(v, fallback)];
+const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
 /** Spatial size after a window (convolution or pooling). */
 function windowed(size: number, window: number, stride: number, padding: Json | undefined): number {
@@ -108,94 +116,184 @@ function windowed(size: number, window: number, stride: number, padding: Json | 
     : Math.max(0, Math.floor((size - window) / stride) + 1);
 }
 
-/**
- * The parameters a sequential topology implies, from its input shape and each layer's
- * configuration, or null where it cannot say (a functional model, an unknown layer class).
- */
-function sequentialParameters(topology: { [key: string]: Json }): number | null {
-  const config = topology.config;
-  if (topology.class_name !== "Sequential" || typeof config !== "object" || config === null) {
-    return null;
-  }
-  const layers = (config as { layers?: Json }).layers;
-  if (!Array.isArray(layers)) return null;
-  const input = (layers[0] as Layer | undefined)?.config?.batch_input_shape;
-  if (!Array.isArray(input)) return null;
-  let shape = input.slice(1).map((d) => num(d, 1));
-  let total = 0;
-  for (const layer of layers as Layer[]) {
-    const c = layer.config ?? {};
-    const last = shape[shape.length - 1] ?? 1;
-    switch (layer.class_name) {
-      case "Dense": {
-        const units = num(c.units, 0);
-        total += last * units + (c.use_bias === false ? 0 : units);
-        shape = [...shape.slice(0, -1), units];
-        break;
+/** Layers whose output has their input's shape and that hold no weights. */
+const SHAPE_KEEPING = new Set([
+  "Dropout",
+  "Activation",
+  "ReLU",
+  "LeakyReLU",
+  "ELU",
+  "Softmax",
+  "ThresholdedReLU",
+  "GaussianNoise",
+  "GaussianDropout",
+  "AlphaDropout",
+  "SpatialDropout1D",
+  "SpatialDropout2D",
+  "Masking",
+  "InputLayer",
+]);
+
+/** Layers that combine inputs of one shape into that shape. */
+const MERGING = new Set(["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"]);
+
+/** Parameters and output shape of one layer from its configuration and input shape, or null. */
+function layerCost(
+  layer: Layer,
+  inputs: readonly (readonly number[])[],
+): { params: number; shape: number[] } | null {
+  const c = layer.config ?? {};
+  const shape = [...(inputs[0] ?? [])];
+  const last = shape[shape.length - 1] ?? 1;
+  const bias = (n: number) => (c.use_bias === false ? 0 : n);
+  const name = String(layer.class_name);
+  if (SHAPE_KEEPING.has(name) || MERGING.has(name)) return { params: 0, shape };
+  switch (name) {
+    case "Dense": {
+      const units = num(c.units, 0);
+      return { params: last * units + bias(units), shape: [...shape.slice(0, -1), units] };
+    }
+    case "Conv1D": {
+      const filters = num(c.filters, 0);
+      const k = pair(c.kernel_size, 1)[0];
+      const st = pair(c.strides, 1)[0];
+      return {
+        params: k * last * filters + bias(filters),
+        shape: [windowed(shape[0] ?? 1, k, st, c.padding), filters],
+      };
+    }
+    case "Conv2D":
+    case "DepthwiseConv2D":
+    case "SeparableConv2D": {
+      const [kh, kw] = pair(c.kernel_size, 1);
+      const [sh, sw] = pair(c.strides, 1);
+      const spatial = [
+        windowed(shape[0] ?? 1, kh, sh, c.padding),
+        windowed(shape[1] ?? 1, kw, sw, c.padding),
+      ];
+      const dm = num(c.depth_multiplier, 1);
+      if (name === "DepthwiseConv2D") {
+        return { params: kh * kw * last * dm + bias(last * dm), shape: [...spatial, last * dm] };
       }
-      case "Conv2D": {
-        const filters = num(c.filters, 0);
-        const [kh, kw] = pair(c.kernel_size, 1);
-        const [sh, sw] = pair(c.strides, 1);
-        total += kh * kw * last * filters + (c.use_bias === false ? 0 : filters);
-        shape = [
-          windowed(shape[0] ?? 1, kh, sh, c.padding),
-          windowed(shape[1] ?? 1, kw, sw, c.padding),
-          filters,
-        ];
-        break;
-      }
-      case "MaxPooling2D":
-      case "AveragePooling2D": {
-        const [ph, pw] = pair(c.pool_size, 2);
-        const [sh, sw] =
-          Array.isArray(c.strides) || typeof c.strides === "number"
-            ? pair(c.strides, ph)
-            : [ph, pw];
-        shape = [
+      const filters = num(c.filters, 0);
+      const kernel =
+        name === "Conv2D" ? kh * kw * last * filters : kh * kw * last * dm + last * dm * filters;
+      return { params: kernel + bias(filters), shape: [...spatial, filters] };
+    }
+    case "MaxPooling1D":
+    case "AveragePooling1D": {
+      const p = pair(c.pool_size, 2)[0];
+      const st = c.strides == null ? p : pair(c.strides, p)[0];
+      return { params: 0, shape: [windowed(shape[0] ?? 1, p, st, c.padding), last] };
+    }
+    case "MaxPooling2D":
+    case "AveragePooling2D": {
+      const [ph, pw] = pair(c.pool_size, 2);
+      const [sh, sw] = c.strides == null ? [ph, pw] : pair(c.strides, ph);
+      return {
+        params: 0,
+        shape: [
           windowed(shape[0] ?? 1, ph, sh, c.padding),
           windowed(shape[1] ?? 1, pw, sw, c.padding),
           last,
-        ];
-        break;
-      }
-      case "Flatten":
-        shape = [shape.reduce((a, b) => a * b, 1)];
-        break;
-      case "Reshape":
-        if (!Array.isArray(c.target_shape)) return null;
-        shape = c.target_shape.map((d) => num(d, 1));
-        break;
-      case "Embedding": {
-        total += num(c.input_dim, 0) * num(c.output_dim, 0);
-        shape = [...shape, num(c.output_dim, 0)];
-        break;
-      }
-      case "LSTM":
-      case "GRU":
-      case "SimpleRNN": {
-        const units = num(c.units, 0);
-        const gates = layer.class_name === "LSTM" ? 4 : layer.class_name === "GRU" ? 3 : 1;
-        const biases = layer.class_name === "GRU" && c.reset_after === true ? 2 : 1;
-        total += gates * (units * (last + units) + biases * units);
-        shape = c.return_sequences === true ? [...shape.slice(0, -1), units] : [units];
-        break;
-      }
-      case "BatchNormalization":
-        total += 4 * last;
-        break;
-      case "LayerNormalization":
-        total += 2 * last;
-        break;
-      case "Dropout":
-      case "Activation":
-      case "ReLU":
-      case "Softmax":
-      case "InputLayer":
-        break;
-      default:
-        return null;
+        ],
+      };
     }
+    case "GlobalAveragePooling1D":
+    case "GlobalMaxPooling1D":
+    case "GlobalAveragePooling2D":
+    case "GlobalMaxPooling2D":
+      return { params: 0, shape: [last] };
+    case "Flatten":
+      return { params: 0, shape: [product(shape)] };
+    case "Reshape":
+      return Array.isArray(c.target_shape)
+        ? { params: 0, shape: c.target_shape.map((d) => num(d, 1)) }
+        : null;
+    case "RepeatVector":
+      return { params: 0, shape: [num(c.n, 1), last] };
+    case "Concatenate":
+      return {
+        params: 0,
+        shape: [...shape.slice(0, -1), inputs.reduce((n, s) => n + (s[s.length - 1] ?? 0), 0)],
+      };
+    case "Embedding": {
+      const out = num(c.output_dim, 0);
+      return { params: num(c.input_dim, 0) * out, shape: [...shape, out] };
+    }
+    case "LSTM":
+    case "GRU":
+    case "SimpleRNN": {
+      const units = num(c.units, 0);
+      const gates = name === "LSTM" ? 4 : name === "GRU" ? 3 : 1;
+      const biases = name === "GRU" && c.reset_after === true ? 2 : 1;
+      return {
+        params: gates * (units * (last + units) + biases * units),
+        shape: c.return_sequences === true ? [...shape.slice(0, -1), units] : [units],
+      };
+    }
+    case "BatchNormalization":
+      return { params: 4 * last, shape };
+    case "LayerNormalization":
+      return { params: 2 * last, shape };
+    default:
+      return null;
   }
-  return total;
+}
+
+/** What a topology implies: its parameter count, or the reason it cannot be told before building. */
+type Implied = { params: number } | { unknown: string };
+
+/** The input shape (without the batch axis) a layer's config declares, if any. */
+function declaredInput(layer: Layer | undefined): number[] | null {
+  const s = layer?.config?.batch_input_shape;
+  return Array.isArray(s) ? s.slice(1).map((d) => num(d, 1)) : null;
+}
+
+/**
+ * The parameters a topology implies from its input shape and each layer's configuration,
+ * whatever its weight specs claim: sequential models, and functional ones layer by layer
+ * along their inbound nodes.
+ */
+function impliedParameters(topology: { [key: string]: Json }): Implied {
+  const config = topology.config;
+  const layers =
+    typeof config === "object" && config !== null && !Array.isArray(config)
+      ? (config as { layers?: Json }).layers
+      : undefined;
+  if (!Array.isArray(layers)) return { unknown: "its topology lists no layers" };
+  const kind = topology.class_name;
+  let total = 0;
+  if (kind === "Sequential") {
+    let shape = declaredInput(layers[0] as Layer);
+    if (shape === null) return { unknown: "its first layer declares no input shape" };
+    for (const layer of layers as Layer[]) {
+      const cost = layerCost(layer, [shape]);
+      if (cost === null) return { unknown: `layer class ${String(layer.class_name)}` };
+      total += cost.params;
+      shape = cost.shape;
+    }
+    return { params: total };
+  }
+  if (kind !== "Model" && kind !== "Functional") {
+    return { unknown: `model class ${String(kind)}` };
+  }
+  const shapes = new Map<string, number[]>();
+  for (const raw of layers) {
+    const layer = raw as Layer & { name?: Json; inbound_nodes?: Json };
+    const name = typeof layer.name === "string" ? layer.name : String(layer.config?.name);
+    const declared = layer.class_name === "InputLayer" ? declaredInput(layer) : null;
+    const node = Array.isArray(layer.inbound_nodes) ? layer.inbound_nodes[0] : undefined;
+    const inputs = Array.isArray(node)
+      ? node.map((edge) => (Array.isArray(edge) ? shapes.get(String(edge[0])) : undefined))
+      : [];
+    if (declared === null && (inputs.length === 0 || inputs.some((s) => s === undefined))) {
+      return { unknown: `the inputs of layer ${name}` };
+    }
+    const cost = layerCost(layer, declared !== null ? [declared] : (inputs as number[][]));
+    if (cost === null) return { unknown: `layer class ${String(layer.class_name)}` };
+    total += cost.params;
+    shapes.set(name, cost.shape);
+  }
+  return { params: total };
 }

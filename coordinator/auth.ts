@@ -10,6 +10,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import {
   checkJoinToken,
   fromBase64,
+  keyClientId,
   toBase64,
   verifyChallenge,
   type HandshakeChallenge,
@@ -113,58 +114,79 @@ export class Authenticator {
 }
 
 /**
- * Which client id belongs to whom, for the run: an id is bound to the first key (or, without
- * authentication, the first secret) that used it; a key holds one connected id at a time.
+ * Which client id belongs to whom, for the run. With authentication, an id is bound to the
+ * first key that proved it, and a key to the one id it first used; an id of the form
+ * `key-…` is the one its key stands for (`keyClientId`). Without it, a connected id holds a
+ * secret issued when it joined, which a connection taking it over must present.
  */
 export class ClientBindings {
   private readonly keyOf = new Map<string, string>();
+  private readonly idOf = new Map<string, string>();
   private readonly secretOf = new Map<string, Buffer>();
 
-  /**
-   * Throw `UNAUTHORIZED` when `publicKey` may not use `clientId`: the id is another key's, or
-   * the key is connected under another id (`live` says which ids are connected).
-   */
-  checkKey(clientId: string, publicKey: string, live: (id: string) => boolean): void {
+  /** Throw `UNAUTHORIZED` when `publicKey` may not use `clientId`. */
+  checkKey(clientId: string, publicKey: string): void {
+    if (clientId.startsWith("key-") && clientId !== keyClientId(fromBase64(publicKey))) {
+      throw new CohortError(
+        "UNAUTHORIZED",
+        `client id ${clientId} stands for another key (ids of the form key-… are derived from their key)`,
+      );
+    }
     const owner = this.keyOf.get(clientId);
     if (owner !== undefined && owner !== publicKey) {
       throw new CohortError("UNAUTHORIZED", `client id ${clientId} belongs to another key`);
     }
-    for (const [id, k] of this.keyOf) {
-      if (k === publicKey && id !== clientId && live(id)) {
-        throw new CohortError(
-          "UNAUTHORIZED",
-          `this key is connected as ${id}: one key, one client (and one cohort slot)`,
-        );
-      }
-    }
-  }
-
-  /** Bind `clientId` to `publicKey` (after its proof checked out). */
-  bindKey(clientId: string, publicKey: string): void {
-    this.keyOf.set(clientId, publicKey);
-  }
-
-  /**
-   * Without authentication: throw `UNAUTHORIZED` when `clientId` was issued a secret and the
-   * handshake does not carry it.
-   */
-  checkSecret(clientId: string, secret: string | undefined): void {
-    const expected = this.secretOf.get(clientId);
-    if (expected === undefined) return;
-    if (secret === undefined || !timingSafeEqual(expected, hashSecret(secret))) {
+    const bound = this.idOf.get(publicKey);
+    if (bound !== undefined && bound !== clientId) {
       throw new CohortError(
         "UNAUTHORIZED",
-        `client id ${clientId} is taken: reconnecting under it needs the secret issued at its first join`,
+        `this key is bound to client id ${bound} for this run: one key, one client (and one cohort slot)`,
       );
     }
   }
 
-  /** Issue the secret of a new id (only its hash is kept), or null when it has one. */
-  issueSecret(clientId: string): string | null {
-    if (this.secretOf.has(clientId)) return null;
+  /** Bind `clientId` and `publicKey` to each other (after the key's proof checked out). */
+  bindKey(clientId: string, publicKey: string): void {
+    this.keyOf.set(clientId, publicKey);
+    this.idOf.set(publicKey, clientId);
+  }
+
+  /**
+   * Without authentication: throw `UNAUTHORIZED` when `clientId` is connected (`live`) and the
+   * handshake does not carry its secret.
+   */
+  checkSecret(clientId: string, secret: string | undefined, live: boolean): void {
+    const expected = this.secretOf.get(clientId);
+    if (!live || expected === undefined) return;
+    if (secret === undefined || !timingSafeEqual(expected, hashSecret(secret))) {
+      throw new CohortError(
+        "UNAUTHORIZED",
+        `client id ${clientId} is connected: taking it over needs the secret issued when it joined`,
+      );
+    }
+  }
+
+  /**
+   * The secret of an id joining now: null when it presented the one it holds (a connection
+   * taking over its own id), otherwise a fresh one (only its hash is kept).
+   */
+  issueSecret(clientId: string, presented: string | undefined): string | null {
+    const expected = this.secretOf.get(clientId);
+    if (
+      expected !== undefined &&
+      presented !== undefined &&
+      timingSafeEqual(expected, hashSecret(presented))
+    ) {
+      return null;
+    }
     const secret = randomBytes(32).toString("base64");
     this.secretOf.set(clientId, hashSecret(secret));
     return secret;
+  }
+
+  /** The id is no longer connected: its secret goes (the next to join gets a new one). */
+  forgetSecret(clientId: string): void {
+    this.secretOf.delete(clientId);
   }
 }
 

@@ -98,8 +98,11 @@ export class SocketTransport implements CohortTransport {
         const authenticator = this.security.authenticator;
         const admitted = authenticator === null ? null : authenticator.admit(identity);
         const publicKey = admitted === null ? null : toBase64(admitted.publicKey);
-        if (publicKey === null) this.bindings.checkSecret(auth.clientId, auth.secret);
-        else this.bindings.checkKey(auth.clientId, publicKey, (id) => this.registry.has(id));
+        if (publicKey === null) {
+          this.bindings.checkSecret(auth.clientId, auth.secret, this.registry.has(auth.clientId));
+        } else {
+          this.bindings.checkKey(auth.clientId, publicKey);
+        }
         socket.data = {
           clientId: auth.clientId,
           platform: auth.platform,
@@ -135,8 +138,21 @@ export class SocketTransport implements CohortTransport {
     }
   }
 
+  /** Connected clients, less those whose join token expired (they are told so and let go). */
   available(): string[] {
-    return this.registry.ids();
+    const now = Date.now();
+    const ids: string[] = [];
+    for (const { clientId, socket } of this.registry.entries()) {
+      const token = socket.data.token;
+      if (token !== null && token.expiresAt < now) {
+        // Its neighbours would refuse it in a secure round: it leaves before it is sampled.
+        socket.emit("notice", { code: "UNAUTHORIZED", message: "join token expired" });
+        socket.disconnect(true);
+        continue;
+      }
+      ids.push(clientId);
+    }
+    return ids;
   }
 
   waitForAvailable(n: number): Promise<void> {
@@ -256,7 +272,7 @@ export class SocketTransport implements CohortTransport {
           .emitWithAck("auth:challenge", challenge);
         authenticator.verify(fromBase64(publicKey), challenge, clientId, answer);
         // Checked again: another connection of this key may have been let in meanwhile.
-        this.bindings.checkKey(clientId, publicKey, (id) => this.registry.has(id));
+        this.bindings.checkKey(clientId, publicKey);
       } catch (error) {
         const e =
           error instanceof CohortError
@@ -273,7 +289,21 @@ export class SocketTransport implements CohortTransport {
       this.bindings.bindKey(clientId, publicKey);
     }
     // Without authentication, a new id's secret travels with the task (one message, not two).
-    const secret = authenticator === null ? this.bindings.issueSecret(clientId) : null;
+    let secret: string | null = null;
+    if (authenticator === null) {
+      // Checked again: another connection may have taken the id while this one was let in.
+      const presented = (socket.handshake.auth as { secret?: unknown }).secret;
+      const mine = typeof presented === "string" ? presented : undefined;
+      try {
+        this.bindings.checkSecret(clientId, mine, this.registry.has(clientId));
+      } catch (error) {
+        const e = toCohortError(error, "UNAUTHORIZED");
+        socket.emit("notice", { code: e.code, message: e.message });
+        socket.disconnect(true);
+        return;
+      }
+      secret = this.bindings.issueSecret(clientId, mine);
+    }
     this.onConnection(socket, secret === null ? undefined : { secret });
   }
 
@@ -331,6 +361,7 @@ export class SocketTransport implements CohortTransport {
     });
     socket.on("disconnect", (reason) => {
       if (!this.registry.remove(clientId, socket.id)) return;
+      this.bindings.forgetSecret(clientId);
       debug("client %s left: %s", clientId, reason);
       this.collector?.drop(clientId, {
         code: "CLIENT_DISCONNECTED",

@@ -7,6 +7,7 @@ import { encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { Json, TaskSpec } from "../protocol/messages.js";
 import type { Reply } from "../protocol/errors.js";
+import { generateIdentity } from "../aggregation/secure/index.js";
 import { makeSetup } from "./secure/harness.js";
 import { expectCohortError } from "./helpers/errors.js";
 import { mnistShards } from "./helpers/federation.js";
@@ -106,6 +107,18 @@ describe("replayed rounds", () => {
     expect(v.results).toHaveLength(1);
     v.socket.emit("round:fit", rogue.signedFit(5)); // the same round again (a retried round) is fine
     await until(() => v.results.length === 2, 20_000, "round 5 again");
+    // … but not with another model: two updates of one round to difference.
+    const other = rogue.task.model.weightSpecs.map((spec) =>
+      new Float32Array(spec.shape.reduce((a, b) => a * b, 1)).fill(0.01),
+    );
+    v.socket.emit("round:fit", rogue.signedFit(5, other));
+    await until(() => v.failures.length > 1, 20_000, "a second refusal");
+    expect(v.failures[1]).toMatchObject({
+      round: 5,
+      code: "STALE_ROUND",
+      message: expect.stringMatching(/another model/),
+    });
+    expect(v.results).toHaveLength(2);
   });
 });
 
@@ -193,10 +206,71 @@ describe("a task that would exhaust the client", () => {
       },
     } as unknown as TaskSpec;
     expectCohortError(
-      () => checkTaskCost(task, { maxParameters: 40_000_000, maxLayerSize: 65_536 }),
+      () =>
+        checkTaskCost(task, {
+          maxParameters: 40_000_000,
+          maxLayerSize: 65_536,
+          allowUnknownLayers: false,
+        }),
       "MODEL_TOO_LARGE",
       /socket.io delivers at most 100.0 MiB/,
     );
+  });
+
+  it("a huge layer is found behind a layer class without weights, in a functional model, and in a wide kernel", () => {
+    const model = (topology: Record<string, Json>) =>
+      ({
+        model: {
+          name: "m",
+          topology,
+          weightSpecs: [{ name: "k", shape: [10] }],
+          numParameters: 10,
+        },
+      }) as unknown as TaskSpec;
+    const sequential = (layers: Json[]) => model({ class_name: "Sequential", config: { layers } });
+    const noise = { class_name: "GaussianNoise", config: { stddev: 0.1 } };
+    expectCohortError(
+      () => checkTaskCost(sequential([dense(65_536, 65_536), noise]), DEFAULT_TASK_LIMITS),
+      "MODEL_TOO_LARGE",
+      /implies 4295032832 parameters/,
+    );
+    const functional = model({
+      class_name: "Model",
+      config: {
+        layers: [
+          { class_name: "InputLayer", name: "in", config: { batch_input_shape: [null, 65_536] } },
+          {
+            class_name: "Dense",
+            name: "d",
+            config: { units: 65_536 },
+            inbound_nodes: [[["in", 0, 0, {}]]],
+          },
+        ],
+      },
+    });
+    expectCohortError(
+      () => checkTaskCost(functional, DEFAULT_TASK_LIMITS),
+      "MODEL_TOO_LARGE",
+      /implies 4295032832 parameters/,
+    );
+    const conv = {
+      class_name: "Conv2D",
+      config: { filters: 60_000, kernel_size: [28, 28], batch_input_shape: [null, 28, 28, 1] },
+    };
+    expectCohortError(
+      () => checkTaskCost(sequential([conv]), DEFAULT_TASK_LIMITS),
+      "MODEL_TOO_LARGE",
+      /implies 47100000 parameters/,
+    );
+    const custom = sequential([dense(10, 4), { class_name: "MyOwnLayer", config: {} }]);
+    expectCohortError(
+      () => checkTaskCost(custom, DEFAULT_TASK_LIMITS),
+      "INVALID_MODEL",
+      /cannot tell what layer class MyOwnLayer costs/,
+    );
+    expect(() =>
+      checkTaskCost(custom, { ...DEFAULT_TASK_LIMITS, allowUnknownLayers: true }),
+    ).not.toThrow();
   });
 
   it("the built-in models pass with the default limits, and what a topology implies equals their specs", async () => {
@@ -205,5 +279,28 @@ describe("a task that would exhaust the client", () => {
       expect(() => checkTaskCost(r.task, DEFAULT_TASK_LIMITS)).not.toThrow();
       await r.close();
     }
+  });
+});
+
+describe("malformed messages from the coordinator", () => {
+  it("a malformed handshake challenge ends the client with a clear error, never a crash", async () => {
+    rogue = await startRogue({ model: "mlp" });
+    const victim = rogue.victim();
+    const c = client(rogue.url, { identity: generateIdentity() });
+    await c.start();
+    const v = await victim;
+    v.socket.emit("notice", null);
+    v.socket.emit("notice", { code: 5, message: { nested: true } });
+    v.socket.emit("auth:challenge", { nonce: "%%%" }, () => undefined);
+    await expect(c.done).rejects.toMatchObject({ code: "INVALID_MESSAGE" });
+  });
+
+  it("a malformed run:done still ends the run cleanly", async () => {
+    rogue = await startRogue({ model: "mlp" });
+    const victim = rogue.victim();
+    const c = client(rogue.url);
+    await c.start();
+    (await victim).socket.emit("run:done", null);
+    await expect(c.done).resolves.toEqual({ runId: "(unnamed)", rounds: 0 });
   });
 });

@@ -3,7 +3,13 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Socket } from "socket.io-client";
 import type { Coordinator } from "../coordinator/index.js";
 import { CohortClient } from "../client/index.js";
-import { generateIdentity, toBase64, type KeyPair } from "../aggregation/secure/index.js";
+import {
+  generateIdentity,
+  issueJoinToken,
+  keyClientId,
+  toBase64,
+  type KeyPair,
+} from "../aggregation/secure/index.js";
 import { encode } from "../protocol/codec.js";
 import { connectRaw, type RawClient, type RawIdentity } from "./helpers/raw-client.js";
 import { mnistShards, startCoordinator } from "./helpers/federation.js";
@@ -81,10 +87,24 @@ describe("a client id bound to its key", () => {
     for (const id of ["alice-2", "alice-3", "bob"]) {
       expect(await join(id, alice)).toMatchObject({
         code: "UNAUTHORIZED",
-        message: expect.stringMatching(/connected as alice: one key, one client/),
+        message: expect.stringMatching(
+          /bound to client id alice for this run: one key, one client/,
+        ),
       });
     }
     expect(coordinator.clients()).toEqual(["alice"]);
+  });
+
+  it("an admitted key cannot squat the id another key stands for (key-…), so its owner still gets in", async () => {
+    const alice = generateIdentity();
+    const mallory = generateIdentity();
+    coordinator = await authed([alice, mallory]);
+    const aliceId = keyClientId(alice.publicKey);
+    expect(await join(aliceId, mallory)).toMatchObject({
+      code: "UNAUTHORIZED",
+      message: expect.stringMatching(/stands for another key/),
+    });
+    expect(await join(aliceId, alice)).toHaveProperty("socket");
   });
 
   it("another admitted key cannot take an id bound to a key, even while its owner is away", async () => {
@@ -126,6 +146,37 @@ describe("a client id bound to its key", () => {
     expect(coordinator.clients()).toEqual([id]);
   });
 
+  it("a member whose join token expired during the run is let go before it is sampled", async () => {
+    const issuer = generateIdentity();
+    const bob = generateIdentity();
+    coordinator = await startCoordinator({
+      rounds: 1,
+      minAvailableClients: 5,
+      auth: { tokenIssuerKey: toBase64(issuer.publicKey) },
+      runDir: null,
+    });
+    const token = issueJoinToken(issuer.secretKey, bob.publicKey, Date.now() + 600);
+    const raw = await connectRaw(
+      coordinator.url,
+      "bob",
+      {
+        identity: {
+          publicKey: toBase64(bob.publicKey),
+          token: { expiresAt: token.expiresAt, signature: toBase64(token.signature) },
+        },
+      },
+      { keys: bob },
+    );
+    raws.push(raw);
+    const notices: unknown[] = [];
+    raw.socket.on("notice", (n: unknown) => notices.push(n));
+    expect(coordinator.clients()).toEqual(["bob"]);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(coordinator.clients()).toEqual([]);
+    await until(() => !raw.socket.connected, 5000, "bob to be let go");
+    expect(notices).toEqual([{ code: "UNAUTHORIZED", message: "join token expired" }]);
+  });
+
   it("rate limits follow the key across reconnects", async () => {
     const alice = generateIdentity();
     coordinator = await authed([alice], { perSecond: 0.01, burst: 5 });
@@ -157,7 +208,7 @@ describe("without authentication: an id bound to the secret of its first join", 
     const listed = coordinator.status().clients[0]!.clientId;
     expect(await join(listed, null)).toMatchObject({
       code: "UNAUTHORIZED",
-      message: expect.stringMatching(/taken: reconnecting under it needs the secret/),
+      message: expect.stringMatching(/is connected: taking it over needs the secret/),
     });
     expect(coordinator.clients()).toEqual(["alice"]);
     // The owner's connection drops; it comes back with the secret it was issued.

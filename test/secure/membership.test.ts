@@ -53,17 +53,44 @@ describe("authenticated membership with the consistency check", () => {
       "SECAGG_SIGNATURE",
       /neighbour \d+ has a join token that is forged/,
     );
-    // One real member's credential copied into every slot: one identity, one member.
-    const stolen = message.neighbours[0]!;
+    expect(client.phase).toBe("share-keys");
+    await client.shareKeys(message); // the honest relay still works
+  });
+
+  it("one identity with a valid token cannot fill two slots of a neighbourhood", async () => {
+    const issuer = generateIdentity();
+    const round = new TestRound({ n: 5, consistency: true, seed: 55, issuer });
+    round.advertise();
+    const message = round.neighbourKeys().find((m) => m.index === 0)!;
+    // A member the issuer really admitted, whose key signs the advertisements of two slots.
+    const insider = generateIdentity();
+    const credential = {
+      identityKey: insider.publicKey,
+      token: issueJoinToken(issuer.secretKey, insider.publicKey, Date.now() + 60_000),
+    };
+    const asInsider = (ad: AdvertiseKeys): AdvertiseKeys => ({
+      ...ad,
+      signature: sign(
+        advertiseTranscript(round.setup, ad.index, ad.cPublicKey, ad.sPublicKey),
+        insider.secretKey,
+      ),
+      credential,
+    });
+    const client = round.clients[0]!;
     await expectRejectsCode(
       client.shareKeys({
         ...message,
-        neighbours: message.neighbours.map((ad) => ({ ...ad, credential: stolen.credential })),
+        neighbours: message.neighbours.map((ad, i) => (i < 2 ? asInsider(ad) : ad)),
       }),
       "SECAGG_SIGNATURE",
+      /has an identity already in this neighbourhood/,
     );
-    expect(client.phase).toBe("share-keys");
-    await client.shareKeys(message); // the honest relay still works
+    // The same insider in one slot is a member like any other.
+    await client.shareKeys({
+      ...message,
+      neighbours: message.neighbours.map((ad, i) => (i === 0 ? asInsider(ad) : ad)),
+    });
+    expect(client.phase).toBe("collect-masked");
   });
 
   it("a server that tells one member another list of survivors cannot get both shares of anyone", async () => {
