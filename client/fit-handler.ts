@@ -4,6 +4,7 @@
  * worker pool all run it; the secure session masks what it returns.
  */
 import { subtract } from "../aggregation/weights.js";
+import { clipL2 } from "../aggregation/privacy/noise.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import type { LocalTraining, TrainStats } from "../models/training.js";
@@ -36,8 +37,20 @@ export type ClientMod = (ins: FitIns, next: FitHandler) => Promise<LocalFit>;
 export const fedProxMod: ClientMod = (ins, next) =>
   next({ ...ins, objective: { ...ins.objective, proximalMu: ins.request.config.proximalMu } });
 
+/**
+ * DP-FedAvg's client side: with `config.dpClip` set, the update leaves clipped to that L2 norm
+ * and weighted like every other (one), as the coordinator's privacy analysis assumes.
+ */
+export const dpClipMod: ClientMod = async (ins, next) => {
+  const out = await next(ins);
+  const clip = ins.request.config.dpClip;
+  if (clip === undefined || clip <= 0) return out;
+  const { delta } = clipL2(out.result.delta, clip);
+  return { ...out, result: { ...out.result, delta, numExamples: 1 } };
+};
+
 /** The mods every client runs, first to last. */
-export const DEFAULT_MODS: readonly ClientMod[] = [fedProxMod];
+export const DEFAULT_MODS: readonly ClientMod[] = [dpClipMod, fedProxMod];
 
 /** `handler` wrapped by `mods`: the first mod is the outermost. */
 export function withMods(handler: FitHandler, mods: readonly ClientMod[]): FitHandler {

@@ -16,7 +16,7 @@ import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
 import type { RoundMetrics } from "./run-store.js";
 import { loadLedger, type ServerState } from "./ledger.js";
-import { checkSameExperiment, experimentConfig } from "./experiment.js";
+import { checkSameExperiment, experimentConfig, legacyTopologyHash } from "./experiment.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
 import { signTask } from "../aggregation/signing.js";
@@ -130,11 +130,13 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
   }
   const loaded = await loadLedger(dir, spec.weightSpecs);
   if (loaded?.config != null) {
-    checkSameExperiment(
-      dir,
-      loaded.config,
-      experimentConfig(opts, task, resolveStrategy(opts.strategy)),
-    );
+    const now = experimentConfig(opts, task, resolveStrategy(opts.strategy));
+    const was = { ...loaded.config };
+    // A ledger from before topologies were hashed without their layer names.
+    if (was.modelTopology === legacyTopologyHash(task.model.topology)) {
+      was.modelTopology = now.modelTopology ?? null;
+    }
+    checkSameExperiment(dir, was, now);
   } else if (run.options?.model !== opts.model || run.options?.seed !== opts.seed) {
     throw new CohortError(
       "INVALID_OPTION",

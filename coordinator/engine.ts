@@ -17,7 +17,9 @@ import { baseRoundConfig, type CoordinatorOptions } from "./options.js";
 import { parseRoundConfig } from "../protocol/guards.js";
 import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
-import { sampleCohort } from "./sampling.js";
+import { sampleCohort, samplePoisson } from "./sampling.js";
+import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
+import { clippedUpdates, releasedRounds, withDpFedAvg } from "../aggregation/privacy/dp-fedavg.js";
 import { formatRound } from "./format.js";
 import { runSecureRound } from "./secure-round.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
@@ -38,6 +40,8 @@ export interface RunSummary {
   initial: EvalStats | null;
   rounds: RoundMetrics[];
   weights: Float32Array[];
+  /** Why the run ended before its last round (the privacy budget), when it did. */
+  stopReason?: string;
 }
 
 /** Build the task clients receive from the options and the model. */
@@ -74,6 +78,8 @@ export function makeTask(
 /** Runs the rounds of one task; the transport decides how clients are reached. */
 export class RoundEngine {
   private readonly strategy: Strategy;
+  /** DP-FedAvg's plan, or null when the run is not differentially private. */
+  readonly privacy: PrivacyPlan | null;
   private global: Float32Array[];
   /** The strategy's state between rounds (optimizer moments, momentum). */
   private strategyState: StateRecord;
@@ -102,7 +108,9 @@ export class RoundEngine {
     private readonly runInfo: Record<string, unknown> = {},
   ) {
     this.global = initialWeights;
-    this.strategy = resolveStrategy(opts.strategy);
+    const chosen = resolveStrategy(opts.strategy);
+    this.privacy = resolvePrivacy(opts, chosen);
+    this.strategy = this.privacy === null ? chosen : withDpFedAvg(chosen, this.privacy.settings);
     this.strategyState = this.strategy.optimizer.init(initialWeights);
     this.config = experimentConfig(opts, task, this.strategy);
     this.configHash = configHash(this.config);
@@ -159,8 +167,15 @@ export class RoundEngine {
       opts.log(`resuming run ${task.runId} after round ${resumed.completedRounds}`);
     const rng = resumed !== null ? restoreRng(resumed.rngState) : createRng(opts.seed + 1);
     const rounds: RoundMetrics[] = [];
+    let stopReason: string | undefined;
     for (let round = (resumed?.completedRounds ?? 0) + 1; round <= opts.rounds; round++) {
+      stopReason = this.budgetStop(round);
+      if (stopReason !== undefined) {
+        opts.log(stopReason);
+        break;
+      }
       const metrics = await this.runRound(round, rng);
+      this.privacyMetrics(metrics);
       if (evaluationDue(opts, round) && metrics.aborted !== true) {
         await this.evaluateOnClients(metrics);
       }
@@ -191,7 +206,35 @@ export class RoundEngine {
     this.transport.finish({ runId: task.runId, rounds: this.completedRounds });
     this.evalModel?.dispose();
     this.evalModel = null;
-    return { runId: task.runId, runDir: opts.runDir, initial, rounds, weights: this.global };
+    return {
+      runId: task.runId,
+      runDir: opts.runDir,
+      initial,
+      rounds,
+      weights: this.global,
+      ...(stopReason === undefined ? {} : { stopReason }),
+    };
+  }
+
+  /** Why round `round` must not run (it would take ε past the budget), or undefined. */
+  private budgetStop(round: number): string | undefined {
+    const plan = this.privacy;
+    if (plan === null || plan.maxEpsilon === undefined) return undefined;
+    const next = plan.epsilonAfter(releasedRounds(this.strategyState) + 1);
+    if (next <= plan.maxEpsilon) return undefined;
+    return `privacy budget: round ${round} would take ε to ${next.toFixed(4)} (δ = ${plan.delta}), past dpMaxEpsilon = ${plan.maxEpsilon}; the run ends after round ${round - 1}`;
+  }
+
+  /** ε (at the plan's δ) after the rounds released so far, in the round's metrics. */
+  private privacyMetrics(metrics: RoundMetrics): void {
+    const plan = this.privacy;
+    if (plan === null) return;
+    metrics.epsilon = plan.epsilonAfter(releasedRounds(this.strategyState));
+    metrics.delta = plan.delta;
+    metrics.noiseMultiplier = plan.settings.noiseMultiplier;
+    if (!metrics.secure && metrics.aborted !== true) {
+      metrics.clippedUpdates = clippedUpdates(this.strategyState);
+    }
   }
 
   private async runRound(round: number, rng: Rng): Promise<RoundMetrics> {
@@ -208,12 +251,10 @@ export class RoundEngine {
         this.transport.waitForAvailable(opts.minAvailableClients),
         this.stoppedPromise,
       ]);
-      const cohort = sampleCohort(
-        this.transport.available(),
-        opts.fractionFit,
-        opts.minFitClients,
-        rng,
-      );
+      const cohort =
+        opts.sampling === "poisson"
+          ? samplePoisson(this.transport.available(), opts.fractionFit, rng)
+          : sampleCohort(this.transport.available(), opts.fractionFit, opts.minFitClients, rng);
       const started = performance.now();
       if (opts.secure) return this.secureRound(round, cohort, started, Math.floor(rng() * 2 ** 32));
       const collector = new RoundCollector(round, cohort, {

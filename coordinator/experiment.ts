@@ -31,7 +31,7 @@ export function experimentConfig(
   return {
     model: task.model.name,
     modelTopology: createHash("sha256")
-      .update(canonicalJson(task.model.topology))
+      .update(canonicalJson(withoutLayerNames(task.model.topology)))
       .digest("hex")
       .slice(0, 16),
     seed: opts.seed,
@@ -52,7 +52,60 @@ export function experimentConfig(
     secureThreshold: opts.secureThreshold ?? null,
     secureClip: opts.secureClip,
     secureMaxWeight: opts.secureMaxWeight,
+    // Recorded where they differ from their defaults, so ledgers of earlier runs still resume.
+    ...(opts.maxExamplesPerClient !== 10_000
+      ? { maxExamplesPerClient: opts.maxExamplesPerClient }
+      : {}),
+    ...(opts.sampling !== "fixed" ? { sampling: opts.sampling } : {}),
+    ...(opts.dpClip > 0
+      ? {
+          dp: canonicalJson({
+            clip: opts.dpClip,
+            noise: opts.dpNoise ?? null,
+            targetEpsilon: opts.dpTargetEpsilon ?? null,
+            // A noise found for a target ε depends on the rounds planned.
+            rounds: opts.dpTargetEpsilon === undefined ? null : opts.rounds,
+            delta: opts.dpDelta,
+            population: opts.dpPopulation ?? null,
+          }),
+        }
+      : {}),
   };
+}
+
+/**
+ * A topology with its layer names replaced by their order of appearance: tfjs numbers layers
+ * per process ("dense_Dense1", then "dense_Dense4" for the same model built again), and the
+ * same architecture must hash alike wherever it was built.
+ */
+function withoutLayerNames(topology: { [key: string]: Json }): Json {
+  const names = new Map<string, string>();
+  const collect = (v: Json): void => {
+    if (Array.isArray(v)) v.forEach(collect);
+    else if (typeof v === "object" && v !== null) {
+      for (const [k, x] of Object.entries(v)) {
+        if (k === "name" && typeof x === "string" && !names.has(x)) {
+          names.set(x, `#${names.size}`);
+        }
+        collect(x);
+      }
+    }
+  };
+  collect(topology);
+  const rename = (v: Json): Json => {
+    if (typeof v === "string") return names.get(v) ?? v;
+    if (Array.isArray(v)) return v.map(rename);
+    if (typeof v === "object" && v !== null) {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rename(x)]));
+    }
+    return v;
+  };
+  return rename(topology);
+}
+
+/** How ledgers written before names were normalised hash a topology (still accepted on resume). */
+export function legacyTopologyHash(topology: { [key: string]: Json }): string {
+  return createHash("sha256").update(canonicalJson(topology)).digest("hex").slice(0, 16);
 }
 
 /** SHA-256 of the canonical configuration. */

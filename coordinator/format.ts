@@ -24,6 +24,7 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
       : null,
     m.trainLoss !== null ? `train loss ${m.trainLoss.toFixed(4)}` : null,
     m.secure ? "secure" : null,
+    m.epsilon !== undefined ? `ε ${m.epsilon.toFixed(3)} (δ ${m.delta})` : null,
     m.aborted ? `ABORTED (${m.abortReason})` : null,
     `clients ${m.participants}/${m.cohortSize}`,
     m.failures > 0 ? `failures ${m.failures}` : null,

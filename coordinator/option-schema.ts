@@ -55,6 +55,13 @@ export type SharedKey =
   | "secureClip"
   | "secureMaxWeight"
   | "maxExamplesPerClient"
+  | "sampling"
+  | "dpClip"
+  | "dpNoise"
+  | "dpTargetEpsilon"
+  | "dpDelta"
+  | "dpMaxEpsilon"
+  | "dpPopulation"
   | "secureStepTimeoutMs"
   | "fractionEvaluate"
   | "minEvaluateClients"
@@ -172,6 +179,56 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     default: 10_000,
     flag: "max-examples-per-client",
     doc: "an update's weight (example count) is capped at this many in plain rounds; capped claims are logged and recorded",
+  },
+  sampling: {
+    kind: { type: "choice", of: ["fixed", "poisson"] },
+    default: "fixed",
+    flag: "sampling",
+    doc: "cohort sampling: a fixed-size sample (C of the clients), or each client with probability C (the privacy accountant's Poisson sampling)",
+  },
+  dpClip: {
+    kind: { type: "number", min: 0 },
+    default: 0,
+    flag: "dp-clip",
+    doc: "DP-FedAvg: clip every update to this L2 norm and add Gaussian noise to the sum (0: off; docs/privacy.md)",
+  },
+  dpNoise: {
+    kind: { type: "number", min: 0 },
+    default: undefined,
+    optional: true,
+    flag: "dp-noise",
+    defaultText: "from --dp-target-epsilon",
+    doc: "DP-FedAvg noise multiplier z: the sum's noise has standard deviation z·clip",
+  },
+  dpTargetEpsilon: {
+    kind: { type: "number", min: 0, above: true },
+    default: undefined,
+    optional: true,
+    flag: "dp-target-epsilon",
+    defaultText: "unset",
+    doc: "DP-FedAvg: pick the smallest noise that keeps the planned rounds within this ε",
+  },
+  dpDelta: {
+    kind: { type: "number", min: 0, max: 1, above: true },
+    default: 1e-5,
+    flag: "dp-delta",
+    doc: "δ of the (ε, δ) the accountant reports",
+  },
+  dpMaxEpsilon: {
+    kind: { type: "number", min: 0, above: true },
+    default: undefined,
+    optional: true,
+    flag: "dp-max-epsilon",
+    defaultText: "unset",
+    doc: "end the run, cleanly, before a round would take ε past this",
+  },
+  dpPopulation: {
+    kind: int(1),
+    default: undefined,
+    optional: true,
+    flag: "dp-population",
+    defaultText: "required with --dp-clip (the simulator: its devices)",
+    doc: "the population the clients are sampled from, as the accountant counts it",
   },
   secureStepTimeoutMs: {
     kind: int(1),

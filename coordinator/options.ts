@@ -7,6 +7,7 @@ import type { OptimizerName } from "../protocol/messages.js";
 import { checkShared, sharedDefaults } from "./option-schema.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { resolvePrivacy } from "./privacy.js";
 import {
   parseSchedule,
   scheduledRate,
@@ -75,6 +76,28 @@ export interface CoordinatorOptions {
    * @default 10000
    */
   maxExamplesPerClient: number;
+  /**
+   * How each round's cohort is drawn: `"fixed"` samples C of the available clients (at least
+   * `minFitClients`); `"poisson"` takes each available client with probability C, as the
+   * privacy accountant assumes. @default "fixed"
+   */
+  sampling: "fixed" | "poisson";
+  /**
+   * DP-FedAvg (docs/privacy.md): clip every update to this L2 norm, add Gaussian noise of
+   * standard deviation `dpNoise`·clip to the sum, and average over the expected cohort size.
+   * @default 0 (off)
+   */
+  dpClip: number;
+  /** The noise multiplier z. @default derived from `dpTargetEpsilon` */
+  dpNoise: number | undefined;
+  /** Pick the smallest z that keeps the planned rounds within this ε. @default undefined */
+  dpTargetEpsilon: number | undefined;
+  /** δ of the reported (ε, δ). @default 1e-5 */
+  dpDelta: number;
+  /** End the run before a round would take ε past this. @default undefined (no limit) */
+  dpMaxEpsilon: number | undefined;
+  /** The population N clients are sampled from (the accountant's q = cohort / N). Required with DP. @default undefined */
+  dpPopulation: number | undefined;
   /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
   secureStepTimeoutMs: number;
   /**
@@ -215,7 +238,10 @@ export function resolveOptions(
       `minFitClients (${o.minFitClients}) cannot exceed minAvailableClients (${o.minAvailableClients})`,
     );
   }
-  checkStrategy(resolveStrategy(o.strategy), o);
+  const strategy = resolveStrategy(o.strategy);
+  checkStrategy(strategy, o);
+  // DP settings that make no sense are refused here, before any client joins.
+  resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);
   parseRoundConfig({ ...baseRoundConfig(o, 1), extra: o.fitConfig });
   return o;

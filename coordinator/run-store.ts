@@ -42,6 +42,12 @@ export interface RoundMetrics {
   federatedExamples?: number;
   federatedClients?: number;
   evaluationFailures?: { clientId: string; code: string; message: string }[];
+  /** Differential privacy: ε at `delta` spent by the run after this round, and its noise. */
+  epsilon?: number;
+  delta?: number;
+  noiseMultiplier?: number;
+  /** Updates the coordinator had to clip to `dpClip` (clients clip their own first). */
+  clippedUpdates?: number;
   /** Clients whose example count was above `maxExamplesPerClient`: what each claimed. */
   clippedClaims?: { clientId: string; claimed: number }[];
   /** Example-weighted mean of the clients' training loss (null in secure rounds: not revealed). */

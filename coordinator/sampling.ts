@@ -25,3 +25,11 @@ export function sampleCohort(
     rng,
   );
 }
+
+/**
+ * Poisson sampling: each available client independently with probability `q` (ids sorted
+ * first, as above). The cohort may be empty; its size is not fixed.
+ */
+export function samplePoisson(available: readonly string[], q: number, rng: Rng): string[] {
+  return [...available].sort().filter(() => rng() < q);
+}

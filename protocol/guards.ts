@@ -72,6 +72,12 @@ export function parseHandshakeAuth(raw: unknown): HandshakeAuth {
 /** Most user keys a round configuration may carry. */
 const MAX_EXTRA_KEYS = 64;
 
+function positiveClip(o: Fields, what: string): number {
+  const clip = num(o, "dpClip", what);
+  if (!(clip > 0)) fail(what, `\`dpClip\` must be > 0, got ${clip}`);
+  return clip;
+}
+
 /** Validate a round's training configuration. */
 export function parseRoundConfig(raw: unknown, what = "round config"): RoundConfig {
   const o = record(raw, what);
@@ -98,6 +104,7 @@ export function parseRoundConfig(raw: unknown, what = "round config"): RoundConf
     localEpochs: int(o, "localEpochs", what, 1, 100_000),
     batchSize: int(o, "batchSize", what, 1, 1_000_000),
     proximalMu: mu,
+    ...(o.dpClip === undefined ? {} : { dpClip: positiveClip(o, what) }),
     extra,
   };
 }

@@ -114,6 +114,11 @@ export interface RoundConfig {
   batchSize: number;
   /** FedProx's μ: add μ/2 ‖w − w_global‖² to the local objective; 0 trains plainly. */
   proximalMu: number;
+  /**
+   * DP-FedAvg: clip the update to this L2 norm and weight it as one example (absent or 0:
+   * plain updates).
+   */
+  dpClip?: number;
   /** The user's own keys, passed through to the client's code untouched. */
   extra: Record<string, Scalar>;
 }

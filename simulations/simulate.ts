@@ -80,6 +80,11 @@ export interface SimulationSummary {
   bytesUp: number;
   bytesDown: number;
   failures: number;
+  /** ε (at `delta`) the run spent, where it was differentially private. */
+  epsilon: number | null;
+  delta: number | null;
+  /** Why the run ended early (the privacy budget), where it did. */
+  stopReason: string | null;
   baseline: BaselineResult | null;
   config: SimulationConfig;
 }
@@ -231,6 +236,8 @@ export async function simulate(
     {
       // Every round option the coordinator has, as the config gives it.
       ...pickShared(cfg),
+      // The population the accountant counts is the simulation's devices, unless said otherwise.
+      dpPopulation: cfg.dpPopulation ?? cfg.devices,
       minAvailableClients: cfg.minFitClients,
       fitConfig: cfg.fitConfig,
       strategy:
@@ -421,6 +428,9 @@ function summarise(
     bytesUp: run.rounds.reduce((s, r) => s + r.bytesUp, 0),
     bytesDown: run.rounds.reduce((s, r) => s + r.bytesDown, 0),
     failures: run.rounds.reduce((s, r) => s + r.failures, 0),
+    epsilon: last?.epsilon ?? null,
+    delta: last?.delta ?? null,
+    stopReason: run.stopReason ?? null,
     baseline: base,
     config: { ...cfg, strategy: resolveStrategy(cfg.strategy).ref },
   };

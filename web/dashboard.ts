@@ -56,6 +56,7 @@ function render(s: StatusSnapshot): void {
         `<tr data-round="${p.round}"><td class="num">${p.round}</td><td>${p.secure ? "secure" : "plain"}${p.aborted ? " (aborted)" : ""}</td>` +
         `<td class="num accuracy">${fixed(p.accuracy)}</td><td class="num">${fixed(p.loss)}</td>` +
         `<td class="num federated">${fixed(p.federatedAccuracy)}</td>` +
+        `<td class="num epsilon">${p.epsilon === null ? "–" : p.epsilon.toFixed(3)}</td>` +
         `<td class="num">${p.participants}</td><td class="num${p.failures ? " bad" : ""}">${p.failures}</td>` +
         `<td class="num">${seconds(p.durationMs)}</td><td class="num">${bytes(p.bytesUp)}</td><td class="num">${bytes(p.bytesDown)}</td></tr>`,
     )

@@ -134,6 +134,16 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
       ),
     );
   }
+  const spent = [...s.history].reverse().find((r) => r.epsilon !== null);
+  if (spent !== undefined) {
+    families.push(
+      gauge(
+        "cohort_privacy_epsilon",
+        "ε the run has spent (differential privacy), after the last round.",
+        spent.epsilon!,
+      ),
+    );
+  }
   if (evaluated !== undefined) {
     families.push(
       gauge(

@@ -47,6 +47,8 @@ export interface RoundPoint {
   bytesUp: number;
   bytesDown: number;
   aborted: boolean;
+  /** ε spent after the round, where the run is differentially private. */
+  epsilon: number | null;
 }
 
 /** What `GET /api/status` returns. */
@@ -179,6 +181,7 @@ export class StatusTracker {
         bytesUp: m.bytesUp,
         bytesDown: m.bytesDown,
         aborted: m.aborted === true,
+        epsilon: m.epsilon ?? null,
       })),
       totals: {
         bytesUp: sum((m) => m.bytesUp),

@@ -1,0 +1,81 @@
+/**
+ * The run's privacy plan, from its options: DP-FedAvg's settings and the accountant's view of
+ * the sampling (q = expected cohort / population), and ε after any number of released rounds.
+ */
+import { CohortError } from "../protocol/errors.js";
+import { epsilonOf, noiseFor, stepRdp, type Sampling } from "../aggregation/privacy/rdp.js";
+import { checkDpInner, type DpFedAvgSettings } from "../aggregation/privacy/dp-fedavg.js";
+import type { Strategy } from "../aggregation/strategy.js";
+import { cohortSize } from "./sampling.js";
+import type { SharedOptions } from "./option-schema.js";
+
+/** What DP-FedAvg runs with, and how its spending is counted. */
+export interface PrivacyPlan {
+  settings: DpFedAvgSettings;
+  sampling: Sampling;
+  population: number;
+  delta: number;
+  maxEpsilon: number | undefined;
+  /** ε at `delta` after `rounds` released rounds. */
+  epsilonAfter(rounds: number): number;
+}
+
+/** The round options DP depends on (every one of them is a shared option). */
+type PrivacyOptions = SharedOptions;
+
+/**
+ * The plan, or null when DP is off. Throws `INVALID_OPTION` for settings that make no sense:
+ * noise without a clip, both or neither of `dpNoise` and `dpTargetEpsilon`, no population, a
+ * non-linear strategy.
+ */
+export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPlan | null {
+  const asked = o.dpNoise !== undefined || o.dpTargetEpsilon !== undefined;
+  if (o.dpClip === 0) {
+    if (asked || o.dpMaxEpsilon !== undefined) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        "differential privacy needs dpClip (--dp-clip) > 0: the noise is scaled to it",
+      );
+    }
+    return null;
+  }
+  checkDpInner(strategy);
+  if ((o.dpNoise === undefined) === (o.dpTargetEpsilon === undefined)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "give exactly one of dpNoise (--dp-noise) and dpTargetEpsilon (--dp-target-epsilon)",
+    );
+  }
+  const population = o.dpPopulation;
+  if (population === undefined) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "dpPopulation (--dp-population) is required with differential privacy: the accountant's sampling rate is the cohort over the population",
+    );
+  }
+  const expectedCohort =
+    o.sampling === "poisson"
+      ? o.fractionFit * population
+      : cohortSize(population, o.fractionFit, o.minFitClients);
+  const q = Math.min(1, expectedCohort / population);
+  const sampling: Sampling = { kind: o.sampling === "poisson" ? "poisson" : "fixed", q };
+  const delta = o.dpDelta;
+  const noise = o.dpNoise ?? noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds);
+  // Every round is the same mechanism: its RDP once, times the rounds released.
+  const step = stepRdp(sampling, noise);
+  const epsilonAfter = (rounds: number) =>
+    rounds === 0
+      ? 0
+      : epsilonOf(
+          step.map((r) => r * rounds),
+          delta,
+        ).epsilon;
+  return {
+    settings: { clip: o.dpClip, noiseMultiplier: noise, expectedCohort },
+    sampling,
+    population,
+    delta,
+    maxEpsilon: o.dpMaxEpsilon,
+    epsilonAfter,
+  };
+}
