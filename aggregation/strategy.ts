@@ -34,8 +34,11 @@ export interface Strategy {
   readonly ref: StrategyRef;
   readonly aggregator: Aggregator;
   readonly optimizer: ServerOptimizer;
-  /** The round's client configuration, from the run's base configuration. @default unchanged */
-  configureFit?(ctx: RoundContext, base: RoundTraining): RoundTraining;
+  /**
+   * The round's client configuration, from the run's base configuration and the strategy's
+   * state (an adaptive clip lives there). @default unchanged
+   */
+  configureFit?(ctx: RoundContext, base: RoundTraining, state?: StateRecord): RoundTraining;
   /**
    * A look at the round's aggregate before the server step (central noise, clipping of the
    * sum); may change the aggregate and the state. @default unchanged

@@ -19,7 +19,12 @@ import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort, samplePoisson } from "./sampling.js";
 import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
-import { clippedUpdates, releasedRounds, withDpFedAvg } from "../aggregation/privacy/dp-fedavg.js";
+import {
+  clippedUpdates,
+  currentClip,
+  releasedRounds,
+  withDpFedAvg,
+} from "../aggregation/privacy/dp-fedavg.js";
 import { formatRound } from "./format.js";
 import { runSecureRound } from "./secure-round.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
@@ -232,6 +237,7 @@ export class RoundEngine {
     metrics.epsilon = plan.epsilonAfter(releasedRounds(this.strategyState));
     metrics.delta = plan.delta;
     metrics.noiseMultiplier = plan.settings.noiseMultiplier;
+    metrics.dpClip = currentClip(this.strategyState, plan.settings.clip);
     if (!metrics.secure && metrics.aborted !== true) {
       metrics.clippedUpdates = clippedUpdates(this.strategyState);
     }
@@ -406,7 +412,9 @@ export class RoundEngine {
   /** The round's client configuration: the options on their schedule, then the strategy's say. */
   private roundConfig(round: number): RoundConfig {
     const base = baseRoundConfig(this.opts, round);
-    const chosen = this.strategy.configureFit?.({ round, rounds: this.opts.rounds }, base) ?? base;
+    const chosen =
+      this.strategy.configureFit?.({ round, rounds: this.opts.rounds }, base, this.strategyState) ??
+      base;
     try {
       return parseRoundConfig(chosen);
     } catch (cause) {

@@ -67,6 +67,9 @@ export function experimentConfig(
             rounds: opts.dpTargetEpsilon === undefined ? null : opts.rounds,
             delta: opts.dpDelta,
             population: opts.dpPopulation ?? null,
+            clipQuantile: opts.dpClipQuantile ?? null,
+            clipLearningRate: opts.dpClipQuantile === undefined ? null : opts.dpClipLearningRate,
+            countNoise: opts.dpCountNoise ?? null,
           }),
         }
       : {}),

@@ -62,6 +62,9 @@ export type SharedKey =
   | "dpDelta"
   | "dpMaxEpsilon"
   | "dpPopulation"
+  | "dpClipQuantile"
+  | "dpClipLearningRate"
+  | "dpCountNoise"
   | "secureStepTimeoutMs"
   | "fractionEvaluate"
   | "minEvaluateClients"
@@ -229,6 +232,28 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     flag: "dp-population",
     defaultText: "required with --dp-clip (the simulator: its devices)",
     doc: "the population the clients are sampled from, as the accountant counts it",
+  },
+  dpClipQuantile: {
+    kind: { type: "number", min: 0, max: 1 },
+    default: undefined,
+    optional: true,
+    flag: "dp-clip-quantile",
+    defaultText: "unset: a fixed clip",
+    doc: "adaptive clipping (Andrew et al. 2021): the clip follows this quantile of the update norms, starting at --dp-clip",
+  },
+  dpClipLearningRate: {
+    kind: { type: "number", min: 0, above: true },
+    default: 0.2,
+    flag: "dp-clip-lr",
+    doc: "adaptive clipping: C ← C·exp(−lr·(share within C − quantile)) each round",
+  },
+  dpCountNoise: {
+    kind: { type: "number", min: 0, above: true },
+    default: undefined,
+    optional: true,
+    flag: "dp-count-noise",
+    defaultText: "expected cohort / 20",
+    doc: "adaptive clipping: the noise on the count of updates within the clip (part of the budget)",
   },
   secureStepTimeoutMs: {
     kind: int(1),

@@ -98,6 +98,15 @@ export interface CoordinatorOptions {
   dpMaxEpsilon: number | undefined;
   /** The population N clients are sampled from (the accountant's q = cohort / N). Required with DP. @default undefined */
   dpPopulation: number | undefined;
+  /**
+   * Adaptive clipping (Andrew et al. 2021): the clip follows this quantile of the update norms,
+   * starting at `dpClip`. @default undefined (a fixed clip)
+   */
+  dpClipQuantile: number | undefined;
+  /** Adaptive clipping's learning rate η_C. @default 0.2 */
+  dpClipLearningRate: number;
+  /** Adaptive clipping: noise on the count within the clip. @default expected cohort / 20 */
+  dpCountNoise: number | undefined;
   /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
   secureStepTimeoutMs: number;
   /**

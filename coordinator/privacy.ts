@@ -4,7 +4,11 @@
  */
 import { CohortError } from "../protocol/errors.js";
 import { epsilonOf, noiseFor, stepRdp, type Sampling } from "../aggregation/privacy/rdp.js";
-import { checkDpInner, type DpFedAvgSettings } from "../aggregation/privacy/dp-fedavg.js";
+import {
+  checkDpInner,
+  sumNoiseMultiplier,
+  type DpFedAvgSettings,
+} from "../aggregation/privacy/dp-fedavg.js";
 import type { Strategy } from "../aggregation/strategy.js";
 import { cohortSize } from "./sampling.js";
 import type { SharedOptions } from "./option-schema.js";
@@ -70,8 +74,28 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
           step.map((r) => r * rounds),
           delta,
         ).epsilon;
+  let adaptive: DpFedAvgSettings["adaptive"];
+  if (o.dpClipQuantile !== undefined) {
+    if (o.secure) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        "adaptive clipping counts the updates within the clip, which secure rounds hide from the coordinator; use a fixed --dp-clip with --secure",
+      );
+    }
+    adaptive = {
+      targetQuantile: o.dpClipQuantile,
+      learningRate: o.dpClipLearningRate,
+      countNoise: o.dpCountNoise ?? expectedCohort / 20,
+    };
+    sumNoiseMultiplier(noise, adaptive.countNoise); // refuses a count noise that leaves nothing
+  }
   return {
-    settings: { clip: o.dpClip, noiseMultiplier: noise, expectedCohort },
+    settings: {
+      clip: o.dpClip,
+      noiseMultiplier: noise,
+      expectedCohort,
+      ...(adaptive === undefined ? {} : { adaptive }),
+    },
     sampling,
     population,
     delta,

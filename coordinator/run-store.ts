@@ -46,6 +46,8 @@ export interface RoundMetrics {
   epsilon?: number;
   delta?: number;
   noiseMultiplier?: number;
+  /** The clip of the next round (it moves with adaptive clipping). */
+  dpClip?: number;
   /** Updates the coordinator had to clip to `dpClip` (clients clip their own first). */
   clippedUpdates?: number;
   /** Clients whose example count was above `maxExamplesPerClient`: what each claimed. */

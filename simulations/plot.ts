@@ -8,7 +8,8 @@ export interface Series {
   dashed?: boolean;
 }
 
-interface Panel {
+/** One chart of a figure: curves over the rounds. */
+export interface Panel {
   title: string;
   /** Legend in the lower right (curves that rise) instead of the upper right. */
   legendLow?: boolean;
@@ -96,8 +97,8 @@ export function accuracyLossSvg(
   loss: Series[],
   rounds: number,
 ): string {
-  const body = [
-    panel(
+  return panelsSvg(
+    [
       {
         title: `${title}: accuracy`,
         yLabel: "accuracy",
@@ -105,10 +106,15 @@ export function accuracyLossSvg(
         yRange: [0, 1],
         legendLow: true,
       },
-      0,
-      rounds,
-    ),
-    panel({ title: `${title}: loss`, yLabel: "loss", series: loss }, H, rounds),
-  ].join("\n");
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${2 * H}" viewBox="0 0 ${W} ${2 * H}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${body}\n</svg>\n`;
+      { title: `${title}: loss`, yLabel: "loss", series: loss },
+    ],
+    rounds,
+  );
+}
+
+/** Charts stacked one above the other, over rounds 0 … `rounds`, as one SVG. */
+export function panelsSvg(panels: readonly Panel[], rounds: number): string {
+  const body = panels.map((p, i) => panel(p, i * H, rounds)).join("\n");
+  const height = panels.length * H;
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${height}" viewBox="0 0 ${W} ${height}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n${body}\n</svg>\n`;
 }

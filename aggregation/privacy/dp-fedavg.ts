@@ -23,6 +23,39 @@ export interface DpFedAvgSettings {
   expectedCohort: number;
   /** Uniform (0, 1) source of the noise. @default the platform's cryptographic generator */
   uniform?: () => number;
+  /**
+   * Adaptive clipping (Andrew et al. 2021): C follows the `targetQuantile` of the update norms,
+   * C ← C·exp(−η (b̄ − γ)) with b̄ the noisy share of updates within C (its own noise `countNoise`
+   * on the count). The noise multiplier z stays the whole mechanism's: the sum gets
+   * z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2), so both together compose as one Gaussian of multiplier z.
+   * @default undefined (a fixed C)
+   */
+  adaptive?: { targetQuantile: number; learningRate: number; countNoise: number };
+}
+
+/** The state key of the current clip, where clipping adapts. */
+export const CURRENT_CLIP = "dp.clip";
+
+/** The clip of the next round: the adapted one in `state`, or the initial `clip`. */
+export function currentClip(state: StateRecord | undefined, clip: number): number {
+  const v = state?.values[CURRENT_CLIP];
+  return typeof v === "number" ? v : clip;
+}
+
+/**
+ * The noise multiplier of the sum when a share of the privacy goes to the count of adaptive
+ * clipping; throws `INVALID_OPTION` when the count's noise leaves nothing for the sum.
+ */
+export function sumNoiseMultiplier(z: number, countNoise: number | undefined): number {
+  if (countNoise === undefined) return z;
+  const rest = z ** -2 - (2 * countNoise) ** -2;
+  if (!(rest > 0)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `adaptive clipping's count noise ${countNoise} must exceed z/2 = ${z / 2}: otherwise it spends the whole budget`,
+    );
+  }
+  return rest ** -0.5;
 }
 
 /** The state key counting the rounds whose noisy aggregate was released. */
@@ -63,7 +96,12 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
     );
   }
   const uniform = dp.uniform ?? secureUniform();
+  const adaptive = dp.adaptive;
+  const zSum = sumNoiseMultiplier(dp.noiseMultiplier, adaptive?.countNoise);
   let clippedThisRound = 0;
+  let withinThisRound = 0;
+  /** The clip in force for the round being aggregated (set by `configureFit`). */
+  let clip = dp.clip;
   const aggregator: Aggregator = {
     name: "clipped-sum",
     linear: true,
@@ -71,6 +109,7 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       const weighted = layout.map((n) => new Float64Array(n));
       let count = 0;
       clippedThisRound = 0;
+      withinThisRound = 0;
       const accumulate = (delta: readonly (Float32Array | Float64Array)[]) => {
         delta.forEach((t, i) => {
           const out = weighted[i]!;
@@ -81,8 +120,9 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
         add(u) {
           checkLayout(u.delta, layout, u.clientId);
           // Clients clip before sending; the coordinator clips again so no update is trusted.
-          const c = clipL2(u.delta, dp.clip);
+          const c = clipL2(u.delta, clip);
           if (c.clipped) clippedThisRound++;
+          else withinThisRound++;
           accumulate(c.delta);
           count++;
         },
@@ -102,26 +142,34 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
     ref: inner.ref,
     aggregator,
     optimizer: inner.optimizer,
-    configureFit(ctx, base) {
-      const chosen = inner.configureFit?.(ctx, base) ?? base;
-      return { ...chosen, dpClip: dp.clip };
+    configureFit(ctx, base, state) {
+      const chosen = inner.configureFit?.(ctx, base, state) ?? base;
+      clip = currentClip(state, dp.clip);
+      return { ...chosen, dpClip: clip };
     },
     afterAggregate(agg, state, ctx) {
+      clip = currentClip(state, clip);
       const noisy: WeightedSum = {
         weighted: agg.weighted.map((t) => Float64Array.from(t)),
         // The fixed denominator: dividing by how many arrived would leak that number.
         weight: dp.expectedCohort,
         count: agg.count,
       };
-      addGaussian(noisy.weighted, dp.noiseMultiplier * dp.clip, uniform);
-      const next: StateRecord = {
-        arrays: state.arrays,
-        values: {
-          ...state.values,
-          [RELEASED_ROUNDS]: releasedRounds(state) + 1,
-          [CLIPPED_UPDATES]: clippedThisRound,
-        },
+      addGaussian(noisy.weighted, zSum * clip, uniform);
+      const values: StateRecord["values"] = {
+        ...state.values,
+        [RELEASED_ROUNDS]: releasedRounds(state) + 1,
+        [CLIPPED_UPDATES]: clippedThisRound,
       };
+      if (adaptive !== undefined) {
+        // The share of updates within C, with its own noise, moves C toward the quantile.
+        const count = [new Float64Array([withinThisRound])];
+        addGaussian(count, adaptive.countNoise, uniform);
+        const within = count[0]![0]! / dp.expectedCohort;
+        values[CURRENT_CLIP] =
+          clip * Math.exp(-adaptive.learningRate * (within - adaptive.targetQuantile));
+      }
+      const next: StateRecord = { arrays: state.arrays, values };
       return inner.afterAggregate?.(noisy, next, ctx) ?? { agg: noisy, state: next };
     },
   };

@@ -128,6 +128,49 @@ describe("the DP-FedAvg strategy", () => {
   });
 });
 
+describe("adaptive clipping (Andrew et al. 2021)", () => {
+  it("the clip follows the target quantile of the update norms", () => {
+    const n = 50;
+    // Norms spread evenly over (0, 2]: the median is 1.
+    const updates = Array.from({ length: n }, (_, i) => ({
+      clientId: `c${i}`,
+      delta: vec(((i + 1) * 2) / n, 0),
+      numExamples: 1,
+    }));
+    const dp = withDpFedAvg(resolveStrategy("fedavg"), {
+      clip: 0.1,
+      noiseMultiplier: 0.01,
+      expectedCohort: n,
+      uniform: createRng(8),
+      adaptive: { targetQuantile: 0.5, learningRate: 0.2, countNoise: 0.5 },
+    });
+    let state = emptyState();
+    const global = vec(0, 0);
+    const clips: number[] = [];
+    for (let round = 1; round <= 150; round++) {
+      const config = dp.configureFit!({ round, rounds: 150 }, {} as never, state);
+      clips.push(config.dpClip!);
+      const agg = aggregateRound(dp, global, updates)!;
+      state = serverStep(dp, global, state, agg, round).state;
+    }
+    expect(clips[0]).toBe(0.1);
+    const settled = clips.slice(-30);
+    expect(Math.min(...settled)).toBeGreaterThan(0.85);
+    expect(Math.max(...settled)).toBeLessThan(1.15);
+  });
+
+  it("refuses a count noise that would spend the whole budget, and adaptive clipping in secure rounds", () => {
+    const o = (extra: Record<string, unknown>) => () =>
+      resolveOptions(
+        { dpClip: 1, dpNoise: 1, dpPopulation: 100, dpClipQuantile: 0.5, ...extra },
+        () => undefined,
+      );
+    expectCohortError(o({ dpCountNoise: 0.4 }), "INVALID_OPTION", /must exceed z\/2/);
+    expectCohortError(o({ secure: true }), "INVALID_OPTION", /secure rounds hide/);
+    expect(o({ dpCountNoise: 5 })).not.toThrow();
+  });
+});
+
 describe("DP-FedAvg in the simulator", () => {
   const base = {
     devices: 60,
