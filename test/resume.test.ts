@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { digitsClientArgs, startCli, type CliProcess } from "./helpers/cli.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { until } from "./helpers/wait.js";
+import { compose, newAccountant, spent } from "../aggregation/privacy/rdp.js";
 
 const ROUNDS = 4;
 const common = [
@@ -99,6 +100,35 @@ describe("crash-safe coordinator", () => {
     expect(state.equals(await readFile(join(refDir, "ledger", refLedger.weightsFile)))).toBe(true);
     expect(ledger.configHash).toBe(refLedger.configHash);
   }, 180_000);
+
+  it("a differentially private run killed -9 and resumed reports the ε of one that never stopped", async () => {
+    const dp = [
+      ...["--rounds", "3", "--min-clients", "2", "--seed", "5", "--host", "127.0.0.1"],
+      ...["--fraction-fit", "0.2", "--dp-clip", "1", "--dp-noise", "1.1", "--dp-population", "10"],
+    ];
+    const dir = await tempRunDir("cohort-dp-crash-");
+    const first = start(["coordinator", "--port", "0", ...dp, "--run-dir", dir]);
+    const [, url, port] = await first.waitForLine(/listening on (http:\/\/[^:]+:(\d+))/);
+    const clients = [0, 1].map((i) => start(clientArgs(url!, i)));
+    await until(() => first.lines.some((l) => /^round 1\/3/.test(l)), 60_000);
+    first.child.kill("SIGKILL");
+    await first.exit;
+    const second = start(["coordinator", "--port", port!, ...dp, "--resume", dir]);
+    expect(await second.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+    const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(metrics.map((m) => m.round)).toEqual([1, 2, 3]);
+    const want = (r: number) =>
+      spent(
+        compose(newAccountant(), {
+          sampling: { kind: "fixed", q: 0.2 },
+          noiseMultiplier: 1.1,
+          rounds: r,
+        }),
+        1e-5,
+      ).epsilon;
+    expect(metrics.map((m) => m.epsilon)).toEqual([want(1), want(2), want(3)]);
+  }, 120_000);
 
   it("refuses to resume a different experiment", async () => {
     const dir = await tempRunDir("cohort-crash2-");
