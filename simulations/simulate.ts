@@ -38,7 +38,7 @@ import { loadDataset, subsetDataset, takeExamples } from "../models/datasets/ind
 import { deviceId, deviceSplit } from "./device.js";
 import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
-import { accuracyLossSvg } from "./plot.js";
+import { accuracyLossSvg, panelsSvg } from "./plot.js";
 import { Progress } from "./progress.js";
 import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
@@ -517,5 +517,33 @@ export function runPlot(
       ? [{ label: "centralised test loss", color: "#d62728", dashed: true, points: flat(b.loss) }]
       : []),
   ];
-  return accuracyLossSvg(name, accuracy, loss, rounds);
+  const spent = run.rounds.filter((r) => r.epsilon !== undefined && Number.isFinite(r.epsilon));
+  if (spent.length === 0) return accuracyLossSvg(name, accuracy, loss, rounds);
+  // A differentially private run: a third chart with the privacy spent, round by round.
+  const delta = spent[0]!.delta;
+  return panelsSvg(
+    [
+      {
+        title: `${name}: accuracy`,
+        yLabel: "accuracy",
+        series: accuracy,
+        yRange: [0, 1],
+        legendLow: true,
+      },
+      { title: `${name}: loss`, yLabel: "loss", series: loss },
+      {
+        title: `${name}: privacy spent`,
+        yLabel: "ε",
+        series: [
+          {
+            label: `ε at δ = ${delta}`,
+            color: "#9467bd",
+            points: spent.map((r) => ({ x: r.round, y: r.epsilon! })),
+          },
+        ],
+        legendLow: true,
+      },
+    ],
+    rounds,
+  );
 }

@@ -209,6 +209,9 @@ describe("DP-FedAvg in the simulator", () => {
     expect(written).toMatchObject({ epsilon: summary.epsilon, delta: 1e-5, stopReason: null });
     const lines = (await readFile(join(runDir, "metrics.jsonl"), "utf8")).trim().split("\n");
     expect(lines.map((l) => JSON.parse(l).epsilon)).toEqual(rounds.map((r) => r.epsilon));
+    const svg = await readFile(join(runDir, "accuracy.svg"), "utf8");
+    expect(svg).toContain("privacy spent");
+    expect(svg).toContain("ε at δ = 0.00001");
   });
 
   it("ends the run cleanly before the round that would pass dpMaxEpsilon", async () => {
