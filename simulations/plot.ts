@@ -97,19 +97,21 @@ export function accuracyLossSvg(
   loss: Series[],
   rounds: number,
 ): string {
-  return panelsSvg(
-    [
-      {
-        title: `${title}: accuracy`,
-        yLabel: "accuracy",
-        series: accuracy,
-        yRange: [0, 1],
-        legendLow: true,
-      },
-      { title: `${title}: loss`, yLabel: "loss", series: loss },
-    ],
-    rounds,
-  );
+  return panelsSvg(accuracyLossPanels(title, accuracy, loss), rounds);
+}
+
+/** The two charts of `accuracyLossSvg`, for figures that add more. */
+export function accuracyLossPanels(title: string, accuracy: Series[], loss: Series[]): Panel[] {
+  return [
+    {
+      title: `${title}: accuracy`,
+      yLabel: "accuracy",
+      series: accuracy,
+      yRange: [0, 1],
+      legendLow: true,
+    },
+    { title: `${title}: loss`, yLabel: "loss", series: loss },
+  ];
 }
 
 /** Charts stacked one above the other, over rounds 0 … `rounds`, as one SVG. */

@@ -38,7 +38,7 @@ import { loadDataset, subsetDataset, takeExamples } from "../models/datasets/ind
 import { deviceId, deviceSplit } from "./device.js";
 import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
-import { accuracyLossSvg, panelsSvg } from "./plot.js";
+import { accuracyLossPanels, accuracyLossSvg, panelsSvg } from "./plot.js";
 import { Progress } from "./progress.js";
 import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
@@ -523,14 +523,7 @@ export function runPlot(
   const delta = spent[0]!.delta;
   return panelsSvg(
     [
-      {
-        title: `${name}: accuracy`,
-        yLabel: "accuracy",
-        series: accuracy,
-        yRange: [0, 1],
-        legendLow: true,
-      },
-      { title: `${name}: loss`, yLabel: "loss", series: loss },
+      ...accuracyLossPanels(name, accuracy, loss),
       {
         title: `${name}: privacy spent`,
         yLabel: "ε",
