@@ -214,6 +214,21 @@ describe("DP-FedAvg in the simulator", () => {
     expect(svg).toContain("ε at δ = 0.00001");
   });
 
+  it("in secure rounds clients clip and weight their updates alike, and the noise goes on the unmasked sum", async () => {
+    const runDir = await tempRunDir("cohort-dp-secure-");
+    const { rounds } = await simulate(
+      { ...base, devices: 20, rounds: 2, secure: true, runDir },
+      { progress: null },
+    );
+    for (const r of rounds) {
+      expect(r.secure).toBe(true);
+      expect(r.aborted).toBeUndefined();
+      // Every update weighs one: the secure sum's weight is the number of contributors.
+      expect(r.totalExamples).toBe(r.participants);
+      expect(r.epsilon).toBeGreaterThan(0);
+    }
+  });
+
   it("ends the run cleanly before the round that would pass dpMaxEpsilon", async () => {
     const runDir = await tempRunDir("cohort-dp-budget-");
     const plan = (r: number) =>
