@@ -19,6 +19,7 @@ import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { sampleCohort, samplePoisson } from "./sampling.js";
 import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
+import { secureUniform } from "../aggregation/privacy/noise.js";
 import {
   clippedUpdates,
   currentClip,
@@ -85,6 +86,7 @@ export class RoundEngine {
   private readonly strategy: Strategy;
   /** DP-FedAvg's plan, or null when the run is not differentially private. */
   readonly privacy: PrivacyPlan | null;
+  private readonly privateSampler = secureUniform();
   private global: Float32Array[];
   /** The strategy's state between rounds (optimizer moments, momentum). */
   private strategyState: StateRecord;
@@ -181,12 +183,11 @@ export class RoundEngine {
       }
       const metrics = await this.runRound(round, rng);
       this.privacyMetrics(metrics);
-      if (evaluationDue(opts, round) && metrics.aborted !== true) {
-        await this.evaluateOnClients(metrics);
-      }
       this.completedRounds = round;
       if (store !== null && opts.runDir !== null) {
-        // The ledger commits the round first; metrics.jsonl is repaired from it after a crash.
+        // The ledger commits the round before the new model leaves again (federated
+        // evaluation): a crash after that can't re-run the round and release it twice.
+        // metrics.jsonl is repaired from the ledger after a crash.
         await commitLedger(opts.runDir, {
           runId: task.runId,
           completedRounds: round,
@@ -197,6 +198,11 @@ export class RoundEngine {
           configHash: this.configHash,
           lastMetrics: metrics,
         });
+      }
+      if (evaluationDue(opts, round) && metrics.aborted !== true) {
+        await this.evaluateOnClients(metrics);
+      }
+      if (store !== null && opts.runDir !== null) {
         await store.appendRound(metrics);
         const every = opts.checkpointEvery;
         if (round === opts.rounds || (every > 0 && round % every === 0)) {
@@ -257,10 +263,13 @@ export class RoundEngine {
         this.transport.waitForAvailable(opts.minAvailableClients),
         this.stoppedPromise,
       ]);
+      // Amplification by sampling needs a sample nobody can predict: a seeded generator (its
+      // seed is in run.json, its state in the ledger) would not do for a private run.
+      const sampler = this.privacy === null ? rng : this.privateSampler;
       const cohort =
         opts.sampling === "poisson"
-          ? samplePoisson(this.transport.available(), opts.fractionFit, rng)
-          : sampleCohort(this.transport.available(), opts.fractionFit, opts.minFitClients, rng);
+          ? samplePoisson(this.transport.available(), opts.fractionFit, sampler)
+          : sampleCohort(this.transport.available(), opts.fractionFit, opts.minFitClients, sampler);
       const started = performance.now();
       if (opts.secure) return this.secureRound(round, cohort, started, Math.floor(rng() * 2 ** 32));
       const collector = new RoundCollector(round, cohort, {

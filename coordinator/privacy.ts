@@ -64,9 +64,15 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
   const q = Math.min(1, expectedCohort / population);
   const sampling: Sampling = { kind: o.sampling === "poisson" ? "poisson" : "fixed", q };
   const delta = o.dpDelta;
-  const noise = o.dpNoise ?? noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds);
+  if (!(delta < 1)) {
+    throw new CohortError("INVALID_OPTION", `dpDelta must be below 1, got ${delta}`);
+  }
+  // Replacing one client (fixed-size sampling's neighbours) moves the clipped sum by up to 2C,
+  // adding or removing one (Poisson's) by C: the multiplier the accountant sees is z/2 or z.
+  const sensitivity = sampling.kind === "fixed" ? 2 : 1;
+  const noise = o.dpNoise ?? sensitivity * noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds);
   // Every round is the same mechanism: its RDP once, times the rounds released.
-  const step = stepRdp(sampling, noise);
+  const step = stepRdp(sampling, noise / sensitivity);
   const epsilonAfter = (rounds: number) =>
     rounds === 0
       ? 0

@@ -52,7 +52,8 @@ export function secureSetup(
     t: opts.secureThreshold ?? majorityThreshold(k),
     graphSeed,
     clip: opts.secureClip,
-    maxWeight: opts.secureMaxWeight,
+    // Under DP every update weighs one: the cap makes that hold whatever a client claims.
+    maxWeight: opts.dpClip > 0 ? 1 : opts.secureMaxWeight,
     tensorSizes: task.model.weightSpecs.map((s) => sizeOf(s.shape)),
     // Where members have identities, they sign the survivors before anyone unmasks.
     ...(task.signedUpdates ? { consistency: true } : {}),

@@ -145,7 +145,9 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
     configureFit(ctx, base, state) {
       const chosen = inner.configureFit?.(ctx, base, state) ?? base;
       clip = currentClip(state, dp.clip);
-      return { ...chosen, dpClip: clip };
+      // With an adaptive clip the coordinator must see each norm to count it: clients send
+      // their update as it is and the (trusted) coordinator clips. Otherwise clients clip.
+      return adaptive === undefined ? { ...chosen, dpClip: clip } : chosen;
     },
     afterAggregate(agg, state, ctx) {
       clip = currentClip(state, clip);
@@ -162,10 +164,11 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
         [CLIPPED_UPDATES]: clippedThisRound,
       };
       if (adaptive !== undefined) {
-        // The share of updates within C, with its own noise, moves C toward the quantile.
-        const count = [new Float64Array([withinThisRound])];
+        // The share of updates within C, with its own noise, moves C toward the quantile. The
+        // centred count Σ(bᵢ − ½) has sensitivity ½, which the noise split above assumes.
+        const count = [new Float64Array([(withinThisRound - clippedThisRound) / 2])];
         addGaussian(count, adaptive.countNoise, uniform);
-        const within = count[0]![0]! / dp.expectedCohort;
+        const within = count[0]![0]! / dp.expectedCohort + 0.5;
         values[CURRENT_CLIP] =
           clip * Math.exp(-adaptive.learningRate * (within - adaptive.targetQuantile));
       }

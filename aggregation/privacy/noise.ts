@@ -12,7 +12,8 @@ export function l2Norm(delta: readonly Float32Array[]): number {
 
 /**
  * `delta` scaled into the L2 ball of radius `clip` (a copy; unchanged values when already
- * inside), and whether it was scaled.
+ * inside), and whether it was clipped: an update a client already clipped to `clip` is scaled
+ * by float rounding at most, which does not count.
  */
 export function clipL2(
   delta: readonly Float32Array[],
@@ -21,7 +22,7 @@ export function clipL2(
   const norm = l2Norm(delta);
   if (norm <= clip) return { delta: delta.map((t) => Float32Array.from(t)), clipped: false };
   const scale = clip / norm;
-  return { delta: delta.map((t) => t.map((v) => v * scale)), clipped: true };
+  return { delta: delta.map((t) => t.map((v) => v * scale)), clipped: norm > clip * (1 + 1e-5) };
 }
 
 /** Uniform doubles in (0, 1) from WebCrypto (53 random bits each), a buffer at a time. */

@@ -119,17 +119,39 @@ function logAInt(q: number, sigma: number, alpha: number): number {
   return logA;
 }
 
-/** log A_α for fractional α: the two series of Mironov et al. 2019, §3.3. */
+/** A signed number in log space: sign · exp(log). */
+interface Signed {
+  positive: boolean;
+  log: number;
+}
+
+/** a + b for signed numbers in log space. */
+function signedAdd(a: Signed, b: Signed): Signed {
+  if (a.log === -Infinity) return b;
+  if (b.log === -Infinity) return a;
+  if (a.positive === b.positive) return { positive: a.positive, log: logAdd(a.log, b.log) };
+  const big: Signed = a.log >= b.log ? a : b;
+  const small: Signed = a.log >= b.log ? b : a;
+  if (big.log === small.log) return { positive: true, log: -Infinity };
+  return { positive: big.positive, log: big.log + Math.log1p(-Math.exp(small.log - big.log)) };
+}
+
+/**
+ * log A_α for fractional α: the two series of Mironov et al. 2019, §3.3, whose terms carry the
+ * signs of the generalised binomial coefficients C(α, i) (negative in turn once i > α + 1).
+ */
 function logAFrac(q: number, sigma: number, alpha: number): number {
-  let a0 = -Infinity;
-  let a1 = -Infinity;
+  let a0: Signed = { positive: true, log: -Infinity };
+  let a1: Signed = { positive: true, log: -Infinity };
   const z0 = sigma * sigma * Math.log(1 / q - 1) + 0.5;
   const log1mq = Math.log1p(-q);
   const logq = Math.log(q);
+  const floor = Math.floor(alpha);
   let last0 = -Infinity;
   let last1 = -Infinity;
   for (let i = 0; i < 1000; i++) {
-    const coef = logComb(alpha, i);
+    const coef = logComb(alpha, i); // log |C(α, i)|
+    const positive = i <= floor + 1 || (i - floor - 1) % 2 === 0;
     const j = alpha - i;
     const t0 = coef + i * logq + j * log1mq;
     const t1 = coef + j * logq + i * log1mq;
@@ -137,10 +159,13 @@ function logAFrac(q: number, sigma: number, alpha: number): number {
     const e1 = Math.log(0.5) + logErfc((z0 - j) / (Math.SQRT2 * sigma));
     const s0 = t0 + (i * i - i) / (2 * sigma * sigma) + e0;
     const s1 = t1 + (j * j - j) / (2 * sigma * sigma) + e1;
-    a0 = logAdd(a0, s0);
-    a1 = logAdd(a1, s1);
-    const total = logAdd(a0, a1);
-    if (s0 < last0 && s1 < last1 && Math.max(s0, s1) < total - 30) return total;
+    a0 = signedAdd(a0, { positive, log: s0 });
+    a1 = signedAdd(a1, { positive, log: s1 });
+    const total = signedAdd(a0, a1);
+    if (s0 < last0 && s1 < last1 && Math.max(s0, s1) < total.log - 30) {
+      // A_α is a moment of a likelihood ratio: positive; a negative total means lost precision.
+      return total.positive ? total.log : Infinity;
+    }
     last0 = s0;
     last1 = s1;
   }
@@ -238,7 +263,8 @@ export function epsilonOf(
   rdp.forEach((r, i) => {
     const a = orders[i]!;
     let epsilon: number;
-    if (r < 0 || delta * delta + Math.expm1(-r) > 0) epsilon = 0;
+    if (r < 0) throw new CohortError("INTERNAL", `a negative RDP (${r}) at order ${a}`);
+    if (delta * delta + Math.expm1(-r) > 0) epsilon = 0;
     else if (a > 1.01) epsilon = r + Math.log1p(-1 / a) - Math.log(delta * a) / (a - 1);
     else epsilon = Infinity;
     if (epsilon < best.epsilon) best = { epsilon, order: a };
@@ -304,10 +330,10 @@ export function noiseFor(
   while (epsilonAt(hi) > targetEpsilon) {
     lo = hi;
     hi *= 2;
-    if (hi > 1000) {
+    if (hi > 1024) {
       throw new CohortError(
         "INVALID_OPTION",
-        `no noise multiplier up to 1000 keeps ${rounds} rounds within ε = ${targetEpsilon} at δ = ${delta}`,
+        `no noise multiplier up to 1024 keeps ${rounds} rounds within ε = ${targetEpsilon} at δ = ${delta}`,
       );
     }
   }
