@@ -144,7 +144,9 @@ async function main(): Promise<void> {
         epsilon: r.rounds.map((m) => m.epsilon ?? null),
         accuracy: r.rounds.map((m) => m.accuracy ?? null),
       })),
-    ),
+      null,
+      2,
+    ) + "\n",
   );
   console.log(md);
 }
