@@ -6,21 +6,13 @@
 import { createHash } from "node:crypto";
 import type { Strategy } from "../aggregation/strategy.js";
 import { CohortError } from "../protocol/errors.js";
+// One canonical form for everything Cohort hashes or signs: configurations and tasks alike.
+import { canonicalJson } from "../aggregation/signing.js";
 import type { Json, TaskSpec } from "../protocol/messages.js";
 import type { CoordinatorOptions } from "./options.js";
 
 /** Options that decide a run's result, by name. */
 export type ExperimentConfig = { [key: string]: Json };
-
-/** JSON with object keys sorted, so equal configurations hash alike. */
-export function canonicalJson(value: Json): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const keys = Object.keys(value).sort();
-    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k]!)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
-}
 
 /** The configuration of a run (what `run.json` records under `config`). */
 export function experimentConfig(
