@@ -55,6 +55,11 @@ export function generateKeyPair(): KeyPair {
   return nacl.box.keyPair();
 }
 
+/** Bytes of a hex string (constants written out in this file). */
+function fromHex(hex: string): Uint8Array {
+  return Uint8Array.from(hex.match(/../g)!, (b) => parseInt(b, 16));
+}
+
 /**
  * X25519 points of small order (0, 1, the two points of order 8, p − 1) and the non-canonical
  * encodings p and p + 1, little-endian, the top bit ignored as X25519 ignores it. A shared
@@ -68,7 +73,7 @@ const LOW_ORDER_POINTS = [
   "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
   "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-].map((hex) => Uint8Array.from(hex.match(/../g)!, (b) => parseInt(b, 16)));
+].map(fromHex);
 
 /** Whether an X25519 public key is unusable: not 32 bytes, or a point of small order. */
 export function isWeakPublicKey(key: Uint8Array): boolean {
@@ -320,10 +325,9 @@ async function loadNodeEd25519(): Promise<Ed25519> {
     const probe = nodeEd25519(node);
     // RFC 8032's first test vector (empty message): a fixed answer, so the check costs no
     // tweetnacl arithmetic at start.
-    const hex = (h: string) => Uint8Array.from(h.match(/../g)!, (b) => parseInt(b, 16));
-    const seed = hex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
-    const publicKey = hex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
-    const expected = hex(
+    const seed = fromHex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60");
+    const publicKey = fromHex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a");
+    const expected = fromHex(
       "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
     );
     const empty = new Uint8Array(0);
