@@ -16,6 +16,11 @@ export interface WeightedSum {
   weight: number;
   /** Updates in the sum. */
   count: number;
+  /**
+   * The noise multiplier of the DP noise the sum already carries (distributed DP: added by the
+   * members of a secure round), in the privacy plan's units. @default undefined (none)
+   */
+  noiseMultiplier?: number;
 }
 
 /** One round's aggregation in progress. */

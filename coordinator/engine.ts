@@ -23,11 +23,12 @@ import { secureUniform } from "../aggregation/privacy/noise.js";
 import {
   clippedUpdates,
   currentClip,
-  releasedRounds,
+  lastNoise,
   withDpFedAvg,
 } from "../aggregation/privacy/dp-fedavg.js";
 import { formatRound } from "./format.js";
-import { runSecureRound } from "./secure-round.js";
+import { runSecureRound, secureSetup } from "./secure-round.js";
+import { secureParams, sumMultiplier } from "../aggregation/secure/index.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
 import { commitLedger, repairMetrics, type ServerState } from "./ledger.js";
 import {
@@ -118,6 +119,11 @@ export class RoundEngine {
     const chosen = resolveStrategy(opts.strategy);
     this.privacy = resolvePrivacy(opts, chosen);
     this.strategy = this.privacy === null ? chosen : withDpFedAvg(chosen, this.privacy.settings);
+    if (this.privacy?.mode === "distributed") {
+      // Refuse at start a noise the 32-bit encoding of the expected cohort has no room for.
+      const n = Math.max(2, Math.round(this.privacy.settings.expectedCohort));
+      secureParams(secureSetup(opts, task, 0, n, 0, this.privacy.settings.noiseMultiplier));
+    }
     this.strategyState = this.strategy.optimizer.init(initialWeights);
     this.config = experimentConfig(opts, task, this.strategy);
     this.configHash = configHash(this.config);
@@ -231,7 +237,7 @@ export class RoundEngine {
   private budgetStop(round: number): string | undefined {
     const plan = this.privacy;
     if (plan === null || plan.maxEpsilon === undefined) return undefined;
-    const next = plan.epsilonAfter(releasedRounds(this.strategyState) + 1);
+    const next = plan.epsilonAfterNext(this.strategyState);
     if (next <= plan.maxEpsilon) return undefined;
     return `privacy budget: round ${round} would take ε to ${next.toFixed(4)} (δ = ${plan.delta}), past dpMaxEpsilon = ${plan.maxEpsilon}; the run ends after round ${round - 1}`;
   }
@@ -240,9 +246,12 @@ export class RoundEngine {
   private privacyMetrics(metrics: RoundMetrics): void {
     const plan = this.privacy;
     if (plan === null) return;
-    metrics.epsilon = plan.epsilonAfter(releasedRounds(this.strategyState));
+    metrics.epsilon = plan.epsilonOf(this.strategyState);
     metrics.delta = plan.delta;
-    metrics.noiseMultiplier = plan.settings.noiseMultiplier;
+    metrics.noiseMultiplier =
+      metrics.aborted === true
+        ? plan.settings.noiseMultiplier
+        : (lastNoise(this.strategyState) ?? plan.settings.noiseMultiplier);
     metrics.dpClip = currentClip(this.strategyState, plan.settings.clip);
     if (!metrics.secure && metrics.aborted !== true) {
       metrics.clippedUpdates = clippedUpdates(this.strategyState);
@@ -374,6 +383,7 @@ export class RoundEngine {
         { round, weights: this.global, config: this.roundConfig(round) },
         graphSeed,
         (phase) => this.onPhase(round, phase),
+        this.privacy?.mode === "distributed" ? this.privacy.settings.noiseMultiplier : undefined,
       ),
       this.stoppedPromise,
     ]);
@@ -386,6 +396,14 @@ export class RoundEngine {
         weighted: result.weightedSum,
         weight: result.sumWeights,
         count: result.contributors.length,
+        // The members' noise, as the accountant counts it (replace-one doubles the sensitivity).
+        ...(outcome.noise === null
+          ? {}
+          : {
+              noiseMultiplier:
+                this.privacy!.sensitivity *
+                sumMultiplier(outcome.noise, result.contributors.length, this.privacy!.sensitivity),
+            }),
       };
       const aggregate = aggregateRound(this.strategy, this.global, [], [sum]);
       if (aggregate !== null) this.step(aggregate, round);

@@ -62,6 +62,10 @@ export function experimentConfig(
             clipQuantile: opts.dpClipQuantile ?? null,
             clipLearningRate: opts.dpClipQuantile === undefined ? null : opts.dpClipLearningRate,
             countNoise: opts.dpCountNoise ?? null,
+            // Recorded where distributed, so ledgers of central runs still resume.
+            ...(opts.dpMode === "distributed"
+              ? { mode: opts.dpMode, dropoutTolerance: opts.dpDropoutTolerance }
+              : {}),
           }),
         }
       : {}),

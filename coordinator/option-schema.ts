@@ -65,6 +65,8 @@ export type SharedKey =
   | "dpClipQuantile"
   | "dpClipLearningRate"
   | "dpCountNoise"
+  | "dpMode"
+  | "dpDropoutTolerance"
   | "secureStepTimeoutMs"
   | "fractionEvaluate"
   | "minEvaluateClients"
@@ -254,6 +256,18 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     flag: "dp-count-noise",
     defaultText: "expected cohort / 20",
     doc: "adaptive clipping: the noise on the count of updates within the clip (part of the budget)",
+  },
+  dpMode: {
+    kind: { type: "choice", of: ["central", "distributed"] },
+    default: "central",
+    flag: "dp-mode",
+    doc: "where DP noise is added: by the coordinator on the sum (central), or by the members of secure rounds in the integer domain (distributed, Skellam; needs --secure)",
+  },
+  dpDropoutTolerance: {
+    kind: { type: "number", min: 0, max: 0.9 },
+    default: 0.1,
+    flag: "dp-dropout-tolerance",
+    doc: "distributed DP: the share of a cohort that may drop and the round still release; members size their noise for the rest and refuse to unmask fewer",
   },
   secureStepTimeoutMs: {
     kind: int(1),

@@ -107,6 +107,17 @@ export interface CoordinatorOptions {
   dpClipLearningRate: number;
   /** Adaptive clipping: noise on the count within the clip. @default expected cohort / 20 */
   dpCountNoise: number | undefined;
+  /**
+   * Where the noise is added: `"central"` by the coordinator on the sum (a trusted coordinator);
+   * `"distributed"` by the members of secure rounds, as Skellam noise in the integer domain of
+   * the encoding, so the coordinator never sees a noiseless sum. @default "central"
+   */
+  dpMode: "central" | "distributed";
+  /**
+   * Distributed noise: the share of a secure round's cohort that may drop out and the round
+   * still release; members size their noise for the rest and refuse to unmask fewer. @default 0.1
+   */
+  dpDropoutTolerance: number;
   /** Deadline of each key phase of a secure round; the masked-input phase uses `roundTimeoutMs`. @default 30000 */
   secureStepTimeoutMs: number;
   /**

@@ -3,12 +3,20 @@
  * the sampling (q = expected cohort / population), and ε after any number of released rounds.
  */
 import { CohortError } from "../protocol/errors.js";
-import { epsilonOf, noiseFor, stepRdp, type Sampling } from "../aggregation/privacy/rdp.js";
+import {
+  DEFAULT_ORDERS,
+  epsilonOf,
+  noiseFor,
+  stepRdp,
+  type Sampling,
+} from "../aggregation/privacy/rdp.js";
 import {
   checkDpInner,
+  spentRounds,
   sumNoiseMultiplier,
   type DpFedAvgSettings,
 } from "../aggregation/privacy/dp-fedavg.js";
+import type { StateRecord } from "../aggregation/state.js";
 import type { Strategy } from "../aggregation/strategy.js";
 import { cohortSize } from "./sampling.js";
 import type { SharedOptions } from "./option-schema.js";
@@ -20,9 +28,23 @@ export interface PrivacyPlan {
   population: number;
   delta: number;
   maxEpsilon: number | undefined;
-  /** ε at `delta` after `rounds` released rounds. */
-  epsilonAfter(rounds: number): number;
+  /** Where the noise is added. */
+  mode: "central" | "distributed";
+  /** The accountant's multiplier per plan multiplier: 1 (Poisson: add/remove one) or 2 (fixed: replace one). */
+  sensitivity: number;
+  /** ε at `delta` after the rounds released so far (each at the multiplier it was released with). */
+  epsilonOf(state: StateRecord): number;
+  /** ε at `delta` should one more round be released at the planned multiplier (its worst case). */
+  epsilonAfterNext(state: StateRecord): number;
 }
+
+/**
+ * The orders distributed noise is accounted at: the integers ≥ 2 of the default set, where the
+ * Skellam mechanism's RDP bound holds.
+ */
+export const INTEGER_ORDERS: readonly number[] = DEFAULT_ORDERS.filter(
+  (a) => Number.isInteger(a) && a >= 2,
+);
 
 /** The round options DP depends on (every one of them is a shared option). */
 type PrivacyOptions = SharedOptions;
@@ -44,6 +66,12 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
     return null;
   }
   checkDpInner(strategy);
+  if (o.dpMode === "distributed" && !o.secure) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "distributed DP noise is added by the members of secure rounds: add --secure, or use --dp-mode central",
+    );
+  }
   if ((o.dpNoise === undefined) === (o.dpTargetEpsilon === undefined)) {
     throw new CohortError(
       "INVALID_OPTION",
@@ -70,16 +98,30 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
   // Replacing one client (fixed-size sampling's neighbours) moves the clipped sum by up to 2C,
   // adding or removing one (Poisson's) by C: the multiplier the accountant sees is z/2 or z.
   const sensitivity = sampling.kind === "fixed" ? 2 : 1;
-  const noise = o.dpNoise ?? sensitivity * noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds);
-  // Every round is the same mechanism: its RDP once, times the rounds released.
-  const step = stepRdp(sampling, noise / sensitivity);
-  const epsilonAfter = (rounds: number) =>
-    rounds === 0
-      ? 0
-      : epsilonOf(
-          step.map((r) => r * rounds),
-          delta,
-        ).epsilon;
+  const orders = o.dpMode === "distributed" ? INTEGER_ORDERS : DEFAULT_ORDERS;
+  const noise =
+    o.dpNoise ?? sensitivity * noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds, orders);
+  // One round's RDP per multiplier, computed once: central rounds all share one, distributed
+  // ones take a few (their survivors' noise).
+  const steps = new Map<number, number[]>();
+  const step = (z: number) => {
+    let r = steps.get(z);
+    if (r === undefined) {
+      r = stepRdp(sampling, z / sensitivity, orders);
+      steps.set(z, r);
+    }
+    return r;
+  };
+  const epsilonWith = (state: StateRecord, extra: number) => {
+    const spent = spentRounds(state, noise);
+    if (extra > 0) spent.set(noise, (spent.get(noise) ?? 0) + extra);
+    if (spent.size === 0) return 0;
+    const total = orders.map(() => 0);
+    for (const [z, rounds] of spent) {
+      step(z).forEach((r, i) => (total[i]! += r * rounds));
+    }
+    return epsilonOf(total, delta, orders).epsilon;
+  };
   let adaptive: DpFedAvgSettings["adaptive"];
   if (o.dpClipQuantile !== undefined) {
     if (o.secure) {
@@ -101,11 +143,15 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
       noiseMultiplier: noise,
       expectedCohort,
       ...(adaptive === undefined ? {} : { adaptive }),
+      ...(o.dpMode === "distributed" ? { distributed: true } : {}),
     },
     sampling,
     population,
     delta,
     maxEpsilon: o.dpMaxEpsilon,
-    epsilonAfter,
+    mode: o.dpMode,
+    sensitivity,
+    epsilonOf: (state) => epsilonWith(state, 0),
+    epsilonAfterNext: (state) => epsilonWith(state, 1),
   };
 }

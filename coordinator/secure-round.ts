@@ -13,6 +13,7 @@ import {
   type MemberCredential,
   type SecAggSetup,
   type SecureStep,
+  type NoiseParams,
 } from "../aggregation/secure/index.js";
 import type { RoundFailure } from "../aggregation/fedavg.js";
 import { sizeOf } from "../aggregation/weights.js";
@@ -33,6 +34,16 @@ export interface SecureOutcome {
   failures: RoundFailure[];
   bytesUp: number;
   bytesDown: number;
+  /** The round's distributed noise (integer units), when members added it. */
+  noise: NoiseParams | null;
+}
+
+/**
+ * The fewest contributors a distributed-noise round releases with: the cohort less the dropout
+ * tolerance, and never fewer than the threshold t.
+ */
+export function minContributors(n: number, t: number, tolerance: number): number {
+  return Math.min(n, Math.max(t, Math.ceil(n * (1 - tolerance) - 1e-9)));
 }
 
 /** The setup of a round: degree k and threshold t from the options, or SecAgg's defaults. */
@@ -42,14 +53,17 @@ export function secureSetup(
   round: number,
   n: number,
   graphSeed: number,
+  /** The noise multiplier members add under distributed DP. */
+  noise?: number,
 ): SecAggSetup {
   const k = Math.min(n - 1, opts.secureNeighbours ?? n - 1);
+  const t = opts.secureThreshold ?? majorityThreshold(k);
   return {
     session: task.runId,
     round,
     n,
     k,
-    t: opts.secureThreshold ?? majorityThreshold(k),
+    t,
     graphSeed,
     clip: opts.secureClip,
     // Under DP every update weighs one: the cap makes that hold whatever a client claims.
@@ -57,6 +71,16 @@ export function secureSetup(
     tensorSizes: task.model.weightSpecs.map((s) => sizeOf(s.shape)),
     // Where members have identities, they sign the survivors before anyone unmasks.
     ...(task.signedUpdates ? { consistency: true } : {}),
+    // Distributed DP: members add the noise; the coordinator never holds a noiseless sum.
+    ...(opts.dpClip > 0 && opts.dpMode === "distributed" && noise !== undefined
+      ? {
+          dp: {
+            clip: opts.dpClip,
+            noise,
+            minContributors: minContributors(n, t, opts.dpDropoutTolerance),
+          },
+        }
+      : {}),
   };
 }
 
@@ -75,11 +99,13 @@ export async function runSecureRound(
   graphSeed: number,
   /** Hears when each phase starts (the dashboard shows it). */
   onPhase: (phase: SecAggPhase) => void = () => undefined,
+  /** The noise multiplier members add under distributed DP. */
+  noise?: number,
 ): Promise<SecureOutcome> {
   const failures = new Map<string, RoundFailure>();
   let bytesUp = 0;
   let bytesDown = 0;
-  const setup = secureSetup(opts, task, round, cohort.length, graphSeed);
+  const setup = secureSetup(opts, task, round, cohort.length, graphSeed, noise);
   const credentials = new Map<number, MemberCredential>();
   cohort.forEach((id, i) => {
     const credential = transport.credentialOf?.(id) ?? null;
@@ -215,6 +241,7 @@ export async function runSecureRound(
       failures: [...failures.values()],
       bytesUp,
       bytesDown,
+      noise: server.params.noise ?? null,
     };
   } catch (error) {
     // A protocol failure (too few members left, a bad transcript) aborts the round; a bug does not
@@ -228,6 +255,7 @@ export async function runSecureRound(
       failures: [...failures.values()],
       bytesUp,
       bytesDown,
+      noise: server.params.noise ?? null,
     };
   }
 }

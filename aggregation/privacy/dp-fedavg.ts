@@ -31,6 +31,12 @@ export interface DpFedAvgSettings {
    * @default undefined (a fixed C)
    */
   adaptive?: { targetQuantile: number; learningRate: number; countNoise: number };
+  /**
+   * Distributed noise: the members of secure rounds add it in the integer domain, and each sum
+   * says how much it carries (`WeightedSum.noiseMultiplier`); the coordinator adds none.
+   * @default false (central: the coordinator adds the noise)
+   */
+  distributed?: boolean;
 }
 
 /** The state key of the current clip, where clipping adapts. */
@@ -62,6 +68,37 @@ export function sumNoiseMultiplier(z: number, countNoise: number | undefined): n
 export const RELEASED_ROUNDS = "dp.releasedRounds";
 /** The state key counting, in the last round, the updates the coordinator had to clip. */
 export const CLIPPED_UPDATES = "dp.clippedUpdates";
+
+/**
+ * State keys `dp.spent:<z>` count the rounds released with noise multiplier z (central rounds
+ * all at the planned z; distributed ones at what their survivors' noise came to).
+ */
+export const SPENT_PREFIX = "dp.spent:";
+/** The state key of the last released round's noise multiplier. */
+export const LAST_NOISE = "dp.lastNoise";
+
+/**
+ * The rounds released at each noise multiplier. Rounds of a ledger that predates per-round
+ * multipliers count at `planned`.
+ */
+export function spentRounds(state: StateRecord, planned: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let counted = 0;
+  for (const [key, v] of Object.entries(state.values)) {
+    if (!key.startsWith(SPENT_PREFIX) || typeof v !== "number") continue;
+    out.set(Number(key.slice(SPENT_PREFIX.length)), v);
+    counted += v;
+  }
+  const earlier = releasedRounds(state) - counted;
+  if (earlier > 0) out.set(planned, (out.get(planned) ?? 0) + earlier);
+  return out;
+}
+
+/** The last released round's noise multiplier, from a strategy state. */
+export function lastNoise(state: StateRecord): number | undefined {
+  const v = state.values[LAST_NOISE];
+  return typeof v === "number" ? v : undefined;
+}
 
 /** Rounds released so far, from a strategy state. */
 export function releasedRounds(state: StateRecord): number {
@@ -100,6 +137,9 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
   const zSum = sumNoiseMultiplier(dp.noiseMultiplier, adaptive?.countNoise);
   let clippedThisRound = 0;
   let withinThisRound = 0;
+  /** Σ z² of the noise the round's sums arrived with (distributed noise). */
+  let carriedNoise = 0;
+  let sumsThisRound = 0;
   /** The clip in force for the round being aggregated (set by `configureFit`). */
   let clip = dp.clip;
   const aggregator: Aggregator = {
@@ -110,6 +150,8 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       let count = 0;
       clippedThisRound = 0;
       withinThisRound = 0;
+      carriedNoise = 0;
+      sumsThisRound = 0;
       const accumulate = (delta: readonly (Float32Array | Float64Array)[]) => {
         delta.forEach((t, i) => {
           const out = weighted[i]!;
@@ -130,6 +172,9 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
           // A secure round's sum: clients clipped and weighted their updates alike.
           accumulate(s.weighted);
           count += s.count;
+          sumsThisRound++;
+          // Independent noises on one sum: their variances add.
+          carriedNoise += (s.noiseMultiplier ?? 0) ** 2;
         },
         finish() {
           return count === 0 ? null : { weighted, weight: count, count };
@@ -157,11 +202,27 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
         weight: dp.expectedCohort,
         count: agg.count,
       };
-      addGaussian(noisy.weighted, zSum * clip, uniform);
+      let z = dp.noiseMultiplier;
+      if (dp.distributed === true) {
+        // The members added the noise; what their sum carries is what this round spent.
+        if (sumsThisRound === 0 || carriedNoise === 0) {
+          throw new CohortError(
+            "INTERNAL",
+            "distributed DP: the round's aggregate carries no members' noise",
+          );
+        }
+        z = Math.sqrt(carriedNoise);
+      } else {
+        addGaussian(noisy.weighted, zSum * clip, uniform);
+      }
+      const spentKey = SPENT_PREFIX + String(z);
+      const before = state.values[spentKey];
       const values: StateRecord["values"] = {
         ...state.values,
         [RELEASED_ROUNDS]: releasedRounds(state) + 1,
         [CLIPPED_UPDATES]: clippedThisRound,
+        [spentKey]: (typeof before === "number" ? before : 0) + 1,
+        [LAST_NOISE]: z,
       };
       if (adaptive !== undefined) {
         // The share of updates within C, with its own noise, moves C toward the quantile. The

@@ -330,6 +330,7 @@ export class SecAggClient {
         `${what}: ${stranger === undefined ? "this client is missing" : `${stranger} never shared keys with this client`}`,
       );
     }
+    this.checkNoiseFloor(survivors.length, what);
     this.attestedSurvivors = [...survivors];
     this.state = nextState("consistency");
     return {
@@ -350,6 +351,10 @@ export class SecAggClient {
     this.enter("unmask", message, what);
     checkUnmaskRequest(message, { self: this.index, t: this.setup.t, shared: this.maskedWith });
     if (this.setup.consistency === true) this.checkConsistency(message);
+    // On a complete graph the survivors named are all of them; on a sparse one the signed list
+    // (the consistency phase) is where their number was checked.
+    if (this.graph.degree === this.setup.n - 1)
+      this.checkNoiseFloor(message.survivors.length, what);
     const holding = (c: number) => (c === this.index ? this.own : this.received.get(c));
     const selfMaskShares = message.survivors.flatMap((of) => {
       const pair = holding(of);
@@ -362,6 +367,20 @@ export class SecAggClient {
     this.state = nextState("unmask");
     this.forgetSecrets();
     return { round: this.setup.round, index: this.index, selfMaskShares, maskKeyShares };
+  }
+
+  /**
+   * Distributed DP: a sum of fewer than `dp.minContributors` members carries less noise than the
+   * round promised, so this member will not help unmask it (`SECAGG_UNSAFE`).
+   */
+  private checkNoiseFloor(survivors: number, what: string): void {
+    const dp = this.setup.dp;
+    if (dp !== undefined && survivors < dp.minContributors) {
+      throw new CohortError(
+        "SECAGG_UNSAFE",
+        `${what}: ${survivors} survivors, but the round's noise needs ${dp.minContributors} contributors`,
+      );
+    }
   }
 
   /**

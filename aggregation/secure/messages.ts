@@ -2,7 +2,7 @@
 import { describe } from "../../protocol/codec.js";
 import { fail, int, record, show, type Fields } from "../../protocol/fields.js";
 import { KEY_BYTES, SIGNATURE_BYTES } from "../crypto.js";
-import { MAX_COHORT } from "./quantize.js";
+import { MAX_COHORT, type DistributedNoise } from "./quantize.js";
 import { SHARE_BOX_BYTES, SHARE_BYTES } from "./transcript.js";
 
 /** Public parameters of one round, sent by the server to every cohort member with its index. */
@@ -30,6 +30,12 @@ export interface SecAggSetup {
    * identities. @default false
    */
   consistency?: boolean;
+  /**
+   * Distributed DP: members clip to L2 norm `dp.clip`, add their share of Skellam noise in the
+   * integer domain, and refuse to unmask fewer than `dp.minContributors` survivors.
+   * @default undefined (no noise from members)
+   */
+  dp?: DistributedNoise;
 }
 
 /**
@@ -184,17 +190,38 @@ export function parseSecAggSetup(raw: unknown): SecAggSetup {
     int({ v }, "v", `${what} \`tensorSizes[${i}]\``, 0, MAX_VECTOR),
   );
   if (tensorSizes.reduce((a, b) => a + b, 0) >= MAX_VECTOR) fail(what, "the model is too large");
+  const t = int(o, "t", what, 1, n);
+  let dp: DistributedNoise | undefined;
+  if (o.dp !== undefined && o.dp !== null) {
+    const d = record(o.dp, `${what} dp`);
+    const number = (key: "clip" | "noise", positive: boolean) => {
+      const v = d[key];
+      if (typeof v !== "number" || !Number.isFinite(v) || v < 0 || (positive && v === 0)) {
+        fail(
+          what,
+          `\`dp.${key}\` must be a finite number ${positive ? "> 0" : "≥ 0"}, got ${show(v)}`,
+        );
+      }
+      return v;
+    };
+    dp = {
+      clip: number("clip", true),
+      noise: number("noise", false),
+      minContributors: int(d, "minContributors", `${what} dp`, t, n),
+    };
+  }
   return {
     session,
     round: round(o, what),
     n,
     k,
-    t: int(o, "t", what, 1, n),
+    t,
     graphSeed: int(o, "graphSeed", what, 0, 0xffffffff),
     clip,
     maxWeight: int(o, "maxWeight", what, 1, 2 ** 31 - 1),
     tensorSizes,
     ...(o.consistency === true ? { consistency: true } : {}),
+    ...(dp === undefined ? {} : { dp }),
   };
 }
 

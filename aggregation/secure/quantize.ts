@@ -2,12 +2,32 @@
 import { CohortError } from "../../protocol/errors.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
+import { sampleSkellam, skellamMultiplier, skellamVarianceFor } from "../privacy/skellam.js";
 import { SHAMIR_MAX_SHARES } from "./shamir.js";
 
 /** Largest cohort the secure aggregation supports (bounded by the Shamir field, GF(2^16)). */
 export const MAX_COHORT = SHAMIR_MAX_SHARES;
 /** Every coordinate of a sum of the whole cohort stays strictly inside ±2^31. */
 const HALF_RANGE = 2 ** 31 - 1;
+/**
+ * Standard deviations of the summed noise kept free above the signal, so the sum does not wrap:
+ * a Gaussian-like tail past 12σ has probability about 4·10⁻³³ per coordinate.
+ */
+const NOISE_TAIL = 12;
+
+/**
+ * Distributed DP (the Skellam mechanism): every member clips its update to L2 norm `clip`
+ * and adds its share of Skellam noise in the integer domain, sized so that any `minContributors`
+ * members' noise together has multiplier `noise` (a sum with more carries more).
+ */
+export interface DistributedNoise {
+  /** L2 norm every update is clipped to, in model units. */
+  clip: number;
+  /** The noise multiplier z of a sum of `minContributors` members. */
+  noise: number;
+  /** The fewest contributors a round may release with; members refuse to unmask fewer. */
+  minContributors: number;
+}
 
 /** What `secureParams` needs: public, identical on every client and on the server. */
 export interface SecureParamsInput {
@@ -17,6 +37,20 @@ export interface SecureParamsInput {
   clip: number;
   /** FedAvg weights are `min(numExamples, maxWeight)`: a positive integer. */
   maxWeight: number;
+  /** Distributed DP noise (then `maxWeight` must be 1 and `tensorSizes` given). */
+  dp?: DistributedNoise;
+  /** Values per tensor: the dimension the rounding's effect on sensitivity depends on. */
+  tensorSizes?: readonly number[];
+}
+
+/** The integer-domain view of distributed noise: what each member adds and what it protects. */
+export interface NoiseParams extends DistributedNoise {
+  /** Skellam variance each member adds to every coordinate (integer units). */
+  variance: number;
+  /** L2 sensitivity of one member's encoded update: clip·scale plus √d for the rounding. */
+  l2: number;
+  /** L1 sensitivity: √d · l2. */
+  l1: number;
 }
 
 /** The fixed-point parameters of a round. */
@@ -25,6 +59,8 @@ export interface SecureParams extends SecureParamsInput {
   bound: number;
   /** Fixed-point scale of `w·Δ`: `bound / (maxWeight · clip)`, so `|w·Δ·scale| ≤ bound`. */
   scale: number;
+  /** Distributed DP noise in integer units, when the round has it. */
+  noise?: NoiseParams;
 }
 
 /**
@@ -51,7 +87,67 @@ export function secureParams(input: SecureParamsInput): SecureParams {
       `maxWeight ${maxWeight} must be an integer in 1…${bound} for a cohort of ${n} (2^31 / n)`,
     );
   }
+  if (input.dp !== undefined) return noisyParams(input, input.dp);
   return { n, clip, maxWeight, bound, scale: bound / (maxWeight * clip) };
+}
+
+/**
+ * Fixed point with room for distributed noise: the signal of n members (each coordinate at most
+ * `min(clip, dp.clip)·scale`) plus NOISE_TAIL standard deviations of the noise of all n stays
+ * inside ±2^31, and each member's noise share is the minimum contributors' variance over their
+ * number.
+ */
+function noisyParams(input: SecureParamsInput, dp: DistributedNoise): SecureParams {
+  const { n, clip, maxWeight } = input;
+  const bad = (why: string) => new CohortError("INVALID_OPTION", `distributed noise: ${why}`);
+  if (!(dp.clip > 0) || !Number.isFinite(dp.clip)) throw bad(`clip ${dp.clip} must be > 0`);
+  if (!(dp.noise >= 0) || !Number.isFinite(dp.noise)) throw bad(`noise ${dp.noise} must be ≥ 0`);
+  if (!Number.isInteger(dp.minContributors) || dp.minContributors < 1 || dp.minContributors > n) {
+    throw bad(`minContributors ${dp.minContributors} must be an integer in 1…${n}`);
+  }
+  if (maxWeight !== 1) throw bad(`every update weighs one: maxWeight is ${maxWeight}`);
+  const sizes = input.tensorSizes;
+  if (sizes === undefined) throw bad("the tensor sizes are needed");
+  const d = sizes.reduce((a, b) => a + b, 0);
+  const coordinate = Math.min(clip, dp.clip);
+  const rootD = Math.sqrt(d);
+  // The noise of all n members, relative to the minimum contributors' (z in units of l2).
+  const zAll = dp.noise * Math.sqrt(n / dp.minContributors) * (1 + 1e-9);
+  let scale =
+    (HALF_RANGE - n - NOISE_TAIL * zAll * rootD) / (n * coordinate + NOISE_TAIL * zAll * dp.clip);
+  for (let attempt = 0; attempt < 20 && scale > 0; attempt++) {
+    const l2 = dp.clip * scale + rootD;
+    const l1 = rootD * l2;
+    const variance = skellamVarianceFor(dp.noise, l2, l1) / dp.minContributors;
+    const bound = Math.floor((HALF_RANGE - NOISE_TAIL * Math.sqrt(n * variance)) / n);
+    if (bound >= Math.ceil(coordinate * scale) && bound >= 1) {
+      return {
+        n,
+        clip: coordinate,
+        maxWeight,
+        bound,
+        scale,
+        noise: { ...dp, variance, l2, l1 },
+      };
+    }
+    scale *= 1 - 1e-6;
+  }
+  throw bad(
+    `noise multiplier ${dp.noise} over ${dp.minContributors} of ${n} members leaves no room in 32 bits`,
+  );
+}
+
+/**
+ * The noise multiplier a sum of `contributors` members carries under `noise`, as the accountant
+ * counts it: `sensitivity` 1 where neighbours add or remove a member (Poisson sampling), 2 where
+ * they replace one (fixed-size sampling).
+ */
+export function sumMultiplier(noise: NoiseParams, contributors: number, sensitivity = 1): number {
+  return skellamMultiplier(
+    contributors * noise.variance,
+    sensitivity * noise.l2,
+    sensitivity * noise.l1,
+  );
 }
 
 /**
@@ -104,8 +200,15 @@ export function quantizeUpdate(
   }
   const out = new Uint32Array(encodedLength(tensorSizes));
   out[0] = w;
-  const { clip, scale, bound } = params;
+  const { clip, scale, bound, noise } = params;
   const factor = w * scale;
+  // Distributed DP: the update is clipped to L2 norm C here, whatever the caller did.
+  let shrink = 1;
+  if (noise !== undefined) {
+    const norm = l2NormChecked(delta);
+    if (norm > noise.clip) shrink = noise.clip / norm;
+  }
+  const variance = noise?.variance ?? 0;
   let offset = 1;
   for (let t = 0; t < delta.length; t++) {
     const tensor = delta[t]!;
@@ -120,16 +223,33 @@ export function quantizeUpdate(
       if (!Number.isFinite(v)) {
         throw new CohortError("NON_FINITE", `delta[${t}] holds ${v} at index ${j}`);
       }
-      const x = (v > clip ? clip : v < -clip ? -clip : v) * factor;
+      const y = v * shrink;
+      const x = (y > clip ? clip : y < -clip ? -clip : y) * factor;
       const floor = Math.floor(x);
       let q = floor + (rng() < x - floor ? 1 : 0);
       // Float rounding could push |x| a hair past the bound; the budget must hold exactly.
       if (q > bound) q = bound;
       else if (q < -bound) q = -bound;
-      out[offset++] = q; // a negative q is stored as 2^32 + q: two's complement for free
+      if (variance > 0) q += sampleSkellam(variance, rng);
+      out[offset++] = q; // stored mod 2^32: a negative q becomes 2^32 + q, two's complement
     }
   }
   return out;
+}
+
+/** The L2 norm of an update, after checking every value is finite (`NON_FINITE`). */
+function l2NormChecked(delta: Weights): number {
+  let sum = 0;
+  delta.forEach((tensor, t) => {
+    for (let j = 0; j < tensor.length; j++) {
+      const v = tensor[j]!;
+      if (!Number.isFinite(v)) {
+        throw new CohortError("NON_FINITE", `delta[${t}] holds ${v} at index ${j}`);
+      }
+      sum += v * v;
+    }
+  });
+  return Math.sqrt(sum);
 }
 
 /** A decoded secure aggregate. */

@@ -308,6 +308,16 @@ export class SecAggServer {
   private closeMasked(): number[] {
     const sharedIn = new Set(this.inRound); // U2
     const survivors = this.close("collect-masked", this.maskedFrom, 0);
+    const floor = this.setup.dp?.minContributors ?? 0;
+    if (survivors.length < floor) {
+      // Members would refuse to unmask a sum with less noise than the round promised.
+      this.abort(
+        new CohortError(
+          "SECAGG_THRESHOLD",
+          `round ${this.setup.round}: ${survivors.length} masked inputs arrived; the round's distributed noise needs ${floor}`,
+        ),
+      );
+    }
     this.survivors = survivors;
     this.droppedAfterSharing = [...sharedIn]
       .filter((i) => !this.inRound.has(i))

@@ -22,6 +22,7 @@ import {
   type ClientUpdate,
   type ConsistencyAttestation,
   type ConsistencyRequest,
+  type DistributedNoise,
   type KeyPair,
   type MemberCredential,
   type MaskedInput,
@@ -63,6 +64,8 @@ export interface RoundOptions {
   consistency: boolean;
   /** The issuer whose join tokens admit members (with `consistency`). @default a fresh one */
   issuer: KeyPair;
+  /** Distributed DP noise members add (then `maxWeight` defaults to 1). @default none */
+  dp: DistributedNoise;
 }
 
 /** Send a message over the "wire": msgpack out, msgpack in, then the guard. */
@@ -81,9 +84,10 @@ export function makeSetup(o: Partial<RoundOptions> & { n: number }): SecAggSetup
     t: o.t ?? majorityThreshold(k),
     graphSeed: ((o.seed ?? 1) * 2654435761) >>> 0,
     clip: o.clip ?? 0.5,
-    maxWeight: o.maxWeight ?? 100,
+    maxWeight: o.maxWeight ?? (o.dp ? 1 : 100),
     tensorSizes: o.tensorSizes ?? [12, 5],
     ...(o.consistency ? { consistency: true } : {}),
+    ...(o.dp ? { dp: o.dp } : {}),
   };
 }
 
