@@ -97,25 +97,63 @@ export function samplePoisson(lambda: number, uniform: () => number): number {
     }
     return k;
   }
+  return poissonSampler(lambda, uniform)();
+}
+
+/** Fill `words` from the platform's cryptographic generator (64 KiB per call, as WebCrypto allows). */
+export function fillRandom(words: Uint32Array): void {
+  for (let at = 0; at < words.length; at += 16_384) {
+    globalThis.crypto.getRandomValues(words.subarray(at, Math.min(words.length, at + 16_384)));
+  }
+}
+
+/**
+ * Add an independent Sk(variance) draw to each of `words[start…]`, modulo 2^32, drawing from
+ * `fill` (the cryptographic generator unless a test passes another). The bulk form of
+ * `sampleSkellam`: the same inversion and PTRS, with their constants computed once.
+ */
+export function addSkellam(
+  words: Uint32Array,
+  start: number,
+  variance: number,
+  fill: (words: Uint32Array) => void = fillRandom,
+): void {
+  if (!(variance > 0)) return;
+  const source = new Uint32Array(16_384);
+  let at = source.length;
+  const uniform = () => {
+    if (at === source.length) {
+      fill(source);
+      at = 0;
+    }
+    return (source[at++]! + 0.5) * 2.3283064365386963e-10; // in (0, 1)
+  };
+  const draw = poissonSampler(variance / 2, uniform);
+  for (let i = start; i < words.length; i++) words[i]! += draw() - draw();
+}
+
+/** A Poisson(λ) sampler over `uniform`, its PTRS constants computed once. */
+function poissonSampler(lambda: number, uniform: () => number): () => number {
+  if (lambda < 10) return () => samplePoisson(lambda, uniform);
   const slam = Math.sqrt(lambda);
   const b = 0.931 + 2.53 * slam;
   const a = -0.059 + 0.02483 * b;
-  const invAlpha = 1.1239 + 1.1328 / (b - 3.4);
+  const logInvAlpha = Math.log(1.1239 + 1.1328 / (b - 3.4));
   const vr = 0.9277 - 3.6224 / (b - 2);
-  for (;;) {
-    const u = uniform() - 0.5;
-    const v = uniform();
-    const us = 0.5 - Math.abs(u);
-    const k = Math.floor(((2 * a) / us + b) * u + lambda + 0.43);
-    if (us >= 0.07 && v <= vr) return k;
-    if (k < 0 || (us < 0.013 && v > us)) continue;
-    if (
-      Math.log(v) + Math.log(invAlpha) - Math.log(a / (us * us) + b) <=
-      poissonLogPmf(k, lambda)
-    ) {
-      return k;
+  const twoA = 2 * a;
+  return () => {
+    for (;;) {
+      const u = uniform() - 0.5;
+      const v = uniform();
+      const us = 0.5 - Math.abs(u);
+      const k = Math.floor((twoA / us + b) * u + lambda + 0.43);
+      if (us >= 0.07 && v <= vr) return k;
+      if (k < 0 || (us < 0.013 && v > us)) continue;
+      if (Math.log(v) + logInvAlpha - Math.log(a / (us * us) + b) <= poissonLogPmf(k, lambda)) {
+        return k;
+      }
     }
-  }
+  };
 }
 
 /** One Sk(variance) draw: the difference of two Poisson(variance / 2). */

@@ -2,7 +2,7 @@
 import { CohortError } from "../../protocol/errors.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
-import { sampleSkellam, skellamMultiplier, skellamVarianceFor } from "../privacy/skellam.js";
+import { addSkellam, skellamMultiplier, skellamVarianceFor } from "../privacy/skellam.js";
 import { SHAMIR_MAX_SHARES } from "./shamir.js";
 
 /** Largest cohort the secure aggregation supports (bounded by the Shamir field, GF(2^16)). */
@@ -208,7 +208,6 @@ export function quantizeUpdate(
     const norm = l2NormChecked(delta);
     if (norm > noise.clip) shrink = noise.clip / norm;
   }
-  const variance = noise?.variance ?? 0;
   let offset = 1;
   for (let t = 0; t < delta.length; t++) {
     const tensor = delta[t]!;
@@ -230,10 +229,11 @@ export function quantizeUpdate(
       // Float rounding could push |x| a hair past the bound; the budget must hold exactly.
       if (q > bound) q = bound;
       else if (q < -bound) q = -bound;
-      if (variance > 0) q += sampleSkellam(variance, rng);
-      out[offset++] = q; // stored mod 2^32: a negative q becomes 2^32 + q, two's complement
+      out[offset++] = q; // a negative q is stored as 2^32 + q: two's complement for free
     }
   }
+  // The member's share of the round's noise, from the cryptographic generator, mod 2^32.
+  if (noise !== undefined) addSkellam(out, 1, noise.variance);
   return out;
 }
 
