@@ -1,12 +1,15 @@
 /**
  * Privacy benchmark (`npm run bench:privacy`, after `npm run build`): DP-FedAvg on Fashion-MNIST
  * with McMahan's 2NN, a population of 6,000 devices × 10 examples, 100 sampled per round
- * (Poisson, q = 1/60), E = 1, B = 10, central noise z ∈ {0, 0.5, 1.0, 1.5} at clip C; ε at
- * δ = 1e-5 after every round, accuracy at rounds 100 and 300, and the share of the round spent
- * clipping and adding noise. Writes docs/figures/privacy.{md,json,svg}; each run is kept under
+ * (Poisson, q = 1/60), E = 1, B = 10; central noise z ∈ {0, 0.5, 1.0, 1.5} and distributed noise
+ * (secure rounds, members add Skellam noise) at clip C; ε at δ = 1e-5 after every round,
+ * accuracy at rounds 100 and the last, and what clipping and noise cost, measured side by side
+ * on the 2NN's dimension. Writes docs/figures/privacy.{md,json,svg}; each run is kept under
  * runs/bench-privacy/ so an interrupted benchmark continues where it stopped.
  *
- * Flags: --rounds N (default 300), --clip C (default 0.5), --noise LIST (default 0,0.5,1,1.5).
+ * Flags: --rounds N (default 300), --clip C (default 0.5), --noise LIST (central, default
+ * 0,0.5,1,1.5), --distributed LIST (default 1; "" for none), --neighbours K (SecAgg+ degree of
+ * the distributed runs, default 20).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,34 +17,53 @@ import { parseArgs } from "node:util";
 import { simulate } from "../simulations/index.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { panelsSvg, type Series } from "../simulations/plot.js";
-import { epsilonOf, stepRdp } from "../aggregation/privacy/rdp.js";
+import { DEFAULT_ORDERS, epsilonOf, stepRdp } from "../aggregation/privacy/rdp.js";
+import { INTEGER_ORDERS } from "../coordinator/privacy.js";
+import { addGaussian, clipFactor, secureUniform } from "../aggregation/privacy/noise.js";
+import { createRng } from "../aggregation/random.js";
+import { quantizeUpdate, secureParams } from "../aggregation/secure/index.js";
 
 const { values: args } = parseArgs({
   options: {
     rounds: { type: "string", default: "300" },
     clip: { type: "string", default: "0.5" },
     noise: { type: "string", default: "0,0.5,1,1.5" },
+    distributed: { type: "string", default: "1" },
+    neighbours: { type: "string", default: "20" },
   },
 });
 const ROUNDS = Number(args.rounds);
 const CLIP = Number(args.clip);
-const NOISES = args.noise.split(",").map(Number);
+const list = (v: string) => (v.trim() === "" ? [] : v.split(",").map(Number));
+const NEIGHBOURS = Number(args.neighbours);
 const CACHE = "runs/bench-privacy";
 const OUT = "docs/figures";
 const DELTA = 1e-5;
-const COLORS = ["#444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd"];
+const Q = 1 / 60;
+const COLORS = ["#444", "#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"];
+/** The 2NN's tensor sizes (784-200-200-10). */
+const SIZES = [784 * 200, 200, 200 * 200, 200, 200 * 10, 10];
 
+type Mode = "central" | "distributed";
 interface Result {
   noise: number;
+  mode?: Mode;
   rounds: RoundMetrics[];
 }
 
-async function run(noise: number): Promise<Result> {
-  const file = join(CACHE, `z${noise}-r${ROUNDS}-c${CLIP}.json`);
-  if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as Result;
+const label = (r: Result) =>
+  `${r.mode === "distributed" ? "distributed" : "central"} z = ${r.noise}`;
+
+async function run(noise: number, mode: Mode): Promise<Result> {
+  const tag = mode === "central" ? `z${noise}` : `dist-z${noise}-k${NEIGHBOURS}`;
+  const file = join(CACHE, `${tag}-r${ROUNDS}-c${CLIP}.json`);
+  if (existsSync(file)) {
+    const cached = JSON.parse(readFileSync(file, "utf8")) as Result;
+    return { ...cached, mode };
+  }
   const { rounds } = await simulate(
     {
-      name: `privacy-z${noise}`,
+      name: `privacy-${tag}`,
       dataset: "fashion-mnist",
       model: "mlp",
       devices: 6000,
@@ -58,57 +80,125 @@ async function run(noise: number): Promise<Result> {
       dpClip: CLIP,
       dpNoise: noise,
       dpDelta: DELTA,
-      runDir: join(CACHE, `z${noise}`),
+      ...(mode === "distributed"
+        ? {
+            secure: true,
+            secureNeighbours: NEIGHBOURS,
+            dpMode: "distributed" as const,
+            // The benchmark has no dropouts: members size their noise for the whole cohort.
+            dpDropoutTolerance: 0,
+          }
+        : {}),
+      runDir: join(CACHE, tag),
     },
     { progress: process.stderr },
   );
-  const result = { noise, rounds };
+  const result = { noise, mode, rounds };
   writeFileSync(file, JSON.stringify(result));
   return result;
+}
+
+/** ε after each round, from the accountant as it is now, at each round's own multiplier. */
+function epsilons(r: Result): number[] {
+  const orders = r.mode === "distributed" ? INTEGER_ORDERS : DEFAULT_ORDERS;
+  const total = orders.map(() => 0);
+  const steps = new Map<number, number[]>();
+  return r.rounds.map((m) => {
+    const z = m.noiseMultiplier ?? r.noise;
+    let step = steps.get(z);
+    if (step === undefined) {
+      step = stepRdp({ kind: "poisson", q: Q }, z, orders);
+      steps.set(z, step);
+    }
+    step.forEach((x, i) => (total[i]! += x));
+    return epsilonOf(total, DELTA, orders).epsilon;
+  });
+}
+
+/** Median milliseconds of `fn` over `times` runs. */
+function time(fn: () => void, times = 7): number {
+  const out: number[] = [];
+  for (let i = 0; i < times; i++) {
+    const t = performance.now();
+    fn();
+    out.push(performance.now() - t);
+  }
+  return out.sort((a, b) => a - b)[Math.floor(times / 2)]!;
+}
+
+/**
+ * What DP adds to a round of 100, on the 2NN's 199,210 values: the coordinator's clipping of
+ * 100 updates and Gaussian noise on the sum (central); each member's L2 clip and Skellam noise
+ * in its encoding, against the same encoding without (distributed).
+ */
+function costs(): { centralMs: number; memberNoiseMs: number; memberEncodeMs: number } {
+  const rng = createRng(7);
+  const delta = SIZES.map((n) => Float32Array.from({ length: n }, () => (rng() - 0.5) * 0.01));
+  const uniform = secureUniform();
+  const centralMs = time(() => {
+    for (let i = 0; i < 100; i++) clipFactor(delta, CLIP);
+    addGaussian(
+      SIZES.map((n) => new Float64Array(n)),
+      CLIP,
+      uniform,
+    );
+  });
+  const base = { n: 100, clip: 1, maxWeight: 1, tensorSizes: SIZES };
+  const plain = secureParams(base);
+  const noisy = secureParams({ ...base, dp: { clip: CLIP, noise: 1, minContributors: 100 } });
+  const memberEncodeMs = time(() => quantizeUpdate(delta, 10, plain, SIZES, rng));
+  const withNoise = time(() => quantizeUpdate(delta, 10, noisy, SIZES, rng));
+  return { centralMs, memberNoiseMs: withNoise - memberEncodeMs, memberEncodeMs };
 }
 
 const at = (r: Result, round: number) => r.rounds.find((m) => m.round === round);
 const fmt = (v: number | undefined, digits = 4) =>
   v === undefined || !Number.isFinite(v) ? "∞" : v.toFixed(digits);
+const meanRoundMs = (r: Result) =>
+  r.rounds.reduce((s, m) => s + m.durationMs, 0) / Math.max(1, r.rounds.length);
 
 async function main(): Promise<void> {
   mkdirSync(CACHE, { recursive: true });
   mkdirSync(OUT, { recursive: true });
   const results: Result[] = [];
-  for (const z of NOISES) results.push(await run(z));
-  // ε from the accountant as it is now (a cached run may predate a fix to it).
+  for (const z of list(args.noise)) results.push(await run(z, "central"));
+  for (const z of list(args.distributed)) results.push(await run(z, "distributed"));
   for (const r of results) {
-    const step = stepRdp({ kind: "poisson", q: 1 / 60 }, r.noise);
-    r.rounds.forEach((m, i) => {
-      m.epsilon = epsilonOf(
-        step.map((x) => x * (i + 1)),
-        DELTA,
-      ).epsilon;
-    });
+    const eps = epsilons(r);
+    r.rounds.forEach((m, i) => (m.epsilon = eps[i]));
   }
+  const cost = costs();
   const mid = Math.min(100, ROUNDS);
   const rows = results.map((r) => {
-    const costShare =
-      r.rounds.reduce((s, m) => s + m.aggregationMs, 0) /
-      r.rounds.reduce((s, m) => s + m.durationMs, 0);
+    // Clipping and noise, as a share of this run's mean (simulated, serial) round.
+    const dpMs =
+      r.mode === "distributed" ? 100 * cost.memberNoiseMs : r.noise > 0 ? cost.centralMs : 0;
     return (
-      `| ${r.noise} | ${fmt(at(r, mid)?.epsilon, 3)} | ${fmt(at(r, ROUNDS)?.epsilon, 3)} | ` +
+      `| ${r.mode ?? "central"} | ${r.noise} | ${fmt(at(r, mid)?.epsilon, 3)} | ${fmt(at(r, ROUNDS)?.epsilon, 3)} | ` +
       `${fmt(at(r, mid)?.accuracy)} | ${fmt(at(r, ROUNDS)?.accuracy)} | ` +
-      `${Math.max(...r.rounds.map((m) => m.accuracy ?? 0)).toFixed(4)} | ${(100 * costShare).toFixed(2)} % |`
+      `${Math.max(...r.rounds.map((m) => m.accuracy ?? 0)).toFixed(4)} | ` +
+      `${(meanRoundMs(r) / 1000).toFixed(2)} s | ${((100 * dpMs) / meanRoundMs(r)).toFixed(2)} % |`
     );
   });
   const md =
     `# DP-FedAvg on Fashion-MNIST (npm run bench:privacy)\n\n` +
     `2NN, 6,000 devices × 10 examples, Poisson sampling q = 1/60 (100 expected per round), E = 1, ` +
-    `B = 10, clip C = ${CLIP}, central Gaussian noise z·C on the sum, fixed denominator 100, ` +
-    `seed 1; ε at δ = ${DELTA} from the RDP accountant.\n\n` +
-    `| z | ε @ ${mid} | ε @ ${ROUNDS} | accuracy @ ${mid} | accuracy @ ${ROUNDS} | best | aggregation (clip + noise) share of the round |\n` +
-    `|---|---|---|---|---|---|---|\n` +
+    `B = 10, clip C = ${CLIP}, fixed denominator 100, seed 1; ε at δ = ${DELTA} from the RDP ` +
+    `accountant. Central: the coordinator adds Gaussian noise z·C to the sum. Distributed: secure ` +
+    `rounds (SecAgg+, k = ${NEIGHBOURS}) whose members add Skellam noise in the integer domain, ` +
+    `accounted at integer orders.\n\n` +
+    `| noise | z | ε @ ${mid} | ε @ ${ROUNDS} | accuracy @ ${mid} | accuracy @ ${ROUNDS} | best | mean round | clipping + noise share of the round |\n` +
+    `|---|---|---|---|---|---|---|---|---|\n` +
     rows.join("\n") +
-    `\n\n![accuracy and ε per round](privacy.svg)\n`;
+    `\n\nClipping and noise, measured side by side on the 2NN's 199,210 values: the coordinator's ` +
+    `clipping of 100 updates and Gaussian noise on the sum, ${cost.centralMs.toFixed(1)} ms a round; ` +
+    `a member's L2 clip and Skellam noise, ${cost.memberNoiseMs.toFixed(1)} ms on top of its ` +
+    `${cost.memberEncodeMs.toFixed(1)} ms fixed-point encoding (the share above counts all 100 ` +
+    `members, as the simulator runs them one after another).\n\n` +
+    `![accuracy and ε per round](privacy.svg)\n`;
   const series = (pick: (m: RoundMetrics) => number | undefined): Series[] =>
     results.map((r, i) => ({
-      label: `z = ${r.noise}`,
+      label: label(r),
       color: COLORS[i % COLORS.length]!,
       points: r.rounds.flatMap((m) => {
         const y = pick(m);
@@ -138,12 +228,17 @@ async function main(): Promise<void> {
   writeFileSync(
     join(OUT, "privacy.json"),
     JSON.stringify(
-      results.map((r) => ({
-        noise: r.noise,
-        clip: CLIP,
-        epsilon: r.rounds.map((m) => m.epsilon ?? null),
-        accuracy: r.rounds.map((m) => m.accuracy ?? null),
-      })),
+      {
+        costs: cost,
+        runs: results.map((r) => ({
+          mode: r.mode ?? "central",
+          noise: r.noise,
+          clip: CLIP,
+          meanRoundMs: meanRoundMs(r),
+          epsilon: r.rounds.map((m) => m.epsilon ?? null),
+          accuracy: r.rounds.map((m) => m.accuracy ?? null),
+        })),
+      },
       null,
       2,
     ) + "\n",

@@ -11,7 +11,7 @@ import type { Aggregator, WeightedSum } from "../aggregator.js";
 import { checkLayout } from "../aggregator.js";
 import type { StateRecord } from "../state.js";
 import type { Strategy } from "../strategy.js";
-import { addGaussian, clipL2, secureUniform } from "./noise.js";
+import { addGaussian, clipFactor, secureUniform } from "./noise.js";
 
 /** What DP-FedAvg needs, resolved. */
 export interface DpFedAvgSettings {
@@ -152,20 +152,20 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       withinThisRound = 0;
       carriedNoise = 0;
       sumsThisRound = 0;
-      const accumulate = (delta: readonly (Float32Array | Float64Array)[]) => {
+      const accumulate = (delta: readonly (Float32Array | Float64Array)[], factor = 1) => {
         delta.forEach((t, i) => {
           const out = weighted[i]!;
-          for (let j = 0; j < t.length; j++) out[j]! += t[j]!;
+          for (let j = 0; j < t.length; j++) out[j]! += factor * t[j]!;
         });
       };
       return {
         add(u) {
           checkLayout(u.delta, layout, u.clientId);
           // Clients clip before sending; the coordinator clips again so no update is trusted.
-          const c = clipL2(u.delta, clip);
+          const c = clipFactor(u.delta, clip);
           if (c.clipped) clippedThisRound++;
           else withinThisRound++;
-          accumulate(c.delta);
+          accumulate(u.delta, c.factor);
           count++;
         },
         addSum(s) {

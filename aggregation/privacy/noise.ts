@@ -11,23 +11,34 @@ export function l2Norm(delta: readonly Float32Array[]): number {
 }
 
 /**
- * `delta` scaled into the L2 ball of radius `clip` (a copy; unchanged values when already
- * inside), and whether it was clipped: an update a client already clipped to `clip` is scaled
- * by float rounding at most, which does not count.
+ * The factor (≤ 1) that scales `delta` into the L2 ball of radius `clip`, and whether it was
+ * clipped: an update a client already clipped to `clip` is scaled by float rounding at most,
+ * which does not count.
  */
+export function clipFactor(
+  delta: readonly Float32Array[],
+  clip: number,
+): { factor: number; clipped: boolean } {
+  const norm = l2Norm(delta);
+  if (norm <= clip) return { factor: 1, clipped: false };
+  return { factor: clip / norm, clipped: norm > clip * (1 + 1e-5) };
+}
+
+/** `delta` scaled into the L2 ball of radius `clip` (a copy), and whether it was clipped. */
 export function clipL2(
   delta: readonly Float32Array[],
   clip: number,
 ): { delta: Float32Array[]; clipped: boolean } {
-  const norm = l2Norm(delta);
-  if (norm <= clip) return { delta: delta.map((t) => Float32Array.from(t)), clipped: false };
-  const scale = clip / norm;
-  return { delta: delta.map((t) => t.map((v) => v * scale)), clipped: norm > clip * (1 + 1e-5) };
+  const { factor, clipped } = clipFactor(delta, clip);
+  return {
+    delta: delta.map((t) => (factor === 1 ? Float32Array.from(t) : t.map((v) => v * factor))),
+    clipped,
+  };
 }
 
-/** Uniform doubles in (0, 1) from WebCrypto (53 random bits each), a buffer at a time. */
+/** Uniform doubles in (0, 1) from WebCrypto (53 random bits each), 64 KiB at a time. */
 export function secureUniform(): () => number {
-  const words = new Uint32Array(2048);
+  const words = new Uint32Array(16_384);
   let at = words.length;
   const next = () => {
     if (at >= words.length) {

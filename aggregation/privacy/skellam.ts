@@ -55,7 +55,11 @@ const SMALL_LOG_FACTORIALS = (() => {
  * log P(X = k) for X ~ Poisson(λ), accurate to rounding even where λ is 10¹², by writing
  * k = λ(1 + t) and summing (1 + t)·log(1 + t) − t as a series when t is small.
  */
-export function poissonLogPmf(k: number, lambda: number): number {
+export function poissonLogPmf(
+  k: number,
+  lambda: number,
+  logTwoPiLambda = Math.log(2 * Math.PI * lambda),
+): number {
   if (k < 0) return -Infinity;
   if (k <= 20) return -lambda + k * Math.log(lambda) - SMALL_LOG_FACTORIALS[k]!;
   const t = (k - lambda) / lambda;
@@ -76,7 +80,12 @@ export function poissonLogPmf(k: number, lambda: number): number {
   // −λ + k log λ − log k! = −λ·h − ½ log(2πk) − the series.
   const k2 = k * k;
   const series = 1 / (12 * k) - 1 / (360 * k * k2) + 1 / (1260 * k * k2 * k2);
-  return -lambda * h - 0.5 * Math.log(2 * Math.PI * k) - series;
+  // log(2πk) = log(2πλ) + log(1 + t), the latter by its series where t is tiny.
+  const logK =
+    Math.abs(t) < 1e-4
+      ? logTwoPiLambda + t * (1 - t * (0.5 - t / 3))
+      : Math.log(2 * Math.PI * k);
+  return -lambda * h - 0.5 * logK - series;
 }
 
 /**
@@ -141,6 +150,7 @@ function poissonSampler(lambda: number, uniform: () => number): () => number {
   const logInvAlpha = Math.log(1.1239 + 1.1328 / (b - 3.4));
   const vr = 0.9277 - 3.6224 / (b - 2);
   const twoA = 2 * a;
+  const logTwoPiLambda = Math.log(2 * Math.PI * lambda);
   return () => {
     for (;;) {
       const u = uniform() - 0.5;
@@ -149,7 +159,10 @@ function poissonSampler(lambda: number, uniform: () => number): () => number {
       const k = Math.floor((twoA / us + b) * u + lambda + 0.43);
       if (us >= 0.07 && v <= vr) return k;
       if (k < 0 || (us < 0.013 && v > us)) continue;
-      if (Math.log(v) + logInvAlpha - Math.log(a / (us * us) + b) <= poissonLogPmf(k, lambda)) {
+      if (
+        Math.log(v) + logInvAlpha - Math.log(a / (us * us) + b) <=
+        poissonLogPmf(k, lambda, logTwoPiLambda)
+      ) {
         return k;
       }
     }
