@@ -98,8 +98,10 @@ export class RoundEngine {
   private evalModel: tf.LayersModel | null = null;
   private started = false;
   private resumed: ServerState | null = null;
-  private stopped: ((error: CohortError) => void) | null = null;
-  private readonly stoppedPromise: Promise<never>;
+  /** Why the engine stopped, once `stop()` was called. */
+  private stopError: CohortError | null = null;
+  /** The waits in flight that `stop()` rejects (see `unlessStopped`). */
+  private readonly stopWaiters = new Set<(error: CohortError) => void>();
   /** Rounds completed so far. */
   completedRounds = 0;
   /** Called after each completed round. */
@@ -127,8 +129,6 @@ export class RoundEngine {
     this.strategyState = this.strategy.optimizer.init(initialWeights);
     this.config = experimentConfig(opts, task, this.strategy);
     this.configHash = configHash(this.config);
-    this.stoppedPromise = new Promise<never>((_, reject) => (this.stopped = reject));
-    this.stoppedPromise.catch(() => undefined);
   }
 
   /** Current global weights. */
@@ -268,10 +268,7 @@ export class RoundEngine {
           `round ${round}: waiting for ${opts.minAvailableClients} clients (${have} connected)`,
         );
       }
-      await Promise.race([
-        this.transport.waitForAvailable(opts.minAvailableClients),
-        this.stoppedPromise,
-      ]);
+      await this.unlessStopped(this.transport.waitForAvailable(opts.minAvailableClients));
       // Amplification by sampling needs a sample nobody can predict: a seeded generator (its
       // seed is in run.json, its state in the ledger) would not do for a private run.
       const sampler = this.privacy === null ? rng : this.privateSampler;
@@ -291,7 +288,7 @@ export class RoundEngine {
       this.onPhase(round, "training");
       const request: FitRequest = { round, weights: this.global, config: this.roundConfig(round) };
       const bytesDown = this.transport.startRound(collector, encode(request));
-      const outcome = await Promise.race([collector.done, this.stoppedPromise]);
+      const outcome = await this.unlessStopped(collector.done);
       if (outcome.results.length >= opts.minFitClients) {
         return this.finishRound(outcome, attempt, started, bytesDown);
       }
@@ -373,7 +370,7 @@ export class RoundEngine {
     started: number,
     graphSeed: number,
   ): Promise<RoundMetrics> {
-    const outcome = await Promise.race([
+    const outcome = await this.unlessStopped(
       runSecureRound(
         this.transport,
         this.opts,
@@ -385,8 +382,7 @@ export class RoundEngine {
         (phase) => this.onPhase(round, phase),
         this.privacy?.mode === "distributed" ? this.privacy.settings.noiseMultiplier : undefined,
       ),
-      this.stoppedPromise,
-    ]);
+    );
     const { result } = outcome;
     const aggStart = performance.now();
     if (result !== null) {
@@ -458,10 +454,9 @@ export class RoundEngine {
   private async evaluateOnClients(metrics: RoundMetrics): Promise<void> {
     this.onPhase(metrics.round, "evaluating");
     const started = performance.now();
-    const fed = await Promise.race([
+    const fed = await this.unlessStopped(
       runFederatedEvaluation(this.transport, this.opts, metrics.round, this.global),
-      this.stoppedPromise,
-    ]);
+    );
     metrics.evaluationMs += performance.now() - started;
     if (fed.accuracy !== null) metrics.federatedAccuracy = fed.accuracy;
     if (fed.loss !== null) metrics.federatedLoss = fed.loss;
@@ -492,9 +487,39 @@ export class RoundEngine {
     return evaluateModel(this.evalModel, data);
   }
 
+  /**
+   * `work`, or a rejection with `CLOSED` if `stop()` comes first. Nothing of it stays behind
+   * once it settles: a `Promise.race` against one promise that stays pending for the whole run
+   * would leave a reaction on it each time, holding what the race resolved to (a round's
+   * outcome, every update's delta) until the run ends.
+   */
+  private unlessStopped<T>(work: Promise<T>): Promise<T> {
+    if (this.stopError !== null) {
+      work.catch(() => undefined);
+      return Promise.reject(this.stopError);
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.stopWaiters.add(reject);
+      work.then(
+        (value) => {
+          this.stopWaiters.delete(reject);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.stopWaiters.delete(reject);
+          reject(error);
+        },
+      );
+    });
+  }
+
   /** Stop: the open round closes and `run()` rejects with `CLOSED`. */
   stop(): void {
-    this.stopped?.(new CohortError("CLOSED", "coordinator closed"));
+    if (this.stopError === null) {
+      this.stopError = new CohortError("CLOSED", "coordinator closed");
+      for (const reject of this.stopWaiters) reject(this.stopError);
+      this.stopWaiters.clear();
+    }
     this.collector?.close();
     this.evalModel?.dispose();
     this.evalModel = null;

@@ -39,7 +39,9 @@ export interface InProcessOptions {
  */
 export class InProcessTransport implements CohortTransport {
   private readonly ids: string[];
+  /** The devices' SecAgg+ sessions of secure round `sessionRound`. */
   private readonly sessions = new Map<string, SecureSession>();
+  private sessionRound = 0;
   private readonly secureSlots: Slots;
 
   constructor(private readonly options: InProcessOptions) {
@@ -140,6 +142,11 @@ export class InProcessTransport implements CohortTransport {
       throw new CohortError(code, `${why} (simulated)`);
     };
     if (step.phase === "advertise-keys") {
+      if (round !== this.sessionRound) {
+        // A new round: the last one's sessions, and the updates they trained, are done with.
+        this.sessions.clear();
+        this.sessionRound = round;
+      }
       if (fate.kind === "drop-before") refuse("DEADLINE_EXCEEDED", "dropped out before training");
       const shuffleSeed = (seed * 31 + round * 1_000_003 + device) >>> 0;
       // The simulated coordinator is this process: its devices need no floors against it.
@@ -178,6 +185,7 @@ export class InProcessTransport implements CohortTransport {
 
   finish(): void {
     // Virtual devices need no goodbye.
+    this.sessions.clear();
   }
 }
 
