@@ -21,6 +21,11 @@ export interface WeightedSum {
    * members of a secure round), in the privacy plan's units. @default undefined (none)
    */
   noiseMultiplier?: number;
+  /**
+   * The round's sampling rate as the privacy accountant counts it, where it differs from the
+   * plan's (fixed-size sampling from fewer clients than the population). @default the plan's
+   */
+  samplingRate?: number;
 }
 
 /** One round's aggregation in progress. */

@@ -17,7 +17,7 @@ import { baseRoundConfig, type CoordinatorOptions } from "./options.js";
 import { parseRoundConfig } from "../protocol/guards.js";
 import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
-import { sampleCohort, samplePoisson } from "./sampling.js";
+import { cohortSize, sampleCohort, samplePoisson } from "./sampling.js";
 import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
 import { secureUniform } from "../aggregation/privacy/noise.js";
 import {
@@ -237,7 +237,13 @@ export class RoundEngine {
   private budgetStop(round: number): string | undefined {
     const plan = this.privacy;
     if (plan === null || plan.maxEpsilon === undefined) return undefined;
-    const next = plan.epsilonAfterNext(this.strategyState);
+    // The worst case: fixed-size sampling from the clients connected now, if fewer than planned.
+    const have = this.transport.available().length;
+    const rate = plan.roundRate(
+      cohortSize(have, this.opts.fractionFit, this.opts.minFitClients),
+      have,
+    );
+    const next = plan.epsilonAfterNext(this.strategyState, rate);
     if (next <= plan.maxEpsilon) return undefined;
     return `privacy budget: round ${round} would take ε to ${next.toFixed(4)} (δ = ${plan.delta}), past dpMaxEpsilon = ${plan.maxEpsilon}; the run ends after round ${round - 1}`;
   }
@@ -272,12 +278,18 @@ export class RoundEngine {
       // Amplification by sampling needs a sample nobody can predict: a seeded generator (its
       // seed is in run.json, its state in the ledger) would not do for a private run.
       const sampler = this.privacy === null ? rng : this.privateSampler;
+      const available = this.transport.available();
       const cohort =
         opts.sampling === "poisson"
-          ? samplePoisson(this.transport.available(), opts.fractionFit, sampler)
-          : sampleCohort(this.transport.available(), opts.fractionFit, opts.minFitClients, sampler);
+          ? samplePoisson(available, opts.fractionFit, sampler)
+          : sampleCohort(available, opts.fractionFit, opts.minFitClients, sampler);
+      // Fixed-size sampling from fewer clients than the population samples each more often.
+      const samplingRate = this.privacy?.roundRate(cohort.length, available.length);
       const started = performance.now();
-      if (opts.secure) return this.secureRound(round, cohort, started, Math.floor(rng() * 2 ** 32));
+      if (opts.secure) {
+        const graphSeed = Math.floor(rng() * 2 ** 32);
+        return this.secureRound(round, cohort, started, graphSeed, samplingRate);
+      }
       const collector = new RoundCollector(round, cohort, {
         weightSpecs: this.task.model.weightSpecs,
         maxUploadBytes: opts.maxUploadBytes,
@@ -289,8 +301,11 @@ export class RoundEngine {
       const request: FitRequest = { round, weights: this.global, config: this.roundConfig(round) };
       const bytesDown = this.transport.startRound(collector, encode(request));
       const outcome = await this.unlessStopped(collector.done);
-      if (outcome.results.length >= opts.minFitClients) {
-        return this.finishRound(outcome, attempt, started, bytesDown);
+      // Under DP with Poisson sampling every round is released, however few answered (the
+      // noise alone, if none did): a retry would condition the sample on who answered.
+      const releaseAnyway = this.privacy !== null && opts.sampling === "poisson";
+      if (outcome.results.length >= opts.minFitClients || releaseAnyway) {
+        return this.finishRound(outcome, attempt, started, bytesDown, samplingRate);
       }
       const reasons = outcome.failures.map((f) => `${f.clientId}: ${f.code}`).join(", ");
       opts.log(
@@ -311,13 +326,17 @@ export class RoundEngine {
     attempt: number,
     started: number,
     bytesDown: number,
+    samplingRate: number | undefined,
   ): Promise<RoundMetrics> {
     this.onPhase(outcome.round, "aggregating");
     const aggStart = performance.now();
     const aggregate = aggregateRound(this.strategy, this.global, outcome.results);
     if (aggregate === null)
       throw new CohortError("ROUND_FAILED", `round ${outcome.round} has no results`);
-    this.step(aggregate, outcome.round);
+    this.step(
+      { ...aggregate, ...(samplingRate === undefined ? {} : { samplingRate }) },
+      outcome.round,
+    );
     const totalExamples = outcome.results.reduce((n, r) => n + r.numExamples, 0);
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(outcome.round, "evaluating");
@@ -325,7 +344,9 @@ export class RoundEngine {
     const evaluation = await this.evaluate();
     const evaluationMs = performance.now() - evalStart;
     const trainLoss =
-      outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
+      totalExamples === 0
+        ? null
+        : outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
     const clipped = outcome.results.flatMap((r) =>
       r.claimedExamples === undefined ? [] : [{ clientId: r.clientId, claimed: r.claimedExamples }],
     );
@@ -369,6 +390,7 @@ export class RoundEngine {
     cohort: string[],
     started: number,
     graphSeed: number,
+    samplingRate: number | undefined,
   ): Promise<RoundMetrics> {
     const outcome = await this.unlessStopped(
       runSecureRound(
@@ -402,7 +424,9 @@ export class RoundEngine {
             }),
       };
       const aggregate = aggregateRound(this.strategy, this.global, [], [sum]);
-      if (aggregate !== null) this.step(aggregate, round);
+      if (aggregate !== null) {
+        this.step({ ...aggregate, ...(samplingRate === undefined ? {} : { samplingRate }) }, round);
+      }
     }
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(round, "evaluating");

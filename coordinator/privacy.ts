@@ -34,8 +34,16 @@ export interface PrivacyPlan {
   sensitivity: number;
   /** ε at `delta` after the rounds released so far (each at the multiplier it was released with). */
   epsilonOf(state: StateRecord): number;
-  /** ε at `delta` should one more round be released at the planned multiplier (its worst case). */
-  epsilonAfterNext(state: StateRecord): number;
+  /**
+   * ε at `delta` should one more round be released at the planned multiplier (its worst case),
+   * at sampling rate `samplingRate` (default the plan's).
+   */
+  epsilonAfterNext(state: StateRecord, samplingRate?: number): number;
+  /**
+   * The sampling rate a fixed-size round of `cohort` drawn from `available` clients is counted
+   * at: the plan's, or m/available where that is higher. Undefined where it is the plan's.
+   */
+  roundRate(cohort: number, available: number): number | undefined;
 }
 
 /**
@@ -103,22 +111,23 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
     o.dpNoise ?? sensitivity * noiseFor(o.dpTargetEpsilon!, delta, sampling, o.rounds, orders);
   // One round's RDP per multiplier, computed once: central rounds all share one, distributed
   // ones take a few (their survivors' noise).
-  const steps = new Map<number, number[]>();
-  const step = (z: number) => {
-    let r = steps.get(z);
+  const steps = new Map<string, number[]>();
+  const step = (z: number, q: number) => {
+    const key = `${z} ${q}`;
+    let r = steps.get(key);
     if (r === undefined) {
-      r = stepRdp(sampling, z / sensitivity, orders);
-      steps.set(z, r);
+      r = stepRdp({ kind: sampling.kind, q }, z / sensitivity, orders);
+      steps.set(key, r);
     }
     return r;
   };
-  const epsilonWith = (state: StateRecord, extra: number) => {
+  const epsilonWith = (state: StateRecord, next?: { samplingRate: number | undefined }) => {
     const spent = spentRounds(state, noise);
-    if (extra > 0) spent.set(noise, (spent.get(noise) ?? 0) + extra);
-    if (spent.size === 0) return 0;
+    if (next !== undefined) spent.push({ noise, samplingRate: next.samplingRate, rounds: 1 });
+    if (spent.length === 0) return 0;
     const total = orders.map(() => 0);
-    for (const [z, rounds] of spent) {
-      step(z).forEach((r, i) => (total[i]! += r * rounds));
+    for (const s of spent) {
+      step(s.noise, s.samplingRate ?? q).forEach((r, i) => (total[i]! += r * s.rounds));
     }
     return epsilonOf(total, delta, orders).epsilon;
   };
@@ -151,7 +160,11 @@ export function resolvePrivacy(o: PrivacyOptions, strategy: Strategy): PrivacyPl
     maxEpsilon: o.dpMaxEpsilon,
     mode: o.dpMode,
     sensitivity,
-    epsilonOf: (state) => epsilonWith(state, 0),
-    epsilonAfterNext: (state) => epsilonWith(state, 1),
+    epsilonOf: (state) => epsilonWith(state),
+    epsilonAfterNext: (state, samplingRate) => epsilonWith(state, { samplingRate }),
+    roundRate: (cohort, available) =>
+      sampling.kind === "fixed" && available > 0 && cohort / available > q
+        ? cohort / available
+        : undefined,
   };
 }

@@ -105,6 +105,18 @@ export async function runSecureRound(
   const failures = new Map<string, RoundFailure>();
   let bytesUp = 0;
   let bytesDown = 0;
+  if (cohort.length < 2) {
+    // Poisson sampling can draw fewer: a sum of one member would be that member's update.
+    return {
+      result: null,
+      abortReason: `SECAGG_THRESHOLD: ${cohort.length} sampled; a secure round needs at least 2`,
+      cohort,
+      failures: [],
+      bytesUp,
+      bytesDown,
+      noise: null,
+    };
+  }
   const setup = secureSetup(opts, task, round, cohort.length, graphSeed, noise);
   const credentials = new Map<number, MemberCredential>();
   cohort.forEach((id, i) => {

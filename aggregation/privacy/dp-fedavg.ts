@@ -70,27 +70,45 @@ export const RELEASED_ROUNDS = "dp.releasedRounds";
 export const CLIPPED_UPDATES = "dp.clippedUpdates";
 
 /**
- * State keys `dp.spent:<z>` count the rounds released with noise multiplier z (central rounds
- * all at the planned z; distributed ones at what their survivors' noise came to).
+ * State keys `dp.spent:z=<z>` count the rounds released with noise multiplier z at the plan's
+ * sampling rate, `dp.spent:z=<z>,q=<q>` those at another rate (central rounds all at the
+ * planned z; distributed ones at what their survivors' noise came to).
  */
 export const SPENT_PREFIX = "dp.spent:";
 /** The state key of the last released round's noise multiplier. */
 export const LAST_NOISE = "dp.lastNoise";
 
+/** Rounds released with one noise multiplier and sampling rate (undefined: the plan's). */
+export interface SpentRounds {
+  noise: number;
+  samplingRate: number | undefined;
+  rounds: number;
+}
+
+/** The state key counting releases at `noise` and `samplingRate`. */
+export function spentKey(noise: number, samplingRate?: number): string {
+  return `${SPENT_PREFIX}z=${noise}` + (samplingRate === undefined ? "" : `,q=${samplingRate}`);
+}
+
 /**
- * The rounds released at each noise multiplier. Rounds of a ledger that predates per-round
- * multipliers count at `planned`.
+ * The rounds released at each noise multiplier and sampling rate. Rounds of a ledger that
+ * predates per-round figures count at `planned` and the plan's rate.
  */
-export function spentRounds(state: StateRecord, planned: number): Map<number, number> {
-  const out = new Map<number, number>();
+export function spentRounds(state: StateRecord, planned: number): SpentRounds[] {
+  const out: SpentRounds[] = [];
   let counted = 0;
   for (const [key, v] of Object.entries(state.values)) {
-    if (!key.startsWith(SPENT_PREFIX) || typeof v !== "number") continue;
-    out.set(Number(key.slice(SPENT_PREFIX.length)), v);
+    const m = /^dp\.spent:z=([^,]+)(?:,q=(.+))?$/.exec(key);
+    if (m === null || typeof v !== "number") continue;
+    out.push({
+      noise: Number(m[1]),
+      samplingRate: m[2] === undefined ? undefined : Number(m[2]),
+      rounds: v,
+    });
     counted += v;
   }
   const earlier = releasedRounds(state) - counted;
-  if (earlier > 0) out.set(planned, (out.get(planned) ?? 0) + earlier);
+  if (earlier > 0) out.push({ noise: planned, samplingRate: undefined, rounds: earlier });
   return out;
 }
 
@@ -177,7 +195,9 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
           carriedNoise += (s.noiseMultiplier ?? 0) ** 2;
         },
         finish() {
-          return count === 0 ? null : { weighted, weight: count, count };
+          // Nothing arrived is still a release: the noise alone (a retry would condition the
+          // sample on who answered).
+          return { weighted, weight: count, count };
         },
       };
     },
@@ -215,13 +235,13 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       } else {
         addGaussian(noisy.weighted, zSum * clip, uniform);
       }
-      const spentKey = SPENT_PREFIX + String(z);
-      const before = state.values[spentKey];
+      const key = spentKey(z, agg.samplingRate);
+      const before = state.values[key];
       const values: StateRecord["values"] = {
         ...state.values,
         [RELEASED_ROUNDS]: releasedRounds(state) + 1,
         [CLIPPED_UPDATES]: clippedThisRound,
-        [spentKey]: (typeof before === "number" ? before : 0) + 1,
+        [key]: (typeof before === "number" ? before : 0) + 1,
         [LAST_NOISE]: z,
       };
       if (adaptive !== undefined) {

@@ -82,9 +82,7 @@ export function poissonLogPmf(
   const series = 1 / (12 * k) - 1 / (360 * k * k2) + 1 / (1260 * k * k2 * k2);
   // log(2πk) = log(2πλ) + log(1 + t), the latter by its series where t is tiny.
   const logK =
-    Math.abs(t) < 1e-4
-      ? logTwoPiLambda + t * (1 - t * (0.5 - t / 3))
-      : Math.log(2 * Math.PI * k);
+    Math.abs(t) < 1e-4 ? logTwoPiLambda + t * (1 - t * (0.5 - t / 3)) : Math.log(2 * Math.PI * k);
   return -lambda * h - 0.5 * logK - series;
 }
 

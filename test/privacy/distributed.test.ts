@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { createRng } from "../../aggregation/random.js";
-import { epsilonOf, logGamma, stepRdp } from "../../aggregation/privacy/rdp.js";
+import {
+  compose,
+  epsilonOf,
+  logGamma,
+  newAccountant,
+  spent,
+  stepRdp,
+} from "../../aggregation/privacy/rdp.js";
 import { withDpFedAvg } from "../../aggregation/privacy/dp-fedavg.js";
 import { emptyState } from "../../aggregation/state.js";
 import { simulate } from "../../simulations/index.js";
@@ -262,7 +269,7 @@ describe("distributed DP options", () => {
     )!;
     expect(plan.mode).toBe("distributed");
     expect(plan.settings.distributed).toBe(true);
-    const state = { arrays: {}, values: { "dp.releasedRounds": 3, "dp.spent:2": 3 } };
+    const state = { arrays: {}, values: { "dp.releasedRounds": 3, "dp.spent:z=2": 3 } };
     expect(plan.epsilonOf(state)).toBeGreaterThan(0);
     expect(plan.epsilonAfterNext(state)).toBeGreaterThan(plan.epsilonOf(state));
   });
@@ -298,7 +305,7 @@ describe("DP-FedAvg with distributed noise", () => {
     const { agg: out, state } = s.afterAggregate!(agg, emptyState(), { round: 1, rounds: 1 });
     expect([...out.weighted[0]!]).toEqual([0.75, 0.75]);
     expect(out.weight).toBe(4); // the fixed denominator
-    expect(state.values["dp.spent:1.2"]).toBe(1);
+    expect(state.values["dp.spent:z=1.2"]).toBe(1);
     expect(state.values["dp.lastNoise"]).toBe(1.2);
   });
 
@@ -347,5 +354,63 @@ describe("DP-FedAvg with distributed noise", () => {
       }
       expect(r.epsilon).toBeCloseTo(epsilonOf(rdp, 1e-5, INTEGER_ORDERS).epsilon, 9);
     }
+  });
+});
+
+describe("what each round is counted at", () => {
+  const base = {
+    model: "mlp",
+    dataset: "mnist",
+    examplesPerDevice: 10,
+    evalSize: 100,
+    baselineEpochs: 0,
+    dpClip: 1,
+    dpNoise: 1,
+  };
+  const want = (q: number, rounds: number, noise = 1 / 2) =>
+    spent(
+      compose(newAccountant(), { sampling: { kind: "fixed", q }, noiseMultiplier: noise, rounds }),
+      1e-5,
+    ).epsilon;
+
+  it("fixed-size sampling from fewer clients than the population is counted at m / available", async () => {
+    // A population of 100 planned, 20 connected: 3 (minFitClients) of 20 each round, q = 0.15,
+    // not the planned 5 of 100.
+    const { rounds } = await simulate(
+      { ...base, devices: 20, dpPopulation: 100, fractionFit: 0.05, minFitClients: 3, rounds: 2 },
+      { progress: null },
+    );
+    expect(rounds.map((r) => r.cohortSize)).toEqual([3, 3]);
+    rounds.forEach((r, i) => expect(r.epsilon).toBeCloseTo(want(0.15, i + 1), 10));
+    expect(rounds[1]!.epsilon).toBeGreaterThan(want(0.05, 2));
+  });
+
+  it("under Poisson sampling a round is released however few answer, even none: the noise alone", async () => {
+    const { rounds } = await simulate(
+      {
+        ...base,
+        devices: 6,
+        fractionFit: 0.1,
+        sampling: "poisson",
+        minFitClients: 3,
+        rounds: 4,
+        seed: 5,
+      },
+      { progress: null },
+    );
+    // Six devices at q = 0.1: most rounds sample fewer than minFitClients; none is retried.
+    expect(rounds).toHaveLength(4);
+    expect(rounds.every((r) => r.attempt === 1)).toBe(true);
+    expect(rounds.some((r) => r.participants < 3)).toBe(true);
+    const poisson = (n: number) =>
+      spent(
+        compose(newAccountant(), {
+          sampling: { kind: "poisson", q: 0.1 },
+          noiseMultiplier: 1,
+          rounds: n,
+        }),
+        1e-5,
+      ).epsilon;
+    rounds.forEach((r, i) => expect(r.epsilon).toBeCloseTo(poisson(i + 1), 10));
   });
 });

@@ -261,7 +261,9 @@ describe("DP-FedAvg across a crash", () => {
       rounds: 3,
       minAvailableClients: 2,
       minFitClients: 2,
-      fractionFit: 0.2, // of a population of 10: q = 0.2
+      // 2 of a population of 10 (q = 0.2 planned), but only 2 are connected: both are sampled
+      // every round, and the accountant counts q = 1.
+      fractionFit: 0.2,
       dpClip: 1,
       dpNoise: 1.1,
       dpPopulation: 10,
@@ -283,7 +285,7 @@ describe("DP-FedAvg across a crash", () => {
     const want = (r: number) =>
       spent(
         compose(newAccountant(), {
-          sampling: { kind: "fixed", q: 2 / 10 },
+          sampling: { kind: "fixed", q: 1 },
           noiseMultiplier: 1.1 / 2, // replace-one: the sum moves by up to 2C
           rounds: r,
         }),
