@@ -67,6 +67,12 @@ export const clientCommand = {
       default: false,
       description: "take part in secure (SecAgg+) rounds only: refuse every plain round",
     },
+    "require-dp-noise": {
+      type: "string",
+      placeholder: "Z",
+      description:
+        "take part only in secure rounds whose members add distributed DP noise of multiplier ≥ Z (docs/privacy.md)",
+    },
     "trust-issuer": {
       type: "string",
       placeholder: "KEY",
@@ -130,6 +136,9 @@ export async function runClient(argv: string[]): Promise<number> {
       flags["join-token"] === undefined ? undefined : await readJoinToken(flags["join-token"]),
     coordinatorKey: flags["coordinator-key"],
     requireSecure: flags["require-secure"],
+    ...(flags["require-dp-noise"] === undefined
+      ? {}
+      : { requireNoise: Number(flags["require-dp-noise"]) }),
     ...(flags["trust-issuer"] === undefined && flags["trust-members"] === undefined
       ? {}
       : {

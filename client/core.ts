@@ -102,6 +102,7 @@ export class ClientCore<R extends string> {
         evalData: undefined,
         evalFraction: 0,
         requireSecure: false,
+        requireNoise: undefined,
         trustedMembers: undefined,
         secureFloors: DEFAULT_SECURE_FLOORS,
         taskLimits: DEFAULT_TASK_LIMITS,
@@ -112,6 +113,12 @@ export class ClientCore<R extends string> {
     // Limits and floors given in part keep the defaults of the rest.
     o.taskLimits = { ...DEFAULT_TASK_LIMITS, ...options.taskLimits };
     o.secureFloors = { ...DEFAULT_SECURE_FLOORS, ...options.secureFloors };
+    if (o.requireNoise !== undefined && !(o.requireNoise > 0 && Number.isFinite(o.requireNoise))) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `requireNoise must be a finite number > 0, got ${String(o.requireNoise)}`,
+      );
+    }
     if (o.evalData === undefined && o.evalFraction !== 0) {
       // The held-out share never trains: it stands for data the model has not seen.
       const split = holdOut(o.data, o.evalFraction, o.seed ?? 0);

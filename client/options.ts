@@ -73,6 +73,14 @@ export interface ClientOptions<R extends string> {
    */
   requireSecure: boolean;
   /**
+   * Take part only in secure rounds whose members add distributed DP noise of at least this
+   * multiplier z (`--dp-mode distributed` on the coordinator): plain rounds are refused with
+   * `SECURE_REQUIRED`, and secure setups with less or no noise with `SECAGG_UNSAFE` before any
+   * key is sent. Without it, a coordinator could quietly turn the noise off. See
+   * docs/privacy.md. @default undefined (no noise required)
+   */
+  requireNoise: number | undefined;
+  /**
    * Who may be a member of this client's secure rounds, decided by someone other than the
    * coordinator: `issuerKey`, the base64 Ed25519 key of an issuer whose join tokens admit
    * members, and/or `keys`, members' base64 identity keys. Set, the client checks every

@@ -138,9 +138,9 @@ export class ClientRounds<R extends string> {
         this.link.fatal(toCohortError(error, "MODEL_TOO_LARGE"));
         return;
       }
-      if (this.options.requireSecure && !task.secure) {
+      if ((this.options.requireSecure || this.options.requireNoise !== undefined) && !task.secure) {
         this.options.log(
-          "this client takes part in secure rounds only (requireSecure) and the run is plain: it will refuse every round",
+          "this client takes part in secure rounds only (requireSecure, requireNoise) and the run is plain: it will refuse every round",
         );
       }
       if (task.signedUpdates && this.options.identity === undefined) {
@@ -220,11 +220,12 @@ export class ClientRounds<R extends string> {
       const task = this.requireTask();
       const request = this.checkedModel(task, payload, parseFitRequest);
       round = request.round;
-      if (options.requireSecure || task.secure) {
+      const secureOnly = options.requireSecure || options.requireNoise !== undefined;
+      if (secureOnly || task.secure) {
         // A plain reply is the delta in the clear: a secure client never sends one.
         throw new CohortError(
           "SECURE_REQUIRED",
-          `round ${round} asks for a plain update; this client ${options.requireSecure ? "takes part in secure rounds only" : "is in a secure run"}: refused`,
+          `round ${round} asks for a plain update; this client ${secureOnly ? "takes part in secure rounds only" : "is in a secure run"}: refused`,
         );
       }
       const outcome = encodeOutcome(task, await this.train(request));
@@ -321,6 +322,7 @@ export class ClientRounds<R extends string> {
         (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
         {
           floors: this.options.secureFloors,
+          minNoise: this.options.requireNoise ?? null,
           identity: this.options.identity ?? null,
           membership: this.membership,
         },

@@ -26,10 +26,24 @@ export function checkFloors(setup: SecAggSetup, floors: SecureFloors): void {
   }
 }
 
+/** Throw `SECAGG_UNSAFE` when a setup's members add less distributed noise than `minNoise`. */
+export function checkNoise(setup: SecAggSetup, minNoise: number | null): void {
+  if (minNoise === null) return;
+  const noise = setup.dp?.noise;
+  if (noise === undefined || noise < minNoise) {
+    throw new CohortError(
+      "SECAGG_UNSAFE",
+      `secure round ${setup.round} ${noise === undefined ? "adds no distributed noise" : `adds distributed noise z = ${noise}`}; this client requires z ≥ ${minNoise}: refused before sending any key`,
+    );
+  }
+}
+
 /** What a secure session enforces. */
 export interface SecureSessionOptions {
   /** @default DEFAULT_SECURE_FLOORS */
   floors: SecureFloors;
+  /** The least distributed-noise multiplier a setup must carry (`requireNoise`). @default null */
+  minNoise: number | null;
   /** Signs this client's keys and its consistency attestations. @default null */
   identity: { publicKey: Uint8Array; secretKey: Uint8Array } | null;
   /** Checks each neighbour's credential (see `SecAggClientOptions.membership`). @default null */
@@ -59,7 +73,13 @@ export class SecureSession {
       parseFitRequest(decode(p)),
     options: Partial<SecureSessionOptions> = {},
   ) {
-    this.options = { floors: DEFAULT_SECURE_FLOORS, identity: null, membership: null, ...options };
+    this.options = {
+      floors: DEFAULT_SECURE_FLOORS,
+      minNoise: null,
+      identity: null,
+      membership: null,
+      ...options,
+    };
   }
 
   private readonly options: SecureSessionOptions;
@@ -75,8 +95,9 @@ export class SecureSession {
             `setup for round ${step.setup.round}; round ${this.round} started`,
           );
         }
-        const { floors, identity, membership } = this.options;
+        const { floors, identity, membership, minNoise } = this.options;
         checkFloors(step.setup, floors);
+        checkNoise(step.setup, minNoise);
         if (membership !== null && step.setup.consistency !== true) {
           // Without it, a server could tell members different stories about who survived.
           throw new CohortError(

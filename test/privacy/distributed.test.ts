@@ -23,8 +23,11 @@ import { resolveOptions } from "../../coordinator/options.js";
 import { INTEGER_ORDERS, resolvePrivacy } from "../../coordinator/privacy.js";
 import { minContributors } from "../../coordinator/secure-round.js";
 import { resolveStrategy } from "../../aggregation/strategies/index.js";
-import { expectCohortError } from "../helpers/errors.js";
-import { TestRound, runRound } from "../secure/harness.js";
+import { expectCohortError, expectRejectsCode } from "../helpers/errors.js";
+import { TestRound, makeSetup, runRound } from "../secure/harness.js";
+import { SecureSession } from "../../client/secure-session.js";
+import { NO_SECURE_FLOORS } from "../../client/options.js";
+import { encode } from "../../protocol/codec.js";
 
 /** Sample mean and variance. */
 function moments(xs: readonly number[]): { mean: number; variance: number } {
@@ -412,5 +415,45 @@ describe("what each round is counted at", () => {
         1e-5,
       ).epsilon;
     rounds.forEach((r, i) => expect(r.epsilon).toBeCloseTo(poisson(i + 1), 10));
+  });
+});
+
+describe("a client that requires distributed noise", () => {
+  const advertise = (dp?: { clip: number; noise: number; minContributors: number }) =>
+    encode({
+      phase: "advertise-keys",
+      setup: makeSetup({ n: 10, tensorSizes: [4], ...(dp === undefined ? {} : { dp }) }),
+      index: 0,
+      model: new Uint8Array(1),
+    });
+  const session = () =>
+    new SecureSession(
+      async () => {
+        throw new Error("never trains: the setup is refused first");
+      },
+      () => {
+        throw new Error("never opens the model: the setup is refused first");
+      },
+      { floors: NO_SECURE_FLOORS, minNoise: 1 },
+    );
+
+  it("attack: a coordinator that turns the noise off, or down, is refused before any key is sent", async () => {
+    await expectRejectsCode(
+      session().step(advertise()),
+      "SECAGG_UNSAFE",
+      /adds no distributed noise/,
+    );
+    await expectRejectsCode(
+      session().step(advertise({ clip: 1, noise: 0.5, minContributors: 9 })),
+      "SECAGG_UNSAFE",
+      /z = 0.5; this client requires z ≥ 1/,
+    );
+  });
+
+  it("takes part where the noise is enough", async () => {
+    // Past the noise check, the session opens the round's model (here: a refusal of its own).
+    await expect(
+      session().step(advertise({ clip: 1, noise: 1.2, minContributors: 9 })),
+    ).rejects.toThrow(/never opens the model/);
   });
 });
