@@ -1,4 +1,5 @@
 /** `cohort client`: join a coordinator with a shard of a dataset, train until the run ends. */
+import { CohortError } from "../protocol/errors.js";
 import { readFile } from "node:fs/promises";
 import { CohortClient } from "../client/index.js";
 import { parseFloors } from "../client/options.js";
@@ -56,6 +57,12 @@ export const clientCommand = {
       placeholder: "BASE64",
       defaultText: "the key in the task",
       description: "pin the key that must sign the models",
+    },
+    "connect-timeout": {
+      type: "string",
+      placeholder: "SECONDS",
+      defaultText: "unset: keep trying",
+      description: "give up (exit 1) when the coordinator cannot be reached for this long",
     },
     ca: {
       type: "string",
@@ -153,6 +160,9 @@ export async function runClient(argv: string[]): Promise<number> {
       ? {}
       : { secureFloors: parseFloors(flags["secure-floors"], "--secure-floors") }),
     ca: flags.ca === undefined ? undefined : await readFile(flags.ca, "utf8"),
+    ...(flags["connect-timeout"] === undefined
+      ? {}
+      : { connectTimeoutMs: seconds(flags["connect-timeout"], "--connect-timeout") }),
     log: (line) => console.log(line),
   });
   const stop = () => void client.close().then(() => process.exit(130));
@@ -160,4 +170,16 @@ export async function runClient(argv: string[]): Promise<number> {
   process.once("SIGTERM", stop);
   await client.run();
   return 0;
+}
+
+/** Milliseconds from a flag in seconds; throws `INVALID_OPTION` unless it is a positive number. */
+function seconds(text: string, flag: string): number {
+  const v = Number(text);
+  if (!(v > 0) || !Number.isFinite(v)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${flag} takes a positive number of seconds, got ${JSON.stringify(text)}`,
+    );
+  }
+  return v * 1000;
 }

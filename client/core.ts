@@ -73,9 +73,7 @@ export class ClientCore<R extends string> {
     options: Partial<ClientOptions<R>> & Pick<ClientOptions<R>, "url" | "data">,
     platform: Pick<ClientOptions<R>, "backend" | "selectBackend">,
   ) {
-    if (typeof options.url !== "string" || options.url.length === 0) {
-      throw new CohortError("INVALID_OPTION", "url is required");
-    }
+    checkUrl(options.url);
     checkDataset(options.data);
     this.options = withDefaults<ClientOptions<R>>(
       {
@@ -93,6 +91,8 @@ export class ClientCore<R extends string> {
         reconnectDelayMaxMs: 10_000,
         ackTimeoutMs: 120_000,
         log: (line) => debug(line),
+        logError: options.log ?? ((line) => console.error(`cohort client: ${line}`)),
+        connectTimeoutMs: undefined,
         seed: undefined,
         identity: undefined,
         joinToken: undefined,
@@ -296,18 +296,41 @@ export class ClientCore<R extends string> {
       if (reason === "io server disconnect") this.reconnectLater(socket);
     });
     await new Promise<void>((resolve, reject) => {
-      socket.once("connect", () => resolve());
+      let lastError = "no answer";
+      const giveUp = (error: CohortError) => {
+        clearTimeout(deadline);
+        this.settle.reject(error);
+        void this.close();
+        reject(error);
+      };
+      const wait = options.connectTimeoutMs;
+      const deadline =
+        wait === undefined
+          ? undefined
+          : setTimeout(() => {
+              const error = new CohortError(
+                "CONNECTION_FAILED",
+                `could not reach the coordinator at ${options.url} within ${Math.round(wait / 1000)} s (last error: ${lastError})`,
+              );
+              giveUp(error);
+            }, wait);
+      socket.once("connect", () => {
+        clearTimeout(deadline);
+        resolve();
+      });
       socket.on("connect_error", (err: Error & { data?: { code?: unknown } }) => {
         const code = err.data?.code;
         if (isErrorCode(code)) {
           // The coordinator refused us: retrying cannot help.
           const error = new CohortError(code, `coordinator refused the connection: ${err.message}`);
-          options.log(error.message);
-          this.settle.reject(error);
-          void this.close();
-          reject(error);
-        } else {
-          debug("connect error: %s", err.message);
+          options.logError(error.message);
+          giveUp(error);
+        } else if (this.socket !== null && !socket.connected) {
+          // One line per attempt, with the cause (a wrong port, a server that is not Cohort's).
+          lastError = connectCause(err);
+          options.logError(
+            `cannot reach the coordinator at ${options.url}: ${lastError}; retrying`,
+          );
         }
       });
     });
@@ -392,4 +415,36 @@ export class ClientCore<R extends string> {
     this.tensors = null;
     this.settle.reject(new CohortError("CLOSED", "client closed before the run ended"));
   }
+}
+
+/** Throw `INVALID_OPTION` unless `url` is an http(s) or ws(s) URL. */
+function checkUrl(url: unknown): void {
+  if (typeof url !== "string" || url.length === 0) {
+    throw new CohortError("INVALID_OPTION", "url is required");
+  }
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new CohortError("INVALID_OPTION", `url ${JSON.stringify(url)} is not a URL`);
+  }
+  if (!["http:", "https:", "ws:", "wss:"].includes(parsed.protocol)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `url ${JSON.stringify(url)} must be http://, https://, ws:// or wss://, not ${parsed.protocol}//`,
+    );
+  }
+}
+
+/** What a failed connection attempt says, with the network error beneath socket.io's. */
+function connectCause(err: Error & { description?: unknown; context?: unknown }): string {
+  const description = err.description as
+    { message?: unknown; error?: { message?: unknown } } | undefined;
+  const inner =
+    typeof description?.message === "string"
+      ? description.message
+      : typeof description?.error?.message === "string"
+        ? description.error.message
+        : undefined;
+  return inner !== undefined && inner !== err.message ? `${err.message} (${inner})` : err.message;
 }

@@ -38,6 +38,16 @@ export interface ClientOptions<R extends string> {
   /** Where progress lines go. @default a `debug("cohort:client")` logger */
   log: (line: string) => void;
   /**
+   * Where failures go: a fit that failed, a coordinator that cannot be reached.
+   * @default `log` when it is given, else standard error (the console in a browser)
+   */
+  logError: (line: string) => void;
+  /**
+   * Give up connecting after this long without reaching the coordinator: `start()` and `run()`
+   * reject with `CONNECTION_FAILED`, naming the last error. @default undefined (keep trying)
+   */
+  connectTimeoutMs: number | undefined;
+  /**
    * Seed of the local shuffles (round r uses seed + r), for reproducible runs.
    * @default undefined (a fresh random order every epoch)
    */

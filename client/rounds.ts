@@ -256,7 +256,7 @@ export class ClientRounds<R extends string> {
       this.report(report);
     } catch (error) {
       const e = toCohortError(error);
-      options.log(`fit failed: ${e.code}: ${e.message}`);
+      options.logError(`round ${round}: fit failed: ${e.code}: ${e.message}`);
       if (round > 0 && !this.link.closed()) this.link.reportFailure(round, e);
     }
   }

@@ -1,0 +1,67 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, expect, it } from "vitest";
+import { CohortClient } from "../client/index.js";
+import { expectCohortError } from "./helpers/errors.js";
+import { mnistShards } from "./helpers/federation.js";
+import { digitsClientArgs, runCli } from "./helpers/cli.js";
+
+describe("a client says what went wrong", () => {
+  it("refuses a URL it could never connect to at construction", async () => {
+    const { shards } = await mnistShards(1, 10, 10);
+    const make = (url: string) => () => new CohortClient({ url, data: shards[0]!, backend: "cpu" });
+    expectCohortError(make("not a url"), "INVALID_OPTION", /"not a url" is not a URL/);
+    expectCohortError(make("htp://localhost:1"), "INVALID_OPTION", /must be http:\/\/.*not htp:/);
+    expectCohortError(make(""), "INVALID_OPTION", /url is required/);
+  });
+
+  it("logs every failed attempt with its cause, and gives up at the connect deadline", async () => {
+    // A server that is not Cohort's: every attempt is answered with a 404.
+    const server = createServer((_, res) => res.writeHead(404).end("not here"));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const { port } = server.address() as AddressInfo;
+    const { shards } = await mnistShards(1, 10, 10);
+    const lines: string[] = [];
+    const client = new CohortClient({
+      url: `http://127.0.0.1:${port}`,
+      data: shards[0]!,
+      backend: "cpu",
+      reconnectDelayMs: 50,
+      reconnectDelayMaxMs: 100,
+      connectTimeoutMs: 1500,
+      log: (l) => lines.push(l),
+    });
+    const started = Date.now();
+    try {
+      await expect(client.run()).rejects.toMatchObject({
+        code: "CONNECTION_FAILED",
+        message: expect.stringMatching(/within 2 s \(last error: .+\)/),
+      });
+      expect(Date.now() - started).toBeLessThan(10_000);
+      const attempts = lines.filter((l) =>
+        /^cannot reach the coordinator at .*; retrying$/.test(l),
+      );
+      expect(attempts.length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await client.close();
+      server.close();
+    }
+  });
+
+  it("the CLI exits 1 with the code and the reason when the coordinator cannot be reached", async () => {
+    // A port nobody listens on: bind one, note it, free it.
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const out = await runCli(
+      digitsClientArgs(`http://127.0.0.1:${port}`, 0, 1, 10, ["--connect-timeout", "1"]),
+    );
+    expect(out.code).toBe(1);
+    expect(out.output).toMatch(/cannot reach the coordinator .*; retrying/);
+    expect(out.output).toMatch(/error CONNECTION_FAILED: could not reach the coordinator/);
+    const bad = await runCli(["client", "--url", "not a url"]);
+    expect(bad.code).toBe(1);
+    expect(bad.output).toMatch(/error INVALID_OPTION: url "not a url" is not a URL/);
+  }, 60_000);
+});
