@@ -223,12 +223,36 @@ export function membershipCheck(
 
 /** Throw `DATASET_INVALID` unless the data is usable. */
 export function checkDataset(data: Dataset): void {
+  const what = `dataset ${typeof data?.name === "string" ? data.name : "(unnamed)"}`;
+  if (typeof data?.name !== "string") {
+    throw new CohortError("DATASET_INVALID", `${what}: \`name\` must be a string`);
+  }
+  if (!(data.features instanceof Float32Array)) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `${what}: features must be a Float32Array, got ${typeName(data.features)} (convert it with Float32Array.from)`,
+    );
+  }
+  if (!(data.labels instanceof Uint8Array)) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `${what}: labels must be a Uint8Array of class ids, got ${typeName(data.labels)}`,
+    );
+  }
   const n = datasetSize(data);
   if (n === 0) throw new CohortError("DATASET_INVALID", `dataset ${data.name} is empty`);
   if (data.features.length !== n * featureSize(data)) {
     throw new CohortError(
       "DATASET_INVALID",
       `dataset ${data.name}: ${data.features.length} feature values for ${n} examples of shape [${data.sampleShape.join(", ")}]`,
+    );
+  }
+  const size = featureSize(data);
+  const nonFinite = data.features.findIndex((v) => !Number.isFinite(v));
+  if (nonFinite >= 0) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `${what}: example ${Math.floor(nonFinite / size)} holds ${data.features[nonFinite]} (feature ${nonFinite % size})`,
     );
   }
   const bad = data.labels.findIndex((y) => y >= data.numClasses);
@@ -238,4 +262,12 @@ export function checkDataset(data: Dataset): void {
       `dataset ${data.name}: label ${data.labels[bad]} ≥ numClasses ${data.numClasses}`,
     );
   }
+}
+
+/** What a value is, for an error message: its class name, or its type. */
+function typeName(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (Array.isArray(v)) return "a plain array";
+  const ctor = (v as { constructor?: { name?: unknown } }).constructor?.name;
+  return typeof ctor === "string" ? ctor : typeof v;
 }

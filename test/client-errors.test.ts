@@ -15,6 +15,35 @@ describe("a client says what went wrong", () => {
     expectCohortError(make(""), "INVALID_OPTION", /url is required/);
   });
 
+  it("checks its data at construction: NaN and ∞ named by example, other arrays refused clearly", async () => {
+    const { shards } = await mnistShards(1, 10, 10);
+    const data = shards[0]!;
+    const make = (d: object) => () =>
+      new CohortClient({ url: "http://localhost:1", data: d as typeof data, backend: "cpu" });
+    const features = Float32Array.from(data.features);
+    features[3 * 784 + 5] = Number.NaN;
+    expectCohortError(
+      make({ ...data, features }),
+      "DATASET_INVALID",
+      /example 3 holds NaN \(feature 5\)/,
+    );
+    features[3 * 784 + 5] = 0;
+    features[9 * 784] = Infinity;
+    expectCohortError(make({ ...data, features }), "DATASET_INVALID", /example 9 holds Infinity/);
+    expectCohortError(
+      make({ ...data, features: Float64Array.from(data.features) }),
+      "DATASET_INVALID",
+      /features must be a Float32Array, got Float64Array \(convert it with Float32Array.from\)/,
+    );
+    expectCohortError(
+      make({ ...data, labels: [...data.labels] }),
+      "DATASET_INVALID",
+      /labels must be a Uint8Array of class ids, got a plain array/,
+    );
+    const { name: _name, ...unnamed } = data;
+    expectCohortError(make(unnamed), "DATASET_INVALID", /`name` must be a string/);
+  });
+
   it("logs every failed attempt with its cause, and gives up at the connect deadline", async () => {
     // A server that is not Cohort's: every attempt is answered with a 404.
     const server = createServer((_, res) => res.writeHead(404).end("not here"));
