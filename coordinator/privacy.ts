@@ -1,6 +1,7 @@
 /**
  * The run's privacy plan, from its options: DP-FedAvg's settings and the accountant's view of
- * the sampling (q = expected cohort / population), and ε after any number of released rounds.
+ * the sampling (q = expected cohort / population), and ε of the rounds released, each at its own
+ * noise and sampling rate.
  */
 import { CohortError } from "../protocol/errors.js";
 import {

@@ -105,17 +105,26 @@ export async function runSecureRound(
   const failures = new Map<string, RoundFailure>();
   let bytesUp = 0;
   let bytesDown = 0;
+  const outcome = (
+    result: SecAggResult | null,
+    abortReason: string | null,
+    noise: NoiseParams | null,
+  ): SecureOutcome => ({
+    result,
+    abortReason,
+    cohort,
+    failures: [...failures.values()],
+    bytesUp,
+    bytesDown,
+    noise,
+  });
   if (cohort.length < 2) {
     // Poisson sampling can draw fewer: a sum of one member would be that member's update.
-    return {
-      result: null,
-      abortReason: `SECAGG_THRESHOLD: ${cohort.length} sampled; a secure round needs at least 2`,
-      cohort,
-      failures: [],
-      bytesUp,
-      bytesDown,
-      noise: null,
-    };
+    return outcome(
+      null,
+      `SECAGG_THRESHOLD: ${cohort.length} sampled; a secure round needs at least 2`,
+      null,
+    );
   }
   const setup = secureSetup(opts, task, round, cohort.length, graphSeed, noise);
   const credentials = new Map<number, MemberCredential>();
@@ -246,29 +255,17 @@ export async function runSecureRound(
           message: `${d.phase}: ${d.reason}`,
         });
     }
-    return {
-      result,
-      abortReason: null,
-      cohort,
-      failures: [...failures.values()],
-      bytesUp,
-      bytesDown,
-      noise: server.params.noise ?? null,
-    };
+    return outcome(result, null, server.params.noise ?? null);
   } catch (error) {
     // A protocol failure (too few members left, a bad transcript) aborts the round; a bug does not
     // hide as an abort: it surfaces.
     if (!(error instanceof CohortError) || error.code === "INTERNAL") throw error;
     const e = error;
-    return {
-      result: null,
-      abortReason: `${e.code}: ${e.message}${refusals(failures.values())}`,
-      cohort,
-      failures: [...failures.values()],
-      bytesUp,
-      bytesDown,
-      noise: server.params.noise ?? null,
-    };
+    return outcome(
+      null,
+      `${e.code}: ${e.message}${refusals(failures.values())}`,
+      server.params.noise ?? null,
+    );
   }
 }
 

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { digitsClientArgs, startCli, type CliProcess } from "./helpers/cli.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { until } from "./helpers/wait.js";
-import { compose, newAccountant, spent } from "../aggregation/privacy/rdp.js";
+import { planEpsilon } from "./helpers/privacy.js";
 
 const ROUNDS = 4;
 const common = [
@@ -118,16 +118,9 @@ describe("crash-safe coordinator", () => {
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
     const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.round)).toEqual([1, 2, 3]);
-    const want = (r: number) =>
-      spent(
-        compose(newAccountant(), {
-          // Both connected clients train every round: q = 1, whatever the population.
-          sampling: { kind: "fixed", q: 1 },
-          noiseMultiplier: 1.1 / 2, // replace-one: the sum moves by up to 2C
-          rounds: r,
-        }),
-        1e-5,
-      ).epsilon;
+    // Both connected clients train every round: q = 1, whatever the population. Replace-one:
+    // the sum moves by up to 2C, so the accountant sees z/2.
+    const want = (r: number) => planEpsilon({ kind: "fixed", q: 1 }, 1.1 / 2, r);
     expect(metrics.map((m) => m.epsilon)).toEqual([want(1), want(2), want(3)]);
   }, 120_000);
 

@@ -157,7 +157,6 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
   let withinThisRound = 0;
   /** Σ z² of the noise the round's sums arrived with (distributed noise). */
   let carriedNoise = 0;
-  let sumsThisRound = 0;
   /** The clip in force for the round being aggregated (set by `configureFit`). */
   let clip = dp.clip;
   const aggregator: Aggregator = {
@@ -169,7 +168,6 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       clippedThisRound = 0;
       withinThisRound = 0;
       carriedNoise = 0;
-      sumsThisRound = 0;
       const accumulate = (delta: readonly (Float32Array | Float64Array)[], factor = 1) => {
         delta.forEach((t, i) => {
           const out = weighted[i]!;
@@ -190,7 +188,6 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
           // A secure round's sum: clients clipped and weighted their updates alike.
           accumulate(s.weighted);
           count += s.count;
-          sumsThisRound++;
           // Independent noises on one sum: their variances add.
           carriedNoise += (s.noiseMultiplier ?? 0) ** 2;
         },
@@ -225,7 +222,7 @@ export function withDpFedAvg(inner: Strategy, dp: DpFedAvgSettings): Strategy {
       let z = dp.noiseMultiplier;
       if (dp.distributed === true) {
         // The members added the noise; what their sum carries is what this round spent.
-        if (sumsThisRound === 0 || carriedNoise === 0) {
+        if (carriedNoise === 0) {
           throw new CohortError(
             "INTERNAL",
             "distributed DP: the round's aggregate carries no members' noise",

@@ -3,6 +3,7 @@ import { CohortError } from "../../protocol/errors.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
 import { addSkellam, skellamMultiplier, skellamVarianceFor } from "../privacy/skellam.js";
+import { l2Norm } from "../privacy/noise.js";
 import { SHAMIR_MAX_SHARES } from "./shamir.js";
 
 /** Largest cohort the secure aggregation supports (bounded by the Shamir field, GF(2^16)). */
@@ -205,7 +206,8 @@ export function quantizeUpdate(
   // Distributed DP: the update is clipped to L2 norm C here, whatever the caller did.
   let shrink = 1;
   if (noise !== undefined) {
-    const norm = l2NormChecked(delta);
+    // A non-finite norm leaves shrink at 1 or 0; the loop below then refuses the value itself.
+    const norm = l2Norm(delta);
     if (norm > noise.clip) shrink = noise.clip / norm;
   }
   let offset = 1;
@@ -235,21 +237,6 @@ export function quantizeUpdate(
   // The member's share of the round's noise, from the cryptographic generator, mod 2^32.
   if (noise !== undefined) addSkellam(out, 1, noise.variance);
   return out;
-}
-
-/** The L2 norm of an update, after checking every value is finite (`NON_FINITE`). */
-function l2NormChecked(delta: Weights): number {
-  let sum = 0;
-  delta.forEach((tensor, t) => {
-    for (let j = 0; j < tensor.length; j++) {
-      const v = tensor[j]!;
-      if (!Number.isFinite(v)) {
-        throw new CohortError("NON_FINITE", `delta[${t}] holds ${v} at index ${j}`);
-      }
-      sum += v * v;
-    }
-  });
-  return Math.sqrt(sum);
 }
 
 /** A decoded secure aggregate. */

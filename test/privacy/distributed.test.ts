@@ -1,13 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createRng } from "../../aggregation/random.js";
-import {
-  compose,
-  epsilonOf,
-  logGamma,
-  newAccountant,
-  spent,
-  stepRdp,
-} from "../../aggregation/privacy/rdp.js";
+import { epsilonOf, logGamma, stepRdp } from "../../aggregation/privacy/rdp.js";
+import { planEpsilon, TINY_SIMULATION } from "../helpers/privacy.js";
 import { withDpFedAvg } from "../../aggregation/privacy/dp-fedavg.js";
 import { emptyState } from "../../aggregation/state.js";
 import { simulate } from "../../simulations/index.js";
@@ -326,13 +320,9 @@ describe("DP-FedAvg with distributed noise", () => {
   it("in the simulator: members add the noise, every round is accounted at its survivors' noise", async () => {
     const { rounds } = await simulate(
       {
+        ...TINY_SIMULATION,
         devices: 20,
         fractionFit: 0.5,
-        model: "mlp",
-        dataset: "mnist",
-        examplesPerDevice: 10,
-        evalSize: 100,
-        baselineEpochs: 0,
         rounds: 2,
         secure: true,
         dpClip: 1,
@@ -361,20 +351,9 @@ describe("DP-FedAvg with distributed noise", () => {
 });
 
 describe("what each round is counted at", () => {
-  const base = {
-    model: "mlp",
-    dataset: "mnist",
-    examplesPerDevice: 10,
-    evalSize: 100,
-    baselineEpochs: 0,
-    dpClip: 1,
-    dpNoise: 1,
-  };
-  const want = (q: number, rounds: number, noise = 1 / 2) =>
-    spent(
-      compose(newAccountant(), { sampling: { kind: "fixed", q }, noiseMultiplier: noise, rounds }),
-      1e-5,
-    ).epsilon;
+  const base = { ...TINY_SIMULATION, dpClip: 1, dpNoise: 1 };
+  // Replace-one: the sum moves by up to 2C, so the accountant sees z/2.
+  const want = (q: number, rounds: number) => planEpsilon({ kind: "fixed", q }, 1 / 2, rounds);
 
   it("fixed-size sampling from fewer clients than the population is counted at m / available", async () => {
     // A population of 100 planned, 20 connected: 3 (minFitClients) of 20 each round, q = 0.15,
@@ -405,15 +384,7 @@ describe("what each round is counted at", () => {
     expect(rounds).toHaveLength(4);
     expect(rounds.every((r) => r.attempt === 1)).toBe(true);
     expect(rounds.some((r) => r.participants < 3)).toBe(true);
-    const poisson = (n: number) =>
-      spent(
-        compose(newAccountant(), {
-          sampling: { kind: "poisson", q: 0.1 },
-          noiseMultiplier: 1,
-          rounds: n,
-        }),
-        1e-5,
-      ).epsilon;
+    const poisson = (n: number) => planEpsilon({ kind: "poisson", q: 0.1 }, 1, n);
     rounds.forEach((r, i) => expect(r.epsilon).toBeCloseTo(poisson(i + 1), 10));
   });
 });

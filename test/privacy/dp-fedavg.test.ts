@@ -8,7 +8,7 @@ import { aggregateRound, serverStep } from "../../aggregation/server-step.js";
 import { emptyState } from "../../aggregation/state.js";
 import { currentClip, releasedRounds, withDpFedAvg } from "../../aggregation/privacy/dp-fedavg.js";
 import { addGaussian, clipL2, l2Norm, secureUniform } from "../../aggregation/privacy/noise.js";
-import { compose, newAccountant, spent } from "../../aggregation/privacy/rdp.js";
+import { planEpsilon, TINY_SIMULATION } from "../helpers/privacy.js";
 import { dpClipMod } from "../../client/fit-handler.js";
 import { resolveOptions } from "../../coordinator/options.js";
 import { exposition, StatusTracker, statusFamilies } from "../../coordinator/http/index.js";
@@ -195,14 +195,7 @@ describe("DP-FedAvg in the simulator", () => {
     );
     const q = 0.2;
     rounds.forEach((r, i) => {
-      const want = spent(
-        compose(newAccountant(), {
-          sampling: { kind: "poisson", q },
-          noiseMultiplier: 1,
-          rounds: i + 1,
-        }),
-        1e-5,
-      ).epsilon;
+      const want = planEpsilon({ kind: "poisson", q }, 1, i + 1);
       expect(r.epsilon).toBeCloseTo(want, 10);
       expect(r.noiseMultiplier).toBe(1);
     });
@@ -233,15 +226,8 @@ describe("DP-FedAvg in the simulator", () => {
 
   it("ends the run cleanly before the round that would pass dpMaxEpsilon", async () => {
     const runDir = await tempRunDir("cohort-dp-budget-");
-    const plan = (r: number) =>
-      spent(
-        compose(newAccountant(), {
-          sampling: { kind: "fixed", q: 12 / 60 },
-          noiseMultiplier: 1 / 2, // replace-one: the sum moves by up to 2C
-          rounds: r,
-        }),
-        1e-5,
-      ).epsilon;
+    // Replace-one: the sum moves by up to 2C, so the accountant sees z/2.
+    const plan = (r: number) => planEpsilon({ kind: "fixed", q: 12 / 60 }, 1 / 2, r);
     // A budget between ε after 2 and after 3 rounds: exactly 2 rounds run.
     const budget = (plan(2) + plan(3)) / 2;
     const { summary, rounds } = await simulate(
@@ -282,15 +268,8 @@ describe("DP-FedAvg across a crash", () => {
     const summary = await second.run();
     await Promise.all(clients.map((c) => c.close()));
     await second.close();
-    const want = (r: number) =>
-      spent(
-        compose(newAccountant(), {
-          sampling: { kind: "fixed", q: 1 },
-          noiseMultiplier: 1.1 / 2, // replace-one: the sum moves by up to 2C
-          rounds: r,
-        }),
-        1e-5,
-      ).epsilon;
+    // Replace-one: the sum moves by up to 2C, so the accountant sees z/2.
+    const want = (r: number) => planEpsilon({ kind: "fixed", q: 1 }, 1.1 / 2, r);
     expect(summary.rounds.map((r) => r.round)).toEqual([2, 3]);
     expect(summary.rounds.map((r) => r.epsilon)).toEqual([want(2), want(3)]);
     // Resuming with other DP settings is another experiment.
@@ -305,13 +284,9 @@ describe("ε where people look", () => {
     const runDir = await tempRunDir("cohort-dp-status-");
     const { rounds } = await simulate(
       {
+        ...TINY_SIMULATION,
         devices: 20,
         fractionFit: 0.5,
-        model: "mlp",
-        dataset: "mnist",
-        examplesPerDevice: 10,
-        evalSize: 100,
-        baselineEpochs: 0,
         rounds: 2,
         dpClip: 1,
         dpNoise: 1,
