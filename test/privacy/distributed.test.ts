@@ -12,7 +12,12 @@ import {
   skellamMultiplier,
   skellamVarianceFor,
 } from "../../aggregation/privacy/skellam.js";
-import { cryptoRng, secureParams, sumMultiplier } from "../../aggregation/secure/index.js";
+import {
+  cryptoRng,
+  parseSecAggSetup,
+  secureParams,
+  sumMultiplier,
+} from "../../aggregation/secure/index.js";
 import { resolveOptions } from "../../coordinator/options.js";
 import { INTEGER_ORDERS, resolvePrivacy } from "../../coordinator/privacy.js";
 import { minContributors } from "../../coordinator/secure-round.js";
@@ -426,5 +431,29 @@ describe("a client that requires distributed noise", () => {
     await expect(
       session().step(advertise({ clip: 1, noise: 1.2, minContributors: 9 })),
     ).rejects.toThrow(/never opens the model/);
+  });
+});
+
+describe("a setup's distributed noise, as members receive it", () => {
+  it("is refused when malformed: no clip, a negative or non-finite noise, a floor outside t…n", () => {
+    const setup = makeSetup({ n: 10, tensorSizes: [4] });
+    const bad = [
+      { clip: 0, noise: 1, minContributors: 8 },
+      { clip: 1, noise: -1, minContributors: 8 },
+      { clip: 1, noise: Number.NaN, minContributors: 8 },
+      { clip: 1, noise: 1, minContributors: 11 },
+      { clip: 1, noise: 1, minContributors: setup.t - 1 },
+      "loud",
+    ];
+    for (const dp of bad) {
+      expectCohortError(() => parseSecAggSetup({ ...setup, dp }), "INVALID_MESSAGE");
+    }
+    expect(
+      parseSecAggSetup({ ...setup, dp: { clip: 1, noise: 1, minContributors: 8 } }).dp,
+    ).toEqual({
+      clip: 1,
+      noise: 1,
+      minContributors: 8,
+    });
   });
 });
