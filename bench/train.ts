@@ -29,7 +29,7 @@ import {
   type TrainJob,
 } from "../models/index.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { TrainingConfig } from "../protocol/messages.js";
+import type { LocalTraining } from "../models/training.js";
 import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 
 const SAMPLES = 600;
@@ -62,14 +62,19 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function config(batchSize: number): TrainingConfig {
+function config(batchSize: number): LocalTraining {
   return { optimizer: "sgd", learningRate: 0.01, localEpochs: 1, batchSize };
 }
 
 /** Bare tfjs: compile once, then `fit` one epoch. */
 async function bareEpoch(model: tf.LayersModel, data: TensorData, batchSize: number) {
   const t0 = performance.now();
-  await model.fit(data.x, data.y, { epochs: 1, batchSize, shuffle: true, verbose: 0 });
+  await model.fit(data.x, data.targets("sparse-categorical-crossentropy"), {
+    epochs: 1,
+    batchSize,
+    shuffle: true,
+    verbose: 0,
+  });
   return performance.now() - t0;
 }
 

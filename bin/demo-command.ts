@@ -90,7 +90,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     const codes = await Promise.all(children);
     const last = summary.rounds.at(-1);
     console.log(
-      `done: ${summary.rounds.length} rounds, accuracy ${summary.initial?.accuracy.toFixed(4)} → ${last?.accuracy?.toFixed(4)}; run directory ${summary.runDir}`,
+      `done: ${summary.rounds.length} rounds, accuracy ${summary.initial?.accuracy?.toFixed(4)} → ${last?.accuracy?.toFixed(4)}; run directory ${summary.runDir}`,
     );
     return codes.every((c) => c === 0) ? 0 : 1;
   } finally {

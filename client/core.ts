@@ -6,6 +6,7 @@
 import { io, type Socket } from "socket.io-client";
 import createDebug from "debug";
 import { datasetSize } from "../protocol/dataset.js";
+import { checkedDataset } from "../protocol/dataset-check.js";
 import { CohortError, isErrorCode, toCohortError } from "../protocol/errors.js";
 import type { ClientToServerEvents, ServerToClientEvents } from "../protocol/events.js";
 import type { HandshakeAuth, RunDone } from "../protocol/messages.js";
@@ -23,7 +24,6 @@ import { LocalTrainer } from "./trainer.js";
 import { ClientRounds } from "./rounds.js";
 import { holdOut } from "./held-out.js";
 import {
-  checkDataset,
   DEFAULT_SECURE_FLOORS,
   DEFAULT_TASK_LIMITS,
   membershipCheck,
@@ -74,11 +74,11 @@ export class ClientCore<R extends string> {
     platform: Pick<ClientOptions<R>, "backend" | "selectBackend">,
   ) {
     checkUrl(options.url);
-    checkDataset(options.data);
+    const data = checkedDataset(options.data);
     this.options = withDefaults<ClientOptions<R>>(
       {
         url: options.url,
-        data: options.data,
+        data,
         // With an identity, the id its key stands for (stable across restarts); otherwise
         // WebCrypto's UUID, so browsers need no polyfill (pages on http:// need localhost).
         clientId:
@@ -101,13 +101,14 @@ export class ClientCore<R extends string> {
         mods: [],
         evalData: undefined,
         evalFraction: 0,
+        metricFunctions: {},
         requireSecure: false,
         requireNoise: undefined,
         trustedMembers: undefined,
         secureFloors: DEFAULT_SECURE_FLOORS,
         taskLimits: DEFAULT_TASK_LIMITS,
       },
-      options,
+      { ...options, data },
     );
     const o = this.options;
     // Limits and floors given in part keep the defaults of the rest.
@@ -125,7 +126,7 @@ export class ClientCore<R extends string> {
       o.data = split.train;
       o.evalData = split.evaluate;
     }
-    if (o.evalData !== undefined) checkDataset(o.evalData);
+    if (o.evalData !== undefined) o.evalData = checkedDataset(o.evalData);
     if (o.trustedMembers !== undefined) {
       membershipCheck(o.trustedMembers); // refuses bad keys now, not in the first secure round
       if (o.identity === undefined) {
@@ -184,6 +185,7 @@ export class ClientCore<R extends string> {
     this.trainer = new LocalTrainer(
       this.backend.name,
       this.progressListeners.length > 0 ? (d, t) => this.reportProgress(d, t) : undefined,
+      options.metricFunctions,
     );
     options.log(
       `client ${options.clientId}: backend ${this.backend.name}, ${datasetSize(options.data)} examples (${options.data.name})`,
@@ -230,7 +232,7 @@ export class ClientCore<R extends string> {
         reportFailure: (round, error) =>
           socket.emit("fit:error", { round, code: error.code, message: error.message }),
         fatal: (error) => {
-          options.log(error.message);
+          options.logError(`${error.code}: ${error.message}`);
           this.settle.reject(error);
           void this.close();
         },

@@ -5,7 +5,7 @@
  */
 import { subtract } from "../aggregation/weights.js";
 import { clipL2 } from "../aggregation/privacy/noise.js";
-import type { Dataset } from "../protocol/dataset.js";
+import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import type { LocalTraining, TrainStats } from "../models/training.js";
 
@@ -72,6 +72,7 @@ export function localTraining(ins: FitIns): LocalTraining {
   const { config } = ins.request;
   return {
     optimizer: ins.task.training.optimizer,
+    loss: ins.task.training.loss,
     learningRate: config.learningRate,
     localEpochs: config.localEpochs,
     batchSize: config.batchSize,
@@ -89,7 +90,7 @@ export function localFit(
   return {
     result: {
       round: ins.request.round,
-      numExamples: ins.data.labels.length,
+      numExamples: datasetSize(ins.data),
       delta: subtract(trained, ins.request.weights),
       metrics: { loss: stats.loss, accuracy: stats.accuracy, trainMs: stats.trainMs, backend },
     },

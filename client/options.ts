@@ -1,9 +1,10 @@
 /** Client options and reports, shared by the Node and browser builds. */
-import { datasetSize, featureSize, type Dataset } from "../protocol/dataset.js";
+import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { checkJoinToken, fromBase64, toBase64, type JoinToken } from "../aggregation/signing.js";
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import type { ClientMod } from "./fit-handler.js";
+import type { MetricFn } from "../models/task.js";
 
 /** A started tfjs backend: `name` goes into every update's metrics, `label` into the handshake. */
 export interface ClientBackend {
@@ -18,8 +19,17 @@ export type BackendSelector<R extends string> = (request: R) => Promise<ClientBa
 export interface ClientOptions<R extends string> {
   /** Coordinator URL, e.g. `http://localhost:8080`. Required. */
   url: string;
-  /** The local training data. Required. */
+  /**
+   * The local training data. Required. Float64Array and number-array features or labels are
+   * converted (plain-array labels are class ids when `numClasses` is given, float targets
+   * otherwise); anything else is refused with `DATASET_INVALID`.
+   */
   data: Dataset;
+  /**
+   * Your own metric functions, by the name the task's `metrics` gives them; federated
+   * evaluation reports the task's metrics this client knows. @default {}
+   */
+  metricFunctions: Record<string, MetricFn>;
   /** Stable id across reconnects. @default a random UUID */
   clientId: string;
   /**
@@ -219,55 +229,4 @@ export function membershipCheck(
     }
     return "is not a member this client trusts (no valid join token, not on its list)";
   };
-}
-
-/** Throw `DATASET_INVALID` unless the data is usable. */
-export function checkDataset(data: Dataset): void {
-  const what = `dataset ${typeof data?.name === "string" ? data.name : "(unnamed)"}`;
-  if (typeof data?.name !== "string") {
-    throw new CohortError("DATASET_INVALID", `${what}: \`name\` must be a string`);
-  }
-  if (!(data.features instanceof Float32Array)) {
-    throw new CohortError(
-      "DATASET_INVALID",
-      `${what}: features must be a Float32Array, got ${typeName(data.features)} (convert it with Float32Array.from)`,
-    );
-  }
-  if (!(data.labels instanceof Uint8Array)) {
-    throw new CohortError(
-      "DATASET_INVALID",
-      `${what}: labels must be a Uint8Array of class ids, got ${typeName(data.labels)}`,
-    );
-  }
-  const n = datasetSize(data);
-  if (n === 0) throw new CohortError("DATASET_INVALID", `dataset ${data.name} is empty`);
-  if (data.features.length !== n * featureSize(data)) {
-    throw new CohortError(
-      "DATASET_INVALID",
-      `dataset ${data.name}: ${data.features.length} feature values for ${n} examples of shape [${data.sampleShape.join(", ")}]`,
-    );
-  }
-  const size = featureSize(data);
-  const nonFinite = data.features.findIndex((v) => !Number.isFinite(v));
-  if (nonFinite >= 0) {
-    throw new CohortError(
-      "DATASET_INVALID",
-      `${what}: example ${Math.floor(nonFinite / size)} holds ${data.features[nonFinite]} (feature ${nonFinite % size})`,
-    );
-  }
-  const bad = data.labels.findIndex((y) => y >= data.numClasses);
-  if (bad >= 0) {
-    throw new CohortError(
-      "DATASET_INVALID",
-      `dataset ${data.name}: label ${data.labels[bad]} ≥ numClasses ${data.numClasses}`,
-    );
-  }
-}
-
-/** What a value is, for an error message: its class name, or its type. */
-function typeName(v: unknown): string {
-  if (v === null || v === undefined) return String(v);
-  if (Array.isArray(v)) return "a plain array";
-  const ctor = (v as { constructor?: { name?: unknown } }).constructor?.name;
-  return typeof ctor === "string" ? ctor : typeof v;
 }

@@ -7,7 +7,13 @@ import createDebug from "debug";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
 import { parseEvaluateRequest, parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
-import type { FitRequest, FitResult, TaskSpec, UpdateReceipt } from "../protocol/messages.js";
+import type {
+  EvaluateResult,
+  FitRequest,
+  FitResult,
+  TaskSpec,
+  UpdateReceipt,
+} from "../protocol/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import {
   fromBase64,
@@ -155,10 +161,24 @@ export class ClientRounds<R extends string> {
       this.task = task;
       const t = task.training;
       this.options.log(
-        `task: ${task.model.name} (${task.model.numParameters} parameters), E=${t.localEpochs}, B=${t.batchSize}, ${t.optimizer} lr=${t.learningRate}`,
+        `task: ${task.model.name} (${task.model.numParameters} parameters), ${t.loss}, E=${t.localEpochs}, B=${t.batchSize}, ${t.optimizer} lr=${t.learningRate}`,
       );
+      void this.checkFits(task);
     } catch (error) {
       this.options.log(`ignored an invalid task: ${toCohortError(error).message}`);
+    }
+  }
+
+  /**
+   * Check the task's model, data and loss against each other now, not at the first round: a
+   * model this client's data cannot train is fatal (`INVALID_MODEL`, naming what differs).
+   */
+  private async checkFits(task: TaskSpec): Promise<void> {
+    try {
+      await this.trainer.prepare(task, this.options.data, this.options.evalData);
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MODEL");
+      if (this.task === task) this.link.fatal(e);
     }
   }
 
@@ -258,6 +278,8 @@ export class ClientRounds<R extends string> {
       const e = toCohortError(error);
       options.logError(`round ${round}: fit failed: ${e.code}: ${e.message}`);
       if (round > 0 && !this.link.closed()) this.link.reportFailure(round, e);
+      // The same data and model fail the same way every round: give up now.
+      if (UNRECOVERABLE.has(e.code)) this.link.fatal(e);
     }
   }
 
@@ -272,7 +294,7 @@ export class ClientRounds<R extends string> {
       const request = this.checkedModel(task, payload, parseEvaluateRequest);
       const result = await this.trainer.evaluate(task, request, data);
       this.options.log(
-        `round ${request.round}: evaluated the global model on ${result.numExamples} held-out examples: accuracy ${result.accuracy.toFixed(4)}`,
+        `round ${request.round}: evaluated the global model on ${result.numExamples} held-out examples: ${describeEval(result)}`,
       );
       return { ok: true, value: encode(result) };
     } catch (error) {
@@ -335,4 +357,16 @@ export class ClientRounds<R extends string> {
       return e.toReply();
     }
   }
+}
+
+/** Fit failures that every later round would repeat: the run cannot go on for this client. */
+const UNRECOVERABLE = new Set<string>(["INVALID_MODEL", "DATASET_INVALID", "PAYLOAD_TOO_LARGE"]);
+
+/** An evaluation's figures for the log: loss, then each metric. */
+function describeEval(result: EvaluateResult): string {
+  const parts = [`loss ${result.loss.toFixed(4)}`];
+  for (const [name, value] of Object.entries(result.metrics ?? {})) {
+    parts.push(`${name} ${value.toFixed(4)}`);
+  }
+  return parts.join(", ");
 }

@@ -232,6 +232,13 @@ function layerCost(
         shape: c.return_sequences === true ? [...shape.slice(0, -1), units] : [units],
       };
     }
+    case "TimeDistributed": {
+      // The wrapped layer, applied to each timestep with the same weights.
+      const inner = c.layer;
+      if (typeof inner !== "object" || inner === null || Array.isArray(inner)) return null;
+      const cost = layerCost(inner as Layer, [shape.slice(1)]);
+      return cost === null ? null : { params: cost.params, shape: [shape[0] ?? 1, ...cost.shape] };
+    }
     case "BatchNormalization":
       return { params: 4 * last, shape };
     case "LayerNormalization":

@@ -4,6 +4,7 @@ import { checkWeights } from "../aggregation/weights.js";
 import { decode, encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
+import { isBuiltinMetric } from "../protocol/task.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import type {
   EvaluateRequest,
@@ -13,13 +14,13 @@ import type {
   TaskSpec,
 } from "../protocol/messages.js";
 import {
-  evaluateModel,
   modelFromSpec,
   readWeights,
-  lazyTensors,
+  toTensors,
   writeWeights,
   type TensorData,
 } from "../models/adapter.js";
+import { checkContract, evaluateModel, type MetricFn } from "../models/task.js";
 import { trainLocal, type TrainProgress, type TrainStats } from "../models/training.js";
 import { localFit, localTraining, type FitHandler, type LocalFit } from "./fit-handler.js";
 
@@ -39,31 +40,29 @@ export interface FitOutcome {
  * (and, in simulations, across the virtual devices that share a process).
  */
 export class LocalTrainer {
-  private model: tf.LayersModel | null = null;
-  private modelRunId: string | null = null;
+  private readonly model = new ModelSlot("training data");
   /** A second model for evaluation, so a late fit never shares weights with it. */
-  private evalModel: tf.LayersModel | null = null;
-  private evalRunId: string | null = null;
+  private readonly evalModel = new ModelSlot("evaluation data");
 
   /**
    * @param backend reported in every update's metrics
    * @param onProgress hears after every local batch (pages show it)
+   * @param customMetrics the user's metric functions, for task metrics that are not built in
    */
   constructor(
     private readonly backend: string,
     private readonly onProgress?: TrainProgress,
+    private readonly customMetrics: Readonly<Record<string, MetricFn>> = {},
   ) {}
 
-  private async ensureModel(task: TaskSpec, data: Dataset): Promise<tf.LayersModel> {
-    if (this.model === null || this.modelRunId !== task.runId) {
-      this.model?.dispose();
-      this.model = null;
-      const model = await modelFromSpec(task.model);
-      checkFits(model, data);
-      this.model = model;
-      this.modelRunId = task.runId;
-    }
-    return this.model;
+  /**
+   * Build the task's models and check them against the training (and evaluation) data now.
+   *
+   * @throws CohortError `INVALID_MODEL` naming what differs.
+   */
+  async prepare(task: TaskSpec, data: Dataset, evalData?: Dataset): Promise<void> {
+    await this.model.get(task, data);
+    if (evalData !== undefined) await this.evalModel.get(task, evalData);
   }
 
   /**
@@ -73,9 +72,9 @@ export class LocalTrainer {
   handler(tensors?: TensorData): FitHandler {
     return async (ins) => {
       checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
-      const model = await this.ensureModel(ins.task, ins.data);
+      const model = await this.model.get(ins.task, ins.data);
       writeWeights(model, ins.request.weights);
-      const data = tensors ?? lazyTensors(ins.data);
+      const data = tensors ?? toTensors(ins.data);
       try {
         const stats = await trainLocal(
           model,
@@ -95,46 +94,80 @@ export class LocalTrainer {
   async evaluate(task: TaskSpec, request: EvaluateRequest, data: Dataset): Promise<EvaluateResult> {
     const { weights } = request;
     checkWeights(weights, task.model.weightSpecs, "evaluated weights");
-    if (this.evalModel === null || this.evalRunId !== task.runId) {
-      this.evalModel?.dispose();
-      this.evalModel = null;
-      const model = await modelFromSpec(task.model);
-      checkFits(model, data);
-      this.evalModel = model;
-      this.evalRunId = task.runId;
-    }
-    writeWeights(this.evalModel, weights);
-    const stats = await evaluateModel(this.evalModel, data);
+    const model = await this.evalModel.get(task, data);
+    writeWeights(model, weights);
+    const { loss, metrics } = task.training;
+    // Metrics named by the task that this client has no function for are left out.
+    const known = metrics.filter((m) => isBuiltinMetric(m) || m in this.customMetrics);
+    const stats = await evaluateModel(model, data, {
+      loss,
+      metrics: known,
+      custom: this.customMetrics,
+    });
     return {
       round: request.round,
       numExamples: stats.numExamples,
       loss: stats.loss,
       accuracy: stats.accuracy,
+      metrics: finiteOnly(stats.metrics),
     };
   }
 
   /** Free the models. */
   dispose(): void {
-    this.model?.dispose();
-    this.evalModel?.dispose();
-    this.model = null;
-    this.evalModel = null;
-    this.modelRunId = null;
-    this.evalRunId = null;
+    this.model.clear();
+    this.evalModel.clear();
   }
 }
 
-/** Throw `INVALID_MODEL` (and free the model) unless it takes the data's shape and classes. */
-function checkFits(model: tf.LayersModel, data: Dataset): void {
-  const input = model.inputs[0]?.shape.slice(1).join(",");
-  const outputs = model.outputs[0]?.shape.at(-1);
-  if (input !== data.sampleShape.join(",") || outputs !== data.numClasses) {
-    model.dispose();
-    throw new CohortError(
-      "INVALID_MODEL",
-      `model takes [${input}] → ${outputs} classes but the data is [${data.sampleShape.join(",")}] → ${data.numClasses} classes`,
-    );
+/**
+ * One model per run, built once even when a task check and a round ask for it at the same
+ * time; a build that failed is tried again by the next caller.
+ */
+class ModelSlot {
+  private model: Promise<tf.LayersModel> | null = null;
+  private runId: string | null = null;
+
+  constructor(private readonly where: string) {}
+
+  get(task: TaskSpec, data: Dataset): Promise<tf.LayersModel> {
+    if (this.model === null || this.runId !== task.runId) {
+      this.clear();
+      const built = checkedModel(task, data, this.where);
+      this.model = built;
+      this.runId = task.runId;
+      built.catch(() => {
+        if (this.model === built) this.clear();
+      });
+    }
+    return this.model;
   }
+
+  clear(): void {
+    void this.model?.then(
+      (m) => m.dispose(),
+      () => undefined,
+    );
+    this.model = null;
+    this.runId = null;
+  }
+}
+
+/** The task's model, checked against the data under the task's loss (freed when it does not fit). */
+async function checkedModel(task: TaskSpec, data: Dataset, where: string): Promise<tf.LayersModel> {
+  const model = await modelFromSpec(task.model);
+  try {
+    checkContract(model, data, task.training.loss, where);
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return model;
+}
+
+/** The finite entries (an AUC without both classes is NaN and is not sent). */
+function finiteOnly(metrics: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(metrics).filter(([, v]) => Number.isFinite(v)));
 }
 
 /** Decode and check an unsigned fit request (in-process devices; sockets verify signatures first). */

@@ -10,7 +10,10 @@ import type { Weights } from "../aggregation/weights.js";
 import { CohortError } from "../protocol/errors.js";
 import type { TaskSpec } from "../protocol/messages.js";
 import { selectBackend, type SelectedBackend } from "../models/backend.js";
-import { loadModel } from "../models/model-file.js";
+import { instantiate, loadModel, modelName } from "../models/model-file.js";
+import { checkContract } from "../models/task.js";
+import { checkedDataset } from "../protocol/dataset-check.js";
+import { builtinOptionsFor } from "../models/builtin.js";
 import { resolveOptions, type CoordinatorOptions } from "./options.js";
 import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
@@ -89,12 +92,25 @@ export async function prepareTask(
   }
   if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
-  const initial = await loadModel(opts.model, { seed: opts.seed });
+  const initial = await loadModel(
+    opts.model,
+    builtinOptionsFor(opts.evalDataset, opts.loss, opts.seed),
+  );
+  if (opts.evalDataset !== undefined) {
+    // Model, evaluation set and loss checked against each other before any client joins.
+    opts.evalDataset = checkedDataset(opts.evalDataset);
+    const model = await instantiate(initial.spec, initial.weights);
+    try {
+      checkContract(model, opts.evalDataset, opts.loss, "evaluation set");
+    } finally {
+      model.dispose();
+    }
+  }
   const modelBytes = initial.spec.numParameters * 4;
   if (modelBytes + 4096 > opts.maxUploadBytes) {
     throw new CohortError(
       "INVALID_OPTION",
-      `maxUploadBytes (${opts.maxUploadBytes}) is below one update of ${opts.model} (${modelBytes} bytes)`,
+      `maxUploadBytes (${opts.maxUploadBytes}) is below one update of ${modelName(opts.model)} (${modelBytes} bytes)`,
     );
   }
   const signing =
@@ -137,10 +153,10 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
       was.modelTopology = now.modelTopology ?? null;
     }
     checkSameExperiment(dir, was, now);
-  } else if (run.options?.model !== opts.model || run.options?.seed !== opts.seed) {
+  } else if (run.options?.model !== modelName(opts.model) || run.options?.seed !== opts.seed) {
     throw new CohortError(
       "INVALID_OPTION",
-      `--resume: ${dir} ran model ${run.options?.model} with seed ${run.options?.seed}; this coordinator has ${opts.model} and ${opts.seed}`,
+      `--resume: ${dir} ran model ${run.options?.model} with seed ${run.options?.seed}; this coordinator has ${modelName(opts.model)} and ${opts.seed}`,
     );
   }
   if (loaded === null) {

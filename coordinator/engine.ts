@@ -13,7 +13,8 @@ import type { FitRequest, RoundConfig, TaskSpec } from "../protocol/messages.js"
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { evaluateModel, writeWeights, type EvalStats } from "../models/adapter.js";
 import { instantiate } from "../models/model-file.js";
-import { baseRoundConfig, type CoordinatorOptions } from "./options.js";
+import { baseRoundConfig, objectiveOf, type CoordinatorOptions } from "./options.js";
+import { checkContract } from "../models/task.js";
 import { parseRoundConfig } from "../protocol/guards.js";
 import { RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
@@ -26,7 +27,7 @@ import {
   lastNoise,
   withDpFedAvg,
 } from "../aggregation/privacy/dp-fedavg.js";
-import { formatRound } from "./format.js";
+import { describeStats, evaluationFields, formatRound } from "./format.js";
 import { runSecureRound, secureSetup } from "./secure-round.js";
 import { secureParams, sumMultiplier } from "../aggregation/secure/index.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
@@ -70,6 +71,8 @@ export function makeTask(
       learningRate: opts.learningRate,
       localEpochs: opts.localEpochs,
       batchSize: opts.batchSize,
+      loss: opts.loss,
+      metrics: [...objectiveOf(opts).metrics],
     },
     limits: {
       maxUploadBytes: opts.maxUploadBytes,
@@ -174,7 +177,7 @@ export class RoundEngine {
     opts.log(
       `run ${task.runId}: ${task.model.name} (${task.model.numParameters} parameters), ` +
         `${opts.rounds} rounds` +
-        (initial ? `, initial accuracy ${initial.accuracy.toFixed(4)}` : ""),
+        (initial ? `, initial ${describeStats(initial)}` : ""),
     );
     if (resumed !== null)
       opts.log(`resuming run ${task.runId} after round ${resumed.completedRounds}`);
@@ -369,7 +372,7 @@ export class RoundEngine {
       bytesUp: outcome.bytesUp,
       bytesDown,
       secure: false,
-      ...(evaluation ? { accuracy: evaluation.accuracy, loss: evaluation.loss } : {}),
+      ...evaluationFields(evaluation),
       trainLoss,
       ...(clipped.length > 0 ? { clippedClaims: clipped } : {}),
       clients: outcome.results.map((r) => ({
@@ -446,7 +449,7 @@ export class RoundEngine {
       bytesUp: outcome.bytesUp,
       bytesDown: outcome.bytesDown,
       secure: true,
-      ...(evaluation ? { accuracy: evaluation.accuracy, loss: evaluation.loss } : {}),
+      ...evaluationFields(evaluation),
       trainLoss: null,
       ...(result === null
         ? { aborted: true, abortReason: outcome.abortReason ?? "aborted" }
@@ -483,6 +486,7 @@ export class RoundEngine {
     );
     metrics.evaluationMs += performance.now() - started;
     if (fed.accuracy !== null) metrics.federatedAccuracy = fed.accuracy;
+    if (Object.keys(fed.metrics).length > 0) metrics.federatedMetrics = fed.metrics;
     if (fed.loss !== null) metrics.federatedLoss = fed.loss;
     metrics.federatedExamples = fed.numExamples;
     metrics.federatedClients = fed.clients;
@@ -506,9 +510,17 @@ export class RoundEngine {
   private async evaluate(): Promise<EvalStats | null> {
     const data = this.opts.evalDataset;
     if (data === undefined) return null;
-    if (this.evalModel === null) this.evalModel = await instantiate(this.task.model, this.global);
-    else writeWeights(this.evalModel, this.global);
-    return evaluateModel(this.evalModel, data);
+    if (this.evalModel === null) {
+      const model = await instantiate(this.task.model, this.global);
+      try {
+        checkContract(model, data, this.opts.loss, "evaluation set");
+      } catch (error) {
+        model.dispose();
+        throw error;
+      }
+      this.evalModel = model;
+    } else writeWeights(this.evalModel, this.global);
+    return evaluateModel(this.evalModel, data, objectiveOf(this.opts));
   }
 
   /**

@@ -23,6 +23,8 @@ export interface FederatedEvaluation {
   /** Example-weighted mean over the clients that answered; null when none did. */
   accuracy: number | null;
   loss: number | null;
+  /** Each metric, example-weighted over the clients that reported it. */
+  metrics: Record<string, number>;
   numExamples: number;
   /** Clients whose reply counted. */
   clients: number;
@@ -78,11 +80,19 @@ export async function runFederatedEvaluation(
     }),
   );
   const n = results.reduce((s, r) => s + r.numExamples, 0);
-  const mean = (pick: (r: EvaluateResult) => number) =>
-    n === 0 ? null : results.reduce((s, r) => s + pick(r) * r.numExamples, 0) / n;
+  const mean = (pick: (r: EvaluateResult) => number | null | undefined): number | null => {
+    const counted = results.filter((r) => typeof pick(r) === "number");
+    const m = counted.reduce((s, r) => s + r.numExamples, 0);
+    return m === 0 ? null : counted.reduce((s, r) => s + pick(r)! * r.numExamples, 0) / m;
+  };
+  const metrics: Record<string, number> = {};
+  for (const name of new Set(results.flatMap((r) => Object.keys(r.metrics ?? {})))) {
+    metrics[name] = mean((r) => r.metrics?.[name])!;
+  }
   return {
     accuracy: mean((r) => r.accuracy),
     loss: mean((r) => r.loss),
+    metrics,
     numExamples: n,
     clients: results.length,
     failures: failures.sort((a, b) => a.clientId.localeCompare(b.clientId)),

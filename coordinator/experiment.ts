@@ -6,10 +6,12 @@
 import { createHash } from "node:crypto";
 import type { Strategy } from "../aggregation/strategy.js";
 import { CohortError } from "../protocol/errors.js";
+import { DEFAULT_LOSS } from "../protocol/task.js";
 // One canonical form for everything Cohort hashes or signs: configurations and tasks alike.
 import { canonicalJson } from "../aggregation/signing.js";
 import type { Json, TaskSpec } from "../protocol/messages.js";
-import type { CoordinatorOptions } from "./options.js";
+import { objectiveOf, type CoordinatorOptions } from "./options.js";
+import { modelName } from "../models/model-file.js";
 
 /** Options that decide a run's result, by name. */
 export type ExperimentConfig = { [key: string]: Json };
@@ -49,6 +51,7 @@ export function experimentConfig(
       ? { maxExamplesPerClient: opts.maxExamplesPerClient }
       : {}),
     ...(opts.sampling !== "fixed" ? { sampling: opts.sampling } : {}),
+    ...(task.training.loss !== DEFAULT_LOSS ? { loss: task.training.loss } : {}),
     ...(opts.dpClip > 0
       ? {
           dp: canonicalJson({
@@ -145,6 +148,8 @@ export function publicOptions(
   void _given;
   return {
     ...rest,
+    model: modelName(opts.model),
+    metrics: objectiveOf(opts).metrics,
     strategy: strategy.ref,
     evalDataset: evalDataset?.name ?? null,
     auth: auth !== undefined,

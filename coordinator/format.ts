@@ -1,4 +1,5 @@
 /** Human-readable progress lines. */
+import type { EvalStats } from "../models/task.js";
 import type { RoundMetrics } from "./run-store.js";
 
 /** Bytes with a binary unit, e.g. `6.3 MiB`. */
@@ -19,6 +20,9 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
     `round ${m.round}/${rounds}`,
     m.accuracy !== undefined ? `accuracy ${m.accuracy.toFixed(4)}` : null,
     m.loss !== undefined ? `loss ${m.loss.toFixed(4)}` : null,
+    ...Object.entries(m.metrics ?? {})
+      .filter(([name]) => name !== "accuracy" && name !== "binary-accuracy")
+      .map(([name, v]) => `${name} ${v.toFixed(4)}`),
     m.federatedAccuracy !== undefined
       ? `federated accuracy ${m.federatedAccuracy.toFixed(4)} (${m.federatedClients} clients)`
       : null,
@@ -33,4 +37,23 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
     `down ${formatBytes(m.bytesDown)}`,
   ];
   return parts.filter((p) => p !== null).join("  ");
+}
+
+/** A central evaluation for a log line: loss, then each metric. */
+export function describeStats(stats: EvalStats): string {
+  return [`loss ${stats.loss.toFixed(4)}`]
+    .concat(Object.entries(stats.metrics).map(([name, v]) => `${name} ${v.toFixed(4)}`))
+    .join(", ");
+}
+
+/** A central evaluation's fields of `metrics.jsonl` (accuracy only when the task has one). */
+export function evaluationFields(
+  stats: EvalStats | null,
+): Pick<RoundMetrics, "accuracy" | "loss" | "metrics"> {
+  if (stats === null) return {};
+  return {
+    ...(stats.accuracy === null ? {} : { accuracy: stats.accuracy }),
+    loss: stats.loss,
+    metrics: stats.metrics,
+  };
 }

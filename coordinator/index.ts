@@ -3,7 +3,7 @@ export { createCoordinator, prepareTask } from "./coordinator.js";
 export type { Coordinator, CoordinatorEvents, RunSummary } from "./coordinator.js";
 export { RoundEngine, makeTask } from "./engine.js";
 export type { CohortTransport } from "./transport.js";
-export type { CoordinatorOptions } from "./options.js";
+export type { CoordinatorOptions, MetricSpec } from "./options.js";
 export type { RoundMetrics, ClientRoundMetrics } from "./run-store.js";
 export { RoundCollector } from "./round.js";
 export type { AcceptedUpdate, RoundOutcome, RoundLimits } from "./round.js";

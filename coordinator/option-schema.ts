@@ -6,6 +6,7 @@
  */
 import { CohortError } from "../protocol/errors.js";
 import { OPTIMIZERS } from "../protocol/messages.js";
+import { BUILTIN_METRICS, LOSSES } from "../protocol/task.js";
 import type { CoordinatorOptions } from "./options.js";
 
 /** How a value is checked. */
@@ -43,6 +44,8 @@ export type SharedKey =
   | "fractionFit"
   | "minFitClients"
   | "optimizer"
+  | "loss"
+  | "metrics"
   | "learningRate"
   | "lrSchedule"
   | "localEpochs"
@@ -114,6 +117,22 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     flag: "optimizer",
     placeholder: OPTIMIZERS.join("|"),
     doc: "client optimizer",
+  },
+  loss: {
+    kind: { type: "choice", of: LOSSES },
+    default: "sparse-categorical-crossentropy",
+    flag: "loss",
+    placeholder: "NAME",
+    doc: `the task's loss: ${LOSSES.join(", ")}`,
+  },
+  metrics: {
+    kind: { type: "text" },
+    default: undefined,
+    optional: true,
+    flag: "metrics",
+    placeholder: "LIST",
+    defaultText: "accuracy (mae for regression losses)",
+    doc: `metrics evaluation reports, comma-separated: ${BUILTIN_METRICS.join(", ")}`,
   },
   learningRate: {
     kind: { type: "number", min: 0, above: true },

@@ -1,4 +1,5 @@
 /** Coordinator options: every default documented here and merged once; the round options come from `option-schema.ts`. */
+import type * as tf from "@tensorflow/tfjs";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 import { withDefaults } from "../protocol/options.js";
@@ -15,6 +16,11 @@ import {
 } from "../aggregation/schedule.js";
 import { parseRoundConfig } from "../protocol/guards.js";
 import type { RoundConfig, Scalar } from "../protocol/messages.js";
+import { checkMetrics, defaultMetrics, parseMetricList, type LossName } from "../protocol/task.js";
+import type { MetricFn, Objective } from "../models/task.js";
+
+/** A metric of the task: a built-in name, or your own function under a name. */
+export type MetricSpec = string | { name: string; fn: MetricFn };
 
 /** Options of `createCoordinator`. */
 export interface CoordinatorOptions {
@@ -22,8 +28,12 @@ export interface CoordinatorOptions {
   port: number;
   /** Interface to listen on. @default "0.0.0.0" */
   host: string;
-  /** `mlp`, `cnn`, or a path to a tfjs layers `model.json`. @default "mlp" */
-  model: string;
+  /**
+   * A built-in model (`mlp`, `mlp:H1,H2,…`, `cnn`, `logreg`, `char-lstm`; sized from
+   * `evalDataset` when given), a path to a tfjs layers `model.json`, or a `tf.LayersModel` in
+   * memory (its topology and current weights). @default "mlp"
+   */
+  model: string | tf.LayersModel;
   /** Number of rounds to run. @default 10 */
   rounds: number;
   /** Connected clients needed before a round starts. @default 2 */
@@ -34,6 +44,18 @@ export interface CoordinatorOptions {
   minFitClients: number;
   /** Local optimizer of the clients. @default "sgd" */
   optimizer: OptimizerName;
+  /**
+   * The task's loss, which clients train with and every evaluation reports (labels, model
+   * output and loss are checked against each other). @default "sparse-categorical-crossentropy"
+   */
+  loss: LossName;
+  /**
+   * What evaluation reports besides the loss: built-in names (`accuracy`, `binary-accuracy`,
+   * `auc`, `mae`, `mse`), comma-separated or as a list, which may hold your own metrics as
+   * `{ name, fn }` (central evaluation runs them; clients run those they were given too).
+   * @default ["accuracy"] for classification losses, ["mae"] for regression losses
+   */
+  metrics: string | readonly MetricSpec[] | undefined;
   /** Client learning rate η. @default 0.1 */
   learningRate: number;
   /**
@@ -263,6 +285,7 @@ export function resolveOptions(
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);
+  objectiveOf(o);
   parseRoundConfig({ ...baseRoundConfig(o, 1), extra: o.fitConfig });
   return o;
 }
@@ -331,4 +354,32 @@ export function baseRoundConfig(o: CoordinatorOptions, round: number): RoundConf
     proximalMu: 0,
     extra: { ...o.fitConfig },
   };
+}
+
+/**
+ * The task's loss and metrics from the options: names checked against the loss, functions
+ * kept by name. @throws CohortError `INVALID_OPTION` naming the metric.
+ */
+export function objectiveOf(o: Pick<CoordinatorOptions, "loss" | "metrics">): Objective {
+  const given = o.metrics;
+  const list: readonly MetricSpec[] =
+    given === undefined
+      ? defaultMetrics(o.loss)
+      : typeof given === "string"
+        ? parseMetricList(given)
+        : given;
+  if (!Array.isArray(list)) {
+    throw new CohortError("INVALID_OPTION", "metrics must be a comma-separated string or a list");
+  }
+  const custom: Record<string, MetricFn> = {};
+  const names = list.map((m: unknown) => {
+    if (typeof m === "string") return m;
+    const spec = m as { name?: unknown; fn?: unknown } | null;
+    if (typeof spec?.name !== "string" || typeof spec.fn !== "function") {
+      throw new CohortError("INVALID_OPTION", "a metric must be a name or { name, fn }");
+    }
+    custom[spec.name] = spec.fn as MetricFn;
+    return spec.name;
+  });
+  return { loss: o.loss, metrics: checkMetrics(o.loss, names, Object.keys(custom)), custom };
 }

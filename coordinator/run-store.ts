@@ -32,12 +32,17 @@ export interface RoundMetrics {
   bytesUp: number;
   bytesDown: number;
   secure: boolean;
-  /** Centralised accuracy and loss of the new global model, when evaluated. */
+  /**
+   * Centralised evaluation of the new global model, when evaluated: the task's loss, its
+   * accuracy (when the task has one) and every metric by name.
+   */
   accuracy?: number;
   loss?: number;
+  metrics?: Record<string, number>;
   /** Federated evaluation after the round: example-weighted over the clients that answered. */
   federatedAccuracy?: number;
   federatedLoss?: number;
+  federatedMetrics?: Record<string, number>;
   /** Examples and clients of the federated evaluation, and the clients left out (with why). */
   federatedExamples?: number;
   federatedClients?: number;

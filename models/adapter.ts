@@ -1,6 +1,8 @@
 /** The tfjs model adapter: topology ↔ model, weights ↔ typed arrays, data ↔ tensors, evaluation. */
 import * as tf from "@tensorflow/tfjs";
-import type { Dataset } from "../protocol/dataset.js";
+import { datasetSize, type Dataset } from "../protocol/dataset.js";
+import type { LossName } from "../protocol/task.js";
+import { targetTensor } from "./task.js";
 import { CohortError } from "../protocol/errors.js";
 import type { Json, ModelSpec, TensorSpec } from "../protocol/messages.js";
 import { checkWeights, countParameters, type Weights } from "../aggregation/weights.js";
@@ -59,79 +61,47 @@ export function writeWeights(model: tf.LayersModel, weights: Weights): void {
   tf.tidy(() => model.setWeights(weights.map((w, i) => tf.tensor(w, specs[i]!.shape))));
 }
 
-/** A dataset as tensors, kept for many rounds; call `dispose()` when done. */
+/**
+ * A dataset as tensors, kept for many rounds; call `dispose()` when done. Label tensors are
+ * made per loss on first use (one-hot class ids for sparse cross-entropy, floats otherwise).
+ */
 export interface TensorData {
-  x: tf.Tensor;
-  y: tf.Tensor;
+  readonly x: tf.Tensor;
+  /** The labels as the loss trains against them. */
+  targets(loss: LossName): tf.Tensor;
   size: number;
   /** The examples the tensors were made from, for seeded shuffles done in JS. */
   source?: Dataset;
   dispose(): void;
 }
 
-/** Turn a dataset into input and one-hot label tensors. */
-export function toTensors(data: Dataset): TensorData {
-  const size = data.labels.length;
-  const x = tf.tensor(data.features, [size, ...data.sampleShape]);
-  const y = tf.tidy(() => tf.oneHot(tf.tensor1d(data.labels, "int32"), data.numClasses));
-  return { x, y, size, source: data, dispose: () => tf.dispose([x, y]) };
-}
-
 /**
  * A dataset as tensors made on first use: seeded training copies rows in JS and never needs
  * the unshuffled tensors, so a device that trains once (the simulator) skips making them.
  */
-export function lazyTensors(data: Dataset): TensorData {
-  let made: TensorData | null = null;
-  const get = () => (made ??= toTensors(data));
+export function toTensors(data: Dataset): TensorData {
+  let x: tf.Tensor | null = null;
+  const targets = new Map<LossName, tf.Tensor>();
   return {
     get x() {
-      return get().x;
+      return (x ??= tf.tensor(data.features, [datasetSize(data), ...data.sampleShape]));
     },
-    get y() {
-      return get().y;
+    targets(loss) {
+      let y = targets.get(loss);
+      if (y === undefined) {
+        y = targetTensor(data.labels, data, loss);
+        targets.set(loss, y);
+      }
+      return y;
     },
-    size: data.labels.length,
+    size: datasetSize(data),
     source: data,
-    dispose: () => made?.dispose(),
+    dispose: () => {
+      tf.dispose([...(x === null ? [] : [x]), ...targets.values()]);
+      x = null;
+      targets.clear();
+    },
   };
 }
 
-/** Loss and accuracy of a model on a dataset. */
-export interface EvalStats {
-  loss: number;
-  accuracy: number;
-  numExamples: number;
-}
-
-/** Evaluate mean cross-entropy and accuracy, in batches to bound memory. */
-export async function evaluateModel(
-  model: tf.LayersModel,
-  data: Dataset,
-  batchSize = 500,
-): Promise<EvalStats> {
-  const n = data.labels.length;
-  if (n === 0) throw new CohortError("DATASET_INVALID", `evaluation set ${data.name} is empty`);
-  const rowSize = data.features.length / n;
-  let lossSum = 0;
-  let correct = 0;
-  for (let start = 0; start < n; start += batchSize) {
-    const end = Math.min(n, start + batchSize);
-    const [lossT, correctT] = tf.tidy(() => {
-      const x = tf.tensor(data.features.subarray(start * rowSize, end * rowSize), [
-        end - start,
-        ...data.sampleShape,
-      ]);
-      const labels = tf.tensor1d(data.labels.subarray(start, end), "int32");
-      const probs = model.predict(x) as tf.Tensor;
-      const y = tf.oneHot(labels, data.numClasses);
-      const loss = tf.neg(tf.sum(tf.mul(y, tf.log(tf.clipByValue(probs, 1e-7, 1)))));
-      const hits = tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), labels), "float32"));
-      return [loss, hits];
-    });
-    lossSum += (await lossT.data())[0]!;
-    correct += (await correctT.data())[0]!;
-    tf.dispose([lossT, correctT]);
-  }
-  return { loss: lossSum / n, accuracy: correct / n, numExamples: n };
-}
+export { evaluateModel, type EvalStats } from "./task.js";

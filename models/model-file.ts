@@ -20,22 +20,37 @@ export interface LoadedModel {
 }
 
 /**
- * Resolve `mlp`, `cnn` or a path to a tfjs layers `model.json`. A user file's weights are used
- * when its manifest lists them; otherwise the layers' initialisers provide them.
+ * Resolve a built-in model name (`mlp`, `mlp:H1,…`, `cnn`, `logreg`, `char-lstm`), a path to a
+ * tfjs layers `model.json`, or a `tf.LayersModel` in memory (its topology and current weights;
+ * the model itself is left as it is). A user file's weights are used when its manifest lists
+ * them; otherwise the layers' initialisers provide them.
  */
 export async function loadModel(
-  nameOrPath: string,
+  source: string | tf.LayersModel,
   options: Partial<BuiltinOptions> = {},
 ): Promise<LoadedModel> {
-  const model = isBuiltinModel(nameOrPath)
-    ? buildBuiltinModel(nameOrPath, options)
-    : await loadUserModel(nameOrPath);
+  if (typeof source !== "string") {
+    if (!(source instanceof tf.LayersModel)) {
+      throw new CohortError(
+        "INVALID_MODEL",
+        "model must be a built-in name, a model.json path or a tf.LayersModel (from the same @tensorflow/tfjs)",
+      );
+    }
+    return { spec: modelSpecOf(source, source.name), weights: await readWeights(source) };
+  }
+  const builtin = isBuiltinModel(source);
+  const model = builtin ? buildBuiltinModel(source, options) : await loadUserModel(source);
   try {
-    const spec = modelSpecOf(model, isBuiltinModel(nameOrPath) ? nameOrPath : basename(nameOrPath));
+    const spec = modelSpecOf(model, builtin ? source : basename(source));
     return { spec, weights: await readWeights(model) };
   } finally {
     model.dispose();
   }
+}
+
+/** How a model option is named in logs and `run.json`. */
+export function modelName(source: string | tf.LayersModel): string {
+  return typeof source === "string" ? source : `${source.name} (in memory)`;
 }
 
 async function loadUserModel(path: string): Promise<tf.LayersModel> {

@@ -1,6 +1,6 @@
 /** Training jobs, and the messages that carry them between the pool and its worker threads. */
 import type { Weights } from "../aggregation/weights.js";
-import type { Dataset } from "../protocol/dataset.js";
+import { labelsLike, type Dataset, type Labels } from "../protocol/dataset.js";
 import { isErrorCode, type ErrorCode } from "../protocol/errors.js";
 import type { ModelSpec } from "../protocol/messages.js";
 import type { LocalTraining, TrainStats } from "./training.js";
@@ -30,10 +30,13 @@ export interface TrainJobResult {
  */
 export function shareDataset(data: Dataset): Dataset {
   const features = new Float32Array(new SharedArrayBuffer(data.features.byteLength));
-  const labels = new Uint8Array(new SharedArrayBuffer(data.labels.byteLength));
+  const labels = labelsLike(data.labels, 0);
+  const shared = new (labels.constructor as new (b: SharedArrayBuffer) => Labels)(
+    new SharedArrayBuffer(data.labels.byteLength),
+  );
   features.set(data.features);
-  labels.set(data.labels);
-  return { ...data, sampleShape: [...data.sampleShape], features, labels };
+  shared.set(data.labels);
+  return { ...data, sampleShape: [...data.sampleShape], features, labels: shared };
 }
 
 /** Buffers that can move to a worker: whole, unshared, each listed once. */
@@ -124,9 +127,12 @@ export function isTrainRequest(raw: unknown): raw is TrainRequest {
     raw.weights.every((w) => w instanceof Float32Array) &&
     isRecord(data) &&
     data.features instanceof Float32Array &&
-    data.labels instanceof Uint8Array &&
+    (data.labels instanceof Uint8Array ||
+      data.labels instanceof Uint16Array ||
+      data.labels instanceof Int32Array ||
+      data.labels instanceof Float32Array) &&
     Array.isArray(data.sampleShape) &&
-    typeof data.numClasses === "number" &&
+    (data.numClasses === undefined || typeof data.numClasses === "number") &&
     isRecord(raw.config) &&
     (raw.shuffleSeed === undefined || typeof raw.shuffleSeed === "number")
   );

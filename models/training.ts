@@ -6,10 +6,18 @@ import * as tf from "@tensorflow/tfjs";
 import { CohortError } from "../protocol/errors.js";
 import type { TrainingConfig } from "../protocol/messages.js";
 import { createRng, permutation } from "../aggregation/random.js";
+import { pickExamples } from "../protocol/dataset.js";
+import { DEFAULT_LOSS, isClassification, type LossName } from "../protocol/task.js";
 import { toTensors, type TensorData } from "./adapter.js";
+import { compiledLoss, hits, lossValues } from "./task.js";
 
-/** How one local run trains: the task's optimizer, the round's rate, epochs, batch and μ. */
-export type LocalTraining = TrainingConfig & {
+/**
+ * How one local run trains: the task's optimizer and loss, the round's rate, epochs, batch
+ * and μ.
+ */
+export type LocalTraining = Omit<TrainingConfig, "loss" | "metrics"> & {
+  /** @default "sparse-categorical-crossentropy" */
+  loss?: LossName;
   /** FedProx's μ: the objective gains μ/2 ‖w − w_start‖² over the trainable weights. @default 0 */
   proximalMu?: number;
 };
@@ -22,7 +30,7 @@ export interface TrainStats {
 }
 
 /** The client's local optimizer, fresh each round. */
-function makeOptimizer(config: TrainingConfig): tf.Optimizer {
+function makeOptimizer(config: LocalTraining): tf.Optimizer {
   switch (config.optimizer) {
     case "sgd":
       return tf.train.sgd(config.learningRate);
@@ -60,7 +68,7 @@ function yieldTask(): Promise<void> {
 /** tfjs callbacks that report progress across epochs, or none when nobody listens. */
 function progressCallbacks(
   data: TensorData,
-  config: TrainingConfig,
+  config: LocalTraining,
   onProgress: TrainProgress | undefined,
 ): (epochOffset: number) => tf.CustomCallbackArgs | undefined {
   if (onProgress === undefined) return () => undefined;
@@ -95,12 +103,14 @@ export async function trainLocal(
   if (mu > 0) return trainProximal(model, data, config, mu, shuffleSeed, onProgress);
   const callbacks = progressCallbacks(data, config, onProgress);
   const optimizer = makeOptimizer(config);
-  model.compile({ optimizer, loss: "categoricalCrossentropy", metrics: ["accuracy"] });
+  const loss = config.loss ?? DEFAULT_LOSS;
+  const classifier = isClassification(loss);
+  model.compile({ optimizer, loss: compiledLoss(loss), metrics: classifier ? ["accuracy"] : [] });
   const started = performance.now();
   try {
     let history: tf.History | undefined;
     if (shuffleSeed === undefined) {
-      history = await model.fit(data.x, data.y, {
+      history = await model.fit(data.x, data.targets(loss), {
         epochs: config.localEpochs,
         batchSize: config.batchSize,
         shuffle: true,
@@ -110,7 +120,7 @@ export async function trainLocal(
     } else {
       const rng = createRng(shuffleSeed);
       for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-        const [x, y] = permuted(data, permutation(data.size, rng));
+        const [x, y] = permuted(data, permutation(data.size, rng), loss);
         try {
           history = await model.fit(x!, y!, {
             epochs: 1,
@@ -129,11 +139,11 @@ export async function trainLocal(
       const v = values?.[values.length - 1];
       return typeof v === "number" ? v : v === undefined ? null : (v.dataSync()[0] ?? null);
     };
-    const loss = last("loss");
-    if (loss === null) throw new CohortError("INTERNAL", "training reported no loss");
+    const finalLoss = last("loss");
+    if (finalLoss === null) throw new CohortError("INTERNAL", "training reported no loss");
     return {
-      loss,
-      accuracy: last("acc") ?? last("accuracy"),
+      loss: finalLoss,
+      accuracy: classifier ? (last("acc") ?? last("accuracy")) : null,
       trainMs: performance.now() - started,
     };
   } finally {
@@ -142,55 +152,56 @@ export async function trainLocal(
 }
 
 /**
- * The examples in `order`, as new tensors. Rows are copied in JS when the source data is at hand
- * (about 10× cheaper than a wasm gather of the same rows), else gathered.
+ * The examples in `order`, as new tensors (the labels as `loss` trains against them). Rows are
+ * copied in JS when the source data is at hand (about 10× cheaper than a wasm gather of the
+ * same rows), else gathered.
  */
-export function permuted(data: TensorData, order: Int32Array): [tf.Tensor, tf.Tensor] {
+export function permuted(
+  data: TensorData,
+  order: Int32Array,
+  loss: LossName = DEFAULT_LOSS,
+): [tf.Tensor, tf.Tensor] {
   const src = data.source;
   if (src === undefined) {
     const indices = tf.tensor1d(order, "int32");
-    const out = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(data.y, indices)]);
+    const y = data.targets(loss);
+    const out = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(y, indices)]);
     indices.dispose();
     return [out[0]!, out[1]!];
   }
-  const row = src.features.length / src.labels.length;
-  const features = new Float32Array(order.length * row);
-  const labels = new Uint8Array(order.length);
-  order.forEach((from, to) => {
-    features.set(src.features.subarray(from * row, (from + 1) * row), to * row);
-    labels[to] = src.labels[from]!;
-  });
-  const t = toTensors({ ...src, features, labels });
-  return [t.x, t.y];
+  const t = toTensors(pickExamples(src, order, src.name));
+  return [t.x, t.targets(loss)];
 }
 
 /**
- * FedProx local training (Li et al. 2020): minimise cross-entropy + μ/2 ‖w − w_start‖² with
+ * FedProx local training (Li et al. 2020): minimise the task's loss + μ/2 ‖w − w_start‖² with
  * the task's optimizer over the same batches `fit` would use. `w_start` is the model's
- * weights when the call begins (the global model). Reports the cross-entropy part.
+ * weights when the call begins (the global model). Reports the task-loss part.
  */
 async function trainProximal(
   model: tf.LayersModel,
   data: TensorData,
-  config: TrainingConfig,
+  config: LocalTraining,
   mu: number,
   shuffleSeed: number | undefined,
   onProgress: TrainProgress | undefined,
 ): Promise<TrainStats> {
   const optimizer = makeOptimizer(config);
+  const loss = config.loss ?? DEFAULT_LOSS;
+  const classifier = isClassification(loss);
   const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const anchor = vars.map((v) => tf.clone(v));
   const rng = shuffleSeed === undefined ? null : createRng(shuffleSeed);
   const perEpoch = Math.ceil(data.size / config.batchSize);
   const total = perEpoch * config.localEpochs;
   const started = performance.now();
-  let loss = Number.NaN;
-  let accuracy = 0;
+  let meanLoss = Number.NaN;
+  let accuracy: number | null = null;
   try {
     for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-      const [x, y] = permuted(data, permutation(data.size, rng ?? Math.random));
+      const [x, y] = permuted(data, permutation(data.size, rng ?? Math.random), loss);
       const losses: tf.Scalar[] = [];
-      const hits: tf.Scalar[] = [];
+      const right: tf.Tensor[] = [];
       try {
         for (let b = 0; b < perEpoch; b++) {
           const start = b * config.batchSize;
@@ -200,14 +211,10 @@ async function trainProximal(
             const yb = tf.slice(y, start, size);
             optimizer.minimize(
               () => {
-                const probs = model.apply(xb, { training: true }) as tf.Tensor;
-                const ce = tf.mean(tf.metrics.categoricalCrossentropy(yb, probs)) as tf.Scalar;
+                const out = model.apply(xb, { training: true }) as tf.Tensor;
+                const ce = tf.mean(lossValues(loss, yb, out)) as tf.Scalar;
                 losses.push(tf.keep(tf.mul(ce, size) as tf.Scalar));
-                hits.push(
-                  tf.keep(
-                    tf.sum(tf.cast(tf.equal(tf.argMax(probs, -1), tf.argMax(yb, -1)), "float32")),
-                  ),
-                );
+                if (classifier) right.push(tf.keep(tf.mul(tf.mean(hits(loss, yb, out)), size)));
                 const prox = tf.addN(vars.map((v, i) => tf.sum(tf.square(tf.sub(v, anchor[i]!)))));
                 return tf.add(ce, tf.mul(mu / 2, prox)) as tf.Scalar;
               },
@@ -220,17 +227,21 @@ async function trainProximal(
             await yieldTask();
           }
         }
-        const [lossSum, hitSum] = [tf.addN(losses), tf.addN(hits)];
-        loss = (await lossSum.data())[0]! / data.size;
-        accuracy = (await hitSum.data())[0]! / data.size;
-        tf.dispose([lossSum, hitSum]);
+        const lossSum = tf.addN(losses);
+        meanLoss = (await lossSum.data())[0]! / data.size;
+        if (classifier) {
+          const hitSum = tf.addN(right);
+          accuracy = (await hitSum.data())[0]! / data.size;
+          hitSum.dispose();
+        }
+        lossSum.dispose();
       } finally {
-        tf.dispose([x, y, ...losses, ...hits]);
+        tf.dispose([x, y, ...losses, ...right]);
       }
     }
   } finally {
     tf.dispose(anchor);
     optimizer.dispose();
   }
-  return { loss, accuracy, trainMs: performance.now() - started };
+  return { loss: meanLoss, accuracy, trainMs: performance.now() - started };
 }

@@ -2,7 +2,8 @@
 import { CohortError, isErrorCode } from "./errors.js";
 import { describe } from "./codec.js";
 import { fail, int, record, show, type Fields } from "./fields.js";
-import { featureSize, type Dataset } from "./dataset.js";
+import { featureSize, labelSize, type Dataset, type Labels } from "./dataset.js";
+import { DEFAULT_LOSS, defaultMetrics, isLossName, LOSSES } from "./task.js";
 import {
   OPTIMIZERS,
   type EvaluateRequest,
@@ -25,6 +26,8 @@ import {
 export const MAX_TENSORS = 4096;
 /** Most examples one client may claim to have evaluated on (a weight in the federated mean). */
 export const MAX_EVAL_EXAMPLES = 10_000_000;
+/** Most metrics a task may name. */
+const MAX_METRICS = 32;
 /** Largest string accepted in a message field. */
 const MAX_STRING = 1024;
 
@@ -145,19 +148,35 @@ export function parseEvaluateRequest(raw: unknown): EvaluateRequest {
   };
 }
 
-/** Validate a decoded `EvaluateResult`: a count, a finite non-negative loss, an accuracy in [0, 1]. */
+/**
+ * Validate a decoded `EvaluateResult`: a count, a finite non-negative loss, an accuracy in
+ * [0, 1] or null, and finite named metrics.
+ */
 export function parseEvaluateResult(raw: unknown): EvaluateResult {
   const what = "evaluate result";
   const o = record(raw, what);
   const loss = num(o, "loss", what);
-  const accuracy = num(o, "accuracy", what);
+  const accuracy = o.accuracy === null ? null : num(o, "accuracy", what);
   if (loss < 0) fail(what, `\`loss\` must be ≥ 0, got ${loss}`);
-  if (accuracy < 0 || accuracy > 1) fail(what, `\`accuracy\` must be in [0, 1], got ${accuracy}`);
+  if (accuracy !== null && (accuracy < 0 || accuracy > 1)) {
+    fail(what, `\`accuracy\` must be in [0, 1], got ${accuracy}`);
+  }
+  const metrics: Record<string, number> = {};
+  if (o.metrics !== undefined) {
+    const m = record(o.metrics, `${what} metrics`);
+    const keys = Object.keys(m);
+    if (keys.length > MAX_METRICS) fail(what, `\`metrics\` has ${keys.length} entries`);
+    for (const key of keys) {
+      if (key.length > 64) fail(what, "a metric name is too long");
+      metrics[key] = num(m, key, `${what} metrics`);
+    }
+  }
   return {
     round: int(o, "round", what, 0),
     numExamples: int(o, "numExamples", what, 1, MAX_EVAL_EXAMPLES),
     loss,
     accuracy,
+    ...(o.metrics === undefined ? {} : { metrics }),
   };
 }
 
@@ -243,11 +262,25 @@ function parseTrainingConfig(raw: unknown): TrainingConfig {
   if (!OPTIMIZERS.some((name) => name === optimizer)) {
     fail(what, `\`optimizer\` must be one of ${OPTIMIZERS.join(", ")}, got ${show(optimizer)}`);
   }
+  const loss = o.loss ?? DEFAULT_LOSS;
+  if (!isLossName(loss)) {
+    fail(what, `\`loss\` must be one of ${LOSSES.join(", ")}, got ${show(loss)}`);
+  }
+  const metrics = o.metrics ?? defaultMetrics(loss);
+  if (
+    !Array.isArray(metrics) ||
+    metrics.length > MAX_METRICS ||
+    !metrics.every((m) => typeof m === "string" && m.length <= 64)
+  ) {
+    fail(what, `\`metrics\` must be a list of at most ${MAX_METRICS} names`);
+  }
   return {
     optimizer: optimizer as TrainingConfig["optimizer"],
     learningRate: num(o, "learningRate", what, true),
     localEpochs: int(o, "localEpochs", what, 1, 10_000),
     batchSize: int(o, "batchSize", what, 1, 1 << 20),
+    loss,
+    metrics: metrics as string[],
   };
 }
 
@@ -288,25 +321,42 @@ export function parseDataset(raw: unknown): Dataset {
   const o = record(raw, what);
   const { features, labels, sampleShape } = o;
   if (!(features instanceof Float32Array)) fail(what, "`features` must be a Float32Array");
-  if (!(labels instanceof Uint8Array)) fail(what, "`labels` must be a Uint8Array");
+  const isLabels =
+    labels instanceof Uint8Array ||
+    labels instanceof Uint16Array ||
+    labels instanceof Int32Array ||
+    labels instanceof Float32Array;
+  if (!isLabels) fail(what, "`labels` must be a Uint8, Uint16, Int32 or Float32 array");
+  const shape = dims(sampleShape, "sampleShape", what, false);
+  const labelShape = o.labelShape === undefined ? [] : dims(o.labelShape, "labelShape", what, true);
+  const n = (labels as Labels).length / labelSize({ labelShape });
+  if (!Number.isInteger(n) || features.length !== n * featureSize({ sampleShape: shape })) {
+    fail(what, `${features.length} feature values for ${(labels as Labels).length} label values`);
+  }
+  const base = { name: str(o, "name", what), features, sampleShape: shape, labelShape };
+  if (labels instanceof Float32Array) {
+    if (labels.some((y) => !Number.isFinite(y))) fail(what, "a label is not finite");
+    return { ...base, labels: new Float32Array(labels) };
+  }
+  const numClasses = int(o, "numClasses", what, 2, 1 << 24);
+  const ids = labels as Exclude<Labels, Float32Array>;
+  if (ids.some((y) => y < 0 || y >= numClasses)) {
+    fail(what, `a label is outside [0, numClasses ${numClasses})`);
+  }
+  return { ...base, labels: ids.slice(), numClasses };
+}
+
+function dims(raw: unknown, key: string, what: string, mayBeEmpty: boolean): number[] {
   if (
-    !Array.isArray(sampleShape) ||
-    sampleShape.length === 0 ||
-    !sampleShape.every((d) => Number.isInteger(d) && d > 0)
+    !Array.isArray(raw) ||
+    (!mayBeEmpty && raw.length === 0) ||
+    raw.length > 8 ||
+    !raw.every((d) => Number.isInteger(d) && d > 0)
   ) {
-    fail(what, "`sampleShape` must be a non-empty array of positive integers");
+    fail(
+      what,
+      `\`${key}\` must be ${mayBeEmpty ? "an" : "a non-empty"} array of positive integers`,
+    );
   }
-  const numClasses = int(o, "numClasses", what, 2, 65536);
-  const shape = sampleShape as number[];
-  if (features.length !== labels.length * featureSize({ sampleShape: shape })) {
-    fail(what, `${features.length} feature values for ${labels.length} examples`);
-  }
-  if (labels.some((y) => y >= numClasses)) fail(what, `a label is ≥ numClasses ${numClasses}`);
-  return {
-    name: str(o, "name", what),
-    features,
-    labels: new Uint8Array(labels),
-    sampleShape: shape,
-    numClasses,
-  };
+  return raw as number[];
 }

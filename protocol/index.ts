@@ -6,4 +6,6 @@ export * from "./messages.js";
 export * from "./events.js";
 export * from "./guards.js";
 export * from "./dataset.js";
+export * from "./dataset-check.js";
+export * from "./task.js";
 export * from "./options.js";

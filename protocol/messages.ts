@@ -1,4 +1,5 @@
 /** Wire message types: what coordinator and clients say to each other. */
+import type { LossName } from "./task.js";
 
 /** A JSON value, as found in a tfjs model topology. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -21,6 +22,10 @@ export interface TrainingConfig {
   localEpochs: number;
   /** Local batch size B. */
   batchSize: number;
+  /** The task's loss, which clients train and everyone evaluates with. */
+  loss: LossName;
+  /** What evaluation reports besides the loss (built-in names or the user's own functions). */
+  metrics: string[];
 }
 
 /** The model of a task: a tfjs layers topology and the specs of its weights. */
@@ -162,7 +167,10 @@ export interface EvaluateResult {
   numExamples: number;
   /** Mean loss over its examples. */
   loss: number;
-  accuracy: number;
+  /** The task's accuracy (or binary accuracy) metric; null when it has none. */
+  accuracy: number | null;
+  /** Every metric of the task the client computed, by name. */
+  metrics?: Record<string, number>;
 }
 
 /** A client says its fit of a round failed, and why. */

@@ -3,6 +3,7 @@
  * examples are materialised only when it is sampled: memory is O(dataset + devices).
  */
 import { createRng, shuffleInPlace, type Rng } from "../aggregation/random.js";
+import { datasetSize, isClassIds, labelSize, type Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
 
 /** Which examples each device holds. */
@@ -119,7 +120,7 @@ export function iidPartition(
  * equal size, give each device k random shards (k = 2: most devices see two digits).
  */
 export function shardPartition(
-  labels: Uint8Array,
+  labels: ArrayLike<number>,
   devices: number,
   perDevice: number,
   shardsPerDevice: number,
@@ -182,16 +183,17 @@ function gamma(alpha: number, rng: Rng): number {
  * used once; device sizes vary.
  */
 export function dirichletPartition(
-  labels: Uint8Array,
+  labels: ArrayLike<number>,
   devices: number,
   alpha: number,
   seed: number,
 ): Partition {
   checkDevices(devices);
   const rng = createRng(seed);
-  const numClasses = labels.reduce((m, y) => Math.max(m, y), 0) + 1;
+  let numClasses = 0;
+  for (let i = 0; i < labels.length; i++) numClasses = Math.max(numClasses, labels[i]! + 1);
   const byClass: number[][] = Array.from({ length: numClasses }, () => []);
-  labels.forEach((y, i) => byClass[y]!.push(i));
+  for (let i = 0; i < labels.length; i++) byClass[labels[i]!]!.push(i);
   const buckets: number[][] = Array.from({ length: devices }, () => []);
   for (const members of byClass) {
     shuffleInPlace(members, rng);
@@ -213,21 +215,38 @@ export function dirichletPartition(
   return new SlicedPartition(order, offsets);
 }
 
-/** Build a partition from its spec. */
+/** One class id per example, for partitions that split by label. */
+function classOfEach(data: Dataset, kind: string): ArrayLike<number> {
+  if (!isClassIds(data.labels) || labelSize(data) !== 1) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `the ${kind} partition splits by class and needs one class id per example; ${data.name} has ${isClassIds(data.labels) ? `labels of shape [${(data.labelShape ?? []).join(", ")}]` : "float targets"} (use iid)`,
+    );
+  }
+  return data.labels;
+}
+
+/** Build a partition of a dataset's examples from its spec. */
 export function makePartition(
   spec: PartitionSpec,
-  labels: Uint8Array,
+  data: Dataset,
   devices: number,
   perDevice: number,
   seed: number,
 ): Partition {
   switch (spec.kind) {
     case "iid":
-      return iidPartition(labels.length, devices, perDevice, seed);
+      return iidPartition(datasetSize(data), devices, perDevice, seed);
     case "shards":
-      return shardPartition(labels, devices, perDevice, spec.shardsPerDevice, seed);
+      return shardPartition(
+        classOfEach(data, "shards"),
+        devices,
+        perDevice,
+        spec.shardsPerDevice,
+        seed,
+      );
     case "dirichlet":
-      return dirichletPartition(labels, devices, spec.alpha, seed);
+      return dirichletPartition(classOfEach(data, "dirichlet"), devices, spec.alpha, seed);
     default: {
       const exhaustive: never = spec;
       throw new CohortError("INVALID_OPTION", `unknown partition ${JSON.stringify(exhaustive)}`);

@@ -90,25 +90,35 @@ function panel(p: Panel, offsetY: number, xMax: number): string {
   return out.join("\n");
 }
 
-/** Accuracy (top) and loss (bottom) against rounds, with optional reference lines. */
+/**
+ * Accuracy (top; or another metric, `metric`) and loss (bottom) against rounds, with optional
+ * reference lines.
+ */
 export function accuracyLossSvg(
   title: string,
   accuracy: Series[],
   loss: Series[],
   rounds: number,
+  metric = "accuracy",
 ): string {
-  return panelsSvg(accuracyLossPanels(title, accuracy, loss), rounds);
+  return panelsSvg(accuracyLossPanels(title, accuracy, loss, metric), rounds);
 }
 
 /** The two charts of `accuracyLossSvg`, for figures that add more. */
-export function accuracyLossPanels(title: string, accuracy: Series[], loss: Series[]): Panel[] {
+export function accuracyLossPanels(
+  title: string,
+  accuracy: Series[],
+  loss: Series[],
+  metric = "accuracy",
+): Panel[] {
+  const bounded = metric === "accuracy" || metric === "binary-accuracy" || metric === "auc";
   return [
     {
-      title: `${title}: accuracy`,
-      yLabel: "accuracy",
+      title: `${title}: ${metric}`,
+      yLabel: metric,
       series: accuracy,
-      yRange: [0, 1],
-      legendLow: true,
+      ...(bounded ? { yRange: [0, 1] as [number, number] } : {}),
+      legendLow: bounded,
     },
     { title: `${title}: loss`, yLabel: "loss", series: loss },
   ];

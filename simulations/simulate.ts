@@ -20,7 +20,7 @@ import {
 } from "../client/fit-handler.js";
 import { TrainPool } from "../models/train-pool.js";
 import { checkWeights } from "../aggregation/weights.js";
-import type { Dataset } from "../protocol/dataset.js";
+import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import type { TaskSpec } from "../protocol/messages.js";
 import { decode, encode } from "../protocol/codec.js";
 import { parseEvaluateRequest } from "../protocol/guards.js";
@@ -45,13 +45,17 @@ import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { createRng, permutation } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
 import { pickShared } from "../coordinator/option-schema.js";
+import { objectiveOf } from "../coordinator/options.js";
+import type { Objective } from "../models/task.js";
 
 /** The centralised baseline: the same model trained on the pooled device data. */
 export interface BaselineResult {
   epochs: number;
   examples: number;
-  accuracy: number;
+  /** Null when the task has no accuracy metric. */
+  accuracy: number | null;
   loss: number;
+  metrics: Record<string, number>;
   trainMs: number;
 }
 
@@ -67,6 +71,8 @@ export interface SimulationSummary {
   initialLoss: number | null;
   finalAccuracy: number | null;
   finalLoss: number | null;
+  /** The last evaluation's metrics by name (the task's loss aside). */
+  finalMetrics: Record<string, number> | null;
   bestAccuracy: number | null;
   /** Federated evaluation on the devices' held-out data, where it ran. */
   finalFederatedAccuracy: number | null;
@@ -156,7 +162,7 @@ class DeviceFitter implements DeviceTrainer {
 /** A random fraction U(0, 1] of the device's examples, drawn from its round's seed. */
 function partialWork(local: Dataset, shuffleSeed: number): Dataset {
   const rng = createRng((shuffleSeed ^ 0x5bd1e995) >>> 0);
-  const n = local.labels.length;
+  const n = datasetSize(local);
   const keep = Math.max(1, Math.ceil(rng() * n));
   const order = permutation(n, rng);
   return { ...subsetDataset(local, order.subarray(0, keep).sort()), name: local.name };
@@ -189,18 +195,20 @@ async function baseline(
   initial: Float32Array[],
   pooled: Dataset,
   evalSet: Dataset,
+  objective: Objective,
 ): Promise<BaselineResult> {
   const model = await instantiate(task.model, initial);
   const tensors = toTensors(pooled);
   try {
     const config = { ...task.training, localEpochs: cfg.baselineEpochs };
     const stats = await trainLocal(model, tensors, config, cfg.seed + 7);
-    const evaluation: EvalStats = await evaluateModel(model, evalSet);
+    const evaluation: EvalStats = await evaluateModel(model, evalSet, objective);
     return {
       epochs: cfg.baselineEpochs,
-      examples: pooled.labels.length,
+      examples: datasetSize(pooled),
       accuracy: evaluation.accuracy,
       loss: evaluation.loss,
+      metrics: evaluation.metrics,
       trainMs: stats.trainMs,
     };
   } finally {
@@ -223,10 +231,10 @@ export async function simulate(
   const fullTest = await loadDataset(cfg.dataset, "test");
   const evalSet = cfg.evalSize === undefined ? fullTest : takeExamples(fullTest, cfg.evalSize);
   const perDevice =
-    cfg.examplesPerDevice ?? Math.max(1, Math.floor(train.labels.length / cfg.devices));
+    cfg.examplesPerDevice ?? Math.max(1, Math.floor(datasetSize(train) / cfg.devices));
   const partition = makePartition(
     parsePartitionSpec(cfg.partition),
-    train.labels,
+    train,
     cfg.devices,
     perDevice,
     cfg.seed,
@@ -320,7 +328,14 @@ export async function simulate(
   }
   const base =
     cfg.baselineEpochs > 0
-      ? await baseline(cfg, task, weights, subsetDataset(train, partition.pooledIndices()), evalSet)
+      ? await baseline(
+          cfg,
+          task,
+          weights,
+          subsetDataset(train, partition.pooledIndices()),
+          evalSet,
+          objectiveOf(opts),
+        )
       : null;
   const summary = summarise(
     cfg,
@@ -333,9 +348,9 @@ export async function simulate(
   );
   await writeOutputs(runDir, summary, run);
   progress?.line(
-    `${cfg.name}: final accuracy ${summary.finalAccuracy?.toFixed(4)}` +
+    `${cfg.name}: final ${summary.finalAccuracy !== null ? `accuracy ${summary.finalAccuracy.toFixed(4)}` : `loss ${summary.finalLoss?.toFixed(4)}`}` +
       (base
-        ? ` (centralised baseline ${base.accuracy.toFixed(4)} after ${base.epochs} epoch${base.epochs > 1 ? "s" : ""})`
+        ? ` (centralised baseline ${base.accuracy !== null ? `accuracy ${base.accuracy.toFixed(4)}` : `loss ${base.loss.toFixed(4)}`} after ${base.epochs} epoch${base.epochs > 1 ? "s" : ""})`
         : "") +
       `; ${runDir}`,
   );
@@ -408,6 +423,7 @@ function summarise(
     initialLoss: run.initial?.loss ?? null,
     finalAccuracy: last?.accuracy ?? null,
     finalLoss: last?.loss ?? null,
+    finalMetrics: last?.metrics ?? null,
     bestAccuracy: acc.length > 0 ? Math.max(...acc) : null,
     finalFederatedAccuracy:
       [...run.rounds].reverse().find((r) => r.federatedAccuracy !== undefined)?.federatedAccuracy ??
@@ -422,7 +438,9 @@ function summarise(
     roundsToBaselineMinus1:
       base === null
         ? null
-        : (run.rounds.find((r) => (r.accuracy ?? 0) >= base.accuracy - 0.01)?.round ?? null),
+        : base.accuracy === null
+          ? null
+          : (run.rounds.find((r) => (r.accuracy ?? 0) >= base.accuracy! - 0.01)?.round ?? null),
     wallTimeMs,
     meanRoundMs: run.rounds.reduce((s, r) => s + r.durationMs, 0) / Math.max(1, run.rounds.length),
     bytesUp: run.rounds.reduce((s, r) => s + r.bytesUp, 0),
@@ -457,11 +475,19 @@ function strategyName(cfg: SimulationConfig): string {
 export function runPlot(
   name: string,
   roundMetrics: readonly RoundMetrics[],
-  initial: { accuracy: number; loss: number } | null,
+  initial: { accuracy: number | null; loss: number; metrics?: Record<string, number> } | null,
   baseline: BaselineResult | null,
   strategy = "FedAvg",
 ): string {
   const run = { rounds: roundMetrics, initial };
+  // Accuracy where the task has it; else its first metric (a regression's MAE).
+  const metric =
+    roundMetrics.some((r) => r.accuracy !== undefined) || initial?.accuracy != null
+      ? "accuracy"
+      : (Object.keys(roundMetrics.find((r) => r.metrics)?.metrics ?? initial?.metrics ?? {})[0] ??
+        "accuracy");
+  const score = (m: { accuracy?: number | null; metrics?: Record<string, number> } | null) =>
+    metric === "accuracy" ? (m?.accuracy ?? undefined) : m?.metrics?.[metric];
   const summary = { baseline };
   const rounds = run.rounds.length;
   const withInitial = (
@@ -480,14 +506,19 @@ export function runPlot(
     {
       label: `${strategy} (global model)`,
       color: "#1f77b4",
-      points: withInitial((r) => r.accuracy, run.initial?.accuracy),
+      points: withInitial((r) => score(r), score(run.initial)),
     },
-    ...(run.rounds.some((r) => r.federatedAccuracy !== undefined)
+    ...(run.rounds.some((r) => r.federatedAccuracy !== undefined || r.federatedMetrics)
       ? [
           {
             label: "federated evaluation (devices' held-out data)",
             color: "#9467bd",
-            points: run.rounds.map((r) => ({ x: r.round, y: r.federatedAccuracy ?? Number.NaN })),
+            points: run.rounds.map((r) => ({
+              x: r.round,
+              y:
+                (metric === "accuracy" ? r.federatedAccuracy : r.federatedMetrics?.[metric]) ??
+                Number.NaN,
+            })),
           },
         ]
       : []),
@@ -497,7 +528,7 @@ export function runPlot(
             label: `centralised, ${b.epochs} epoch${b.epochs > 1 ? "s" : ""}`,
             color: "#d62728",
             dashed: true,
-            points: flat(b.accuracy),
+            points: flat(score(b) ?? Number.NaN),
           },
         ]
       : []),
@@ -518,12 +549,12 @@ export function runPlot(
       : []),
   ];
   const spent = run.rounds.filter((r) => r.epsilon !== undefined && Number.isFinite(r.epsilon));
-  if (spent.length === 0) return accuracyLossSvg(name, accuracy, loss, rounds);
+  if (spent.length === 0) return accuracyLossSvg(name, accuracy, loss, rounds, metric);
   // A differentially private run: a third chart with the privacy spent, round by round.
   const delta = spent[0]!.delta;
   return panelsSvg(
     [
-      ...accuracyLossPanels(name, accuracy, loss),
+      ...accuracyLossPanels(name, accuracy, loss, metric),
       {
         title: `${name}: privacy spent`,
         yLabel: "ε",

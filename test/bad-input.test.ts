@@ -111,7 +111,7 @@ describe("the coordinator survives bad input", () => {
     expect(summary.rounds[1]!.failureReasons).toEqual([
       expect.objectContaining({ clientId: "hostile", code: "CLIENT_DISCONNECTED" }),
     ]);
-    expect(summary.rounds[1]!.accuracy!).toBeGreaterThan(summary.initial!.accuracy + 0.3);
+    expect(summary.rounds[1]!.accuracy!).toBeGreaterThan(summary.initial!.accuracy! + 0.3);
     expect(rejected).toContain("PAYLOAD_TOO_LARGE");
     expect(rejected.length).toBe(cases.length + 2);
   });

@@ -110,7 +110,7 @@ describe("browser clients", () => {
       const { summary, joins, states } = await federate(secure, rounds);
       const mode = secure ? "secure" : "plain";
       // The global model learned.
-      const initial = summary.initial!.accuracy;
+      const initial = summary.initial!.accuracy!;
       const final = summary.rounds.at(-1)!.accuracy!;
       expect(final, mode).toBeGreaterThan(initial + 0.3);
       expect(summary.rounds.every((r) => r.participants === 3 && r.secure === secure)).toBe(true);

@@ -15,7 +15,7 @@ describe("a client says what went wrong", () => {
     expectCohortError(make(""), "INVALID_OPTION", /url is required/);
   });
 
-  it("checks its data at construction: NaN and ∞ named by example, other arrays refused clearly", async () => {
+  it("checks its data at construction: NaN and ∞ named by example, Float64 and plain arrays converted, other arrays refused clearly", async () => {
     const { shards } = await mnistShards(1, 10, 10);
     const data = shards[0]!;
     const make = (d: object) => () =>
@@ -30,15 +30,42 @@ describe("a client says what went wrong", () => {
     features[3 * 784 + 5] = 0;
     features[9 * 784] = Infinity;
     expectCohortError(make({ ...data, features }), "DATASET_INVALID", /example 9 holds Infinity/);
+    // Float64Array and plain arrays are converted; the client trains on float32 copies.
+    const converted = make({
+      ...data,
+      features: Float64Array.from(data.features),
+      labels: [...data.labels],
+    })();
+    expect(converted.options.data.features).toBeInstanceOf(Float32Array);
+    expect(converted.options.data.labels).toBeInstanceOf(Int32Array);
+    expect([...converted.options.data.labels]).toEqual([...data.labels]);
+    const nanList = [...data.features];
+    nanList[2 * 784 + 1] = Number.NaN;
     expectCohortError(
-      make({ ...data, features: Float64Array.from(data.features) }),
+      make({ ...data, features: nanList }),
       "DATASET_INVALID",
-      /features must be a Float32Array, got Float64Array \(convert it with Float32Array.from\)/,
+      /example 2 holds NaN \(feature 1\)/,
     );
     expectCohortError(
-      make({ ...data, labels: [...data.labels] }),
+      make({ ...data, features: Int8Array.from(data.features) }),
       "DATASET_INVALID",
-      /labels must be a Uint8Array of class ids, got a plain array/,
+      /features must be a Float32Array \(Float64Array and number arrays are converted\), got Int8Array/,
+    );
+    expectCohortError(
+      make({ ...data, labels: Uint32Array.from(data.labels) }),
+      "DATASET_INVALID",
+      /labels must be class ids in a Uint8Array, Uint16Array or Int32Array, or float targets in a Float32Array, got Uint32Array/,
+    );
+    expectCohortError(
+      make({ ...data, labels: Int32Array.from(data.labels, (y) => y + 10) }),
+      "DATASET_INVALID",
+      /label 1\d of example 0 is ≥ numClasses 10/,
+    );
+    const { numClasses: _classes, ...noClasses } = data;
+    expectCohortError(
+      make({ ...noClasses }),
+      "DATASET_INVALID",
+      /class-id labels \(Uint8Array\) need numClasses/,
     );
     const { name: _name, ...unnamed } = data;
     expectCohortError(make(unnamed), "DATASET_INVALID", /`name` must be a string/);

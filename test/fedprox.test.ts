@@ -11,6 +11,7 @@ import {
   writeWeights,
 } from "../models/index.js";
 import { CohortClient } from "../client/index.js";
+import { CohortError } from "../protocol/errors.js";
 import { startCoordinator, tempRunDir, mnistShards } from "./helpers/federation.js";
 import { connectRaw, updateFor, type RawClient } from "./helpers/raw-client.js";
 
@@ -159,13 +160,6 @@ describe("a client whose fit fails", () => {
       roundTimeoutMs: 120_000,
       runDir: null,
     });
-    // Data the model cannot take: 784 features, but 5 classes against the model's 10.
-    const wrong = {
-      ...shards[1]!,
-      name: "five-classes",
-      numClasses: 5,
-      labels: shards[1]!.labels.map((y) => y % 5),
-    };
     const lines: string[] = [];
     const good = new CohortClient({
       url: coordinator.url,
@@ -174,12 +168,16 @@ describe("a client whose fit fails", () => {
       backend: "wasm",
       log: () => undefined,
     });
+    // A fit that fails in the client's own code (a mod that cannot reach its store).
     const bad = new CohortClient({
       url: coordinator.url,
-      data: wrong,
+      data: shards[1]!,
       clientId: "bad",
       backend: "wasm",
       log: (l) => lines.push(l),
+      mods: [
+        () => Promise.reject(new CohortError("ROUND_FAILED", "the local feature store is offline")),
+      ],
     });
     try {
       await Promise.all([good.start(), bad.start()]);
@@ -189,45 +187,55 @@ describe("a client whose fit fails", () => {
       expect(round.failureReasons).toEqual([
         expect.objectContaining({
           clientId: "bad",
-          code: "INVALID_MODEL",
-          message: expect.stringMatching(/fit failed.*5 classes/),
+          code: "ROUND_FAILED",
+          message: expect.stringMatching(/fit failed.*feature store is offline/),
         }),
       ]);
       // Far below the deadline: nobody waited for it.
       expect(round.durationMs).toBeLessThan(60_000);
-      expect(lines.join("\n")).toMatch(/fit failed: INVALID_MODEL/);
+      expect(lines.join("\n")).toMatch(/fit failed: ROUND_FAILED/);
     } finally {
       await Promise.all([good.close(), bad.close()]);
       await coordinator.close();
     }
   });
 
-  it("a malformed or foreign failure report changes nothing and the coordinator keeps serving", async () => {
+  it("gives up at the task when its data does not fit the model: run() rejects with INVALID_MODEL naming what differs", async () => {
+    const { shards } = await mnistShards(2, 60);
     const coordinator = await startCoordinator({
       rounds: 1,
-      minAvailableClients: 2,
-      minFitClients: 2,
+      minAvailableClients: 1,
+      minFitClients: 1,
       runDir: null,
     });
-    const a = await connectRaw(coordinator.url, "a");
-    const b = await connectRaw(coordinator.url, "b");
+    // 784 features, but 5 classes against the model's 10.
+    const wrong = {
+      ...shards[1]!,
+      name: "five-classes",
+      numClasses: 5,
+      labels: shards[1]!.labels.map((y) => y % 5),
+    };
+    const errors: string[] = [];
+    const bad = new CohortClient({
+      url: coordinator.url,
+      data: wrong,
+      clientId: "bad",
+      backend: "wasm",
+      log: (l) => errors.push(l),
+    });
     try {
-      const running = coordinator.run();
-      const [ra, rb] = await Promise.all([a.nextFit(), b.nextFit()]);
-      a.socket.emit("fit:error", "nonsense");
-      a.socket.emit("fit:error", { round: "1", code: 7 });
-      a.socket.emit("fit:error", {
-        round: ra.round + 5,
-        code: "INTERNAL",
-        message: "another round",
-      });
-      expect(await a.send(updateFor(ra))).toMatchObject({ ok: true });
-      expect(await b.send(updateFor(rb))).toMatchObject({ ok: true });
-      const summary = await running;
-      expect(summary.rounds[0]!.participants).toBe(2);
+      await bad.start();
+      const error = await bad.done.then(
+        () => null,
+        (e: unknown) => e as CohortError,
+      );
+      expect(error?.code).toBe("INVALID_MODEL");
+      expect(error?.message).toMatch(
+        /model mlp on training data five-classes: the model outputs \[10\] per example but sparse-categorical-crossentropy on labels of shape \[\] needs \[5\]/,
+      );
+      expect(errors.join("\n")).toMatch(/INVALID_MODEL: model mlp on training data five-classes/);
     } finally {
-      a.close();
-      b.close();
+      await bad.close();
       await coordinator.close();
     }
   });

@@ -129,7 +129,7 @@ describe("fuzz", () => {
     expect(await fuzzer.send(valid)).toMatchObject({ ok: true });
     const summary = await running;
     expect(summary.rounds[0]!.participants).toBe(3);
-    expect(summary.rounds[0]!.accuracy!).toBeGreaterThan(summary.initial!.accuracy);
+    expect(summary.rounds[0]!.accuracy!).toBeGreaterThan(summary.initial!.accuracy!);
     // Still serving.
     const after = await connectRaw(coordinator.url, "after");
     raws.push(after);

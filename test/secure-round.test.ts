@@ -277,7 +277,7 @@ describe("secure aggregation over socket.io", () => {
     const bound = sec.rounds[0]!.secureErrorBound!;
     expect(bound).toBeGreaterThan(0);
     expect(maxAbsDiff(sec.weights, plain.weights)).toBeLessThanOrEqual(bound + 1e-5);
-    expect(sec.rounds[0]!.accuracy!).toBeGreaterThan(sec.initial!.accuracy + 0.3);
+    expect(sec.rounds[0]!.accuracy!).toBeGreaterThan(sec.initial!.accuracy! + 0.3);
     expect(Math.abs(sec.rounds[0]!.accuracy! - plain.rounds[0]!.accuracy!)).toBeLessThan(0.01);
   });
 });

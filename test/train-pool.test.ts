@@ -16,11 +16,11 @@ import {
 } from "../models/index.js";
 import type { BackendRequest } from "../models/backend.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { TrainingConfig } from "../protocol/messages.js";
+import type { LocalTraining } from "../models/training.js";
 import { loadMnistDigits, shardDataset, takeExamples } from "../models/datasets/index.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
-const CONFIG: TrainingConfig = {
+const CONFIG: LocalTraining = {
   optimizer: "sgd",
   learningRate: 0.05,
   localEpochs: 2,

@@ -16,7 +16,7 @@ import {
 } from "../models/index.js";
 import { modelSpecOf } from "../models/adapter.js";
 import type { Dataset } from "../protocol/dataset.js";
-import type { TrainingConfig } from "../protocol/messages.js";
+import type { LocalTraining } from "../models/training.js";
 import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
 
 const ROUNDS = 6;
@@ -30,7 +30,7 @@ interface Counts {
 async function countsPerRound(
   model: tf.LayersModel,
   data: Dataset,
-  config: TrainingConfig,
+  config: LocalTraining,
   seeded: boolean,
 ): Promise<Counts[]> {
   const tensors = toTensors(data);
@@ -67,7 +67,7 @@ describe("training memory", () => {
   it("the 2NN: counts are identical after rounds 2..N, with tfjs's and with seeded shuffles", async () => {
     const { spec, weights } = await loadModel("mlp", { seed: 2 });
     const model = await instantiate(spec, weights);
-    const config: TrainingConfig = {
+    const config: LocalTraining = {
       optimizer: "sgd",
       learningRate: 0.05,
       localEpochs: 1,
@@ -97,7 +97,7 @@ describe("training memory", () => {
     // Round-trip through the wire spec, as a client builds its model.
     const model = await instantiate(modelSpecOf(built, "conv"), await readWeights(built));
     built.dispose();
-    const config: TrainingConfig = {
+    const config: LocalTraining = {
       optimizer: "adam",
       learningRate: 0.01,
       localEpochs: 2,

@@ -27,7 +27,7 @@ async function cnnSteps(): Promise<number[]> {
   model.compile({ optimizer: tf.train.sgd(0.05), loss: "categoricalCrossentropy" });
   const data = takeExamples(await loadMnistDigits("train"), 5);
   const x = tf.tensor(data.features, [5, 28, 28, 1]);
-  const y = tf.oneHot(tf.tensor1d(data.labels, "int32"), 10);
+  const y = tf.oneHot(tf.tensor1d(Int32Array.from(data.labels), "int32"), 10);
   const losses: number[] = [];
   for (let i = 0; i < 3; i++) losses.push((await model.trainOnBatch(x, y)) as number);
   tf.dispose([x, y]);

@@ -1,16 +1,22 @@
 /** Copying slices of a dataset: contiguous shards, a prefix, or an arbitrary index subset. */
 
-import { datasetSize, featureSize, type Dataset } from "../../protocol/dataset.js";
+import {
+  datasetSize,
+  featureSize,
+  labelSize,
+  pickExamples,
+  type Dataset,
+} from "../../protocol/dataset.js";
 import { CohortError } from "../../protocol/errors.js";
 
 function copyRange(data: Dataset, start: number, end: number, name: string): Dataset {
   const size = featureSize(data);
+  const width = labelSize(data);
   return {
+    ...data,
     name,
     features: data.features.slice(start * size, end * size),
-    labels: data.labels.slice(start, end),
-    sampleShape: [...data.sampleShape],
-    numClasses: data.numClasses,
+    labels: data.labels.slice(start * width, end * width),
   };
 }
 
@@ -62,9 +68,6 @@ export function takeExamples(data: Dataset, n: number): Dataset {
  */
 export function subsetDataset(data: Dataset, indices: ArrayLike<number>): Dataset {
   const n = datasetSize(data);
-  const size = featureSize(data);
-  const features = new Float32Array(indices.length * size);
-  const labels = new Uint8Array(indices.length);
   for (let k = 0; k < indices.length; k++) {
     const i = indices[k] ?? Number.NaN;
     if (!Number.isInteger(i) || i < 0 || i >= n) {
@@ -73,14 +76,6 @@ export function subsetDataset(data: Dataset, indices: ArrayLike<number>): Datase
         `subset index ${i} at position ${k} is outside [0, ${n}) of ${data.name}`,
       );
     }
-    features.set(data.features.subarray(i * size, (i + 1) * size), k * size);
-    labels[k] = data.labels[i] ?? 0;
   }
-  return {
-    name: `${data.name}[subset of ${indices.length}]`,
-    features,
-    labels,
-    sampleShape: [...data.sampleShape],
-    numClasses: data.numClasses,
-  };
+  return pickExamples(data, indices, `${data.name}[subset of ${indices.length}]`);
 }
