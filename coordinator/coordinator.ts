@@ -10,7 +10,7 @@ import type { Weights } from "../aggregation/weights.js";
 import { CohortError } from "../protocol/errors.js";
 import type { TaskSpec } from "../protocol/messages.js";
 import { selectBackend, type SelectedBackend } from "../models/backend.js";
-import { loadModel } from "../models/model-file.js";
+import { resolveModel } from "../models/model-file.js";
 import { resolveOptions, type CoordinatorOptions } from "./options.js";
 import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
@@ -89,7 +89,7 @@ export async function prepareTask(
   }
   if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
-  const initial = await loadModel(opts.model, { seed: opts.seed });
+  const initial = await resolveModel(opts.model, { seed: opts.seed });
   const modelBytes = initial.spec.numParameters * 4;
   if (modelBytes + 4096 > opts.maxUploadBytes) {
     throw new CohortError(

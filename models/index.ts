@@ -8,3 +8,6 @@ export * from "./webgpu.js";
 export * from "./wasm-kernels.js";
 export * from "./train-pool.js";
 export { shareDataset, type TrainJob, type TrainJobResult } from "./train-protocol.js";
+export * from "./file-handler.js";
+export * from "./checkpoints.js";
+export * from "./files.js";
