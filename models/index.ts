@@ -11,3 +11,5 @@ export { shareDataset, type TrainJob, type TrainJobResult } from "./train-protoc
 export * from "./file-handler.js";
 export * from "./checkpoints.js";
 export * from "./files.js";
+export * from "./predict.js";
+export * from "./examples-file.js";
