@@ -9,7 +9,7 @@ import { CohortClient } from "../client/index.js";
 import { encode } from "../protocol/codec.js";
 import type { FitResult } from "../protocol/messages.js";
 import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/index.js";
-import { loadModel, selectBackend } from "../models/index.js";
+import { resolveModel, selectBackend } from "../models/index.js";
 import { loadMnistDigits, shardDataset, takeExamples } from "../models/datasets/index.js";
 
 const CLIENTS = 3;
@@ -20,7 +20,7 @@ function mib(bytes: number): string {
 }
 
 async function payloadSizes(model: "mlp" | "cnn") {
-  const { spec, weights } = await loadModel(model);
+  const { spec, weights } = await resolveModel(model);
   const config = { learningRate: 0.1, localEpochs: 1, batchSize: 10, proximalMu: 0, extra: {} };
   const down = encode({ round: 1, weights, config }).byteLength;
   const result: FitResult = {

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { simulate } from "../simulations/index.js";
 import { loadDataset, takeExamples } from "../models/datasets/index.js";
-import { instantiate, loadModel, selectBackend, toTensors } from "../models/index.js";
+import { instantiate, resolveModel, selectBackend, toTensors } from "../models/index.js";
 
 const dataset = process.env.BENCH_DATASET ?? "fashion-mnist";
 
@@ -44,7 +44,7 @@ async function overhead(): Promise<void> {
   const trainMs = run.rounds.reduce((s, r) => s + r.clients.reduce((t, c) => t + c.trainMs, 0), 0);
   // Bare tfjs: the same number of sample-passes, one model.fit per device-round.
   const train = takeExamples(await loadDataset(dataset, "train"), perDevice);
-  const { spec, weights } = await loadModel("mlp");
+  const { spec, weights } = await resolveModel("mlp");
   const model = await instantiate(spec, weights);
   const t = toTensors(train);
   model.compile({

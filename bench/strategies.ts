@@ -20,7 +20,7 @@ import { aggregateRound, resolveStrategy, serverStep } from "../aggregation/inde
 import { createRng } from "../aggregation/random.js";
 import {
   instantiate,
-  loadModel,
+  resolveModel,
   readWeights,
   selectBackend,
   toTensors,
@@ -248,7 +248,7 @@ function plot(title: string, results: Result[], baseline: number | null): string
 /** FedAdam's server step on the McMahan CNN against an estimate of its round's time. */
 async function cnnServerStep(): Promise<string> {
   await selectBackend("wasm");
-  const { spec, weights } = await loadModel("cnn", { seed: SEED });
+  const { spec, weights } = await resolveModel("cnn", { seed: SEED });
   const rng = createRng(5);
   const updates = Array.from({ length: 10 }, (_, c) => ({
     clientId: `c${c}`,

@@ -14,7 +14,7 @@ import { Worker } from "node:worker_threads";
 import * as tf from "@tensorflow/tfjs";
 import {
   instantiate,
-  loadModel,
+  resolveModel,
   probeWebGpuAdapter,
   readWeights,
   shareDataset,
@@ -153,7 +153,7 @@ async function startBackend(name: NodeBackend): Promise<boolean> {
 
 async function backendTable(digits: Dataset) {
   const models = new Map<ModelName, LoadedModel>();
-  for (const name of MODELS) models.set(name, await loadModel(name, { seed: 1 }));
+  for (const name of MODELS) models.set(name, await resolveModel(name, { seed: 1 }));
   const rows: Row[] = [];
   // BENCH_BACKENDS=wasm,webgpu limits the table (e.g. on a machine lent for minutes).
   const only = process.env.BENCH_BACKENDS?.split(",");
@@ -224,7 +224,7 @@ async function poolScaling(digits: Dataset) {
     ["cnn", 50, 4],
     ["mlp", 10, 8],
   ] as const) {
-    const { spec, weights } = await loadModel(name, { seed: 1 });
+    const { spec, weights } = await resolveModel(name, { seed: 1 });
     const job: TrainJob = { spec, weights, data: shared, config: config(batch) };
     const jobs = Array.from({ length: count }, () => job);
     const one = await poolRate(1, jobs);

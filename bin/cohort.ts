@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-/** The `cohort` command line: coordinator, client and demo. */
+/** The `cohort` command line: coordinator, client, simulator, demo, model files and keys. */
 import { CohortError } from "../protocol/errors.js";
 import { clientCommand, runClient } from "./client-command.js";
 import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
 import { demoCommand, runDemo } from "./demo-command.js";
 import { runSimulate, simulateCommand } from "./simulate-command.js";
 import { plotCommand, runPlotCommand } from "./plot-command.js";
+import { exportCommand, runExport } from "./export-command.js";
+import { predictCommand, runPredict } from "./predict-command.js";
 import { keygenCommand, runKeygen, runToken, tokenCommand } from "./keys.js";
 
 const commands: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
@@ -14,6 +16,8 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   simulate: { summary: simulateCommand.summary, run: runSimulate },
   demo: { summary: demoCommand.summary, run: runDemo },
   plot: { summary: plotCommand.summary, run: runPlotCommand },
+  export: { summary: exportCommand.summary, run: runExport },
+  predict: { summary: predictCommand.summary, run: runPredict },
   keygen: { summary: keygenCommand.summary, run: runKeygen },
   token: { summary: tokenCommand.summary, run: runToken },
 };

@@ -10,7 +10,7 @@ import type { Weights } from "../aggregation/weights.js";
 import { CohortError } from "../protocol/errors.js";
 import type { TaskSpec } from "../protocol/messages.js";
 import { selectBackend, type SelectedBackend } from "../models/backend.js";
-import { instantiate, loadModel, modelName } from "../models/model-file.js";
+import { instantiate, resolveModel, modelName } from "../models/model-file.js";
 import { checkContract } from "../models/task.js";
 import { checkedDataset } from "../protocol/dataset-check.js";
 import { builtinOptionsFor } from "../models/builtin.js";
@@ -92,7 +92,7 @@ export async function prepareTask(
   }
   if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
-  const initial = await loadModel(
+  const initial = await resolveModel(
     opts.model,
     builtinOptionsFor(opts.evalDataset, opts.loss, opts.seed),
   );

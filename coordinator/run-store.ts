@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { ModelSpec } from "../protocol/messages.js";
 import type { Weights } from "../aggregation/weights.js";
 import { writeAtomic, writeModelFiles } from "../models/model-file.js";
+import { CHECKPOINTS, checkpointDir } from "../models/checkpoints.js";
 
 /** What each client reported in a round. */
 export interface ClientRoundMetrics {
@@ -74,14 +75,14 @@ export class RunStore {
 
   /** Create the run directory and write `run.json` describing the run. */
   static async create(dir: string, run: Record<string, unknown>): Promise<RunStore> {
-    await mkdir(join(dir, "checkpoints"), { recursive: true });
+    await mkdir(join(dir, CHECKPOINTS), { recursive: true });
     await writeAtomic(join(dir, "run.json"), JSON.stringify(run, null, 2) + "\n");
     return new RunStore(dir);
   }
 
   /** Reopen an existing run directory (a resumed run) without touching `run.json`. */
   static async open(dir: string): Promise<RunStore> {
-    await mkdir(join(dir, "checkpoints"), { recursive: true });
+    await mkdir(join(dir, CHECKPOINTS), { recursive: true });
     return new RunStore(dir);
   }
 
@@ -99,7 +100,7 @@ export class RunStore {
 
   /** Write the global model of a round to `checkpoints/round-NNNN/`. */
   async checkpoint(round: number, spec: ModelSpec, weights: Weights): Promise<string> {
-    const dir = join(this.dir, "checkpoints", `round-${String(round).padStart(4, "0")}`);
+    const dir = checkpointDir(this.dir, round);
     await writeModelFiles(dir, spec, weights);
     return dir;
   }

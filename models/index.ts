@@ -9,3 +9,8 @@ export * from "./webgpu.js";
 export * from "./wasm-kernels.js";
 export * from "./train-pool.js";
 export { shareDataset, type TrainJob, type TrainJobResult } from "./train-protocol.js";
+export * from "./file-handler.js";
+export * from "./checkpoints.js";
+export * from "./files.js";
+export * from "./predict.js";
+export * from "./examples-file.js";

@@ -1,17 +1,18 @@
-/** tfjs `model.json` + `weights.bin` files: read a user's model, write checkpoints. */
-import { mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
-import { dirname, join, basename } from "node:path";
+/** A task's model from a name or a `model.json`, and the checkpoints of the global model. */
+import { existsSync } from "node:fs";
+import { basename } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { CohortError } from "../protocol/errors.js";
 import type { ModelSpec } from "../protocol/messages.js";
-import { sizeOf, type Weights } from "../aggregation/weights.js";
+import type { Weights } from "../aggregation/weights.js";
 import { modelFromSpec, modelSpecOf, readWeights, writeWeights } from "./adapter.js";
 import { buildBuiltinModel, isBuiltinModel, type BuiltinOptions } from "./builtin.js";
-
-interface WeightsManifestEntry {
-  paths: string[];
-  weights: { name: string; shape: number[]; dtype: string }[];
-}
+import {
+  buildLayersModel,
+  fileSystemHandler,
+  writeAtomic,
+  writeModelArtifacts,
+} from "./file-handler.js";
 
 /** A model ready for a task: its spec and initial weights. */
 export interface LoadedModel {
@@ -25,7 +26,7 @@ export interface LoadedModel {
  * the model itself is left as it is). A user file's weights are used when its manifest lists
  * them; otherwise the layers' initialisers provide them.
  */
-export async function loadModel(
+export async function resolveModel(
   source: string | tf.LayersModel,
   options: Partial<BuiltinOptions> = {},
 ): Promise<LoadedModel> {
@@ -54,81 +55,16 @@ export function modelName(source: string | tf.LayersModel): string {
 }
 
 async function loadUserModel(path: string): Promise<tf.LayersModel> {
-  let json: unknown;
   try {
-    json = JSON.parse(await readFile(path, "utf8"));
+    return await buildLayersModel(fileSystemHandler(path), path);
   } catch (cause) {
-    const reason = cause instanceof Error ? cause.message : String(cause);
+    if (!(cause instanceof CohortError) || existsSync(path)) throw cause;
     throw new CohortError(
       "INVALID_MODEL",
-      `model must be "mlp", "cnn" or a readable tfjs model.json; ${path}: ${reason}`,
+      `model must be "mlp", "cnn" or a readable tfjs model.json; ${cause.message}`,
       { cause },
     );
   }
-  if (typeof json !== "object" || json === null || !("modelTopology" in json)) {
-    throw new CohortError(
-      "INVALID_MODEL",
-      `${path} has no "modelTopology" (not a tfjs layers model)`,
-    );
-  }
-  const topology = (json as { modelTopology: unknown }).modelTopology;
-  if (typeof topology !== "object" || topology === null) {
-    throw new CohortError("INVALID_MODEL", `${path}: "modelTopology" must be an object`);
-  }
-  const spec: ModelSpec = {
-    name: basename(path),
-    topology: topology as ModelSpec["topology"],
-    weightSpecs: [],
-    numParameters: 0,
-  };
-  let model: tf.LayersModel;
-  try {
-    model = await tf.models.modelFromJSON({ modelTopology: spec.topology });
-  } catch (cause) {
-    const reason = cause instanceof Error ? cause.message : String(cause);
-    throw new CohortError("INVALID_MODEL", `${path}: cannot build the model: ${reason}`, { cause });
-  }
-  const manifest = (json as { weightsManifest?: WeightsManifestEntry[] }).weightsManifest;
-  if (Array.isArray(manifest) && manifest.length > 0) {
-    const weights = await readManifestWeights(dirname(path), manifest);
-    const byName = new Map(weights.map((w) => [w.name, w.data]));
-    const ordered = model.weights.map((w) => {
-      const data = byName.get(w.originalName);
-      if (data === undefined) {
-        throw new CohortError("INVALID_MODEL", `${path}: weights file lacks ${w.originalName}`);
-      }
-      return data;
-    });
-    writeWeights(model, ordered);
-  }
-  return model;
-}
-
-async function readManifestWeights(
-  dir: string,
-  manifest: WeightsManifestEntry[],
-): Promise<{ name: string; data: Float32Array }[]> {
-  const out: { name: string; data: Float32Array }[] = [];
-  for (const group of manifest) {
-    const buffers = await Promise.all(group.paths.map((p) => readFile(join(dir, p))));
-    const bytes = Buffer.concat(buffers);
-    let offset = 0;
-    for (const w of group.weights) {
-      if (w.dtype !== "float32") {
-        throw new CohortError(
-          "INVALID_MODEL",
-          `weight ${w.name} has dtype ${w.dtype}; only float32 is supported`,
-        );
-      }
-      const n = sizeOf(w.shape);
-      if (offset + n * 4 > bytes.length) {
-        throw new CohortError("INVALID_MODEL", `weights files end before ${w.name}`);
-      }
-      out.push({ name: w.name, data: readFloat32(bytes, offset, n) });
-      offset += n * 4;
-    }
-  }
-  return out;
 }
 
 /** Rebuild a model from a spec and weights, e.g. for evaluation. */
@@ -156,19 +92,6 @@ export function readFloat32(bytes: Uint8Array, offset: number, n: number): Float
   return data;
 }
 
-/** Write a file durably: to a temporary name, fsync, then rename over the target. */
-async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.tmp`;
-  const handle = await open(tmp, "w");
-  try {
-    await handle.writeFile(data);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(tmp, path);
-}
-
 /**
  * Write `model.json` + `weights.bin` in the tfjs layers format, loadable with
  * `tf.loadLayersModel`. Each file is written then renamed, so a crash leaves no torn file.
@@ -178,22 +101,15 @@ export async function writeModelFiles(
   spec: ModelSpec,
   weights: Weights,
 ): Promise<void> {
-  await mkdir(dir, { recursive: true });
   const bin = packWeights(weights);
-  const modelJson = {
+  await writeModelArtifacts(dir, {
     format: "layers-model",
     generatedBy: "cohort",
     convertedBy: null,
     modelTopology: spec.topology,
-    weightsManifest: [
-      {
-        paths: ["weights.bin"],
-        weights: spec.weightSpecs.map((s) => ({ name: s.name, shape: s.shape, dtype: "float32" })),
-      },
-    ],
-  };
-  await writeAtomic(join(dir, "weights.bin"), bin);
-  await writeAtomic(join(dir, "model.json"), JSON.stringify(modelJson));
+    weightSpecs: spec.weightSpecs.map((s) => ({ name: s.name, shape: s.shape, dtype: "float32" })),
+    weightData: bin.buffer as ArrayBuffer,
+  });
 }
 
 export { writeAtomic };

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Coordinator } from "../coordinator/index.js";
 import type { CohortClient } from "../client/index.js";
-import { loadModel } from "../models/index.js";
+import { resolveModel } from "../models/index.js";
 import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
 
 describe("end to end: coordinator and 3 Node clients over socket.io on MNIST digits", () => {
@@ -60,7 +60,7 @@ describe("end to end: coordinator and 3 Node clients over socket.io on MNIST dig
     expect(first.bytesDown).toBeGreaterThan(3 * 199_210 * 4);
     const checkpoints = await readdir(join(runDir, "checkpoints"));
     expect(checkpoints.sort()).toEqual(["round-0000", "round-0001", "round-0002", "round-0003"]);
-    const last = await loadModel(join(runDir, "checkpoints", "round-0003", "model.json"));
+    const last = await resolveModel(join(runDir, "checkpoints", "round-0003", "model.json"));
     expect(last.weights).toEqual(summary.weights);
   });
 });

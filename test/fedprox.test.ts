@@ -2,7 +2,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { simulate } from "../simulations/index.js";
 import {
-  loadModel,
+  resolveModel,
   modelFromSpec,
   readWeights,
   selectBackend,
@@ -54,7 +54,7 @@ describe("FedProx", () => {
   });
 
   it("μ > 0 keeps the local model measurably closer to the global one, and μ = 1 closer than μ = 0.1", async () => {
-    const { spec, weights: start } = await loadModel("mlp", { seed: 1 });
+    const { spec, weights: start } = await resolveModel("mlp", { seed: 1 });
     const { shards } = await mnistShards(1, 200);
     const tensors = toTensors(shards[0]!);
     const model = await modelFromSpec(spec);

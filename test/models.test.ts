@@ -6,7 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import {
   evaluateModel,
   instantiate,
-  loadModel,
+  resolveModel,
   modelFromSpec,
   parseBackendRequest,
   readWeights,
@@ -41,16 +41,16 @@ describe("models", () => {
   });
 
   it("builds McMahan's 2NN and CNN with the published parameter counts", async () => {
-    expect((await loadModel("mlp")).spec.numParameters).toBe(199_210);
-    const cnn = await loadModel("cnn");
+    expect((await resolveModel("mlp")).spec.numParameters).toBe(199_210);
+    const cnn = await resolveModel("cnn");
     expect(cnn.spec.numParameters).toBe(1_663_370);
     expect(cnn.weights.reduce((n, w) => n + w.byteLength, 0)).toBe(1_663_370 * 4);
   });
 
   it("is reproducible from a seed and rebuilds from its topology", async () => {
-    const a = await loadModel("mlp", { seed: 7 });
-    const b = await loadModel("mlp", { seed: 7 });
-    const c = await loadModel("mlp", { seed: 8 });
+    const a = await resolveModel("mlp", { seed: 7 });
+    const b = await resolveModel("mlp", { seed: 7 });
+    const c = await resolveModel("mlp", { seed: 8 });
     expect(a.weights[0]).toEqual(b.weights[0]);
     expect(a.weights[0]).not.toEqual(c.weights[0]);
     const model = await instantiate(a.spec, a.weights);
@@ -59,16 +59,16 @@ describe("models", () => {
   });
 
   it("rejects a topology whose weights differ from the spec", async () => {
-    const { spec } = await loadModel("mlp");
+    const { spec } = await resolveModel("mlp");
     const wrong = { ...spec, weightSpecs: spec.weightSpecs.slice(1) };
     await expect(modelFromSpec(wrong)).rejects.toMatchObject({ code: "INVALID_MODEL" });
   });
 
-  it("writes checkpoints that tfjs and loadModel read back", async () => {
+  it("writes checkpoints that tfjs and resolveModel read back", async () => {
     const dir = await mkdtemp(join(tmpdir(), "cohort-model-"));
-    const { spec, weights } = await loadModel("mlp", { seed: 3 });
+    const { spec, weights } = await resolveModel("mlp", { seed: 3 });
     await writeModelFiles(dir, spec, weights);
-    const reloaded = await loadModel(join(dir, "model.json"));
+    const reloaded = await resolveModel(join(dir, "model.json"));
     expect(reloaded.weights).toEqual(weights);
     const { readFile } = await import("node:fs/promises");
     const json = JSON.parse(await readFile(join(dir, "model.json"), "utf8"));
@@ -85,15 +85,15 @@ describe("models", () => {
   });
 
   it("refuses an unreadable model file with INVALID_MODEL", async () => {
-    await expect(loadModel("/nonexistent/model.json")).rejects.toBeInstanceOf(CohortError);
-    await expect(loadModel("/nonexistent/model.json")).rejects.toMatchObject({
+    await expect(resolveModel("/nonexistent/model.json")).rejects.toBeInstanceOf(CohortError);
+    await expect(resolveModel("/nonexistent/model.json")).rejects.toMatchObject({
       code: "INVALID_MODEL",
     });
   });
 
   it("trains: loss falls and accuracy rises, without leaking tensors", async () => {
     const data = toyDataset(200);
-    const { spec, weights } = await loadModel("mlp");
+    const { spec, weights } = await resolveModel("mlp");
     const model = await instantiate(spec, weights);
     const before = await evaluateModel(model, data);
     const tensors = toTensors(data);

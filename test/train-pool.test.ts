@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   evaluateModel,
   instantiate,
-  loadModel,
+  resolveModel,
   selectBackend,
   shareDataset,
   TrainPool,
@@ -57,7 +57,7 @@ describe("TrainPool", () => {
   beforeAll(async () => {
     await selectBackend("wasm");
     digits = takeExamples(await loadMnistDigits("train"), 200);
-    mlp = await loadModel("mlp", { seed: 4 });
+    mlp = await resolveModel("mlp", { seed: 4 });
   });
 
   afterAll(async () => {
@@ -90,7 +90,7 @@ describe("TrainPool", () => {
   });
 
   it("trains the McMahan CNN in a worker (wasm training kernels loaded there)", async () => {
-    const cnn = await loadModel("cnn", { seed: 1 });
+    const cnn = await resolveModel("cnn", { seed: 1 });
     const data = takeExamples(digits, 100);
     const p = pool({ size: 1 });
     const { weights } = await p.train({

@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import {
   instantiate,
-  loadModel,
+  resolveModel,
   readWeights,
   selectBackend,
   toTensors,
@@ -65,7 +65,7 @@ describe("training memory", () => {
   });
 
   it("the 2NN: counts are identical after rounds 2..N, with tfjs's and with seeded shuffles", async () => {
-    const { spec, weights } = await loadModel("mlp", { seed: 2 });
+    const { spec, weights } = await resolveModel("mlp", { seed: 2 });
     const model = await instantiate(spec, weights);
     const config: LocalTraining = {
       optimizer: "sgd",

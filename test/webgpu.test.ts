@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import * as tf from "@tensorflow/tfjs";
 import {
   instantiate,
-  loadModel,
+  resolveModel,
   probeWebGpuAdapter,
   selectBackend,
   useBackend,
@@ -22,7 +22,7 @@ if (process.env.VK_ICD_FILENAMES === undefined && existsSync(SWIFTSHADER)) {
 
 /** Two SGD steps of the CNN on the same 5 digits; returns the loss after each. */
 async function cnnSteps(): Promise<number[]> {
-  const { spec, weights } = await loadModel("cnn", { seed: 5 });
+  const { spec, weights } = await resolveModel("cnn", { seed: 5 });
   const model = await instantiate(spec, weights);
   model.compile({ optimizer: tf.train.sgd(0.05), loss: "categoricalCrossentropy" });
   const data = takeExamples(await loadMnistDigits("train"), 5);

@@ -16,5 +16,6 @@ export {
   fashionMnistDirectory,
   loadDataset,
 } from "./registry.js";
+export { parseNumericCsv, type NumericTable } from "./csv.js";
 export { assertSplit, DATASET_SPLITS, type DatasetSplit } from "./split.js";
 export { shardDataset, subsetDataset, takeExamples } from "./subset.js";

@@ -1,6 +1,7 @@
 /** Run the built `cohort` CLI as a child process. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { expect } from "vitest";
 
 export const CLI = fileURLToPath(new URL("../../dist/bin/cohort.js", import.meta.url));
 
@@ -91,4 +92,16 @@ export function digitsClientArgs(
     "wasm",
     ...extra,
   ];
+}
+
+/** `cohort <name> --help` exits 0 and lists every one of `flags` with its default. */
+export async function expectHelpListsFlags(
+  name: string,
+  flags: Readonly<Record<string, unknown>>,
+): Promise<void> {
+  const { code, output } = await runCli([name, "--help"]);
+  expect(code).toBe(0);
+  for (const flag of Object.keys(flags)) {
+    expect(output).toMatch(new RegExp(`--${flag} .*\\(default: [^)]+\\)`));
+  }
 }
