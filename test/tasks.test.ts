@@ -183,3 +183,56 @@ describe("tasks: federated rounds over socket.io", () => {
     );
   }
 });
+
+describe("tasks: your own metric functions", () => {
+  it("central evaluation runs them; clients given them report them in federated evaluation", async () => {
+    const task = TASKS[5]!;
+    const within1 = (y: tf.Tensor, p: tf.Tensor) =>
+      tf.cast(tf.lessEqual(tf.abs(tf.sub(y, p)), 1), "float32");
+    const coordinator = await startCoordinator({
+      model: task.model(),
+      loss: task.loss,
+      metrics: ["mae", { name: "within1", fn: within1 }],
+      evalDataset: task.data(99, 150),
+      rounds: 2,
+      minAvailableClients: 2,
+      minFitClients: 2,
+      fractionEvaluate: 1,
+      optimizer: "adam",
+      learningRate: 0.05,
+      localEpochs: 4,
+      runDir: null,
+    });
+    const clients = [0, 1].map(
+      (part) =>
+        new CohortClient({
+          url: coordinator.url,
+          data: task.data(part),
+          clientId: `c${part}`,
+          backend: "wasm",
+          evalFraction: 0.25,
+          seed: part,
+          log: () => undefined,
+          // Only the first knows the function: the second reports the built-in metric alone.
+          ...(part === 0 ? { metricFunctions: { within1 } } : {}),
+        }),
+    );
+    try {
+      await Promise.all(clients.map((c) => c.start()));
+      expect(coordinator.task.training.metrics).toEqual(["mae", "within1"]);
+      const summary = await coordinator.run();
+      const first = summary.rounds[0]!;
+      const last = summary.rounds.at(-1)!;
+      expect(Object.keys(last.metrics!).sort()).toEqual(["mae", "within1"]);
+      // More predictions land within 1 of the target as the model learns.
+      expect(last.metrics!.within1).toBeGreaterThan(summary.initial!.metrics.within1!);
+      expect(last.metrics!.within1).toBeLessThanOrEqual(1);
+      expect(first.federatedClients).toBe(2);
+      expect(Object.keys(last.federatedMetrics!).sort()).toEqual(["mae", "within1"]);
+      expect(last.federatedAccuracy).toBeUndefined();
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await coordinator.close();
+    }
+  });
+});
