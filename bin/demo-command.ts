@@ -15,7 +15,7 @@ export const demoCommand = {
     model: {
       type: "string",
       default: "mlp",
-      placeholder: "mlp|cnn|PATH",
+      placeholder: "NAME|PATH",
       description: "model to train",
     },
     secure: { type: "boolean", default: false, description: "secure aggregation (SecAgg+)" },

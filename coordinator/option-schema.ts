@@ -93,8 +93,8 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     kind: { type: "text" },
     default: "mlp",
     flag: "model",
-    placeholder: "mlp|cnn|PATH",
-    doc: "built-in model or a tfjs model.json",
+    placeholder: "NAME|PATH",
+    doc: "built-in model (mlp, mlp:H1,H2…, cnn, logreg, char-lstm; sized from the evaluation set) or a tfjs model.json",
   },
   rounds: { kind: int(1), default: 10, flag: "rounds", doc: "rounds to run" },
   fractionFit: {
