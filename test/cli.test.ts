@@ -8,6 +8,7 @@ import { clientCommand } from "../bin/client-command.js";
 import { mnistShards, tempRunDir } from "./helpers/federation.js";
 import { digitsClientArgs, runCli, startCli, type CliProcess } from "./helpers/cli.js";
 import { until } from "./helpers/wait.js";
+import type { StatusSnapshot } from "../coordinator/http/status.js";
 
 describe("cohort CLI", () => {
   const started: CliProcess[] = [];
@@ -15,6 +16,13 @@ describe("cohort CLI", () => {
     for (const p of started) p.child.kill("SIGKILL");
     started.length = 0;
   });
+  /** `n` `cohort client` processes, each holding shard i of n with at most `examples` digits. */
+  const startDigitsClients = (url: string, n: number, examples: number) =>
+    Array.from({ length: n }, (_, i) => {
+      const p = startCli(digitsClientArgs(url, i, n, examples));
+      started.push(p);
+      return p;
+    });
 
   it("--help lists every flag with its default", async () => {
     for (const [name, spec] of [
@@ -118,17 +126,43 @@ describe("cohort CLI", () => {
     ]);
     started.push(coordinator);
     const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
-    const clients = [0, 1].map((i) => {
-      const p = startCli(digitsClientArgs(url!, i, 2, 400));
-      started.push(p);
-      return p;
-    });
+    const clients = startDigitsClients(url!, 2, 400);
     expect(await coordinator.exit).toBe(0);
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
     expect(coordinator.lines.filter((l) => /^round \d\/2 .*accuracy/.test(l))).toHaveLength(2);
     const metrics = (await readFile(join(runDir, "metrics.jsonl"), "utf8")).trim().split("\n");
     expect(metrics).toHaveLength(2);
     expect(clients[0]!.lines.join("\n")).toMatch(/backend wasm/);
+  });
+
+  it("--keep-serving keeps the dashboard and API up after the last round, until SIGINT (exit 0)", async () => {
+    const runDir = await tempRunDir();
+    const coordinator = startCli([
+      "coordinator",
+      ...["--port", "0", "--host", "127.0.0.1", "--rounds", "2", "--min-clients", "2"],
+      ...["--eval-dataset", "mnist", "--eval-size", "200", "--run-dir", runDir, "--keep-serving"],
+    ]);
+    started.push(coordinator);
+    const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
+    const clients = startDigitsClients(url!, 2, 200);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+    await coordinator.waitForLine(/^run finished; still serving the dashboard and API at http/);
+    // Past the 3 s it used to wait for clients before closing: still up, still showing round 2.
+    await new Promise((r) => setTimeout(r, 3500));
+    const status = (await (await fetch(`${url}/api/status`)).json()) as StatusSnapshot;
+    expect(status.roundsCompleted).toBe(2);
+    expect(status.phase).toBe("done");
+    expect(status.history.map((p) => p.round)).toEqual([1, 2]);
+    expect(status.history[1]!.accuracy).toBeGreaterThan(0);
+    const last = (await (await fetch(`${url}/api/rounds?since=1`)).json()) as { round: number }[];
+    expect(last.map((m) => m.round)).toEqual([2]);
+    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(
+      /^cohort_rounds_completed_total 2$/m,
+    );
+    expect((await fetch(`${url}/`)).status).toBe(200);
+    coordinator.child.kill("SIGINT");
+    expect(await coordinator.exit).toBe(0);
+    expect(coordinator.lines).toContain("SIGINT; closing");
   });
 
   it("a client rejoins by itself after the coordinator is killed and restarted", async () => {
