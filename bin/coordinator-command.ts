@@ -186,7 +186,6 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     maxConnectionsPerAddress: flags["max-connections-per-address"],
     log: (line) => console.log(line),
   });
-  console.log(`coordinator listening on ${coordinator.url}`);
   console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
   // An interrupt during the run is a failure (130); once the last round is recorded it is not.
   let finished = false;

@@ -55,7 +55,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     serveDemoData: true,
     log: (line) => console.log(`[coordinator] ${line}`),
   });
-  console.log(`[coordinator] listening on ${coordinator.url}; starting ${n} client processes`);
+  console.log(`starting ${n} client processes`);
   const cli = fileURLToPath(new URL("./cohort.js", import.meta.url));
   const children = Array.from({ length: n }, (_, i) => {
     const child = spawn(
