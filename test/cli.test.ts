@@ -9,6 +9,7 @@ import { mnistShards, tempRunDir } from "./helpers/federation.js";
 import { digitsClientArgs, runCli, startCli, type CliProcess } from "./helpers/cli.js";
 import { until } from "./helpers/wait.js";
 import type { StatusSnapshot } from "../coordinator/http/status.js";
+import { connectRaw } from "./helpers/raw-client.js";
 
 describe("cohort CLI", () => {
   const started: CliProcess[] = [];
@@ -52,6 +53,83 @@ describe("cohort CLI", () => {
     ]);
     expect(missing.code).toBe(1);
     expect(missing.output).toMatch(/DATASET_NOT_FOUND/);
+  });
+
+  it("every command ends on a CohortError with `error CODE: message` and exit 1, no stack", async () => {
+    const dir = await tempRunDir("cohort-cli-errors-");
+    const notToken = join(dir, "not-a-token.json");
+    await writeFile(notToken, JSON.stringify({ expiresAt: 1, signature: "!!" }));
+    const cases: [string[], RegExp][] = [
+      [["coordinator", "--rounds", "0"], /INVALID_OPTION: rounds must be an integer/],
+      [["coordinator", "--model", join(dir, "none.json")], /INVALID_MODEL: model must be/],
+      [
+        ["client", "--url", "http://127.0.0.1:1", "--dataset", "idx:/nonexistent"],
+        /DATASET_NOT_FOUND/,
+      ],
+      [
+        ["client", "--url", "http://127.0.0.1:1", "--join-token", notToken],
+        /INVALID_OPTION: .* is not a join token/,
+      ],
+      [
+        ["client", "--url", "http://127.0.0.1:1", "--coordinator-key", "!!"],
+        /INVALID_OPTION: coordinatorKey must be a base64 Ed25519 public key/,
+      ],
+      [["simulate", "--devices", "0"], /INVALID_OPTION: devices must be/],
+      [["demo", "--dataset", "nope"], /INVALID_OPTION: unknown dataset "nope"/],
+      [["plot", "--run-dir", join(dir, "none")], /INVALID_OPTION: no metrics.jsonl/],
+      [["keygen"], /INVALID_OPTION: --out is required/],
+      [
+        ["token", "--issuer", notToken, "--key", "AAAA", "--out", join(dir, "t.json")],
+        /INVALID_OPTION: --key must be a base64 Ed25519 public key/,
+      ],
+      [
+        [
+          "token",
+          "--issuer",
+          notToken,
+          "--key",
+          "AAAA",
+          "--out",
+          join(dir, "t.json"),
+          "--hours=-1",
+        ],
+        /INVALID_OPTION: --hours must be a positive number/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const { code, output } = await runCli(args);
+      expect(code, args.join(" ")).toBe(1);
+      expect(output).toMatch(new RegExp(`^error ${message.source}`, "m"));
+      expect(output, args.join(" ")).not.toMatch(/^\s+at /m);
+    }
+  }, 120_000);
+
+  it("a run that fails after the coordinator started ends with `error ROUND_FAILED: …` and exit 1", async () => {
+    const coordinator = startCli([
+      "coordinator",
+      ...["--port", "0", "--host", "127.0.0.1", "--run-dir", await tempRunDir()],
+      ...[
+        "--min-clients",
+        "1",
+        "--rounds",
+        "1",
+        "--round-timeout",
+        "1",
+        "--max-round-attempts",
+        "1",
+      ],
+    ]);
+    started.push(coordinator);
+    const [, url] = await coordinator.waitForLine(/listening on (http:\/\/\S+)/);
+    // A client that joins and never answers: the round has no results by its deadline.
+    const silent = await connectRaw(url!, "silent");
+    try {
+      expect(await coordinator.exit).toBe(1);
+    } finally {
+      silent.close();
+    }
+    expect(coordinator.lines).toContainEqual(expect.stringMatching(/^error ROUND_FAILED: /));
+    expect(coordinator.lines.join("\n")).not.toMatch(/^\s+at /m);
   });
 
   it("--api-token refuses an empty file and a token shorter than 16 characters", async () => {
