@@ -67,6 +67,7 @@ async function main() {
     minFitClients: CLIENTS,
     evalDataset: evalSet,
     runDir: null,
+    log: () => undefined, // the bench prints its own table
   });
   const clients = Array.from(
     { length: CLIENTS },

@@ -48,11 +48,16 @@ async function main(argv: string[]): Promise<number> {
   return command.run(rest);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof CohortError) console.error(`error ${error.code}: ${error.message}`);
-    else console.error(error);
-    process.exit(1);
-  },
-);
+/** Print a failure as `error CODE: message` (a CohortError) or in full (anything else); exit 1. */
+function fail(error: unknown): never {
+  if (error instanceof CohortError) console.error(`error ${error.code}: ${error.message}`);
+  else console.error(error);
+  process.exit(1);
+}
+
+// A command's promise carries most failures; these carry the ones raised later, off its chain
+// (a listener, a timer), so they end the same way instead of as a bare stack trace.
+process.on("uncaughtException", fail);
+process.on("unhandledRejection", fail);
+
+main(process.argv.slice(2)).then((code) => process.exit(code), fail);

@@ -1,4 +1,4 @@
-/** `cohort coordinator`: start a coordinator, run the rounds, exit 0. */
+/** `cohort coordinator`: start a coordinator, run the rounds, exit 0 (or keep serving the dashboard). */
 import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
 import { checkApiToken } from "../coordinator/options.js";
@@ -98,6 +98,12 @@ export const coordinatorCommand = {
       default: false,
       description: "serve MNIST digit shards at /data/mnist-shard for the demo client page",
     },
+    "keep-serving": {
+      type: "boolean",
+      default: false,
+      description:
+        "after the last round, keep serving the dashboard, /api/* and /metrics until SIGINT or SIGTERM",
+    },
     "headers-timeout": {
       type: "number",
       default: 10,
@@ -180,21 +186,31 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     maxConnectionsPerAddress: flags["max-connections-per-address"],
     log: (line) => console.log(line),
   });
-  console.log(`coordinator listening on ${coordinator.url}`);
   console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
+  // An interrupt during the run is a failure (130); once the last round is recorded it is not.
+  let finished = false;
   const stop = () => {
     console.log("interrupted; closing");
-    void coordinator.close().then(() => process.exit(130));
+    void coordinator.close().then(() => process.exit(finished ? 0 : 130));
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
     const summary = await coordinator.run();
+    finished = true;
     if (summary.runDir !== null) console.log(`run directory: ${summary.runDir}`);
     // Give clients a moment to receive run:done and disconnect on their own.
     const deadline = Date.now() + 3000;
     while (coordinator.clients().length > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
+    }
+    if (flags["keep-serving"]) {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+      console.log(
+        `run finished; still serving the dashboard and API at ${coordinator.url} until interrupted (Ctrl-C)`,
+      );
+      console.log(`${await nextSignal()}; closing`);
     }
     return 0;
   } finally {
@@ -202,6 +218,19 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     process.off("SIGTERM", stop);
     await coordinator.close();
   }
+}
+
+/** Resolves with the first SIGINT or SIGTERM the process gets. */
+function nextSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(signal);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
 }
 
 /** `--api-token FILE`: the token is the file's content, trimmed (a trailing newline is no part of it). */

@@ -1,5 +1,5 @@
 /** `cohort demo`: a coordinator and N client processes on MNIST digits, end to end on this machine. */
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { createCoordinator } from "../coordinator/index.js";
 import { loadDataset } from "../models/datasets/index.js";
@@ -55,8 +55,9 @@ export async function runDemo(argv: string[]): Promise<number> {
     serveDemoData: true,
     log: (line) => console.log(`[coordinator] ${line}`),
   });
-  console.log(`[coordinator] listening on ${coordinator.url}; starting ${n} client processes`);
+  console.log(`starting ${n} client processes`);
   const cli = fileURLToPath(new URL("./cohort.js", import.meta.url));
+  const processes: ChildProcess[] = [];
   const children = Array.from({ length: n }, (_, i) => {
     const child = spawn(
       process.execPath,
@@ -79,6 +80,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       ],
       { stdio: ["ignore", "pipe", "inherit"] },
     );
+    processes.push(child);
     child.stdout.setEncoding("utf8");
     child.stdout.on("data", (chunk: string) => {
       for (const line of chunk.split("\n")) if (line.trim()) console.log(`[client ${i}] ${line}`);
@@ -94,6 +96,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     );
     return codes.every((c) => c === 0) ? 0 : 1;
   } finally {
+    // After a failed run its clients would wait for a coordinator that is gone: stop them too.
+    for (const child of processes) if (child.exitCode === null) child.kill();
     await coordinator.close();
   }
 }

@@ -10,6 +10,7 @@ import {
   type KeyPair,
 } from "../aggregation/secure/index.js";
 import { CohortError } from "../protocol/errors.js";
+import { publicKeyOption } from "../client/options.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
 
 async function readJson(path: string, what: string): Promise<Record<string, unknown>> {
@@ -44,10 +45,22 @@ export async function readIdentity(path: string): Promise<KeyPair> {
 /** Read a join-token file `{ "expiresAt": ms, "signature": base64 }`. */
 export async function readJoinToken(path: string): Promise<JoinToken> {
   const o = await readJson(path, "join token");
-  if (typeof o.expiresAt !== "number" || typeof o.signature !== "string") {
-    throw new CohortError("INVALID_OPTION", `${path} is not a join token (expiresAt, signature)`);
+  const signature = typeof o.signature === "string" ? base64OrNull(o.signature) : null;
+  if (typeof o.expiresAt !== "number" || signature === null) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${path} is not a join token (expiresAt: a number, signature: base64)`,
+    );
   }
-  return { expiresAt: o.expiresAt, signature: fromBase64(o.signature, "signature") };
+  return { expiresAt: o.expiresAt, signature };
+}
+
+function base64OrNull(text: string): Uint8Array | null {
+  try {
+    return fromBase64(text);
+  } catch {
+    return null;
+  }
 }
 
 /** Read a file of base64 public keys, one per line (# comments allowed). */
@@ -133,12 +146,15 @@ export async function runToken(argv: string[]): Promise<number> {
   if (flags.issuer === undefined || flags.key === undefined || flags.out === undefined) {
     throw new CohortError("INVALID_OPTION", "--issuer, --key and --out are required");
   }
+  if (!(flags.hours > 0) || !Number.isFinite(flags.hours)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--hours must be a positive number, got ${flags.hours}`,
+    );
+  }
+  const clientKey = publicKeyOption(flags.key, "--key");
   const issuer = await readIdentity(flags.issuer);
-  const token = issueJoinToken(
-    issuer.secretKey,
-    fromBase64(flags.key, "--key"),
-    Date.now() + flags.hours * 3_600_000,
-  );
+  const token = issueJoinToken(issuer.secretKey, clientKey, Date.now() + flags.hours * 3_600_000);
   await writeFile(
     flags.out,
     JSON.stringify({ expiresAt: token.expiresAt, signature: toBase64(token.signature) }) + "\n",

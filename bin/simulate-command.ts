@@ -41,6 +41,12 @@ export const simulateCommand = {
       defaultText: "train size / devices",
       description: "examples per device",
     },
+    "allow-oversampling": {
+      type: "boolean",
+      default: false,
+      description:
+        "let IID devices draw with replacement when devices × examples exceed the dataset",
+    },
     "eval-size": {
       type: "number",
       defaultText: "whole test split",
@@ -122,6 +128,7 @@ const MAP: Record<string, string> = {
   dataset: "dataset",
   partition: "partition",
   "examples-per-device": "examplesPerDevice",
+  "allow-oversampling": "allowOversampling",
   "eval-size": "evalSize",
   "eval-fraction": "evalFraction",
   "partial-work": "partialWork",

@@ -27,6 +27,7 @@ import {
   DEFAULT_SECURE_FLOORS,
   DEFAULT_TASK_LIMITS,
   membershipCheck,
+  publicKeyOption,
   platformName,
   type ClientBackend,
   type ClientOptions,
@@ -127,6 +128,8 @@ export class ClientCore<R extends string> {
       o.evalData = split.evaluate;
     }
     if (o.evalData !== undefined) o.evalData = checkedDataset(o.evalData);
+    // A pinned key that is no key would refuse every coordinator: say so now, not at connection.
+    if (o.coordinatorKey !== undefined) publicKeyOption(o.coordinatorKey, "coordinatorKey");
     if (o.trustedMembers !== undefined) {
       membershipCheck(o.trustedMembers); // refuses bad keys now, not in the first secure round
       if (o.identity === undefined) {

@@ -196,6 +196,20 @@ export function platformName(): string {
   return nav?.userAgent ?? "unknown";
 }
 
+/** The bytes of a base64 Ed25519 public key given as option `what`; `INVALID_OPTION` otherwise. */
+export function publicKeyOption(text: unknown, what: string): Uint8Array {
+  let k: Uint8Array | null = null;
+  try {
+    k = typeof text === "string" ? fromBase64(text, what) : null;
+  } catch {
+    // reported below
+  }
+  if (k === null || k.length !== 32) {
+    throw new CohortError("INVALID_OPTION", `${what} must be a base64 Ed25519 public key`);
+  }
+  return k;
+}
+
 /**
  * The check of a neighbour's credential under `trustedMembers`: null to accept, or why not.
  * Throws `INVALID_OPTION` for keys that are not base64 Ed25519 keys.
@@ -203,18 +217,7 @@ export function platformName(): string {
 export function membershipCheck(
   trust: NonNullable<ClientOptions<string>["trustedMembers"]>,
 ): (credential: MemberCredential) => string | null {
-  const key = (text: string, what: string) => {
-    let k: Uint8Array | null = null;
-    try {
-      k = fromBase64(text, what);
-    } catch {
-      // reported below
-    }
-    if (k === null || k.length !== 32) {
-      throw new CohortError("INVALID_OPTION", `${what} must be a base64 Ed25519 public key`);
-    }
-    return k;
-  };
+  const key = publicKeyOption;
   const issuer =
     trust.issuerKey === undefined ? null : key(trust.issuerKey, "trustedMembers.issuerKey");
   const members = new Set((trust.keys ?? []).map((k) => toBase64(key(k, "trustedMembers.keys"))));

@@ -176,8 +176,9 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
 export async function createCoordinator(
   options: Partial<CoordinatorOptions> = {},
 ): Promise<Coordinator> {
+  // Loud by default, as the CLI is: a program that starts a coordinator sees its URL and rounds.
   const { opts, task, weights, backend, resume, signing } = await prepareTask(options, (line) =>
-    debug(line),
+    console.log(line),
   );
   const status = new StatusTracker({
     runId: task.runId,
@@ -223,18 +224,12 @@ export async function createCoordinator(
   });
   const port = (http.address() as AddressInfo).port;
   const shownHost = opts.host === "0.0.0.0" || opts.host === "::" ? "localhost" : opts.host;
+  const url = `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`;
+  opts.log(`coordinator listening on ${url}`);
   const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
   if (resume !== null) engine.resumeFrom(resume);
   engine.onPhase = (round, phase) => status.phase(round, phase);
-  return new SocketCoordinator(
-    engine,
-    transport,
-    status,
-    http,
-    backend,
-    `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`,
-    port,
-  );
+  return new SocketCoordinator(engine, transport, status, http, backend, url, port);
 }
 
 class SocketCoordinator implements Coordinator {

@@ -210,7 +210,11 @@ export interface CoordinatorOptions {
    * model); 0 keeps only those two. @default 1
    */
   checkpointEvery: number;
-  /** Where progress lines go (the CLI prints them). @default a `debug("cohort:coordinator")` logger */
+  /**
+   * Where progress lines go: the URL it listens on, the run, one line per round, notes and
+   * rejected updates. `() => {}` silences them; `createDebug("cohort:coordinator")` hands them
+   * to `DEBUG`. @default standard output (`console.log`), as the CLI prints them
+   */
   log: (line: string) => void;
 }
 

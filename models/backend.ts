@@ -97,7 +97,7 @@ async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedB
     }
     case "wasm": {
       await import("@tensorflow/tfjs-backend-wasm");
-      const backend = await activate(name, "wasm");
+      const backend = await withoutRethrowingListeners(() => activate(name, "wasm"));
       registerWasmTrainingKernels();
       return backend;
     }
@@ -106,6 +106,34 @@ async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedB
     default: {
       const exhaustive: never = name;
       throw new CohortError("BACKEND_UNAVAILABLE", `unknown backend ${String(exhaustive)}`);
+    }
+  }
+}
+
+/** The process events whose listeners decide what an uncaught error does. */
+const FATAL_EVENTS = ["uncaughtException", "unhandledRejection"] as const;
+
+/**
+ * Run `start`, then remove the listeners it added that only rethrow. The wasm backend's
+ * emscripten glue adds such a listener for uncaught exceptions and one for unhandled rejections:
+ * a listener that throws makes Node exit 7 and print the glue's `throw` as the error's origin,
+ * for every uncaught error in the process, the program's own included. Without them Node prints
+ * the error and exits 1; listeners the program installed stay, and nothing is swallowed.
+ */
+async function withoutRethrowingListeners<T>(start: () => Promise<T>): Promise<T> {
+  // As a plain emitter: process's typed overloads take one event name at a time.
+  const emitter: NodeJS.EventEmitter = process;
+  const before = new Map(FATAL_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]));
+  try {
+    return await start();
+  } finally {
+    for (const event of FATAL_EVENTS) {
+      for (const listener of emitter.listeners(event) as ((...args: unknown[]) => void)[]) {
+        if (!before.get(event)?.has(listener) && /\bthrow\b/.test(String(listener))) {
+          emitter.off(event, listener);
+          debug("removed the wasm glue's rethrowing %s listener", event);
+        }
+      }
     }
   }
 }

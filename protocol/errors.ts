@@ -63,6 +63,12 @@ export class CohortError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
+    // Head the stack as Node heads its own coded errors (`TypeError [ERR_X]: …`), so an uncaught
+    // one names its code on the first line it prints.
+    const head = `${this.name}: `;
+    if (typeof this.stack === "string" && this.stack.startsWith(head)) {
+      this.stack = `${this.name} [${code}]: ${this.stack.slice(head.length)}`;
+    }
   }
 
   /** The wire form of this error, as socket handlers answer it. */

@@ -28,6 +28,11 @@ export interface SimulationConfig extends SharedOptions {
   partition: string;
   /** Examples per device. @default train size / devices (at least 1) */
   examplesPerDevice: number | undefined;
+  /**
+   * Let IID devices draw with replacement when devices × examplesPerDevice exceed the train
+   * split (a population larger than the data); otherwise that is refused. @default false
+   */
+  allowOversampling: boolean;
   /** The strategy: a registered name, `{ name, params }` or a strategy object. @default "fedavg" */
   strategy: string | StrategyRef | Strategy;
   /** Your own keys for the devices' round configuration. @default {} */
@@ -74,6 +79,7 @@ const DEFAULTS: SimulationConfig = {
   dataset: "mnist",
   partition: "iid",
   examplesPerDevice: undefined,
+  allowOversampling: false,
   strategy: "fedavg",
   fitConfig: {},
   evalSize: undefined,
@@ -158,6 +164,9 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
     c.attack = a;
   }
   if (c.examplesPerDevice !== undefined) int("examplesPerDevice", 1);
+  if (typeof c.allowOversampling !== "boolean") {
+    throw new CohortError("INVALID_OPTION", "allowOversampling must be true or false");
+  }
   if (c.evalSize !== undefined) int("evalSize", 1);
   if (c.transport !== "in-process" && c.transport !== "socket") {
     throw new CohortError(

@@ -88,15 +88,27 @@ function checkDevices(devices: number): void {
   }
 }
 
+/** How a partition may treat a population that needs more examples than the dataset has. */
+export interface PartitionOptions {
+  /**
+   * Let each IID device draw its examples with replacement when devices × examples per device
+   * exceed the dataset (devices then share examples); otherwise that is an `INVALID_OPTION`
+   * error. @default false
+   */
+  allowOversampling?: boolean;
+}
+
 /**
- * IID: a seeded permutation cut into equal slices of `perDevice` examples. When the population
- * needs more examples than the dataset has, each device samples with replacement instead.
+ * IID: a seeded permutation cut into equal slices of `perDevice` examples. A population that
+ * needs more examples than the dataset has is refused, unless `allowOversampling` lets each
+ * device sample with replacement instead.
  */
 export function iidPartition(
   datasetSize: number,
   devices: number,
   perDevice: number,
   seed: number,
+  options: PartitionOptions = {},
 ): Partition {
   checkDevices(devices);
   if (!Number.isInteger(perDevice) || perDevice < 1) {
@@ -105,8 +117,17 @@ export function iidPartition(
       `examplesPerDevice must be a positive integer, got ${perDevice}`,
     );
   }
-  if (devices * perDevice > datasetSize)
+  if (devices * perDevice > datasetSize) {
+    if (options.allowOversampling !== true) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `iid: ${devices} devices × ${perDevice} examples need ${devices * perDevice} examples; ` +
+          `the dataset has ${datasetSize}. Ask for fewer devices or examplesPerDevice, or set ` +
+          `allowOversampling (--allow-oversampling) to let each device draw with replacement`,
+      );
+    }
     return new SampledPartition(devices, perDevice, datasetSize, seed);
+  }
   const order = shuffleInPlace(
     Uint32Array.from({ length: datasetSize }, (_, i) => i),
     createRng(seed),
@@ -226,17 +247,21 @@ function classOfEach(data: Dataset, kind: string): ArrayLike<number> {
   return data.labels;
 }
 
-/** Build a partition of a dataset's examples from its spec. */
+/**
+ * Build a partition of a dataset's examples from its spec (only IID can oversample; shards and
+ * Dirichlet never do).
+ */
 export function makePartition(
   spec: PartitionSpec,
   data: Dataset,
   devices: number,
   perDevice: number,
   seed: number,
+  options: PartitionOptions = {},
 ): Partition {
   switch (spec.kind) {
     case "iid":
-      return iidPartition(datasetSize(data), devices, perDevice, seed);
+      return iidPartition(datasetSize(data), devices, perDevice, seed, options);
     case "shards":
       return shardPartition(
         classOfEach(data, "shards"),

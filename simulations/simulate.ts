@@ -238,6 +238,7 @@ export async function simulate(
     cfg.devices,
     perDevice,
     cfg.seed,
+    { allowOversampling: cfg.allowOversampling },
   );
   const runDir = cfg.runDir ?? `runs/${cfg.name}-${new Date().toISOString().replace(/[:.]/g, "-")}`;
   const { opts, task, weights, signing } = await prepareTask(

@@ -37,9 +37,21 @@ describe("partitions", () => {
     expect(classesOf(y, p.indicesOf(0)).size).toBe(10);
   });
 
-  it("IID: a population larger than the data samples with replacement, lazily and reproducibly", () => {
+  it("IID: a population larger than the data is refused, saying how many examples there are", () => {
+    expect(() => iidPartition(6000, 301, 20, 1)).toThrow(
+      expect.objectContaining({
+        code: "INVALID_OPTION",
+        message: expect.stringMatching(
+          /301 devices × 20 examples need 6020 examples; the dataset has 6000\..*allowOversampling/,
+        ),
+      }),
+    );
+    expect(iidPartition(6000, 300, 20, 1).sizeOf(299)).toBe(20); // exactly the dataset: fine
+  });
+
+  it("IID with allowOversampling: a population larger than the data samples with replacement, lazily and reproducibly", () => {
     const before = process.memoryUsage().heapUsed;
-    const p = iidPartition(6000, 100_000, 20, 1);
+    const p = iidPartition(6000, 100_000, 20, 1, { allowOversampling: true });
     const grown = process.memoryUsage().heapUsed - before;
     expect(grown).toBeLessThan(16 * 1024 * 1024);
     expect(p.devices).toBe(100_000);

