@@ -172,7 +172,7 @@ export function buildBuiltinModel(
 
 /**
  * A built-in model's input and output sized from a dataset: its example shape, and its classes
- * (class-id labels) or target values (float labels).
+ * (class ids under sparse cross-entropy) or else one output per label value.
  */
 export function builtinOptionsFor(
   data: Dataset | undefined,
@@ -181,7 +181,7 @@ export function builtinOptionsFor(
 ): Partial<BuiltinOptions> {
   if (data === undefined) return { loss, seed };
   const outputs =
-    isClassIds(data.labels) && loss !== "binary-crossentropy"
+    isClassIds(data.labels) && loss === "sparse-categorical-crossentropy"
       ? (data.numClasses ?? 10)
       : labelSize(data);
   return { inputShape: [...data.sampleShape], numClasses: outputs, loss, seed };
