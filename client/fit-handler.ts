@@ -6,6 +6,7 @@
 import { subtract } from "../aggregation/weights.js";
 import { clipL2 } from "../aggregation/privacy/noise.js";
 import { datasetSize, type Dataset } from "../protocol/dataset.js";
+import { CohortError } from "../protocol/errors.js";
 import type { FitRequest, FitResult, TaskSpec } from "../protocol/messages.js";
 import type { LocalTraining, TrainStats } from "../models/training.js";
 
@@ -87,6 +88,13 @@ export function localFit(
   stats: TrainStats,
   backend: string,
 ): LocalFit {
+  if (!Number.isFinite(stats.loss)) {
+    // Sent, it would be refused for its NaN loss after the round's wait; say why now.
+    throw new CohortError(
+      "NON_FINITE",
+      `local training diverged: the training loss is ${stats.loss} after round ${ins.request.round}'s ${ins.request.config.localEpochs} epoch(s) at learning rate ${ins.request.config.learningRate}; lower the learning rate`,
+    );
+  }
   return {
     result: {
       round: ins.request.round,

@@ -316,9 +316,13 @@ export class RoundEngine {
           `${opts.minFitClients} needed (${reasons})`,
       );
       if (attempt >= opts.maxRoundAttempts) {
+        const last = outcome.failures[0];
         throw new CohortError(
           "ROUND_FAILED",
-          `round ${round} failed ${attempt} times: too few updates`,
+          `round ${round} failed ${attempt} times: too few updates` +
+            (last === undefined
+              ? ""
+              : ` (${outcome.failures.length} failed in the last attempt, e.g. ${last.clientId}: ${last.code}: ${last.message})`),
         );
       }
     }

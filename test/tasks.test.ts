@@ -236,3 +236,45 @@ describe("tasks: your own metric functions", () => {
     }
   });
 });
+
+describe("tasks: a diverging run", () => {
+  it("clients report NaN training at once (NON_FINITE, lower the learning rate); the run fails naming it", async () => {
+    const task = TASKS[5]!;
+    const coordinator = await startCoordinator({
+      model: task.model(),
+      loss: task.loss,
+      evalDataset: task.data(99, 50),
+      rounds: 1,
+      minAvailableClients: 2,
+      minFitClients: 2,
+      maxRoundAttempts: 1,
+      learningRate: 1e6,
+      roundTimeoutMs: 120_000,
+      runDir: null,
+    });
+    const lines: string[] = [];
+    const clients = [0, 1].map(
+      (part) =>
+        new CohortClient({
+          url: coordinator.url,
+          data: task.data(part),
+          clientId: `c${part}`,
+          backend: "wasm",
+          log: (l) => lines.push(l),
+        }),
+    );
+    try {
+      await Promise.all(clients.map((c) => c.start()));
+      const started = performance.now();
+      await expect(coordinator.run()).rejects.toThrow(
+        /round 1 failed 1 times: too few updates \(2 failed in the last attempt, e\.g\. c\d: NON_FINITE: .*local training diverged: the training loss is NaN .*lower the learning rate/,
+      );
+      // Far below the round's deadline: nobody waited for the diverged clients.
+      expect(performance.now() - started).toBeLessThan(60_000);
+      expect(lines.join("\n")).toMatch(/fit failed: NON_FINITE: local training diverged/);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await coordinator.close();
+    }
+  });
+});
