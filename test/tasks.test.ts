@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { describe, expect, it } from "vitest";
-import { CohortClient } from "../client/index.js";
+import { CohortClient, type CohortClientOptions } from "../client/index.js";
 import { buildBuiltinModel, builtinOptionsFor } from "../models/builtin.js";
 import { selectBackend } from "../models/backend.js";
 import { checkContract, evaluateModel, rocAuc } from "../models/task.js";
@@ -128,6 +128,26 @@ describe("tasks: each loss and label type", () => {
   });
 });
 
+/** One client per data part of `task`, quiet unless `more` says otherwise. */
+function taskClients(
+  url: string,
+  task: SyntheticTask,
+  parts: number[],
+  more: (part: number) => Partial<CohortClientOptions>,
+): CohortClient[] {
+  return parts.map(
+    (part) =>
+      new CohortClient({
+        url,
+        data: task.data(part),
+        clientId: `c${part}`,
+        backend: "wasm",
+        log: () => undefined,
+        ...more(part),
+      }),
+  );
+}
+
 /** Three clients and a coordinator on one task; the loss before and after `rounds` rounds. */
 async function federate(task: SyntheticTask, secure: boolean) {
   const evalSet = task.data(99, 150);
@@ -147,17 +167,9 @@ async function federate(task: SyntheticTask, secure: boolean) {
     runDir: null,
     seed: 2,
   });
-  const clients = [0, 1, 2].map(
-    (part) =>
-      new CohortClient({
-        url: coordinator.url,
-        data: task.data(part),
-        clientId: `c${part}`,
-        backend: "wasm",
-        log: () => undefined,
-        secureFloors: { cohort: 3, neighbours: 2, threshold: 2 },
-      }),
-  );
+  const clients = taskClients(coordinator.url, task, [0, 1, 2], () => ({
+    secureFloors: { cohort: 3, neighbours: 2, threshold: 2 },
+  }));
   try {
     await Promise.all(clients.map((c) => c.start()));
     return await coordinator.run();
@@ -203,20 +215,12 @@ describe("tasks: your own metric functions", () => {
       localEpochs: 4,
       runDir: null,
     });
-    const clients = [0, 1].map(
-      (part) =>
-        new CohortClient({
-          url: coordinator.url,
-          data: task.data(part),
-          clientId: `c${part}`,
-          backend: "wasm",
-          evalFraction: 0.25,
-          seed: part,
-          log: () => undefined,
-          // Only the first knows the function: the second reports the built-in metric alone.
-          ...(part === 0 ? { metricFunctions: { within1 } } : {}),
-        }),
-    );
+    const clients = taskClients(coordinator.url, task, [0, 1], (part) => ({
+      evalFraction: 0.25,
+      seed: part,
+      // Only the first knows the function: the second reports the built-in metric alone.
+      ...(part === 0 ? { metricFunctions: { within1 } } : {}),
+    }));
     try {
       await Promise.all(clients.map((c) => c.start()));
       expect(coordinator.task.training.metrics).toEqual(["mae", "within1"]);
@@ -253,16 +257,9 @@ describe("tasks: a diverging run", () => {
       runDir: null,
     });
     const lines: string[] = [];
-    const clients = [0, 1].map(
-      (part) =>
-        new CohortClient({
-          url: coordinator.url,
-          data: task.data(part),
-          clientId: `c${part}`,
-          backend: "wasm",
-          log: (l) => lines.push(l),
-        }),
-    );
+    const clients = taskClients(coordinator.url, task, [0, 1], () => ({
+      log: (l: string) => lines.push(l),
+    }));
     try {
       await Promise.all(clients.map((c) => c.start()));
       const started = performance.now();
