@@ -3,6 +3,7 @@
  * regression and a per-timestep sequence model beside two Node clients, in plain and secure
  * rounds, from data the page builds itself (plain arrays, converted by the client).
  */
+import { mkdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CohortClient } from "../client/index.js";
 import { launchBrowser, type TestBrowser } from "./helpers/browser.js";
@@ -76,7 +77,19 @@ async function federate(task: SyntheticTask, secure: boolean) {
     const pageOutcome = await page.evaluate(
       () => (globalThis as unknown as { pageDone: Promise<string> }).pageDone,
     );
-    return { summary, joins, pageOutcome };
+    // The page is the dashboard too: it shows the final round, by loss where there is no accuracy.
+    await page.waitForFunction(
+      (rounds) => document.body.dataset.round === String(rounds),
+      summary.rounds.length,
+      { polling: 100 },
+    );
+    const scoreTitle = await page.textContent("#score-title");
+    const score = await page.textContent("#accuracy");
+    await mkdir("test-artifacts", { recursive: true });
+    await page.screenshot({
+      path: `test-artifacts/dashboard-${task.loss}-${secure ? "secure" : "plain"}.png`,
+    });
+    return { summary, joins, pageOutcome, scoreTitle, score };
   } catch (error) {
     throw new Error(`${String(error)}\npage errors: ${browser.errors.join("\n")}`, {
       cause: error,
@@ -95,7 +108,11 @@ describe("tasks in a browser page", () => {
     it.each(BROWSER_TASKS)(
       `$name: ${secure ? "secure" : "plain"} rounds with a page`,
       async (task) => {
-        const { summary, joins, pageOutcome } = await federate(task, secure);
+        const { summary, joins, pageOutcome, scoreTitle, score } = await federate(task, secure);
+        const byLoss = !task.metrics.some((m) => m.includes("accuracy"));
+        expect(scoreTitle).toBe(byLoss ? "Loss" : "Accuracy");
+        const last = summary.rounds.at(-1)!;
+        expect(Number(score)).toBeCloseTo(byLoss ? last.loss! : last.accuracy!, 3);
         expect(pageOutcome).toBe("done");
         expect(joins.find((j) => j.clientId === "page")?.platform).toMatch(/Chrom/);
         expect(summary.rounds.every((r) => r.participants === 3 && r.secure === secure)).toBe(true);

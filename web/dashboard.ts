@@ -32,8 +32,11 @@ function render(s: StatusSnapshot): void {
   $("mode").className = s.secure ? "badge secure" : "badge";
   $("round").textContent = `${s.round} / ${s.roundsTotal}`;
   $("client-count").textContent = String(s.clients.length);
-  const lastAcc = [...s.history].reverse().find((p) => p.accuracy !== null);
-  $("accuracy").textContent = fixed(lastAcc?.accuracy ?? null);
+  // Accuracy where the task has one; a regression's runs show their loss instead.
+  const lastEval = [...s.history].reverse().find((p) => p.accuracy !== null || p.loss !== null);
+  const byLoss = lastEval !== undefined && lastEval.accuracy === null;
+  $("score-title").textContent = byLoss ? "Loss" : "Accuracy";
+  $("accuracy").textContent = fixed(byLoss ? lastEval.loss : (lastEval?.accuracy ?? null));
   $("bytes").textContent = `↑ ${bytes(s.totals.bytesUp)}  ↓ ${bytes(s.totals.bytesDown)}`;
   const phases = ["idle", ...(s.secure ? SECURE_ROUND_PHASES : PLAIN_ROUND_PHASES), "done"];
   $("phases").innerHTML = phases
