@@ -17,7 +17,7 @@ export const clientCommand = {
     dataset: {
       type: "string",
       default: "mnist",
-      placeholder: "mnist|fashion-mnist|idx:DIR",
+      placeholder: "mnist|fashion-mnist|idx:DIR|csv:FILE",
       description: "training data (train split)",
     },
     "client-index": {

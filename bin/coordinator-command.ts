@@ -38,7 +38,7 @@ export const coordinatorCommand = {
     "fit-config": fitConfigFlag,
     "eval-dataset": {
       type: "string",
-      placeholder: "mnist|fashion-mnist|idx:DIR",
+      placeholder: "mnist|fashion-mnist|idx:DIR|csv:FILE",
       description: "held-out test split for centralised evaluation",
     },
     "eval-size": {

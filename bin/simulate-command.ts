@@ -2,6 +2,7 @@
 import { readFile } from "node:fs/promises";
 import { CohortError } from "../protocol/errors.js";
 import { simulate } from "../simulations/simulate.js";
+import { simulationInput } from "../simulations/config.js";
 import { sharedFlags, sharedFromFlags } from "../coordinator/option-schema.js";
 import { helpText, parseFlags, type CommandSpec, type FlagSpec } from "./args.js";
 import {
@@ -23,18 +24,29 @@ export const simulateCommand = {
       description: "JSON config (see simulations/experiments/)",
     },
     name: { type: "string", default: "simulation", description: "experiment name" },
-    devices: { type: "number", default: 100, description: "population size N" },
+    devices: {
+      type: "number",
+      defaultText: "100; with --partition groups, the number of groups",
+      description: "population size N",
+    },
     dataset: {
       type: "string",
       default: "mnist",
-      placeholder: "mnist|fashion-mnist|idx:DIR",
-      description: "dataset",
+      placeholder: "mnist|fashion-mnist|idx:DIR|csv:FILE",
+      description: "dataset (devices train on its train split; evaluation uses its test split)",
+    },
+    "test-dataset": {
+      type: "string",
+      defaultText: "the dataset's test split",
+      placeholder: "SPEC",
+      description: "centralised evaluation set (its test split)",
     },
     partition: {
       type: "string",
       default: "iid",
-      placeholder: "iid|shards[:K]|dirichlet:A",
-      description: "how data is spread over devices",
+      placeholder: "iid|shards[:K]|dirichlet:A|groups",
+      description:
+        "how data is spread over devices (groups: one device per group id, csv:FILE?group=N)",
     },
     "examples-per-device": {
       type: "number",
@@ -126,6 +138,7 @@ const MAP: Record<string, string> = {
   name: "name",
   devices: "devices",
   dataset: "dataset",
+  "test-dataset": "testDataset",
   partition: "partition",
   "examples-per-device": "examplesPerDevice",
   "allow-oversampling": "allowOversampling",
@@ -189,7 +202,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
       params: { ...(fromFile.params ?? {}), ...ref.params },
     };
   }
-  const { summary } = await simulate(config);
+  const { summary } = await simulate(simulationInput(config));
   console.log(
     JSON.stringify({
       runDir: summary.runDir,

@@ -60,8 +60,18 @@ function headActivation(loss: LossName): "softmax" | "sigmoid" | "linear" {
 }
 
 /**
+ * The hidden layers of a plain `mlp`: McMahan et al.'s 200-200 on images (examples of two or
+ * more dimensions, such as `[28, 28, 1]`), one layer of 64 on feature vectors (`[d]`: tabular
+ * rows, CSV files, hashed text), where 200-200 would dwarf most data sets.
+ */
+export function defaultHidden(inputShape: readonly number[]): number[] {
+  return inputShape.length > 1 ? [200, 200] : [64];
+}
+
+/**
  * Build a built-in model.
- * - `mlp`: 784-200-200-10 with ReLU (199,210 parameters on 28×28 inputs); `mlp:H1,…` other sizes.
+ * - `mlp`: 784-200-200-10 with ReLU (199,210 parameters on 28×28 inputs); on feature vectors
+ *   (`inputShape [d]`) one hidden layer of 64 ({@link defaultHidden}); `mlp:H1,…` other sizes.
  * - `cnn`: two 5×5 conv layers (32, 64 channels) each followed by 2×2 max pooling, a 512-unit
  *   dense layer and the head (1,663,370 parameters on 28×28 inputs, 10 classes).
  * - `logreg`: the head alone on the flattened input (multinomial or binary logistic
@@ -102,7 +112,7 @@ export function buildBuiltinModel(
     case "mlp":
       return tf.sequential({
         name: "mlp",
-        layers: [input(), ...(ref.hidden ?? [200, 200]).map(dense), head()],
+        layers: [input(), ...(ref.hidden ?? defaultHidden(inputShape)).map(dense), head()],
       });
     case "logreg":
       return tf.sequential({ name: "logreg", layers: [input(), head()] });

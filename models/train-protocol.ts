@@ -36,7 +36,11 @@ export function shareDataset(data: Dataset): Dataset {
   );
   features.set(data.features);
   shared.set(data.labels);
-  return { ...data, sampleShape: [...data.sampleShape], features, labels: shared };
+  const out: Dataset = { ...data, sampleShape: [...data.sampleShape], features, labels: shared };
+  if (data.groups === undefined) return out;
+  const groups = new Int32Array(new SharedArrayBuffer(data.groups.byteLength));
+  groups.set(data.groups);
+  return { ...out, groups };
 }
 
 /** Buffers that can move to a worker: whole, unshared, each listed once. */
@@ -133,6 +137,7 @@ export function isTrainRequest(raw: unknown): raw is TrainRequest {
       data.labels instanceof Float32Array) &&
     Array.isArray(data.sampleShape) &&
     (data.numClasses === undefined || typeof data.numClasses === "number") &&
+    (data.groups === undefined || data.groups instanceof Int32Array) &&
     isRecord(raw.config) &&
     (raw.shuffleSeed === undefined || typeof raw.shuffleSeed === "number")
   );

@@ -1,8 +1,8 @@
 /**
  * Checking a user's dataset before anything trains on it: a name, finite features (named by
  * example), labels that are class ids below `numClasses` or finite float targets, and sizes
- * that agree. Float64 arrays and plain number arrays are converted; other arrays are refused
- * saying what to convert to.
+ * that agree, and one group id per example where it has groups. Float64 arrays and plain number
+ * arrays are converted; other arrays are refused saying what to convert to.
  */
 import { featureSize, isClassIds, labelSize, type Dataset, type Labels } from "./dataset.js";
 import { CohortError } from "./errors.js";
@@ -140,6 +140,7 @@ export function checkedDataset(data: Dataset): Dataset {
       );
     }
   }
+  const g = raw.groups === undefined ? undefined : groups(raw.groups, what, n);
   return {
     name,
     features: x,
@@ -147,5 +148,27 @@ export function checkedDataset(data: Dataset): Dataset {
     sampleShape,
     ...(labelShape.length > 0 ? { labelShape } : {}),
     ...(numClasses !== undefined && isClassIds(y) ? { numClasses: numClasses as number } : {}),
+    ...(g === undefined ? {} : { groups: g }),
   };
+}
+
+/** Group ids: one integer per example (an Int32Array; plain integer arrays are converted). */
+function groups(raw: unknown, what: string, n: number): Int32Array {
+  let ids: Int32Array;
+  if (raw instanceof Int32Array) ids = raw;
+  else if (isNumberList(raw) && raw.every((v) => Number.isInteger(v) && Math.abs(v) < 2 ** 31)) {
+    ids = Int32Array.from(raw);
+  } else {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `${what}: groups must be an Int32Array of group ids (plain integer arrays are converted), got ${typeName(raw)}`,
+    );
+  }
+  if (ids.length !== n) {
+    throw new CohortError(
+      "DATASET_INVALID",
+      `${what}: ${ids.length} group ids for ${n} examples (one id per example)`,
+    );
+  }
+  return ids;
 }

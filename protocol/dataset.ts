@@ -30,6 +30,11 @@ export interface Dataset {
   readonly labelShape?: readonly number[];
   /** Number of classes of class-id labels (required for them); absent for float targets. */
   readonly numClasses?: number;
+  /**
+   * The natural group of each example (a speaker, a mailbox, a patient), one id per example:
+   * the `groups` partition gives each group id its own device. Absent when there are none.
+   */
+  readonly groups?: Int32Array;
 }
 
 /** Whether labels are class ids (an integer array) rather than float targets. */
@@ -60,7 +65,10 @@ export function labelsLike(like: Labels, n: number): Labels {
   return new Uint8Array(n);
 }
 
-/** The dataset's examples at `order` (repeats allowed), copied; indices are not checked. */
+/**
+ * The dataset's examples at `order` (repeats allowed), copied with their group ids; indices are
+ * not checked.
+ */
 export function pickExamples(data: Dataset, order: ArrayLike<number>, name: string): Dataset {
   const row = featureSize(data);
   const width = labelSize(data);
@@ -72,5 +80,14 @@ export function pickExamples(data: Dataset, order: ArrayLike<number>, name: stri
     if (width === 1) labels[to] = data.labels[from]!;
     else labels.set(data.labels.subarray(from * width, (from + 1) * width), to * width);
   }
-  return { ...data, name, features, labels };
+  const picked: Dataset = { ...data, name, features, labels };
+  if (data.groups === undefined) return picked;
+  const groups = new Int32Array(order.length);
+  for (let to = 0; to < order.length; to++) groups[to] = data.groups[order[to]!]!;
+  return { ...picked, groups };
+}
+
+/** The number of distinct group ids of a dataset (0 without groups). */
+export function groupCount(data: Pick<Dataset, "groups">): number {
+  return data.groups === undefined ? 0 : new Set(data.groups).size;
 }

@@ -13,6 +13,9 @@ import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
 import { parseSchedule } from "../aggregation/schedule.js";
 import type { Scalar } from "../protocol/messages.js";
 import type { AttackConfig } from "./attacks.js";
+import type { Dataset } from "../protocol/dataset.js";
+import { modelName } from "../models/model-file.js";
+import { objectiveOf } from "../coordinator/options.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/option-schema.js";
 
@@ -20,13 +23,35 @@ import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/
 export interface SimulationConfig extends SharedOptions {
   /** Shown in logs and plots. @default "simulation" */
   name: string;
-  /** Population size N. @default 100 */
+  /**
+   * Population size N. With the `groups` partition it is the number of distinct groups (leave
+   * it unset; another number is an `INVALID_OPTION`). @default 100
+   */
   devices: number;
-  /** `mnist`, `fashion-mnist` or `idx:DIR`; devices draw from its train split. @default "mnist" */
-  dataset: string;
-  /** `iid`, `shards[:K]` (McMahan's pathological non-IID, K = 2) or `dirichlet:α`. @default "iid" */
+  /**
+   * What devices train on: a spec (`mnist`, `fashion-mnist`, `idx:DIR`, `csv:FILE`), whose
+   * train split devices draw from and whose test split the coordinator evaluates on, or your own
+   * `Dataset` (checked as clients check theirs; see `testDataset`). @default "mnist"
+   */
+  dataset: string | Dataset;
+  /**
+   * The centralised evaluation set: a spec (its test split) or a `Dataset`. When unset, a spec's
+   * own test split; for a `Dataset` object, a seeded `testFraction` of its examples held out
+   * (the devices never see them). @default undefined
+   */
+  testDataset: string | Dataset | undefined;
+  /**
+   * Share of a `Dataset` object's examples held out for centralised evaluation when no
+   * `testDataset` is given (drawn with `seed`). @default 0.2
+   */
+  testFraction: number;
+  /**
+   * `iid`, `shards[:K]` (McMahan's pathological non-IID, K = 2), `dirichlet:α`, or `groups`
+   * (the dataset's natural groups, `Dataset.groups` or a `csv:` spec's `?group=N`: one device
+   * per group, holding all of it). @default "iid"
+   */
   partition: string;
-  /** Examples per device. @default train size / devices (at least 1) */
+  /** Examples per device (not with `groups`). @default train size / devices (at least 1) */
   examplesPerDevice: number | undefined;
   /**
    * Let IID devices draw with replacement when devices × examplesPerDevice exceed the train
@@ -77,6 +102,8 @@ const DEFAULTS: SimulationConfig = {
   name: "simulation",
   devices: 100,
   dataset: "mnist",
+  testDataset: undefined,
+  testFraction: 0.2,
   partition: "iid",
   examplesPerDevice: undefined,
   allowOversampling: false,
@@ -98,7 +125,24 @@ const DEFAULTS: SimulationConfig = {
 
 const KEYS = new Set(Object.keys(DEFAULTS));
 
-export function resolveSimulationConfig(raw: unknown): SimulationConfig {
+/**
+ * What `simulate` takes: any of the configuration's keys, each defaulted when absent (see
+ * {@link SimulationConfig} for every default); `faults` and `attack` may be partial too.
+ */
+export type SimulationInput = Partial<Omit<SimulationConfig, "faults" | "attack">> & {
+  faults?: Partial<FaultConfig>;
+  attack?: Partial<AttackConfig> | null;
+  /** A note in a JSON config; ignored. */
+  $comment?: string;
+};
+
+/**
+ * A parsed JSON config as a `SimulationInput`: an object whose keys are all known. Values are
+ * checked by {@link resolveSimulationConfig}.
+ *
+ * @throws CohortError `INVALID_OPTION` for a non-object or an unknown key (listing the known).
+ */
+export function simulationInput(raw: unknown): SimulationInput {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new CohortError("INVALID_OPTION", "a simulation config must be a JSON object");
   }
@@ -109,9 +153,35 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
       `unknown config keys: ${unknown.join(", ")}; known: ${[...KEYS].join(", ")}`,
     );
   }
-  const partial = raw as Partial<SimulationConfig>;
+  return raw as SimulationInput;
+}
+
+function isDatasetObject(v: unknown): v is Dataset {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function checkDatasetOption(key: "dataset" | "testDataset", v: unknown): void {
+  if (typeof v === "string" ? v === "" : !isDatasetObject(v)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `${key} must be a dataset spec (mnist, fashion-mnist, idx:DIR, csv:FILE) or a Dataset object, got ${JSON.stringify(v) ?? typeof v}`,
+    );
+  }
+}
+
+/**
+ * The configuration in effect: defaults merged once under `raw` (a `SimulationInput` or a parsed
+ * JSON config), every value checked. Objects (a `Dataset`, a `tf.LayersModel`, a strategy) are
+ * kept as given, never copied.
+ *
+ * @throws CohortError `INVALID_OPTION` naming the first bad key.
+ */
+export function resolveSimulationConfig(raw: SimulationInput | unknown): SimulationConfig {
+  const partial = simulationInput(raw);
+  const { $comment: _note, ...given } = partial;
+  void _note;
   const c = withDefaults(DEFAULTS, {
-    ...partial,
+    ...(given as Partial<SimulationConfig>),
     faults: withDefaults(NO_FAULTS, partial.faults ?? {}),
   });
   const int = (key: keyof SimulationConfig, min: number) => {
@@ -167,6 +237,14 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   if (typeof c.allowOversampling !== "boolean") {
     throw new CohortError("INVALID_OPTION", "allowOversampling must be true or false");
   }
+  checkDatasetOption("dataset", c.dataset);
+  if (c.testDataset !== undefined) checkDatasetOption("testDataset", c.testDataset);
+  if (!(c.testFraction > 0 && c.testFraction < 1)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `testFraction must be in (0, 1), got ${String(c.testFraction)}`,
+    );
+  }
   if (c.evalSize !== undefined) int("evalSize", 1);
   if (c.transport !== "in-process" && c.transport !== "socket") {
     throw new CohortError(
@@ -177,9 +255,43 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   if (!Array.isArray(c.targets) || !c.targets.every((t) => t > 0 && t <= 1)) {
     throw new CohortError("INVALID_OPTION", "targets must be accuracies in (0, 1]");
   }
-  parsePartitionSpec(c.partition);
+  if (parsePartitionSpec(c.partition).kind === "groups" && c.examplesPerDevice !== undefined) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "examplesPerDevice does not apply to the groups partition: each device holds its whole group",
+    );
+  }
   resolveStrategy(c.strategy);
   parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);
   return c;
+}
+
+/** A dataset option as `summary.json` and `run.json` record it: its spec or its name. */
+function datasetName(v: string | Dataset | undefined): string | null {
+  return v === undefined ? null : typeof v === "string" ? v : v.name;
+}
+
+/** The configuration as `summary.json` and `run.json` record it: names, never objects. */
+export type SimulationRecord = Omit<
+  SimulationConfig,
+  "model" | "dataset" | "testDataset" | "strategy" | "metrics"
+> & {
+  model: string;
+  dataset: string;
+  testDataset: string | null;
+  strategy: StrategyRef;
+  metrics: readonly string[];
+};
+
+/** The JSON-safe record of a configuration: a model, dataset or metric function by its name. */
+export function recordedConfig(c: SimulationConfig): SimulationRecord {
+  return {
+    ...c,
+    model: modelName(c.model),
+    dataset: datasetName(c.dataset)!,
+    testDataset: datasetName(c.testDataset),
+    strategy: resolveStrategy(c.strategy).ref,
+    metrics: objectiveOf(c).metrics,
+  };
 }

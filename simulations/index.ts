@@ -7,8 +7,9 @@ export type {
   BaselineResult,
   SimulateHooks,
 } from "./simulate.js";
-export { resolveSimulationConfig } from "./config.js";
-export type { SimulationConfig } from "./config.js";
+export { recordedConfig, resolveSimulationConfig, simulationInput } from "./config.js";
+export type { SimulationConfig, SimulationInput, SimulationRecord } from "./config.js";
+export { simulationData } from "./data.js";
 export * from "./partition.js";
 export { drawFate, checkFaults, NO_FAULTS } from "./faults.js";
 export type { FaultConfig, DeviceFate } from "./faults.js";

@@ -21,12 +21,18 @@ export interface Partition {
 export type PartitionSpec =
   | { kind: "iid" }
   | { kind: "shards"; shardsPerDevice: number }
-  | { kind: "dirichlet"; alpha: number };
+  | { kind: "dirichlet"; alpha: number }
+  /** The dataset's natural groups (`Dataset.groups`): one device per group id. */
+  | { kind: "groups" };
 
-/** Parse `iid`, `shards`, `shards:K` or `dirichlet:α`. */
+/** Parse `iid`, `shards`, `shards:K`, `dirichlet:α` or `groups`. */
 export function parsePartitionSpec(text: string): PartitionSpec {
+  if (typeof text !== "string") {
+    throw new CohortError("INVALID_OPTION", `partition must be a string, got ${typeof text}`);
+  }
   const [kind, arg] = text.split(":");
   if (kind === "iid" && arg === undefined) return { kind: "iid" };
+  if (kind === "groups" && arg === undefined) return { kind: "groups" };
   if (kind === "shards") {
     const k = arg === undefined ? 2 : Number(arg);
     if (Number.isInteger(k) && k >= 1) return { kind: "shards", shardsPerDevice: k };
@@ -37,7 +43,7 @@ export function parsePartitionSpec(text: string): PartitionSpec {
   }
   throw new CohortError(
     "INVALID_OPTION",
-    `partition must be iid, shards[:K] or dirichlet:α (α > 0), got "${text}"`,
+    `partition must be iid, shards[:K], dirichlet:α (α > 0) or groups, got "${text}"`,
   );
 }
 
@@ -236,6 +242,30 @@ export function dirichletPartition(
   return new SlicedPartition(order, offsets);
 }
 
+/**
+ * The natural partition: one device per distinct group id, devices in ascending id order, each
+ * holding every example of its group (in dataset order). Device sizes are the groups' sizes.
+ *
+ * @throws CohortError `INVALID_OPTION` when `devices` is not the number of distinct groups.
+ */
+export function groupPartition(groups: ArrayLike<number>, devices: number): Partition {
+  const ids = [...new Set(Array.from(groups))].sort((a, b) => a - b);
+  if (devices !== ids.length) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `the groups partition gives each of the dataset's ${ids.length} groups a device; devices is ${devices} (leave it unset, or set it to ${ids.length})`,
+    );
+  }
+  const device = new Map(ids.map((id, d) => [id, d]));
+  const offsets = new Uint32Array(devices + 1);
+  for (let i = 0; i < groups.length; i++) offsets[device.get(groups[i]!)! + 1]!++;
+  for (let d = 0; d < devices; d++) offsets[d + 1]! += offsets[d]!;
+  const next = offsets.slice(0, devices);
+  const order = new Uint32Array(groups.length);
+  for (let i = 0; i < groups.length; i++) order[next[device.get(groups[i]!)!]!++] = i;
+  return new SlicedPartition(order, offsets);
+}
+
 /** One class id per example, for partitions that split by label. */
 function classOfEach(data: Dataset, kind: string): ArrayLike<number> {
   if (!isClassIds(data.labels) || labelSize(data) !== 1) {
@@ -272,6 +302,14 @@ export function makePartition(
       );
     case "dirichlet":
       return dirichletPartition(classOfEach(data, "dirichlet"), devices, spec.alpha, seed);
+    case "groups":
+      if (data.groups === undefined) {
+        throw new CohortError(
+          "INVALID_OPTION",
+          `the groups partition needs a group id per example; ${data.name} has none (give the Dataset \`groups\`, or a csv: spec ?group=N)`,
+        );
+      }
+      return groupPartition(data.groups, devices);
     default: {
       const exhaustive: never = spec;
       throw new CohortError("INVALID_OPTION", `unknown partition ${JSON.stringify(exhaustive)}`);

@@ -34,13 +34,20 @@ import {
   type SelectedBackend,
 } from "../models/backend.js";
 import { instantiate } from "../models/model-file.js";
-import { loadDataset, subsetDataset, takeExamples } from "../models/datasets/index.js";
+import { subsetDataset } from "../models/datasets/index.js";
 import { deviceId, deviceSplit } from "./device.js";
 import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
 import { accuracyLossPanels, accuracyLossSvg, panelsSvg } from "./plot.js";
 import { Progress } from "./progress.js";
-import { resolveSimulationConfig, type SimulationConfig } from "./config.js";
+import {
+  recordedConfig,
+  resolveSimulationConfig,
+  type SimulationConfig,
+  type SimulationInput,
+  type SimulationRecord,
+} from "./config.js";
+import { simulationData, withPartitionDevices } from "./data.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { createRng, permutation } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
@@ -92,7 +99,8 @@ export interface SimulationSummary {
   /** Why the run ended early (the privacy budget), where it did. */
   stopReason: string | null;
   baseline: BaselineResult | null;
-  config: SimulationConfig;
+  /** The configuration in effect, models and datasets by name. */
+  config: SimulationRecord;
 }
 
 /** What `simulate` returns. */
@@ -217,19 +225,24 @@ async function baseline(
   }
 }
 
-/** Run a simulation; writes the run directory, `summary.json` and `accuracy.svg`. */
+/**
+ * Run a simulation; writes the run directory, `summary.json` and `accuracy.svg`.
+ *
+ * @param config any keys of {@link SimulationConfig} (the rest take their defaults), checked at
+ *   run time as a JSON config is: `simulate({ dataset: myDataset, partition: "groups" })`.
+ * @throws CohortError `INVALID_OPTION` for a bad option, the dataset's errors, the run's.
+ */
 export async function simulate(
-  config: unknown,
+  config: SimulationInput,
   hooks: SimulateHooks = {},
 ): Promise<SimulationResult> {
-  const cfg = resolveSimulationConfig(config);
   const started = performance.now();
+  const given = resolveSimulationConfig(config);
+  const { train, test: evalSet } = await simulationData(given);
+  const cfg = withPartitionDevices(given, config, train);
   const progress =
     hooks.progress === null ? null : new Progress(cfg.rounds, hooks.progress ?? process.stderr);
   const backend: SelectedBackend = await selectBackend(parseBackendRequest(cfg.backend));
-  const train = await loadDataset(cfg.dataset, "train");
-  const fullTest = await loadDataset(cfg.dataset, "test");
-  const evalSet = cfg.evalSize === undefined ? fullTest : takeExamples(fullTest, cfg.evalSize);
   const perDevice =
     cfg.examplesPerDevice ?? Math.max(1, Math.floor(datasetSize(train) / cfg.devices));
   const partition = makePartition(
@@ -268,7 +281,7 @@ export async function simulate(
     () => undefined,
   );
   progress?.line(
-    `${cfg.name}: ${cfg.devices} devices × ${perDevice} examples (${cfg.partition}), C=${cfg.fractionFit}, ` +
+    `${cfg.name}: ${cfg.devices} devices × ${cfg.partition === "groups" ? "≈" : ""}${perDevice} examples (${cfg.partition}), C=${cfg.fractionFit}, ` +
       `${task.model.name} E=${cfg.localEpochs} B=${cfg.batchSize}, ${cfg.transport}, backend ${backendLabel(backend)}`,
   );
 
@@ -316,7 +329,7 @@ export async function simulate(
     );
   }
   const engine = new RoundEngine(opts, task, weights, transport, {
-    simulation: { ...cfg, strategy: resolveStrategy(cfg.strategy).ref },
+    simulation: recordedConfig(cfg),
     backend: backend.name,
   });
   engine.onRound = (m) =>
@@ -451,7 +464,7 @@ function summarise(
     delta: last?.delta ?? null,
     stopReason: run.stopReason ?? null,
     baseline: base,
-    config: { ...cfg, strategy: resolveStrategy(cfg.strategy).ref },
+    config: recordedConfig(cfg),
   };
 }
 
@@ -468,8 +481,8 @@ async function writeOutputs(
   );
 }
 
-function strategyName(cfg: SimulationConfig): string {
-  return typeof cfg.strategy === "string" ? cfg.strategy : cfg.strategy.name;
+function strategyName(cfg: SimulationRecord): string {
+  return cfg.strategy.name;
 }
 
 /** The accuracy and loss plot of a run, with its initial point and baseline where known. */

@@ -2,10 +2,14 @@ import { describe, expect, it } from "vitest";
 import { createRng } from "../aggregation/random.js";
 import {
   dirichletPartition,
+  groupPartition,
   iidPartition,
+  makePartition,
   parsePartitionSpec,
   shardPartition,
 } from "../simulations/partition.js";
+import { expectCohortError } from "./helpers/errors.js";
+import { tabularDataset, tabularRows } from "./helpers/tabular.js";
 import { drawFate, NO_FAULTS } from "../simulations/faults.js";
 
 /** 6,000 labels, 600 of each class, in a seeded order. */
@@ -92,7 +96,39 @@ describe("partitions", () => {
     expect(parsePartitionSpec("iid")).toEqual({ kind: "iid" });
     expect(parsePartitionSpec("shards")).toEqual({ kind: "shards", shardsPerDevice: 2 });
     expect(parsePartitionSpec("dirichlet:0.5")).toEqual({ kind: "dirichlet", alpha: 0.5 });
+    expect(parsePartitionSpec("groups")).toEqual({ kind: "groups" });
     expect(() => parsePartitionSpec("dirichlet:-1")).toThrow(/partition must be/);
+    expect(() => parsePartitionSpec("groups:3")).toThrow(/or groups/);
+  });
+
+  it("groups: one device per group id in ascending order, each holding all of its group", () => {
+    const groups = Int32Array.from([7, -2, 7, 3, -2, 7, 3, 7]);
+    const p = groupPartition(groups, 3);
+    expect(p.devices).toBe(3);
+    expect(Array.from(p.indicesOf(0))).toEqual([1, 4]);
+    expect(Array.from(p.indicesOf(1))).toEqual([3, 6]);
+    expect(Array.from(p.indicesOf(2))).toEqual([0, 2, 5, 7]);
+    expect([0, 1, 2].map((d) => p.sizeOf(d))).toEqual([2, 2, 4]);
+    expect(Array.from(p.pooledIndices()).sort()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+    expectCohortError(
+      () => groupPartition(groups, 4),
+      "INVALID_OPTION",
+      /each of the dataset's 3 groups a device; devices is 4 \(leave it unset, or set it to 3\)/,
+    );
+    const data = tabularDataset(tabularRows(5, 4));
+    const natural = makePartition({ kind: "groups" }, data, 4, 0, 1);
+    for (let d = 0; d < 4; d++) {
+      expect(new Set(Array.from(natural.indicesOf(d), (i) => data.groups![i]))).toEqual(
+        new Set([d]),
+      );
+    }
+    const { groups: _none, ...plain } = data;
+    void _none;
+    expectCohortError(
+      () => makePartition({ kind: "groups" }, { ...plain, name: "flat" }, 4, 0, 1),
+      "INVALID_OPTION",
+      /flat has none/,
+    );
   });
 
   it("faults: rates are honoured and draws are reproducible", () => {

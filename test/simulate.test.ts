@@ -1,9 +1,12 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import * as tf from "@tensorflow/tfjs";
 import { describe, expect, it } from "vitest";
 import { simulate } from "../simulations/index.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { runCli } from "./helpers/cli.js";
+import { expectRejectsCode } from "./helpers/errors.js";
+import { tabularDataset, tabularRows, writeCsv } from "./helpers/tabular.js";
 
 const TIMING = new Set(["durationMs", "aggregationMs", "evaluationMs", "trainMs", "timestamp"]);
 
@@ -166,7 +169,7 @@ describe("simulate", () => {
     await expect(simulate({ partition: "zipf" }, { progress: null })).rejects.toThrow(
       /partition must be/,
     );
-    await expect(simulate({ roundz: 3 }, { progress: null })).rejects.toThrow(
+    await expect(simulate(JSON.parse('{ "roundz": 3 }'), { progress: null })).rejects.toThrow(
       /unknown config keys: roundz/,
     );
     await expect(simulate({ faults: { dropoutBeforeFit: 2 } }, { progress: null })).rejects.toThrow(
@@ -221,5 +224,107 @@ describe("simulate", () => {
     expect(svg).toContain("2NN IID MNIST digits: accuracy");
     const missing = await runCli(["plot", "--run-dir", "/nonexistent"]);
     expect(missing.output).toMatch(/INVALID_OPTION: no metrics.jsonl/);
+  });
+
+  it("trains on a user's Dataset object, one device per natural group; the loss falls", async () => {
+    const runDir = await tempRunDir("cohort-sim-groups-");
+    const data = tabularDataset(tabularRows(60, 4), "clinics");
+    const { summary, rounds } = await simulate(
+      {
+        dataset: data,
+        partition: "groups",
+        fractionFit: 1,
+        rounds: 3,
+        learningRate: 0.1,
+        baselineEpochs: 0,
+        runDir,
+      },
+      { progress: null },
+    );
+    expect(summary.devices).toBe(4);
+    expect(rounds.map((r) => r.participants)).toEqual([4, 4, 4]);
+    // A seeded fifth of the 240 examples is the evaluation set; the devices share the rest.
+    expect(rounds[0]!.totalExamples).toBe(192);
+    expect(summary.finalLoss!).toBeLessThan(summary.initialLoss! * 0.8);
+    expect(summary.finalAccuracy!).toBeGreaterThan(0.7);
+    const written = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
+    expect(written.config.dataset).toBe("clinics");
+    expect(written.config.model).toBe("mlp");
+    const run = JSON.parse(await readFile(join(runDir, "run.json"), "utf8"));
+    expect(run.simulation.dataset).toBe("clinics");
+    expect(run.simulation.partition).toBe("groups");
+    expect(run.model.numParameters).toBe(4 * 64 + 64 + 64 * 3 + 3);
+  });
+
+  it("takes a tf.LayersModel and a test Dataset, and records both by name", async () => {
+    const runDir = await tempRunDir("cohort-sim-model-");
+    const rows = tabularRows(40, 3);
+    const model = tf.sequential({
+      name: "tiny",
+      layers: [tf.layers.dense({ inputShape: [4], units: 3, activation: "softmax" })],
+    });
+    const { summary } = await simulate(
+      {
+        dataset: tabularDataset(rows.slice(0, 90), "mine"),
+        testDataset: tabularDataset(rows.slice(90), "held"),
+        model,
+        devices: 3,
+        fractionFit: 1,
+        rounds: 2,
+        baselineEpochs: 0,
+        runDir,
+      },
+      { progress: null },
+    );
+    const written = JSON.parse(await readFile(join(runDir, "summary.json"), "utf8"));
+    expect(written.config.model).toBe("tiny (in memory)");
+    expect(written.config.testDataset).toBe("held");
+    expect(summary.examplesPerDevice).toBe(30);
+    const run = JSON.parse(await readFile(join(runDir, "run.json"), "utf8"));
+    expect(run.simulation.model).toBe("tiny (in memory)");
+    expect(JSON.stringify(run).length).toBeLessThan(20_000);
+    model.dispose();
+  });
+
+  it("refuses groups without group ids, a devices count that is not theirs, and non-datasets", async () => {
+    const data = tabularDataset(tabularRows(20, 3), "three");
+    await expectRejectsCode(
+      simulate({ dataset: data, partition: "groups", devices: 5 }, { progress: null }),
+      "INVALID_OPTION",
+      /each of the 3 groups of three\[train 48\] a device; devices is 5/,
+    );
+    await expectRejectsCode(
+      simulate({ dataset: "mnist", partition: "groups" }, { progress: null }),
+      "INVALID_OPTION",
+      /needs a group id per example; mnist:train has none/,
+    );
+    await expectRejectsCode(
+      simulate({ dataset: { ...data, labels: new Int32Array(2) } }, { progress: null }),
+      "DATASET_INVALID",
+    );
+    await expectRejectsCode(
+      simulate(JSON.parse('{ "dataset": 7 }'), { progress: null }),
+      "INVALID_OPTION",
+      /dataset must be a dataset spec .* or a Dataset object/,
+    );
+  });
+
+  it("runs a csv:FILE dataset from the CLI with its natural groups", async () => {
+    const runDir = await tempRunDir("cohort-sim-csv-");
+    const csv = join(runDir, "patients.csv");
+    await writeCsv(csv, tabularRows(50, 3), ["a", "b", "c", "d", "outcome", "site"]);
+    const { code, output } = await runCli([
+      "simulate",
+      ...["--dataset", `csv:${csv}?group=site`, "--partition", "groups"],
+      ...["--rounds", "3", "--fraction-fit", "1", "--baseline-epochs", "0"],
+      ...["--run-dir", join(runDir, "run")],
+    ]);
+    expect(code, output).toBe(0);
+    expect(output).toMatch(/3 devices × ≈40 examples \(groups\)/);
+    const summary = JSON.parse(await readFile(join(runDir, "run", "summary.json"), "utf8"));
+    expect(summary.devices).toBe(3);
+    expect(summary.rounds).toBe(3);
+    expect(summary.config.dataset).toBe(`csv:${csv}?group=site`);
+    expect(summary.finalLoss).toBeLessThan(summary.initialLoss);
   });
 });

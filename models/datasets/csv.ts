@@ -14,8 +14,12 @@ export interface NumericTable {
 
 const NUMBER = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
 
-function cellsOf(line: string): string[] {
-  return line.split(",").map((cell) => {
+/** How cells of a line are separated. */
+export type CsvSeparator = "comma" | "whitespace";
+
+function cellsOf(line: string, separator: CsvSeparator): string[] {
+  const cells = separator === "comma" ? line.split(",") : line.trim().split(/\s+/);
+  return cells.map((cell) => {
     const trimmed = cell.trim();
     return trimmed.length >= 2 && trimmed.startsWith('"') && trimmed.endsWith('"')
       ? trimmed.slice(1, -1).trim()
@@ -25,11 +29,17 @@ function cellsOf(line: string): string[] {
 
 /**
  * Parse comma-separated numbers (decimal, with an optional exponent; a cell may be quoted, but a
- * quoted comma is not supported). Blank lines are skipped. The first line is a header when none
+ * quoted comma is not supported), or with `separator: "whitespace"` numbers separated by runs
+ * of spaces and tabs (as NumPy's `savetxt` writes them). Blank lines are skipped. The first line is a header when none
  * of its cells is a number. A cell that is not a finite number, or a row with another number of
  * columns than the first, is a `DATASET_INVALID` naming `source`, the line and the column.
  */
-export function parseNumericCsv(text: string, source: string): NumericTable {
+export function parseNumericCsv(
+  text: string,
+  source: string,
+  options: { separator?: CsvSeparator } = {},
+): NumericTable {
+  const separator = options.separator ?? "comma";
   const all = text.replace(/^\uFEFF/, "").split(/\r?\n/);
   let header: string[] | null = null;
   let columns = 0;
@@ -39,7 +49,7 @@ export function parseNumericCsv(text: string, source: string): NumericTable {
   for (let i = 0; i < all.length; i++) {
     const line = all[i]!;
     if (line.trim() === "") continue;
-    const cells = cellsOf(line);
+    const cells = cellsOf(line, separator);
     const n = i + 1;
     if (firstLine === 0) {
       firstLine = n;

@@ -16,6 +16,13 @@ export {
   fashionMnistDirectory,
   loadDataset,
 } from "./registry.js";
-export { parseNumericCsv, type NumericTable } from "./csv.js";
+export { parseNumericCsv, type CsvSeparator, type NumericTable } from "./csv.js";
+export {
+  CSV_SPLIT_SEED,
+  loadCsvDataset,
+  parseCsvSpec,
+  readCsvDataset,
+  type CsvSpec,
+} from "./csv-dataset.js";
 export { assertSplit, DATASET_SPLITS, type DatasetSplit } from "./split.js";
 export { shardDataset, subsetDataset, takeExamples } from "./subset.js";

@@ -17,6 +17,7 @@ function copyRange(data: Dataset, start: number, end: number, name: string): Dat
     name,
     features: data.features.slice(start * size, end * size),
     labels: data.labels.slice(start * width, end * width),
+    ...(data.groups === undefined ? {} : { groups: data.groups.slice(start, end) }),
   };
 }
 
