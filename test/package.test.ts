@@ -71,6 +71,9 @@ describe("the npm package", () => {
     for (const target of [...targets, ...Object.values(pkg.bin)]) {
       expect(files).toContain(normalize(target));
     }
+    // The license its package.json names, as a file.
+    expect(pkg.license).toBe("MIT");
+    expect(files).toContain("LICENSE");
     expect(pkg.repository?.type).toBe("git");
     expect(pkg.repository?.url).toMatch(/^git\+https:\/\/.+\.git$/);
   });
