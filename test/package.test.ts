@@ -9,6 +9,7 @@ interface PackedFile {
 }
 
 interface PackageJson {
+  license?: string;
   repository?: { type?: string; url?: string };
   exports: Record<string, string | Record<string, string>>;
   bin: Record<string, string>;
