@@ -177,8 +177,10 @@ export class ClientRounds<R extends string> {
     try {
       await this.trainer.prepare(task, this.options.data, this.options.evalData);
     } catch (error) {
-      const e = toCohortError(error, "INVALID_MODEL");
-      if (this.task === task) this.link.fatal(e);
+      const e = toCohortError(error);
+      // Only a model that cannot fit this data is final; anything else the first round retries.
+      if (e.code === "INVALID_MODEL" && this.task === task) this.link.fatal(e);
+      else this.options.logError(`could not build the task's model yet: ${e.code}: ${e.message}`);
     }
   }
 

@@ -61,8 +61,9 @@ export class LocalTrainer {
    * @throws CohortError `INVALID_MODEL` naming what differs.
    */
   async prepare(task: TaskSpec, data: Dataset, evalData?: Dataset): Promise<void> {
-    await this.model.get(task, data);
-    if (evalData !== undefined) await this.evalModel.get(task, evalData);
+    const built = async () => undefined;
+    await this.model.use(task, data, built);
+    if (evalData !== undefined) await this.evalModel.use(task, evalData, built);
   }
 
   /**
@@ -72,21 +73,22 @@ export class LocalTrainer {
   handler(tensors?: TensorData): FitHandler {
     return async (ins) => {
       checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
-      const model = await this.model.get(ins.task, ins.data);
-      writeWeights(model, ins.request.weights);
-      const data = tensors ?? toTensors(ins.data);
-      try {
-        const stats = await trainLocal(
-          model,
-          data,
-          localTraining(ins),
-          ins.shuffleSeed,
-          this.onProgress,
-        );
-        return localFit(ins, await readWeights(model), stats, this.backend);
-      } finally {
-        if (tensors === undefined) data.dispose();
-      }
+      return this.model.use(ins.task, ins.data, async (model) => {
+        writeWeights(model, ins.request.weights);
+        const data = tensors ?? toTensors(ins.data);
+        try {
+          const stats = await trainLocal(
+            model,
+            data,
+            localTraining(ins),
+            ins.shuffleSeed,
+            this.onProgress,
+          );
+          return localFit(ins, await readWeights(model), stats, this.backend);
+        } finally {
+          if (tensors === undefined) data.dispose();
+        }
+      });
     };
   }
 
@@ -94,15 +96,12 @@ export class LocalTrainer {
   async evaluate(task: TaskSpec, request: EvaluateRequest, data: Dataset): Promise<EvaluateResult> {
     const { weights } = request;
     checkWeights(weights, task.model.weightSpecs, "evaluated weights");
-    const model = await this.evalModel.get(task, data);
-    writeWeights(model, weights);
     const { loss, metrics } = task.training;
     // Metrics named by the task that this client has no function for are left out.
-    const known = metrics.filter((m) => isBuiltinMetric(m) || m in this.customMetrics);
-    const stats = await evaluateModel(model, data, {
-      loss,
-      metrics: known,
-      custom: this.customMetrics,
+    const known = metrics.filter((m) => isBuiltinMetric(m) || Object.hasOwn(this.customMetrics, m));
+    const stats = await this.evalModel.use(task, data, async (model) => {
+      writeWeights(model, weights);
+      return evaluateModel(model, data, { loss, metrics: known, custom: this.customMetrics });
     });
     return {
       round: request.round,
@@ -122,35 +121,68 @@ export class LocalTrainer {
 
 /**
  * One model per run, built once even when a task check and a round ask for it at the same
- * time; a build that failed is tried again by the next caller.
+ * time; a build that failed is tried again by the next caller. A model replaced by a new run's
+ * is freed when the last fit or evaluation using it ends, not under it.
  */
 class ModelSlot {
-  private model: Promise<tf.LayersModel> | null = null;
-  private runId: string | null = null;
+  private current: SlotEntry | null = null;
 
   constructor(private readonly where: string) {}
 
-  get(task: TaskSpec, data: Dataset): Promise<tf.LayersModel> {
-    if (this.model === null || this.runId !== task.runId) {
-      this.clear();
-      const built = checkedModel(task, data, this.where);
-      this.model = built;
-      this.runId = task.runId;
-      built.catch(() => {
-        if (this.model === built) this.clear();
-      });
+  /** Run `work` with the task's model, kept alive until it ends. */
+  async use<T>(
+    task: TaskSpec,
+    data: Dataset,
+    work: (model: tf.LayersModel) => Promise<T>,
+  ): Promise<T> {
+    const entry = this.entry(task, data);
+    entry.users++;
+    try {
+      return await work(await entry.model);
+    } finally {
+      entry.users--;
+      if (entry.retired && entry.users === 0) free(entry);
     }
-    return this.model;
+  }
+
+  private entry(task: TaskSpec, data: Dataset): SlotEntry {
+    if (this.current === null || this.current.runId !== task.runId) {
+      this.clear();
+      const entry: SlotEntry = {
+        runId: task.runId,
+        model: checkedModel(task, data, this.where),
+        users: 0,
+        retired: false,
+      };
+      entry.model.catch(() => {
+        if (this.current === entry) this.current = null;
+      });
+      this.current = entry;
+    }
+    return this.current;
   }
 
   clear(): void {
-    void this.model?.then(
-      (m) => m.dispose(),
-      () => undefined,
-    );
-    this.model = null;
-    this.runId = null;
+    const entry = this.current;
+    this.current = null;
+    if (entry === null) return;
+    entry.retired = true;
+    if (entry.users === 0) free(entry);
   }
+}
+
+interface SlotEntry {
+  runId: string;
+  model: Promise<tf.LayersModel>;
+  users: number;
+  retired: boolean;
+}
+
+function free(entry: SlotEntry): void {
+  void entry.model.then(
+    (m) => m.dispose(),
+    () => undefined,
+  );
 }
 
 /** The task's model, checked against the data under the task's loss (freed when it does not fit). */

@@ -92,13 +92,13 @@ export async function prepareTask(
   }
   if (opts.resume !== undefined) opts.runDir = opts.resume;
   const backend = await selectBackend("auto");
+  if (opts.evalDataset !== undefined) opts.evalDataset = checkedDataset(opts.evalDataset);
   const initial = await resolveModel(
     opts.model,
     builtinOptionsFor(opts.evalDataset, opts.loss, opts.seed),
   );
   if (opts.evalDataset !== undefined) {
     // Model, evaluation set and loss checked against each other before any client joins.
-    opts.evalDataset = checkedDataset(opts.evalDataset);
     const model = await instantiate(initial.spec, initial.weights);
     try {
       checkContract(model, opts.evalDataset, opts.loss, "evaluation set");

@@ -12,7 +12,7 @@ import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
 import { parseEvaluateResult } from "../protocol/guards.js";
 import type { EvaluateRequest, EvaluateResult } from "../protocol/messages.js";
-import type { CoordinatorOptions } from "./options.js";
+import { objectiveOf, type CoordinatorOptions } from "./options.js";
 import { sampleCohort } from "./sampling.js";
 import type { CohortTransport } from "./transport.js";
 
@@ -86,8 +86,10 @@ export async function runFederatedEvaluation(
     return m === 0 ? null : counted.reduce((s, r) => s + pick(r)! * r.numExamples, 0) / m;
   };
   const metrics: Record<string, number> = {};
-  for (const name of new Set(results.flatMap((r) => Object.keys(r.metrics ?? {})))) {
-    metrics[name] = mean((r) => r.metrics?.[name])!;
+  // The task's metrics only: a client cannot add names of its own to the run's records.
+  for (const name of objectiveOf(opts).metrics) {
+    const m = mean((r) => r.metrics?.[name]);
+    if (m !== null) metrics[name] = m;
   }
   return {
     accuracy: mean((r) => r.accuracy),

@@ -67,8 +67,11 @@ export function writeWeights(model: tf.LayersModel, weights: Weights): void {
  */
 export interface TensorData {
   readonly x: tf.Tensor;
-  /** The labels as the loss trains against them. */
-  targets(loss: LossName): tf.Tensor;
+  /**
+   * The labels as the loss trains against them (one-hot over `classes` when the model spans
+   * more classes than the data holds).
+   */
+  targets(loss: LossName, classes?: number): tf.Tensor;
   size: number;
   /** The examples the tensors were made from, for seeded shuffles done in JS. */
   source?: Dataset;
@@ -81,16 +84,17 @@ export interface TensorData {
  */
 export function toTensors(data: Dataset): TensorData {
   let x: tf.Tensor | null = null;
-  const targets = new Map<LossName, tf.Tensor>();
+  const targets = new Map<string, tf.Tensor>();
   return {
     get x() {
       return (x ??= tf.tensor(data.features, [datasetSize(data), ...data.sampleShape]));
     },
-    targets(loss) {
-      let y = targets.get(loss);
+    targets(loss, classes) {
+      const key = `${loss}:${classes ?? ""}`;
+      let y = targets.get(key);
       if (y === undefined) {
-        y = targetTensor(data.labels, data, loss);
-        targets.set(loss, y);
+        y = targetTensor(data.labels, data, loss, classes);
+        targets.set(key, y);
       }
       return y;
     },

@@ -43,19 +43,21 @@ function targetShape(data: Pick<Dataset, "labelShape">): number[] {
 
 /**
  * The label tensor a loss trains against, for `n` examples' labels: one-hot class ids for
- * sparse cross-entropy (`[n, ...labelShape, classes]`), the values as float32 otherwise.
+ * sparse cross-entropy (`[n, ...labelShape, classes]`, `classes` the model's when it has more
+ * than the data holds), the values as float32 otherwise.
  */
 export function targetTensor(
   labels: Labels,
   meta: Pick<Dataset, "labelShape" | "numClasses">,
   loss: LossName,
+  modelClasses?: number,
 ): tf.Tensor {
   const n = labels.length / labelSize(meta);
   if (loss === "sparse-categorical-crossentropy") {
     if (!isClassIds(labels) || meta.numClasses === undefined) {
       throw new CohortError("INVALID_MODEL", `${loss} needs class-id labels and numClasses`);
     }
-    const classes = meta.numClasses;
+    const classes = Math.max(meta.numClasses, modelClasses ?? 0);
     const ids = labels instanceof Int32Array ? labels : Int32Array.from(labels);
     return tf.tidy(() =>
       tf.oneHot(tf.tensor(ids, [n, ...(meta.labelShape ?? [])], "int32"), classes),
@@ -165,6 +167,8 @@ function meanMetric(
  * rank); every output of every example counts (micro average). NaN without both classes.
  */
 export function rocAuc(targets: Float32Array, scores: Float32Array): number {
+  // A diverged model's NaN scores have no order.
+  if (scores.some((v) => Number.isNaN(v))) return Number.NaN;
   const order = Array.from({ length: scores.length }, (_, i) => i).sort(
     (a, b) => scores[a]! - scores[b]!,
   );
@@ -197,6 +201,16 @@ export interface EvalStats {
   numExamples: number;
 }
 
+/**
+ * The classes a model's softmax spans under sparse cross-entropy (its last output axis), which
+ * the one-hot labels must match; undefined for other losses.
+ */
+export function outputClasses(model: tf.LayersModel, loss: LossName): number | undefined {
+  if (loss !== "sparse-categorical-crossentropy") return undefined;
+  const last = model.outputs[0]?.shape.at(-1);
+  return typeof last === "number" ? last : undefined;
+}
+
 /** Mean loss and the objective's metrics over a dataset, in batches to bound memory. */
 export async function evaluateModel(
   model: tf.LayersModel,
@@ -213,31 +227,42 @@ export async function evaluateModel(
   const sums = new Array<number>(averaged.length + 1).fill(0);
   const aucTargets: Float32Array[] = [];
   const aucScores: Float32Array[] = [];
+  const classes = outputClasses(model, objective.loss);
   for (let start = 0; start < n; start += batchSize) {
     const end = Math.min(n, start + batchSize);
-    const y = targetTensor(data.labels.subarray(start * width, end * width), data, objective.loss);
-    const outs = tf.tidy(() => {
-      const x = tf.tensor(data.features.subarray(start * rowSize, end * rowSize), [
-        end - start,
-        ...data.sampleShape,
-      ]);
-      const p = model.predict(x) as tf.Tensor;
-      const values = [
-        lossValues(objective.loss, y, p),
-        ...averaged.map((m) => meanMetric(m, objective, y, p)),
-      ];
-      const means = values.map((v) => tf.mul(tf.mean(v), end - start));
-      return wantsAuc
-        ? [...means, aucValues(objective.loss, p), aucValues(objective.loss, y)]
-        : means;
-    });
-    y.dispose();
-    for (let i = 0; i < sums.length; i++) sums[i]! += (await outs[i]!.data())[0]!;
-    if (wantsAuc) {
-      aucScores.push((await outs[sums.length]!.data()) as Float32Array);
-      aucTargets.push((await outs[sums.length + 1]!.data()) as Float32Array);
+    const y = targetTensor(
+      data.labels.subarray(start * width, end * width),
+      data,
+      objective.loss,
+      classes,
+    );
+    let outs: tf.Tensor[] = [];
+    try {
+      outs = tf.tidy(() => {
+        const x = tf.tensor(data.features.subarray(start * rowSize, end * rowSize), [
+          end - start,
+          ...data.sampleShape,
+        ]);
+        const p = model.predict(x) as tf.Tensor;
+        const values = [
+          lossValues(objective.loss, y, p),
+          ...averaged.map((m) => meanMetric(m, objective, y, p)),
+        ];
+        const means = values.map((v) => tf.mul(tf.mean(v), end - start));
+        return wantsAuc
+          ? [...means, aucValues(objective.loss, p), aucValues(objective.loss, y)]
+          : means;
+      });
+      for (let i = 0; i < sums.length; i++) sums[i]! += (await outs[i]!.data())[0]!;
+      if (wantsAuc) {
+        aucScores.push((await outs[sums.length]!.data()) as Float32Array);
+        aucTargets.push((await outs[sums.length + 1]!.data()) as Float32Array);
+      }
+    } finally {
+      // Freed also when a user's metric function or the model throws.
+      y.dispose();
+      tf.dispose(outs);
     }
-    tf.dispose(outs);
   }
   const metrics: Record<string, number> = {};
   averaged.forEach((m, i) => (metrics[m] = sums[i + 1]! / n));
@@ -311,7 +336,13 @@ export function checkContract(
           `${what}: ${loss} needs class-id labels with numClasses, but the labels are ${kind}; use categorical-crossentropy for class probabilities or a regression loss`,
         );
       }
-      expect([...labelShape, data.numClasses], `a softmax over ${data.numClasses} classes`);
+      // A model may span more classes than this data holds (a client without the top class).
+      const classes = output.at(-1);
+      const wider = typeof classes === "number" && classes > data.numClasses ? classes : null;
+      expect(
+        [...labelShape, wider ?? data.numClasses],
+        `a softmax over ${data.numClasses} classes or more`,
+      );
       return;
     }
     case "categorical-crossentropy":
@@ -329,6 +360,15 @@ export function checkContract(
           "INVALID_MODEL",
           `${what}: ${loss} needs 0/1 targets but the labels are class ids of ${data.numClasses} classes; use sparse-categorical-crossentropy`,
         );
+      }
+      if (!ids) {
+        const bad = data.labels.findIndex((v) => v < 0 || v > 1);
+        if (bad >= 0) {
+          throw new CohortError(
+            "INVALID_MODEL",
+            `${what}: ${loss} needs targets in [0, 1], but label value ${bad} is ${data.labels[bad]}`,
+          );
+        }
       }
       expect(targetShape(data), "one sigmoid per target");
       return;

@@ -9,7 +9,7 @@ import { createRng, permutation } from "../aggregation/random.js";
 import { pickExamples } from "../protocol/dataset.js";
 import { DEFAULT_LOSS, isClassification, type LossName } from "../protocol/task.js";
 import { toTensors, type TensorData } from "./adapter.js";
-import { compiledLoss, hits, lossValues } from "./task.js";
+import { compiledLoss, hits, lossValues, outputClasses } from "./task.js";
 
 /**
  * How one local run trains: the task's optimizer and loss, the round's rate, epochs, batch
@@ -104,13 +104,14 @@ export async function trainLocal(
   const callbacks = progressCallbacks(data, config, onProgress);
   const optimizer = makeOptimizer(config);
   const loss = config.loss ?? DEFAULT_LOSS;
+  const classes = outputClasses(model, loss);
   const classifier = isClassification(loss);
   model.compile({ optimizer, loss: compiledLoss(loss), metrics: classifier ? ["accuracy"] : [] });
   const started = performance.now();
   try {
     let history: tf.History | undefined;
     if (shuffleSeed === undefined) {
-      history = await model.fit(data.x, data.targets(loss), {
+      history = await model.fit(data.x, data.targets(loss, classes), {
         epochs: config.localEpochs,
         batchSize: config.batchSize,
         shuffle: true,
@@ -120,7 +121,7 @@ export async function trainLocal(
     } else {
       const rng = createRng(shuffleSeed);
       for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-        const [x, y] = permuted(data, permutation(data.size, rng), loss);
+        const [x, y] = permuted(data, permutation(data.size, rng), loss, classes);
         try {
           history = await model.fit(x!, y!, {
             epochs: 1,
@@ -160,17 +161,18 @@ export function permuted(
   data: TensorData,
   order: Int32Array,
   loss: LossName = DEFAULT_LOSS,
+  classes?: number,
 ): [tf.Tensor, tf.Tensor] {
   const src = data.source;
   if (src === undefined) {
     const indices = tf.tensor1d(order, "int32");
-    const y = data.targets(loss);
+    const y = data.targets(loss, classes);
     const out = tf.tidy(() => [tf.gather(data.x, indices), tf.gather(y, indices)]);
     indices.dispose();
     return [out[0]!, out[1]!];
   }
   const t = toTensors(pickExamples(src, order, src.name));
-  return [t.x, t.targets(loss)];
+  return [t.x, t.targets(loss, classes)];
 }
 
 /**
@@ -188,6 +190,7 @@ async function trainProximal(
 ): Promise<TrainStats> {
   const optimizer = makeOptimizer(config);
   const loss = config.loss ?? DEFAULT_LOSS;
+  const classes = outputClasses(model, loss);
   const classifier = isClassification(loss);
   const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const anchor = vars.map((v) => tf.clone(v));
@@ -199,7 +202,7 @@ async function trainProximal(
   let accuracy: number | null = null;
   try {
     for (let epoch = 0; epoch < config.localEpochs; epoch++) {
-      const [x, y] = permuted(data, permutation(data.size, rng ?? Math.random), loss);
+      const [x, y] = permuted(data, permutation(data.size, rng ?? Math.random), loss, classes);
       const losses: tf.Scalar[] = [];
       const right: tf.Tensor[] = [];
       try {

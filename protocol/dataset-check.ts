@@ -58,14 +58,21 @@ function nonFinite(what: string, at: number, size: number, v: number): CohortErr
 }
 
 function labels(raw: unknown, what: string, classIds: boolean): Labels {
-  if (
-    raw instanceof Uint8Array ||
-    raw instanceof Uint16Array ||
-    raw instanceof Int32Array ||
-    raw instanceof Float32Array
-  ) {
+  if (raw instanceof Uint8Array || raw instanceof Uint16Array || raw instanceof Int32Array) {
     return raw;
   }
+  if (classIds && (raw instanceof Float32Array || raw instanceof Float64Array)) {
+    // Class ids in a float array (numClasses says they are ids): whole numbers, as Int32.
+    const bad = raw.findIndex((y) => !Number.isInteger(y));
+    if (bad >= 0) {
+      throw new CohortError(
+        "DATASET_INVALID",
+        `${what}: numClasses is given but label ${bad} is ${raw[bad]}, not a class id (give no numClasses for float targets)`,
+      );
+    }
+    return Int32Array.from(raw);
+  }
+  if (raw instanceof Float32Array) return raw;
   if (raw instanceof Float64Array) return Float32Array.from(raw);
   if (isNumberList(raw)) {
     if (!classIds) return Float32Array.from(raw);
@@ -124,11 +131,11 @@ export function checkedDataset(data: Dataset): Dataset {
         `${what}: class-id labels (${typeName(y)}) need numClasses; float targets go in a Float32Array`,
       );
     }
-    const bad = y.findIndex((v) => v >= (numClasses as number));
+    const bad = y.findIndex((v) => v < 0 || v >= (numClasses as number));
     if (bad >= 0) {
       throw new CohortError(
         "DATASET_INVALID",
-        `${what}: label ${y[bad]} of example ${Math.floor(bad / width)} is ≥ numClasses ${String(numClasses)}`,
+        `${what}: label ${y[bad]} of example ${Math.floor(bad / width)} is outside [0, numClasses ${String(numClasses)})`,
       );
     }
   } else {

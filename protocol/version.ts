@@ -4,4 +4,4 @@
  * Bumped on every incompatible change of an event, a message or its encoding. A coordinator
  * refuses clients that speak another version, with a `PROTOCOL_VERSION` error naming both.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;

@@ -1,5 +1,5 @@
 /** Virtual devices: ids, and a device's dataset materialised from its partition on demand. */
-import type { Dataset } from "../protocol/dataset.js";
+import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import { subsetDataset } from "../models/datasets/index.js";
 import type { Partition } from "./partition.js";
 import { holdOut } from "../client/held-out.js";
@@ -32,6 +32,6 @@ export function deviceSplit(
   seed: number,
 ): { train: Dataset; evaluate: Dataset | null } {
   const local = materialise(data, partition, device);
-  if (evalFraction === 0 || local.labels.length < 2) return { train: local, evaluate: null };
+  if (evalFraction === 0 || datasetSize(local) < 2) return { train: local, evaluate: null };
   return holdOut(local, evalFraction, (seed * 7919 + device) >>> 0);
 }

@@ -59,7 +59,20 @@ describe("a client says what went wrong", () => {
     expectCohortError(
       make({ ...data, labels: Int32Array.from(data.labels, (y) => y + 10) }),
       "DATASET_INVALID",
-      /label 1\d of example 0 is ≥ numClasses 10/,
+      /label 1\d of example 0 is outside \[0, numClasses 10\)/,
+    );
+    expectCohortError(
+      make({ ...data, labels: Int32Array.from(data.labels, (y, i) => (i === 4 ? -1 : y)) }),
+      "DATASET_INVALID",
+      /label -1 of example 4 is outside \[0, numClasses 10\)/,
+    );
+    // Class ids in a float array become Int32 ids; a fraction there is refused.
+    const floatIds = make({ ...data, labels: Float64Array.from(data.labels) })();
+    expect(floatIds.options.data.labels).toBeInstanceOf(Int32Array);
+    expectCohortError(
+      make({ ...data, labels: Float32Array.from(data.labels, (y, i) => (i === 2 ? 0.5 : y)) }),
+      "DATASET_INVALID",
+      /numClasses is given but label 2 is 0.5, not a class id/,
     );
     const { numClasses: _classes, ...noClasses } = data;
     expectCohortError(

@@ -208,13 +208,8 @@ describe("a client whose fit fails", () => {
       minFitClients: 1,
       runDir: null,
     });
-    // 784 features, but 5 classes against the model's 10.
-    const wrong = {
-      ...shards[1]!,
-      name: "five-classes",
-      numClasses: 5,
-      labels: shards[1]!.labels.map((y) => y % 5),
-    };
+    // 784 features, but 12 classes against the model's 10.
+    const wrong = { ...shards[1]!, name: "twelve-classes", numClasses: 12 };
     const errors: string[] = [];
     const bad = new CohortClient({
       url: coordinator.url,
@@ -231,9 +226,9 @@ describe("a client whose fit fails", () => {
       );
       expect(error?.code).toBe("INVALID_MODEL");
       expect(error?.message).toMatch(
-        /model mlp on training data five-classes: the model outputs \[10\] per example but sparse-categorical-crossentropy on labels of shape \[\] needs \[5\]/,
+        /model mlp on training data twelve-classes: the model outputs \[10\] per example but sparse-categorical-crossentropy on labels of shape \[\] needs \[12\]/,
       );
-      expect(errors.join("\n")).toMatch(/INVALID_MODEL: model mlp on training data five-classes/);
+      expect(errors.join("\n")).toMatch(/INVALID_MODEL: model mlp on training data twelve-classes/);
     } finally {
       await bad.close();
       await coordinator.close();

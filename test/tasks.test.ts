@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { CohortClient, type CohortClientOptions } from "../client/index.js";
 import { buildBuiltinModel, builtinOptionsFor } from "../models/builtin.js";
 import { selectBackend } from "../models/backend.js";
-import { checkContract, evaluateModel, rocAuc } from "../models/task.js";
+import { checkContract, evaluateModel, rocAuc, targetTensor } from "../models/task.js";
 import { toTensors } from "../models/adapter.js";
 import { trainLocal } from "../models/training.js";
 import type { Dataset } from "../protocol/dataset.js";
@@ -16,6 +16,14 @@ import { isClassification } from "../protocol/task.js";
 import { expectCohortError } from "./helpers/errors.js";
 import { startCoordinator } from "./helpers/federation.js";
 import { TASKS, type SyntheticTask } from "./helpers/tasks.js";
+
+/** The one-hot label tensor's shape for a model of `classes` outputs. */
+function targetTensorShape(data: Dataset, classes: number): number[] {
+  const y = targetTensor(data.labels, data, "sparse-categorical-crossentropy", classes);
+  const shape = y.shape;
+  y.dispose();
+  return shape;
+}
 
 function modelFor(task: SyntheticTask, data: Dataset): tf.LayersModel {
   const m = task.model();
@@ -99,7 +107,19 @@ describe("tasks: each loss and label type", () => {
       "INVALID_MODEL",
       /use categorical-crossentropy for class probabilities/,
     );
-    [softmax, wide, sigmoid, seq].forEach((m) => m.dispose());
+    const outOfRange = { ...TASKS[4]!.data(0, 10) };
+    (outOfRange.labels as Float32Array)[7] = 2;
+    const sigmoids = buildBuiltinModel("logreg", { inputShape: [6], numClasses: 3 });
+    expectCohortError(
+      () => checkContract(sigmoids, outOfRange, "binary-crossentropy"),
+      "INVALID_MODEL",
+      /binary-crossentropy needs targets in \[0, 1\], but label value 7 is 2/,
+    );
+    // A model with more classes than this data holds (a client without the top class) fits.
+    const fewer = { ...TASKS[0]!.data(0, 10), numClasses: 2, labels: new Uint16Array(10).fill(1) };
+    checkContract(softmax, fewer, "sparse-categorical-crossentropy");
+    expect(targetTensorShape(fewer, 3)).toEqual([10, 3]);
+    [softmax, wide, sigmoid, sigmoids, seq].forEach((m) => m.dispose());
   });
 
   it("refuses metrics that do not fit the loss and loss names it does not know", async () => {
