@@ -273,6 +273,6 @@ describe("authentication and signatures", () => {
     await pinned.start().catch(() => undefined);
     await expectRejectsCode(pinned.done, "MODEL_SIGNATURE");
     io.close();
-    expect(PROTOCOL_VERSION).toBe(4);
+    expect(PROTOCOL_VERSION).toBe(5);
   });
 });
