@@ -14,6 +14,7 @@ import { parseSchedule } from "../aggregation/schedule.js";
 import type { Scalar } from "../protocol/messages.js";
 import type { AttackConfig } from "./attacks.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { checkCodec, resolveCodec } from "../aggregation/codecs/index.js";
 import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/option-schema.js";
 
 /** Everything a simulation needs: the shared round options, and the simulation's own. */
@@ -179,6 +180,7 @@ export function resolveSimulationConfig(raw: unknown): SimulationConfig {
   }
   parsePartitionSpec(c.partition);
   resolveStrategy(c.strategy);
+  checkCodec(resolveCodec(c.codec), c);
   parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);
   return c;

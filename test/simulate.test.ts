@@ -5,7 +5,15 @@ import { simulate } from "../simulations/index.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { runCli } from "./helpers/cli.js";
 
-const TIMING = new Set(["durationMs", "aggregationMs", "evaluationMs", "trainMs", "timestamp"]);
+const TIMING = new Set([
+  "durationMs",
+  "aggregationMs",
+  "evaluationMs",
+  "trainMs",
+  "encodeMs",
+  "decodeMs",
+  "timestamp",
+]);
 
 /** metrics.jsonl without wall-clock fields, which no seed can fix. */
 async function deterministicMetrics(runDir: string): Promise<unknown[]> {
