@@ -172,8 +172,11 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     flag: "codec",
     placeholder: "NAME[:ARG]",
     doc: `how clients encode updates: ${codecDefinitions()
-      .map((d) => (d.argument === undefined ? d.name : `${d.name}[:${d.argument.placeholder}]`))
-      .join(", ")} (README: Update codecs; only linear ones with --secure)`,
+      .map(
+        (d) =>
+          `${d.name}${d.argument === undefined ? "" : `[:${d.argument.placeholder}]`} (${d.summary})`,
+      )
+      .join("; ")}. Only linear codecs (float32) with --secure; README: Update codecs`,
   },
   secure: {
     kind: { type: "boolean" },

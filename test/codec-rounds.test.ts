@@ -7,6 +7,7 @@ import type { ErrorCode } from "../protocol/errors.js";
 import type { FitRequest, TaskSpec } from "../protocol/messages.js";
 import { formatRound } from "../coordinator/format.js";
 import { simulate } from "../simulations/index.js";
+import { runCli } from "./helpers/cli.js";
 import { connectRaw, updateFor, type RawClient } from "./helpers/raw-client.js";
 import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
 
@@ -251,6 +252,21 @@ describe("compressed updates over socket.io", () => {
       }
     },
   );
+});
+
+describe("--codec on the command line", () => {
+  it("is listed in --help with every codec, and checked before the coordinator starts", async () => {
+    const help = await runCli(["coordinator", "--help"]);
+    expect(help.output).toMatch(/--codec NAME\[:ARG\].*float32.*f16.*q8.*q4.*q2.*topk/);
+    const unknown = await runCli(["coordinator", "--codec", "zip"]);
+    expect(unknown.code).toBe(1);
+    expect(unknown.output).toMatch(/error INVALID_OPTION: unknown codec "zip"/);
+    const bad = await runCli(["coordinator", "--codec", "topk:0"]);
+    expect(bad.output).toMatch(/error INVALID_OPTION: codec topk: fraction/);
+    const secure = await runCli(["coordinator", "--codec", "q8", "--secure"]);
+    expect(secure.code).toBe(1);
+    expect(secure.output).toMatch(/error INVALID_OPTION: codec q8 is not linear/);
+  });
 });
 
 describe("the simulator with a codec", () => {

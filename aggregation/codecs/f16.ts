@@ -11,7 +11,7 @@ const BOUND =
 /** Half precision: 2 bytes a value, relative error at most 2⁻¹¹. */
 export const f16: CodecDefinition<Record<string, never>> = {
   name: "f16",
-  summary: "half precision, round-to-nearest-even (2×; relative error ≤ 2⁻¹¹)",
+  summary: "half precision, round-to-nearest-even, 2×",
   linear: false,
   defaults: {},
   create: (params, label): UpdateCodec => ({

@@ -8,7 +8,7 @@ import type { CodecDefinition } from "./registry.js";
 /** The identity: what the client trained is what the coordinator gets. */
 export const float32: CodecDefinition<Record<string, never>> = {
   name: "float32",
-  summary: "the delta as float32 (today's wire format; exact, linear)",
+  summary: "exact; today's wire format",
   linear: true,
   defaults: {},
   create: (params, label): UpdateCodec => ({

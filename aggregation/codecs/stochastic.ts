@@ -70,13 +70,14 @@ function quantize(
     const toUnits = levels / (2 * s);
     for (let i = at; i < end; i++) {
       const u = (y[i]! + s) * toUnits;
-      let q = Math.floor(u);
+      // u ∈ [0, levels] (up to rounding): its integer part in int32 arithmetic, then up with
+      // probability equal to the fraction.
+      let q = u | 0;
       r ^= r << 13;
       r ^= r >>> 17;
       r ^= r << 5;
-      if (r >>> 0 < (u - q) * 4294967296) q++;
+      if ((r >>> 0) * 2.3283064365386963e-10 < u - q) q++;
       if (q > levels) q = levels;
-      else if (q < 0) q = 0;
       codes[i >>> perByteLog]! |= q << ((i & perByteMask) * bits);
     }
   }
@@ -111,7 +112,7 @@ function quantizer(bits: 8 | 4 | 2): CodecDefinition<QuantizedParams> {
   const name = `q${bits}`;
   return {
     name,
-    summary: `stochastic ${bits}-bit quantization after a shared random rotation, a scale per chunk (≈${Math.round(32 / bits)}×; unbiased)`,
+    summary: `stochastic ${bits}-bit after a shared random rotation, a scale per chunk, unbiased, ≈${Math.round(32 / bits)}×`,
     linear: false,
     defaults: { chunk: DEFAULT_CHUNK },
     argument: {

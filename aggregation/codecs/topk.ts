@@ -85,8 +85,7 @@ function parseArg(arg: string): Partial<TopKParams> {
 
 export const topk: CodecDefinition<TopKParams> = {
   name: "topk",
-  summary:
-    "top-k sparsification with client-side error feedback (plain rounds only; ≈1/(2·FRACTION)× with f32 values)",
+  summary: "the largest FRACTION of the coordinates, with client-side error feedback",
   linear: false,
   defaults: { fraction: 0.01, values: "f32" },
   argument: {
