@@ -13,7 +13,9 @@ import { chunksOf, rotate, unrotate } from "../aggregation/codecs/rotation.js";
 import { keptCount } from "../aggregation/codecs/topk.js";
 import { createRng } from "../aggregation/random.js";
 import { decode, encode } from "../protocol/codec.js";
-import type { TensorSpec } from "../protocol/messages.js";
+import type { TaskSpec, TensorSpec } from "../protocol/messages.js";
+import { parseFitResult, parseFitUpload } from "../protocol/guards.js";
+import { encodeOutcome } from "../client/trainer.js";
 import { resolveOptions } from "../coordinator/options.js";
 import { expectCohortError } from "./helpers/errors.js";
 
@@ -341,5 +343,58 @@ describe("a codec checks the payload it decodes", () => {
     ],
   ] as const)("%s", (_name, codec, payload, code) => {
     expectCohortError(() => codec.decode(decode(encode(payload())), specs, ctx), code);
+  });
+});
+
+describe("a client's encoded update", () => {
+  const task = (codec: TaskSpec["codec"]): TaskSpec => ({
+    protocolVersion: 4,
+    runId: "r",
+    model: { name: "m", topology: {}, weightSpecs: specs, numParameters: N },
+    training: {
+      optimizer: "sgd",
+      learningRate: 0.1,
+      localEpochs: 1,
+      batchSize: 10,
+      loss: "sparse-categorical-crossentropy",
+      metrics: ["accuracy"],
+    },
+    limits: { maxUploadBytes: 1 << 20, maxExamplesPerClient: 10_000 },
+    secure: false,
+    coordinatorKey: null,
+    signedUpdates: false,
+    codec,
+    signature: null,
+  });
+  const fit = () => ({
+    result: {
+      round: 2,
+      numExamples: 5,
+      delta: randomDelta(23),
+      metrics: { loss: 1, accuracy: 0.5, trainMs: 3, backend: "wasm" },
+    },
+    stats: { loss: 1, accuracy: 0.5, trainMs: 3, epochs: 1, examples: 5 } as never,
+  });
+
+  it("is today's FitResult byte for byte under float32, with no seed needed", () => {
+    const local = fit();
+    const out = encodeOutcome(task({ name: "float32", params: {} }), local);
+    expect(out.payload).toEqual(encode(local.result));
+    expect(parseFitResult(decode(out.payload))).toEqual(local.result);
+  });
+
+  it("names its codec and carries the encoding time otherwise; it needs the round's seed", () => {
+    const t = task({ name: "q8", params: { chunk: 1024 } });
+    expectCohortError(() => encodeOutcome(t, fit()), "INVALID_MESSAGE", /carries no seed/);
+    const out = encodeOutcome(t, fit(), { seed: 9, noiseSeed: 1 });
+    const upload = parseFitUpload(decode(out.payload));
+    expect(upload.body.codec).toBe("q8");
+    expect(upload.metrics.encodeMs).toBeGreaterThanOrEqual(0);
+    const back = resolveCodec(t.codec).decode(
+      "update" in upload.body ? upload.body.update : null,
+      specs,
+      { round: 2, seed: 9 },
+    );
+    expect(back.map((a) => a.length)).toEqual([270, 9, 21]);
   });
 });

@@ -60,6 +60,24 @@ function signWords(seed: number, padded: number): Int32Array {
 function fwht(x: Float32Array, at: number, n: number): void {
   const end = at + n;
   let h = 1;
+  if (n >= 4) {
+    // The first two levels on consecutive quads, without the inner loop's set-up.
+    for (let j = at; j < end; j += 4) {
+      const a = x[j]!;
+      const b = x[j + 1]!;
+      const c = x[j + 2]!;
+      const d = x[j + 3]!;
+      const s1 = a + b;
+      const d1 = a - b;
+      const s2 = c + d;
+      const d2 = c - d;
+      x[j] = s1 + s2;
+      x[j + 1] = d1 + d2;
+      x[j + 2] = s1 - s2;
+      x[j + 3] = d1 - d2;
+    }
+    h = 4;
+  }
   for (; h * 4 <= n; h *= 4) {
     const h2 = 2 * h;
     const h3 = 3 * h;
