@@ -10,7 +10,7 @@ import {
 } from "../aggregation/codecs/index.js";
 import { HALF_TABLE } from "../aggregation/codecs/half.js";
 import { chunksOf, rotate, unrotate } from "../aggregation/codecs/rotation.js";
-import { keptCount } from "../aggregation/codecs/topk.js";
+import { keptCount, topIndices } from "../aggregation/codecs/topk.js";
 import { createRng } from "../aggregation/random.js";
 import { decode, encode } from "../protocol/codec.js";
 import type { TaskSpec, TensorSpec } from "../protocol/messages.js";
@@ -397,4 +397,24 @@ describe("a client's encoded update", () => {
     );
     expect(back.map((a) => a.length)).toEqual([270, 9, 21]);
   });
+});
+
+describe("top-k selection", () => {
+  it.each([1, 100, 2_000, 20_000])(
+    "finds exactly the %i largest magnitudes of 300,000 values, ties included",
+    (k) => {
+      const rng = createRng(k);
+      const e = Float32Array.from(
+        { length: 300_000 },
+        () => (rng() - 0.5) * (rng() < 0.01 ? 50 : 1),
+      );
+      e[7] = e[8] = e[9] = 40; // ties at the top
+      const got = topIndices(e, k);
+      const want = [...e.keys()]
+        .sort((a, b) => Math.abs(e[b]!) - Math.abs(e[a]!) || a - b)
+        .slice(0, k)
+        .sort((a, b) => a - b);
+      expect([...got]).toEqual(want);
+    },
+  );
 });

@@ -54,17 +54,63 @@ function kthLargest(a: Float32Array, k: number): number {
 
 /** Sorted indices of the `k` values of largest magnitude (ties broken by lower index). */
 export function topIndices(e: Float32Array, k: number): Uint32Array {
+  return fromCandidates(e, k) ?? exactTop(e, k);
+}
+
+/** The k largest by a quickselect over every magnitude. */
+function exactTop(e: Float32Array, k: number): Uint32Array {
   const mags = new Float32Array(e.length);
   for (let i = 0; i < e.length; i++) mags[i] = Math.abs(e[i]!);
-  const threshold = kthLargest(mags, k);
+  return pick(e, k, kthLargest(mags, k), null);
+}
+
+/**
+ * The k largest found among candidates: a strided sample of the magnitudes gives a threshold
+ * that about twice k values pass; the exact k-th largest is then selected among those alone.
+ * Null where the sample misjudged (fewer than k or far more pass): the exact path decides.
+ */
+function fromCandidates(e: Float32Array, k: number): Uint32Array | null {
+  const n = e.length;
+  const m = 16_384;
+  if (n < 8 * m || k > n / 8) return null;
+  const sample = new Float32Array(m);
+  for (let j = 0; j < m; j++) sample[j] = Math.abs(e[Math.floor((j * n) / m)]!);
+  // Aim at 2k passing (and 3 standard deviations more, for the sample's error).
+  const rank = Math.min(m, Math.ceil((2 * k * m) / n + 3 * Math.sqrt((2 * k * m) / n) + 1));
+  const low = kthLargest(sample, rank);
+  const cap = 8 * k + 1024;
+  const candidates = new Uint32Array(cap);
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    if (Math.abs(e[i]!) >= low) {
+      if (count === cap) return null;
+      candidates[count++] = i;
+    }
+  }
+  if (count < k) return null;
+  const mags = new Float32Array(count);
+  for (let j = 0; j < count; j++) mags[j] = Math.abs(e[candidates[j]!]!);
+  return pick(e, k, kthLargest(mags, k), candidates.subarray(0, count));
+}
+
+/** The k indices (of `among`, or of all, in order) whose magnitude beats `threshold`, ties first come. */
+function pick(
+  e: Float32Array,
+  k: number,
+  threshold: number,
+  among: Uint32Array | null,
+): Uint32Array {
+  const size = among === null ? e.length : among.length;
+  const at = (j: number) => (among === null ? j : among[j]!);
   let above = 0;
-  for (let i = 0; i < e.length; i++) if (Math.abs(e[i]!) > threshold) above++;
+  for (let j = 0; j < size; j++) if (Math.abs(e[at(j)]!) > threshold) above++;
   let ties = k - above;
   const out = new Uint32Array(k);
   let n = 0;
-  for (let i = 0; i < e.length && n < k; i++) {
-    const m = Math.abs(e[i]!);
-    if (m > threshold || (m === threshold && ties-- > 0)) out[n++] = i;
+  for (let j = 0; j < size && n < k; j++) {
+    const i = at(j);
+    const v = Math.abs(e[i]!);
+    if (v > threshold || (v === threshold && ties-- > 0)) out[n++] = i;
   }
   return out;
 }
