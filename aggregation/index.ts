@@ -7,6 +7,7 @@ export * from "./aggregator.js";
 export * from "./optimizer.js";
 export * from "./strategy.js";
 export * from "./strategies/index.js";
+export * from "./codecs/index.js";
 export * as secure from "./secure/index.js";
 export * from "./server-step.js";
 export * from "./schedule.js";

@@ -30,7 +30,8 @@ import { membershipCheck, type ClientOptions, type ClientRoundReport } from "./o
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import { SecureSession } from "./secure-session.js";
 import { checkTaskCost } from "./task-limits.js";
-import { encodeOutcome, LocalTrainer } from "./trainer.js";
+import { encodeOutcome, LocalTrainer, taskCodec } from "./trainer.js";
+import type { CodecMemory } from "../aggregation/codecs/index.js";
 
 const debug = createDebug("cohort:client:rounds");
 
@@ -91,6 +92,11 @@ export class ClientRounds<R extends string> {
   private highestRound = 0;
   /** The global weights it trained from in that round: the round again is the same model only. */
   private highestModel: readonly Float32Array[] | null = null;
+  /**
+   * The codec's memory across this run's rounds (top-k's residual). In memory only: a client
+   * has no state directory, so a restarted client starts with an empty residual.
+   */
+  private codecMemory: CodecMemory = { residual: null };
   /** Whether a plain fit is running. */
   busy = false;
   /** The round being trained (progress reports name it). */
@@ -144,6 +150,13 @@ export class ClientRounds<R extends string> {
         this.link.fatal(toCohortError(error, "MODEL_TOO_LARGE"));
         return;
       }
+      try {
+        taskCodec(task);
+      } catch (error) {
+        // A codec this client lacks cannot encode a single round.
+        this.link.fatal(toCohortError(error, "INVALID_OPTION"));
+        return;
+      }
       if ((this.options.requireSecure || this.options.requireNoise !== undefined) && !task.secure) {
         this.options.log(
           "this client takes part in secure rounds only (requireSecure, requireNoise) and the run is plain: it will refuse every round",
@@ -157,6 +170,7 @@ export class ClientRounds<R extends string> {
         this.highestRound = 0;
         this.highestModel = null;
         this.secure = null;
+        this.codecMemory = { residual: null };
       }
       this.task = task;
       const t = task.training;
@@ -250,7 +264,10 @@ export class ClientRounds<R extends string> {
           `round ${round} asks for a plain update; this client ${secureOnly ? "takes part in secure rounds only" : "is in a secure run"}: refused`,
         );
       }
-      const outcome = encodeOutcome(task, await this.train(request));
+      const outcome = encodeOutcome(task, await this.train(request), {
+        seed: request.seed,
+        memory: this.codecMemory,
+      });
       if (this.link.closed()) return;
       const identity = options.identity;
       const upload =

@@ -4,6 +4,7 @@ import { checkWeights } from "../aggregation/weights.js";
 import { decode, encode } from "../protocol/codec.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
+import { resolveCodec, type CodecMemory, type UpdateCodec } from "../aggregation/codecs/index.js";
 import { isBuiltinMetric } from "../protocol/task.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import type {
@@ -207,10 +208,66 @@ export function decodeFitRequest(payload: unknown): FitRequest {
   return parseFitRequest(decode(payload));
 }
 
-/** Encode an update for the wire, checked against the task's upload limit. */
-export function encodeOutcome(task: TaskSpec, fit: LocalFit): FitOutcome {
-  const { result, stats } = fit;
-  const payload = encode(result);
+/** What a client adds to encode one round's update with the task's codec. */
+export interface Coding {
+  /** The round's shared seed, from the fit request (needed by every codec but float32). */
+  seed: number | undefined;
+  /** Seed of the client's own rounding noise. @default fresh random bits */
+  noiseSeed?: number;
+  /** The client's codec memory for this run (top-k's residual). @default none kept */
+  memory?: CodecMemory;
+}
+
+const codecs = new WeakMap<TaskSpec, UpdateCodec>();
+
+/** The codec a task names, resolved once per task. @throws CohortError `INVALID_OPTION` for one this client lacks. */
+export function taskCodec(task: TaskSpec): UpdateCodec {
+  let codec = codecs.get(task);
+  if (codec === undefined) {
+    codec = resolveCodec(task.codec);
+    codecs.set(task, codec);
+  }
+  return codec;
+}
+
+/** 32 fresh random bits. */
+function freshSeed(): number {
+  return globalThis.crypto.getRandomValues(new Uint32Array(1))[0]!;
+}
+
+/**
+ * Encode an update for the wire with the task's codec, checked against the task's upload
+ * limit. Under `float32` the payload is the `FitResult` itself, as it always was.
+ */
+export function encodeOutcome(
+  task: TaskSpec,
+  fit: LocalFit,
+  coding: Coding = { seed: undefined },
+): FitOutcome {
+  const { stats } = fit;
+  let { result } = fit;
+  const codec = taskCodec(task);
+  let payload: Uint8Array;
+  if (codec.name === "float32") payload = encode(result);
+  else {
+    if (coding.seed === undefined) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `round ${result.round} of a ${codec.label} task carries no seed`,
+      );
+    }
+    const started = performance.now();
+    const update = codec.encode(result.delta, {
+      round: result.round,
+      seed: coding.seed,
+      noiseSeed: coding.noiseSeed ?? freshSeed(),
+      ...(coding.memory === undefined ? {} : { memory: coding.memory }),
+    });
+    const metrics = { ...result.metrics, encodeMs: performance.now() - started };
+    result = { ...result, metrics };
+    const { round, numExamples } = result;
+    payload = encode({ round, numExamples, metrics, codec: codec.name, update });
+  }
   if (payload.byteLength > task.limits.maxUploadBytes) {
     throw new CohortError(
       "PAYLOAD_TOO_LARGE",

@@ -5,6 +5,7 @@ import { aggregateRound, serverStep } from "../aggregation/server-step.js";
 import type { StateRecord } from "../aggregation/state.js";
 import type { Strategy } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { codecRef, resolveCodec, type UpdateCodec } from "../aggregation/codecs/index.js";
 import type { WeightedSum } from "../aggregation/aggregator.js";
 import type { Weights } from "../aggregation/weights.js";
 import { encode } from "../protocol/codec.js";
@@ -16,7 +17,7 @@ import { instantiate } from "../models/model-file.js";
 import { baseRoundConfig, objectiveOf, type CoordinatorOptions } from "./options.js";
 import { checkContract } from "../models/task.js";
 import { parseRoundConfig } from "../protocol/guards.js";
-import { RoundCollector, type RoundOutcome } from "./round.js";
+import { codecFigures, RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { cohortSize, sampleCohort, samplePoisson } from "./sampling.js";
 import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
@@ -81,13 +82,28 @@ export function makeTask(
     secure: opts.secure,
     coordinatorKey: security.coordinatorKey,
     signedUpdates: security.signedUpdates,
+    codec: codecRef(resolveCodec(opts.codec)),
     signature: null,
   };
+}
+
+/**
+ * The shared codec seed of a round's attempt, drawn from the run's seed (not the sampling
+ * generator, whose sequence stays as it was): a resumed run draws the same seeds again.
+ */
+export function roundSeed(runSeed: number, round: number, attempt: number): number {
+  const rng = createRng(
+    (Math.imul(runSeed ^ 0x2c1b3c6d, 0x9e3779b1) + round * 0x85ebca6b + attempt) | 0,
+  );
+  rng();
+  return Math.floor(rng() * 2 ** 32);
 }
 
 /** Runs the rounds of one task; the transport decides how clients are reached. */
 export class RoundEngine {
   private readonly strategy: Strategy;
+  /** How clients encode their updates (the task names it). */
+  private readonly codec: UpdateCodec;
   /** DP-FedAvg's plan, or null when the run is not differentially private. */
   readonly privacy: PrivacyPlan | null;
   private readonly privateSampler = secureUniform();
@@ -121,6 +137,7 @@ export class RoundEngine {
     private readonly runInfo: Record<string, unknown> = {},
   ) {
     this.global = initialWeights;
+    this.codec = resolveCodec(task.codec);
     const chosen = resolveStrategy(opts.strategy);
     this.privacy = resolvePrivacy(opts, chosen);
     this.strategy = this.privacy === null ? chosen : withDpFedAvg(chosen, this.privacy.settings);
@@ -293,15 +310,24 @@ export class RoundEngine {
         const graphSeed = Math.floor(rng() * 2 ** 32);
         return this.secureRound(round, cohort, started, graphSeed, samplingRate);
       }
+      const seed = roundSeed(opts.seed, round, attempt);
       const collector = new RoundCollector(round, cohort, {
         weightSpecs: this.task.model.weightSpecs,
         maxUploadBytes: opts.maxUploadBytes,
         maxExamplesPerClient: opts.maxExamplesPerClient,
         deadlineMs: opts.roundTimeoutMs,
+        codec: this.codec,
+        seed,
       });
       this.collector = collector;
       this.onPhase(round, "training");
-      const request: FitRequest = { round, weights: this.global, config: this.roundConfig(round) };
+      const request: FitRequest = {
+        round,
+        weights: this.global,
+        config: this.roundConfig(round),
+        // float32 draws nothing: its requests stay byte for byte what they were.
+        ...(this.codec.name === "float32" ? {} : { seed }),
+      };
       const bytesDown = this.transport.startRound(collector, encode(request));
       const outcome = await this.unlessStopped(collector.done);
       // Under DP with Poisson sampling every round is released, however few answered (the
@@ -376,6 +402,7 @@ export class RoundEngine {
       bytesUp: outcome.bytesUp,
       bytesDown,
       secure: false,
+      ...codecFigures(this.codec, outcome.results, this.task.model.numParameters),
       ...evaluationFields(evaluation),
       trainLoss,
       ...(clipped.length > 0 ? { clippedClaims: clipped } : {}),

@@ -51,6 +51,9 @@ export function experimentConfig(
       ? { maxExamplesPerClient: opts.maxExamplesPerClient }
       : {}),
     ...(opts.sampling !== "fixed" ? { sampling: opts.sampling } : {}),
+    ...(task.codec.name !== "float32"
+      ? { codec: canonicalJson(task.codec as unknown as Json) }
+      : {}),
     ...(task.training.loss !== DEFAULT_LOSS ? { loss: task.training.loss } : {}),
     ...(opts.dpClip > 0
       ? {

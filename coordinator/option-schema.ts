@@ -8,6 +8,7 @@ import { CohortError } from "../protocol/errors.js";
 import { OPTIMIZERS } from "../protocol/messages.js";
 import { BUILTIN_METRICS, LOSSES } from "../protocol/task.js";
 import type { CoordinatorOptions } from "./options.js";
+import { codecDefinitions } from "../aggregation/codecs/index.js";
 
 /** How a value is checked. */
 export type OptionKind =
@@ -52,6 +53,7 @@ export type SharedKey =
   | "batchSize"
   | "roundTimeoutMs"
   | "maxRoundAttempts"
+  | "codec"
   | "secure"
   | "secureNeighbours"
   | "secureThreshold"
@@ -163,6 +165,18 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     default: 5,
     flag: "max-round-attempts",
     doc: "attempts at a round with too few updates before the run fails",
+  },
+  codec: {
+    kind: { type: "text" },
+    default: "float32",
+    flag: "codec",
+    placeholder: "NAME[:ARG]",
+    doc: `how clients encode updates: ${codecDefinitions()
+      .map(
+        (d) =>
+          `${d.name}${d.argument === undefined ? "" : `[:${d.argument.placeholder}]`} (${d.summary})`,
+      )
+      .join("; ")}. Only linear codecs (float32) with --secure; README: Update codecs`,
   },
   secure: {
     kind: { type: "boolean" },

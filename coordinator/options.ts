@@ -8,6 +8,7 @@ import type { OptimizerName } from "../protocol/messages.js";
 import { checkShared, sharedDefaults } from "./option-schema.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { checkCodec, resolveCodec, type CodecRef } from "../aggregation/codecs/index.js";
 import { resolvePrivacy } from "./privacy.js";
 import {
   parseSchedule,
@@ -82,6 +83,12 @@ export interface CoordinatorOptions {
   maxRoundAttempts: number;
   /** Largest update payload accepted from a client, in bytes. @default 67108864 (64 MiB) */
   maxUploadBytes: number;
+  /**
+   * How clients encode their updates: a registered codec as `NAME[:ARG]` (`"q8"`,
+   * `"topk:0.01"`) or `{ name, params }`. Non-linear codecs (all but float32) are refused with
+   * `secure`. README: Update codecs. @default "float32" (today's wire format)
+   */
+  codec: string | CodecRef;
   /** Run every round through secure aggregation (SecAgg+): the coordinator sees only the sum. @default false */
   secure: boolean;
   /** SecAgg+ neighbour degree k; n − 1 is the original SecAgg. @default n − 1 */
@@ -286,6 +293,7 @@ export function resolveOptions(
   }
   const strategy = resolveStrategy(o.strategy);
   checkStrategy(strategy, o);
+  checkCodec(resolveCodec(o.codec), o);
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);

@@ -3,13 +3,19 @@ import { checkWeights } from "../aggregation/weights.js";
 import type { RoundFailure, WeightedUpdate } from "../aggregation/fedavg.js";
 import { byteLengthOf, decode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
-import { parseFitResult } from "../protocol/guards.js";
+import { parseFitUpload } from "../protocol/guards.js";
 import type { FitFailure, FitMetrics, TensorSpec, UpdateReceipt } from "../protocol/messages.js";
+import type { UpdateCodec } from "../aggregation/codec.js";
+import { resolveCodec } from "../aggregation/codecs/index.js";
+
+const FLOAT32 = resolveCodec("float32");
 
 /** An update that passed every check. */
 export interface AcceptedUpdate extends WeightedUpdate {
   metrics: FitMetrics;
   bytes: number;
+  /** Milliseconds the codec took to decode it. */
+  decodeMs: number;
   /** The example count the client claimed, when it was above the cap (its weight is the cap). */
   claimedExamples?: number;
 }
@@ -31,6 +37,10 @@ export interface RoundLimits {
   /** An update's weight is at most this many examples, whatever it claims. */
   maxExamplesPerClient: number;
   deadlineMs: number;
+  /** The task's codec: every update must be encoded with it. @default float32 */
+  codec?: UpdateCodec;
+  /** The round's shared codec seed (sent with the fit request). @default 0 */
+  seed?: number;
 }
 
 /**
@@ -94,7 +104,7 @@ export class RoundCollector {
         `update of ${bytes} bytes exceeds the limit of ${this.limits.maxUploadBytes} bytes`,
       );
     }
-    const result = parseFitResult(decode(payload));
+    const result = parseFitUpload(decode(payload));
     if (this.closed && result.round === this.round) {
       if (this.accepted.has(clientId)) {
         throw new CohortError(
@@ -128,15 +138,30 @@ export class RoundCollector {
         `client ${clientId} already sent round ${this.round}`,
       );
     }
-    checkWeights(result.delta, this.limits.weightSpecs, "delta");
+    const { codec = FLOAT32, weightSpecs } = this.limits;
+    if (result.body.codec !== codec.name) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `update encoded with ${result.body.codec}; this run's codec is ${codec.label}`,
+      );
+    }
+    const started = performance.now();
+    const delta = codec.decode(
+      "delta" in result.body ? result.body.delta : result.body.update,
+      weightSpecs,
+      { round: this.round, seed: this.limits.seed ?? 0 },
+    );
+    const decodeMs = performance.now() - started;
+    checkWeights(delta, weightSpecs, "delta");
     // One client must not outweigh the cohort by claiming more data than it can hold.
     const cap = this.limits.maxExamplesPerClient;
     return {
       clientId,
-      delta: result.delta,
+      delta,
       numExamples: Math.min(result.numExamples, cap),
       metrics: result.metrics,
       bytes,
+      decodeMs,
       ...(result.numExamples > cap ? { claimedExamples: result.numExamples } : {}),
     };
   }
@@ -185,4 +210,34 @@ export class RoundCollector {
       bytesUp: this.bytesUp,
     });
   }
+}
+
+/** A round's codec figures (`metrics.jsonl`): the codec, float32 bytes over sent bytes, and timings. */
+export interface CodecFigures {
+  codec: string;
+  /** Float32 bytes of the accepted updates' values over the bytes they were sent in. */
+  compressionRatio: number | null;
+  /** Mean milliseconds a client took to encode (as the clients report it; float32: none). */
+  encodeMs: number | null;
+  /** Mean milliseconds the coordinator took to decode one update. */
+  decodeMs: number | null;
+}
+
+/** The codec figures of the accepted updates of a round. */
+export function codecFigures(
+  codec: UpdateCodec,
+  results: readonly AcceptedUpdate[],
+  numParameters: number,
+): CodecFigures {
+  const n = results.length;
+  const sent = results.reduce((s, r) => s + r.bytes, 0);
+  const encodes = results.flatMap((r) =>
+    r.metrics.encodeMs === undefined ? [] : [r.metrics.encodeMs],
+  );
+  return {
+    codec: codec.label,
+    compressionRatio: n === 0 || sent === 0 ? null : (4 * numParameters * n) / sent,
+    encodeMs: encodes.length === 0 ? null : encodes.reduce((s, v) => s + v, 0) / encodes.length,
+    decodeMs: n === 0 ? null : results.reduce((s, r) => s + r.decodeMs, 0) / n,
+  };
 }

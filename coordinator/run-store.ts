@@ -63,6 +63,14 @@ export interface RoundMetrics {
   /** A secure round that aborted (fewer than t members left) changes nothing; this says why. */
   aborted?: boolean;
   abortReason?: string;
+  /** The update codec of the round (`q8`, `topk:0.01`); plain rounds. */
+  codec?: string;
+  /** Float32 bytes of the accepted updates over the bytes they were sent in (null: none accepted). */
+  compressionRatio?: number | null;
+  /** Mean milliseconds clients took to encode an update (null: float32, nothing to encode). */
+  encodeMs?: number | null;
+  /** Mean milliseconds the coordinator took to decode an update. */
+  decodeMs?: number | null;
   /** Largest quantization error of any coordinate of a secure round's mean delta. */
   secureErrorBound?: number;
   clients: ClientRoundMetrics[];

@@ -12,6 +12,7 @@ import {
   type FitMetrics,
   type FitRequest,
   type FitResult,
+  type FitUpload,
   type HandshakeAuth,
   type Json,
   type ModelSpec,
@@ -120,6 +121,7 @@ export function parseFitRequest(raw: unknown): FitRequest {
     round: int(o, "round", what, 1),
     weights: float32List(o, "weights", what),
     config: parseRoundConfig(o.config, "fit request config"),
+    ...(o.seed === undefined ? {} : { seed: int(o, "seed", what, 0, 2 ** 32 - 1) }),
   };
 }
 
@@ -133,7 +135,14 @@ function parseFitMetrics(raw: unknown): FitMetrics {
     accuracy,
     trainMs: num(o, "trainMs", what),
     backend: str(o, "backend", what),
+    ...(o.encodeMs === undefined ? {} : { encodeMs: nonNegative(o, "encodeMs", what) }),
   };
+}
+
+function nonNegative(o: Fields, key: string, what: string): number {
+  const v = num(o, key, what);
+  if (v < 0) fail(what, `\`${key}\` must be ≥ 0, got ${v}`);
+  return v;
 }
 
 /** Validate a decoded `EvaluateRequest`. */
@@ -192,8 +201,11 @@ export function parseFitFailure(raw: unknown): FitFailure {
   };
 }
 
-/** Validate a decoded `FitResult` (structure only; shapes are checked against the task). */
-export function parseFitResult(raw: unknown): FitResult {
+/**
+ * Validate a decoded fit upload (structure only: shapes are checked against the task, and a
+ * codec's payload by that codec).
+ */
+export function parseFitUpload(raw: unknown): FitUpload {
   const what = "fit result";
   const o = record(raw, what);
   const round = int(o, "round", what, 1);
@@ -208,12 +220,53 @@ export function parseFitResult(raw: unknown): FitResult {
       `fit result: \`numExamples\` must be a positive integer, got ${show(numExamplesRaw)}`,
     );
   }
+  const metrics = parseFitMetrics(o.metrics);
+  const codec = o.codec === undefined ? "float32" : str(o, "codec", what);
+  if (codec === "float32") {
+    return {
+      round,
+      numExamples: numExamplesRaw,
+      metrics,
+      body: { codec, delta: float32List(o, "delta", what) },
+    };
+  }
+  if (o.update === undefined) fail(what, `a ${codec} update needs \`update\``);
+  return { round, numExamples: numExamplesRaw, metrics, body: { codec, update: o.update } };
+}
+
+/** Validate a decoded `FitResult`: a float32 upload (structure only). */
+export function parseFitResult(raw: unknown): FitResult {
+  const upload = parseFitUpload(raw);
+  if (upload.body.codec !== "float32" || !("delta" in upload.body)) {
+    fail("fit result", `expected a float32 delta, got a ${upload.body.codec} update`);
+  }
   return {
-    round,
-    numExamples: numExamplesRaw,
-    delta: float32List(o, "delta", what),
-    metrics: parseFitMetrics(o.metrics),
+    round: upload.round,
+    numExamples: upload.numExamples,
+    delta: upload.body.delta,
+    metrics: upload.metrics,
   };
+}
+
+/** The codec of a task: a name and scalar parameters (the registry checks them). */
+function parseCodecField(raw: unknown): TaskSpec["codec"] {
+  if (raw === undefined) return { name: "float32", params: {} };
+  const what = "task codec";
+  const o = record(raw, what);
+  const p = record(o.params ?? {}, "task codec params");
+  const keys = Object.keys(p);
+  if (keys.length > MAX_EXTRA_KEYS) fail(what, `\`params\` has ${keys.length} keys`);
+  const params: TaskSpec["codec"]["params"] = {};
+  for (const key of keys) {
+    const v = p[key];
+    const ok =
+      typeof v === "boolean" ||
+      (typeof v === "number" && Number.isFinite(v)) ||
+      (typeof v === "string" && v.length <= MAX_STRING);
+    if (!ok || key.length > 64) fail(what, `\`params.${key.slice(0, 64)}\` must be a scalar`);
+    params[key] = v as number | string | boolean;
+  }
+  return { name: str(o, "name", what), params };
 }
 
 function parseTensorSpec(raw: unknown, i: number): TensorSpec {
@@ -301,6 +354,7 @@ export function parseTaskSpec(raw: unknown): TaskSpec {
     secure: o.secure === true,
     coordinatorKey: o.coordinatorKey === null ? null : str(o, "coordinatorKey", what),
     signedUpdates: o.signedUpdates === true,
+    codec: parseCodecField(o.codec),
     signature: o.signature === null || o.signature === undefined ? null : str(o, "signature", what),
   };
 }

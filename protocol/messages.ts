@@ -63,6 +63,11 @@ export interface TaskSpec {
   /** Whether updates must be signed envelopes by the client's identity key. */
   signedUpdates: boolean;
   /**
+   * How clients encode their updates: a registered codec by name, every parameter given
+   * (`{ name: "float32", params: {} }`, today's wire format, unless the run says otherwise).
+   */
+  codec: { name: string; params: Record<string, number | string | boolean> };
+  /**
    * Base64 signature by `coordinatorKey` of every other field of the task (`signTask`), so a
    * client that pins the key also pins the run's mode and limits. Null: unsigned.
    */
@@ -133,6 +138,11 @@ export interface FitRequest {
   round: number;
   weights: Float32Array[];
   config: RoundConfig;
+  /**
+   * The round's shared seed for the task's codec (its rotation), the same for every client;
+   * present when the codec is not `float32`.
+   */
+  seed?: number;
 }
 
 /** What a client measured while training locally. */
@@ -143,6 +153,8 @@ export interface FitMetrics {
   accuracy: number | null;
   trainMs: number;
   backend: string;
+  /** Milliseconds the codec took to encode the update (sent when the codec is not `float32`). */
+  encodeMs?: number;
 }
 
 /** A client's answer to a fit request (msgpack): `delta = w_local − w_global`. */
@@ -151,6 +163,17 @@ export interface FitResult {
   numExamples: number;
   delta: Float32Array[];
   metrics: FitMetrics;
+}
+
+/**
+ * A fit result as it travels: under `float32` exactly a `FitResult` (its `delta`); under any
+ * other codec `codec` names it and `update` holds its payload, which only that codec decodes.
+ */
+export interface FitUpload {
+  round: number;
+  numExamples: number;
+  metrics: FitMetrics;
+  body: { codec: "float32"; delta: Float32Array[] } | { codec: string; update: unknown };
 }
 
 /** Sent (msgpack, signed like models) to the clients sampled to evaluate a global model. */

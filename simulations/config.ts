@@ -17,6 +17,7 @@ import type { Dataset } from "../protocol/dataset.js";
 import { modelName } from "../models/model-file.js";
 import { objectiveOf } from "../coordinator/options.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import { checkCodec, resolveCodec } from "../aggregation/codecs/index.js";
 import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/option-schema.js";
 
 /** Everything a simulation needs: the shared round options, and the simulation's own. */
@@ -262,6 +263,7 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
     );
   }
   resolveStrategy(c.strategy);
+  checkCodec(resolveCodec(c.codec), c);
   parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);
   return c;

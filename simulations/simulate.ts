@@ -49,6 +49,7 @@ import {
 } from "./config.js";
 import { simulationData, withPartitionDevices } from "./data.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
+import type { CodecMemory } from "../aggregation/codecs/index.js";
 import { createRng, permutation } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
 import { pickShared } from "../coordinator/option-schema.js";
@@ -149,6 +150,16 @@ class DeviceFitter implements DeviceTrainer {
   dispose(): void {
     this.evaluator.dispose();
   }
+  /** Each device's codec memory (top-k's residual), kept across the rounds it is sampled for. */
+  private readonly memories = new Map<number, CodecMemory>();
+  private memoryOf(device: number): CodecMemory {
+    let memory = this.memories.get(device);
+    if (memory === undefined) {
+      memory = { residual: null };
+      this.memories.set(device, memory);
+    }
+    return memory;
+  }
   async train(device: number, payload: Uint8Array, shuffleSeed: number) {
     const handler = this.free.pop();
     if (handler === undefined)
@@ -160,6 +171,12 @@ class DeviceFitter implements DeviceTrainer {
       return encodeOutcome(
         this.task,
         await handler(fitIns(this.task, request, local, shuffleSeed)),
+        {
+          seed: request.seed,
+          // The device's rounding noise follows the run's seed, so a simulation repeats exactly.
+          noiseSeed: (shuffleSeed ^ 0x27d4eb2f) >>> 0,
+          memory: this.memoryOf(device),
+        },
       );
     } finally {
       this.free.push(handler);

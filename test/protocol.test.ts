@@ -92,6 +92,7 @@ const taskSpec = (): TaskSpec => ({
   secure: false,
   coordinatorKey: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
   signedUpdates: false,
+  codec: { name: "topk", params: { fraction: 0.01, values: "f16" } },
   signature: null,
 });
 

@@ -8,7 +8,15 @@ import { runCli } from "./helpers/cli.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 import { tabularDataset, tabularRows, writeCsv } from "./helpers/tabular.js";
 
-const TIMING = new Set(["durationMs", "aggregationMs", "evaluationMs", "trainMs", "timestamp"]);
+const TIMING = new Set([
+  "durationMs",
+  "aggregationMs",
+  "evaluationMs",
+  "trainMs",
+  "encodeMs",
+  "decodeMs",
+  "timestamp",
+]);
 
 /** metrics.jsonl without wall-clock fields, which no seed can fix. */
 async function deterministicMetrics(runDir: string): Promise<unknown[]> {

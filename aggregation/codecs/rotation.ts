@@ -1,0 +1,143 @@
+/**
+ * The shared random rotation of the quantizing codecs: a randomised Hadamard transform
+ * (y = H·D·x/√n, D a diagonal of random signs) per chunk of a power-of-two length. Every client
+ * of a round draws D from the round's seed, so all rotate alike; the rotation is orthonormal,
+ * so errors added to y come back to x with the same L2 norm, and it spreads a chunk's energy
+ * over its coordinates, which keeps the per-chunk scale (the largest |y|) small.
+ */
+
+/** How a flat vector of `n` values is cut into chunks. */
+export interface Chunks {
+  /** The values covered. */
+  n: number;
+  /** Length of every chunk but the last (a power of two). */
+  size: number;
+  count: number;
+  /** The last chunk's length: the remainder padded up to a power of two. */
+  lastSize: number;
+  /** Every chunk's length together (what the codes cover). */
+  padded: number;
+}
+
+/** The smallest power of two ≥ `n` (n ≥ 1). */
+export function nextPowerOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** The chunks of `n` values at `size` per chunk. */
+export function chunksOf(n: number, size: number): Chunks {
+  const count = Math.max(1, Math.ceil(n / size));
+  const rest = n - (count - 1) * size;
+  const lastSize = nextPowerOfTwo(Math.max(1, rest));
+  return { n, size, count, lastSize, padded: (count - 1) * size + lastSize };
+}
+
+let cached: { seed: number; words: Int32Array } | null = null;
+
+/** One 32-bit word of signs per 32 coordinates, drawn from `seed` (mulberry32). */
+function signWords(seed: number, padded: number): Int32Array {
+  const need = Math.ceil(padded / 32);
+  if (cached !== null && cached.seed === seed && cached.words.length >= need) return cached.words;
+  const words = new Int32Array(need);
+  let state = seed >>> 0;
+  for (let i = 0; i < need; i++) {
+    state = (state + 0x6d2b79f5) | 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    words[i] = t ^ (t >>> 14);
+  }
+  cached = { seed, words };
+  return words;
+}
+
+/**
+ * In-place fast Walsh–Hadamard transform of `x[at … at + n)` (unnormalised), two levels a pass
+ * (radix 4) so the chunk is swept half as often.
+ */
+function fwht(x: Float32Array, at: number, n: number): void {
+  const end = at + n;
+  let h = 1;
+  if (n >= 4) {
+    // The first two levels on consecutive quads, without the inner loop's set-up.
+    for (let j = at; j < end; j += 4) {
+      const a = x[j]!;
+      const b = x[j + 1]!;
+      const c = x[j + 2]!;
+      const d = x[j + 3]!;
+      const s1 = a + b;
+      const d1 = a - b;
+      const s2 = c + d;
+      const d2 = c - d;
+      x[j] = s1 + s2;
+      x[j + 1] = d1 + d2;
+      x[j + 2] = s1 - s2;
+      x[j + 3] = d1 - d2;
+    }
+    h = 4;
+  }
+  for (; h * 4 <= n; h *= 4) {
+    const h2 = 2 * h;
+    const h3 = 3 * h;
+    for (let i = at; i < end; i += 4 * h) {
+      for (let j = i; j < i + h; j++) {
+        const a = x[j]!;
+        const b = x[j + h]!;
+        const c = x[j + h2]!;
+        const d = x[j + h3]!;
+        const s1 = a + b;
+        const d1 = a - b;
+        const s2 = c + d;
+        const d2 = c - d;
+        x[j] = s1 + s2;
+        x[j + h] = d1 + d2;
+        x[j + h2] = s1 - s2;
+        x[j + h3] = d1 - d2;
+      }
+    }
+  }
+  if (h < n) {
+    // An odd number of levels: the last one alone.
+    for (let j = at; j < at + h; j++) {
+      const a = x[j]!;
+      const b = x[j + h]!;
+      x[j] = a + b;
+      x[j + h] = a - b;
+    }
+  }
+}
+
+/** `flat` rotated chunk by chunk: a new vector of `chunks.padded` values. */
+export function rotate(flat: Float32Array, chunks: Chunks, seed: number): Float32Array {
+  const y = new Float32Array(chunks.padded);
+  const words = signWords(seed, chunks.padded);
+  for (let c = 0; c < chunks.count; c++) {
+    const at = c * chunks.size;
+    const size = c === chunks.count - 1 ? chunks.lastSize : chunks.size;
+    const norm = 1 / Math.sqrt(size);
+    const end = Math.min(at + size, chunks.n);
+    for (let i = at; i < end; i++) {
+      y[i] = flat[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
+    }
+    fwht(y, at, size);
+  }
+  return y;
+}
+
+/** The inverse of `rotate`, in place on `y`; returns the first `chunks.n` values. */
+export function unrotate(y: Float32Array, chunks: Chunks, seed: number): Float32Array {
+  const words = signWords(seed, chunks.padded);
+  for (let c = 0; c < chunks.count; c++) {
+    const at = c * chunks.size;
+    const size = c === chunks.count - 1 ? chunks.lastSize : chunks.size;
+    const norm = 1 / Math.sqrt(size);
+    fwht(y, at, size);
+    const end = Math.min(at + size, chunks.n);
+    for (let i = at; i < end; i++) {
+      y[i] = y[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
+    }
+  }
+  return y.subarray(0, chunks.n);
+}
