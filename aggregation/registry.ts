@@ -1,5 +1,6 @@
 /** Strategies by name: `{ name, params }` → a `Strategy`, with every parameter checked and defaulted. */
 import { CohortError } from "../protocol/errors.js";
+import { NamedRegistry } from "./named-registry.js";
 import type { Scalar } from "./state.js";
 import { isStrategy, type Strategy, type StrategyRef } from "./strategy.js";
 
@@ -21,31 +22,21 @@ export interface StrategyDefinition<P extends StrategyParams = StrategyParams> {
   create(params: P): Strategy;
 }
 
-const registry = new Map<string, StrategyDefinition>();
+const registry = new NamedRegistry<StrategyDefinition>("strategy");
 
 /** Register a strategy under its name (a later registration of the same name is refused). */
 export function registerStrategy<P extends StrategyParams>(def: StrategyDefinition<P>): void {
-  if (registry.has(def.name)) {
-    throw new CohortError("INVALID_OPTION", `strategy ${def.name} is already registered`);
-  }
-  registry.set(def.name, def as unknown as StrategyDefinition);
+  registry.register(def as unknown as StrategyDefinition);
 }
 
 /** Every registered strategy, in registration order. */
 export function strategyDefinitions(): StrategyDefinition[] {
-  return [...registry.values()];
+  return registry.all();
 }
 
 /** The definition of a registered strategy. */
 export function strategyDefinition(name: string): StrategyDefinition {
-  const def = registry.get(name);
-  if (def === undefined) {
-    throw new CohortError(
-      "INVALID_OPTION",
-      `unknown strategy "${name}"; known: ${[...registry.keys()].join(", ")}`,
-    );
-  }
-  return def;
+  return registry.get(name);
 }
 
 /** Merge `params` over a definition's defaults: unknown keys and wrong types are errors. */

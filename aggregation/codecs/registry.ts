@@ -1,5 +1,6 @@
 /** Update codecs by name: `{ name, params }` or `NAME[:ARG]` → an `UpdateCodec`, parameters checked and defaulted. */
 import { CohortError } from "../../protocol/errors.js";
+import { NamedRegistry } from "../named-registry.js";
 import type { CodecParams, CodecRef, UpdateCodec } from "../codec.js";
 
 /** A registered codec: its parameters with defaults, its `--codec NAME:ARG` form, and a factory. */
@@ -23,33 +24,23 @@ export interface CodecDefinition<P extends CodecParams = CodecParams> {
   create(params: P, label: string): UpdateCodec;
 }
 
-const registry = new Map<string, CodecDefinition>();
+const registry = new NamedRegistry<CodecDefinition>("codec");
 
 /** The codec every run uses unless told otherwise: today's wire format. */
 export const DEFAULT_CODEC = "float32";
 
 /** Register a codec under its name (a second registration of a name is refused). */
 export function registerCodec<P extends CodecParams>(def: CodecDefinition<P>): void {
-  if (registry.has(def.name)) {
-    throw new CohortError("INVALID_OPTION", `codec ${def.name} is already registered`);
-  }
-  registry.set(def.name, def as unknown as CodecDefinition);
+  registry.register(def as unknown as CodecDefinition);
 }
 
 /** Every registered codec, in registration order. */
 export function codecDefinitions(): CodecDefinition[] {
-  return [...registry.values()];
+  return registry.all();
 }
 
 function definition(name: string): CodecDefinition {
-  const def = registry.get(name);
-  if (def === undefined) {
-    throw new CohortError(
-      "INVALID_OPTION",
-      `unknown codec "${name}"; known: ${[...registry.keys()].join(", ")}`,
-    );
-  }
-  return def;
+  return registry.get(name);
 }
 
 /** `NAME[:ARG]` (`q8`, `topk:0.01`, `topk:0.01:f16`) as a reference. */
