@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CohortClient } from "../client/index.js";
 import { launchBrowser, type TestBrowser } from "./helpers/browser.js";
 import { startClients, startCoordinator } from "./helpers/federation.js";
-import { TASKS, type SyntheticTask } from "./helpers/tasks.js";
+import { TASKS, taskCoordinatorOptions, type SyntheticTask } from "./helpers/tasks.js";
 
 let browser: TestBrowser;
 
@@ -24,22 +24,9 @@ const FLOORS = { cohort: 3, neighbours: 2, threshold: 2 };
 
 /** Run two rounds of `task` with a page and two Node clients; what the coordinator and page saw. */
 async function federate(task: SyntheticTask, secure: boolean) {
-  const coordinator = await startCoordinator({
-    model: task.model(),
-    loss: task.loss,
-    metrics: task.metrics,
-    evalDataset: task.data(99, 150),
-    rounds: 2,
-    minAvailableClients: 3,
-    minFitClients: 3,
-    optimizer: "adam",
-    learningRate: 0.02,
-    localEpochs: 4,
-    batchSize: 20,
-    secure,
-    runDir: null,
-    seed: 4,
-  });
+  const coordinator = await startCoordinator(
+    taskCoordinatorOptions(task, { rounds: 2, secure, seed: 4 }),
+  );
   const joins: { clientId: string; platform: string }[] = [];
   coordinator.on("join", (c) => joins.push(c));
   const page = await browser.context.newPage();

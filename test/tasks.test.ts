@@ -15,7 +15,7 @@ import type { Dataset } from "../protocol/dataset.js";
 import { isClassification } from "../protocol/task.js";
 import { expectCohortError } from "./helpers/errors.js";
 import { startCoordinator } from "./helpers/federation.js";
-import { TASKS, type SyntheticTask } from "./helpers/tasks.js";
+import { TASKS, taskCoordinatorOptions, type SyntheticTask } from "./helpers/tasks.js";
 
 /** The one-hot label tensor's shape for a model of `classes` outputs. */
 function targetTensorShape(data: Dataset, classes: number): number[] {
@@ -170,23 +170,9 @@ function taskClients(
 
 /** Three clients and a coordinator on one task; the loss before and after `rounds` rounds. */
 async function federate(task: SyntheticTask, secure: boolean) {
-  const evalSet = task.data(99, 150);
-  const coordinator = await startCoordinator({
-    model: task.model(),
-    loss: task.loss,
-    metrics: task.metrics,
-    evalDataset: evalSet,
-    rounds: 3,
-    minAvailableClients: 3,
-    minFitClients: 3,
-    optimizer: "adam",
-    learningRate: 0.02,
-    localEpochs: 4,
-    batchSize: 20,
-    secure,
-    runDir: null,
-    seed: 2,
-  });
+  const coordinator = await startCoordinator(
+    taskCoordinatorOptions(task, { rounds: 3, secure, seed: 2 }),
+  );
   const clients = taskClients(coordinator.url, task, [0, 1, 2], () => ({
     secureFloors: { cohort: 3, neighbours: 2, threshold: 2 },
   }));

@@ -6,6 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import { createRng } from "../../aggregation/random.js";
 import type { Dataset } from "../../protocol/dataset.js";
 import type { LossName } from "../../protocol/task.js";
+import type { CoordinatorOptions } from "../../coordinator/index.js";
 
 /** A task: its loss and metrics, data for clients and evaluation, and its model. */
 export interface SyntheticTask {
@@ -16,6 +17,30 @@ export interface SyntheticTask {
   data(part: number, n?: number): Dataset;
   /** A built-in model name sized from the data, or a layers model built in memory. */
   model(): string | tf.LayersModel;
+}
+
+/**
+ * A coordinator for `task` with three clients a round: the task's model, loss and metrics,
+ * 150 held-out examples, Adam at 0.02, E = 4, B = 20, nothing on disk.
+ */
+export function taskCoordinatorOptions(
+  task: SyntheticTask,
+  run: Pick<CoordinatorOptions, "rounds" | "secure" | "seed">,
+): Partial<CoordinatorOptions> {
+  return {
+    model: task.model(),
+    loss: task.loss,
+    metrics: task.metrics,
+    evalDataset: task.data(99, 150),
+    minAvailableClients: 3,
+    minFitClients: 3,
+    optimizer: "adam",
+    learningRate: 0.02,
+    localEpochs: 4,
+    batchSize: 20,
+    runDir: null,
+    ...run,
+  };
 }
 
 const FEATURES = 6;
