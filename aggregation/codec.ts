@@ -45,11 +45,18 @@ export interface UpdateCodec {
   /** `name` or `name:ARG`, as `--codec` takes it and round metrics show it. */
   readonly label: string;
   /**
-   * Whether `decode(Σ encode(Δᵢ)) ≈ Σ Δᵢ` within the bound, so a secure sum may add encodings
-   * (float32 is linear: the secure path's fixed-point quantizer applies to it unchanged).
-   * Non-linear codecs are refused with secure aggregation when the configuration is checked.
+   * Whether the codec has a form whose encodings add: `decode(Σ encode(Δᵢ)) ≈ Σ Δᵢ` within the
+   * bound, so a secure sum may add them. float32 is linear (the secure path's 32-bit fixed point
+   * applies to it unchanged); the quantizers are linear in their `secure` form. Non-linear
+   * codecs are refused with secure aggregation when the configuration is checked.
    */
   readonly linear: boolean;
+  /**
+   * The codec's linear form in secure rounds: rotation by the round's seed in chunks of `chunk`,
+   * one scale shared by the cohort, stochastic rounding to `bits` bits per member
+   * (`aggregation/secure/quantize.ts`). Absent: secure rounds use 32-bit fixed point.
+   */
+  readonly secure?: { bits: number; chunk: number };
   /** The stated error bound of one round trip, in words (README and `--help` quote it). */
   readonly bound: string;
   /** A msgpack-able payload (typed arrays and numbers) for the update `delta`. */

@@ -29,7 +29,13 @@ import {
   withDpFedAvg,
 } from "../aggregation/privacy/dp-fedavg.js";
 import { describeStats, evaluationFields, formatRound } from "./format.js";
-import { runSecureRound, secureSetup } from "./secure-round.js";
+import {
+  CLIP_PER_RMS,
+  WEIGHT_CAP_PER_MEAN,
+  runSecureRound,
+  secureSetup,
+  type LinearRound,
+} from "./secure-round.js";
 import { secureParams, sumMultiplier } from "../aggregation/secure/index.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
 import { commitLedger, repairMetrics, type ServerState } from "./ledger.js";
@@ -121,6 +127,13 @@ export class RoundEngine {
   private stopError: CohortError | null = null;
   /** The waits in flight that `stop()` rejects (see `unlessStopped`). */
   private readonly stopWaiters = new Set<(error: CohortError) => void>();
+  /**
+   * The cohort's mean update RMS from the last secure round of a quantizing codec (learned from
+   * the sum): the next round's shared scale follows it. Null until a round measured it.
+   */
+  private secureRms: number | null = null;
+  /** The cohort's mean weight (capped example count) in that round. */
+  private secureMeanWeight: number | null = null;
   /** Rounds completed so far. */
   completedRounds = 0;
   /** Called after each completed round. */
@@ -165,6 +178,12 @@ export class RoundEngine {
     this.strategyState =
       state.config === null ? this.strategy.optimizer.init(state.weights) : state.strategy;
     this.completedRounds = state.completedRounds;
+    const last = state.lastMetrics;
+    this.secureRms = last?.secureRms ?? null;
+    this.secureMeanWeight =
+      last?.secureRms === undefined || last.participants === 0
+        ? null
+        : last.totalExamples / last.participants;
   }
 
   /** Run every round; resolves after the last one, with all metrics. */
@@ -426,6 +445,7 @@ export class RoundEngine {
     graphSeed: number,
     samplingRate: number | undefined,
   ): Promise<RoundMetrics> {
+    const linear = this.linearRound(round);
     const outcome = await this.unlessStopped(
       runSecureRound(
         this.transport,
@@ -437,9 +457,14 @@ export class RoundEngine {
         graphSeed,
         (phase) => this.onPhase(round, phase),
         this.privacy?.mode === "distributed" ? this.privacy.settings.noiseMultiplier : undefined,
+        linear,
       ),
     );
     const { result } = outcome;
+    if (result?.meanRms !== undefined && result.meanRms > 0) {
+      this.secureRms = result.meanRms;
+      this.secureMeanWeight = result.sumWeights / result.contributors.length;
+    }
     const aggStart = performance.now();
     if (result !== null) {
       // The unmasked weighted sum goes to the strategy's (linear) aggregator like any other
@@ -485,8 +510,43 @@ export class RoundEngine {
       ...(result === null
         ? { aborted: true, abortReason: outcome.abortReason ?? "aborted" }
         : { secureErrorBound: result.errorBound }),
+      ...(linear === undefined
+        ? {}
+        : {
+            codec: this.codec.label,
+            secureBits: linear.quantizer.bits,
+            secureClip: linear.clip,
+            secureMaxWeight: linear.maxWeight,
+            ...(outcome.wordBits === null ? {} : { secureWordBits: outcome.wordBits }),
+            ...(this.secureRms === null ? {} : { secureRms: this.secureRms }),
+          }),
       clients: [],
       timestamp: new Date().toISOString(),
+    };
+  }
+
+  /**
+   * A secure round of a quantizing codec: its bits and shared clip. The first round (and the
+   * first after a resume without a measured RMS) calibrates at 32 bits, `secureClip` and
+   * `secureMaxWeight`; from then on the clip is CLIP_PER_RMS times the cohort's mean RMS of the
+   * last round and the weight cap WEIGHT_CAP_PER_MEAN times its mean weight.
+   */
+  private linearRound(round: number): LinearRound | undefined {
+    const form = this.codec.secure;
+    if (form === undefined) return undefined;
+    const rms = this.secureRms;
+    const weight = this.secureMeanWeight;
+    const calibrated = rms !== null && rms > 0 && weight !== null;
+    return {
+      clip: calibrated ? CLIP_PER_RMS * rms : this.opts.secureClip,
+      maxWeight: calibrated
+        ? Math.min(this.opts.secureMaxWeight, Math.ceil(WEIGHT_CAP_PER_MEAN * weight))
+        : this.opts.secureMaxWeight,
+      quantizer: {
+        bits: calibrated ? form.bits : 32,
+        chunk: form.chunk,
+        seed: roundSeed(this.opts.seed, round, 1),
+      },
     };
   }
 

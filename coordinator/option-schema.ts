@@ -176,7 +176,9 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
         (d) =>
           `${d.name}${d.argument === undefined ? "" : `[:${d.argument.placeholder}]`} (${d.summary})`,
       )
-      .join("; ")}. Only linear codecs (float32) with --secure; README: Update codecs`,
+      .join(
+        "; ",
+      )}. With --secure: float32, or q8/q4/q2 in their linear form (shared scale, b + log₂ n bits a word); README: Update codecs`,
   },
   secure: {
     kind: { type: "boolean" },

@@ -293,7 +293,7 @@ export function resolveOptions(
   }
   const strategy = resolveStrategy(o.strategy);
   checkStrategy(strategy, o);
-  checkCodec(resolveCodec(o.codec), o);
+  checkCodec(resolveCodec(o.codec), { secure: o.secure, dp: o.dpClip > 0 });
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);

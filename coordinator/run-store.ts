@@ -63,7 +63,7 @@ export interface RoundMetrics {
   /** A secure round that aborted (fewer than t members left) changes nothing; this says why. */
   aborted?: boolean;
   abortReason?: string;
-  /** The update codec of the round (`q8`, `topk:0.01`); plain rounds. */
+  /** The update codec of the round (`q8`, `topk:0.01`); plain rounds, and secure rounds of a quantizer. */
   codec?: string;
   /** Float32 bytes of the accepted updates over the bytes they were sent in (null: none accepted). */
   compressionRatio?: number | null;
@@ -73,6 +73,17 @@ export interface RoundMetrics {
   decodeMs?: number | null;
   /** Largest quantization error of any coordinate of a secure round's mean delta. */
   secureErrorBound?: number;
+  /**
+   * Secure rounds of a quantizing codec: each member's bits (32 in a calibrating round), the
+   * shared clip of the rotated coordinates and the weight cap, the masked words' width on the
+   * wire, and the cohort's mean update RMS learned from the sum (the next round's clip follows
+   * it).
+   */
+  secureBits?: number;
+  secureClip?: number;
+  secureMaxWeight?: number;
+  secureWordBits?: number;
+  secureRms?: number;
   clients: ClientRoundMetrics[];
   timestamp: string;
 }

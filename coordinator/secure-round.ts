@@ -14,6 +14,7 @@ import {
   type SecAggSetup,
   type SecureStep,
   type NoiseParams,
+  type SecureQuantizer,
 } from "../aggregation/secure/index.js";
 import type { RoundFailure } from "../aggregation/fedavg.js";
 import { sizeOf } from "../aggregation/weights.js";
@@ -35,8 +36,18 @@ export interface SecureOutcome {
   bytesUp: number;
   bytesDown: number;
   /** The round's distributed noise (integer units), when members added it. */
-  noise: NoiseParams | null;
+  noise: NoiseParams | null; /** Bits of the masked words on the wire (null: the round never set up). */
+  wordBits: number | null;
 }
+
+/** A quantizing codec's secure clip is this many times the cohort's mean RMS of last round. */
+export const CLIP_PER_RMS = 4;
+/**
+ * A quantizing codec's secure weight cap is this many times the cohort's mean weight of last
+ * round: the shared scale spends a member's levels on weights up to the cap, so a cap far above
+ * the members' weights (`secureMaxWeight`, 10,000) would waste most of them.
+ */
+export const WEIGHT_CAP_PER_MEAN = 2;
 
 /**
  * The fewest contributors a distributed-noise round releases with: the cohort less the dropout
@@ -44,6 +55,13 @@ export interface SecureOutcome {
  */
 export function minContributors(n: number, t: number, tolerance: number): number {
   return Math.min(n, Math.max(t, Math.ceil(n * (1 - tolerance) - 1e-9)));
+}
+
+/** A secure round of a quantizing codec: its quantizer, and the clip and weight cap of its shared scale. */
+export interface LinearRound {
+  quantizer: SecureQuantizer;
+  clip: number;
+  maxWeight: number;
 }
 
 /** The setup of a round: degree k and threshold t from the options, or SecAgg's defaults. */
@@ -55,6 +73,8 @@ export function secureSetup(
   graphSeed: number,
   /** The noise multiplier members add under distributed DP. */
   noise?: number,
+  /** The codec's linear form: the round's quantizer and the clip its shared scale follows. */
+  linear?: LinearRound,
 ): SecAggSetup {
   const k = Math.min(n - 1, opts.secureNeighbours ?? n - 1);
   const t = opts.secureThreshold ?? majorityThreshold(k);
@@ -65,9 +85,10 @@ export function secureSetup(
     k,
     t,
     graphSeed,
-    clip: opts.secureClip,
+    clip: linear?.clip ?? opts.secureClip,
+    ...(linear === undefined ? {} : { quantizer: linear.quantizer }),
     // Under DP every update weighs one: the cap makes that hold whatever a client claims.
-    maxWeight: opts.dpClip > 0 ? 1 : opts.secureMaxWeight,
+    maxWeight: opts.dpClip > 0 ? 1 : (linear?.maxWeight ?? opts.secureMaxWeight),
     tensorSizes: task.model.weightSpecs.map((s) => sizeOf(s.shape)),
     // Where members have identities, they sign the survivors before anyone unmasks.
     ...(task.signedUpdates ? { consistency: true } : {}),
@@ -101,10 +122,12 @@ export async function runSecureRound(
   onPhase: (phase: SecAggPhase) => void = () => undefined,
   /** The noise multiplier members add under distributed DP. */
   noise?: number,
+  linear?: LinearRound,
 ): Promise<SecureOutcome> {
   const failures = new Map<string, RoundFailure>();
   let bytesUp = 0;
   let bytesDown = 0;
+  let wordBits: number | null = null;
   const outcome = (
     result: SecAggResult | null,
     abortReason: string | null,
@@ -117,6 +140,7 @@ export async function runSecureRound(
     bytesUp,
     bytesDown,
     noise,
+    wordBits,
   });
   if (cohort.length < 2) {
     // Poisson sampling can draw fewer: a sum of one member would be that member's update.
@@ -126,7 +150,7 @@ export async function runSecureRound(
       null,
     );
   }
-  const setup = secureSetup(opts, task, round, cohort.length, graphSeed, noise);
+  const setup = secureSetup(opts, task, round, cohort.length, graphSeed, noise, linear);
   const credentials = new Map<number, MemberCredential>();
   cohort.forEach((id, i) => {
     const credential = transport.credentialOf?.(id) ?? null;
@@ -140,6 +164,7 @@ export async function runSecureRound(
         ? null
         : new Map([...identities].map(([i, c]) => [i, c.identityKey] as const)),
   });
+  wordBits = server.params.wordBits;
 
   /** Send one step to each addressee; feed valid replies to the server machine. */
   const phase = async <M extends { index: number }>(

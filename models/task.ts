@@ -11,6 +11,7 @@ import {
   type Labels,
 } from "../protocol/dataset.js";
 import { CohortError } from "../protocol/errors.js";
+import { flatten } from "../aggregation/codecs/layout.js";
 import { DEFAULT_LOSS, defaultMetrics, type LossName } from "../protocol/task.js";
 
 /**
@@ -266,7 +267,7 @@ export async function evaluateModel(
   }
   const metrics: Record<string, number> = {};
   averaged.forEach((m, i) => (metrics[m] = sums[i + 1]! / n));
-  if (wantsAuc) metrics.auc = rocAuc(concat(aucTargets), concat(aucScores));
+  if (wantsAuc) metrics.auc = rocAuc(flatten(aucTargets), flatten(aucScores));
   return {
     loss: sums[0]! / n,
     accuracy: metrics.accuracy ?? metrics["binary-accuracy"] ?? null,
@@ -283,16 +284,6 @@ function aucValues(loss: LossName, t: tf.Tensor): tf.Tensor {
   if (!isSoftmaxLoss(loss) || t.shape.at(-1) !== 2) return tf.reshape(t, [-1]);
   const begin = new Array<number>(t.rank - 1).fill(0).concat(1);
   return tf.reshape(tf.slice(t, begin, [...t.shape.slice(0, -1), 1]), [-1]);
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 const shapeText = (s: readonly (number | null)[]) => `[${s.map((d) => d ?? "?").join(", ")}]`;

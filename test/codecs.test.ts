@@ -57,9 +57,10 @@ describe("the codec registry", () => {
       "topk:0.05:f16",
     );
     expect(parseCodecSpec("float32")).toEqual({ name: "float32", params: {} });
-    expect(resolveCodec("float32").linear).toBe(true);
-    for (const name of ["f16", "q8", "q4", "q2", "topk"])
-      expect(resolveCodec(name).linear).toBe(false);
+    for (const name of ["float32", "q8", "q4", "q2"]) expect(resolveCodec(name).linear).toBe(true);
+    for (const name of ["f16", "topk"]) expect(resolveCodec(name).linear).toBe(false);
+    expect(resolveCodec("q4:256").secure).toEqual({ bits: 4, chunk: 256 });
+    expect(resolveCodec("float32").secure).toBeUndefined();
   });
 
   it.each([
@@ -88,11 +89,25 @@ describe("the codec registry", () => {
     );
   });
 
-  it("a coordinator refuses a non-linear codec with --secure at start, and takes float32", () => {
+  it("a coordinator refuses a non-linear codec with --secure at start, a quantizer with --secure and DP, and takes float32 and q8", () => {
+    for (const codec of ["f16", "topk:0.1"]) {
+      expectCohortError(
+        () => resolveOptions({ secure: true, codec, runDir: null }, () => undefined),
+        "INVALID_OPTION",
+        /is not linear/,
+      );
+    }
     expectCohortError(
-      () => resolveOptions({ secure: true, codec: "q8", runDir: null }, () => undefined),
+      () =>
+        resolveOptions(
+          { secure: true, codec: "q8", dpClip: 1, dpNoise: 1, dpPopulation: 10, runDir: null },
+          () => undefined,
+        ),
       "INVALID_OPTION",
-      /codec q8 is not linear/,
+      /float32 with --secure and --dp-clip/,
+    );
+    expect(resolveOptions({ secure: true, codec: "q8", runDir: null }, () => undefined).codec).toBe(
+      "q8",
     );
     expectCohortError(
       () => resolveOptions({ codec: "topk:2", runDir: null }, () => undefined),

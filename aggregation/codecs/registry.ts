@@ -111,14 +111,27 @@ export function codecRef(codec: UpdateCodec): CodecRef {
 }
 
 /**
- * Refuse a codec that secure aggregation cannot sum, naming why (`INVALID_OPTION`).
+ * Refuse a codec that secure aggregation cannot sum, or a quantizer's secure form in a DP run
+ * (distributed noise needs the 32-bit words' room, and coarse rounding would add to the
+ * sensitivity the accountant counts), naming why (`INVALID_OPTION`).
  */
-export function checkCodec(codec: UpdateCodec, opts: { secure: boolean }): void {
+export function checkCodec(
+  codec: UpdateCodec,
+  opts: { secure: boolean; dp?: boolean },
+): void {
   if (opts.secure && !codec.linear) {
     throw new CohortError(
       "INVALID_OPTION",
       `codec ${codec.label} is not linear: secure aggregation gives the coordinator only the sum ` +
-        `of the encodings, and ${codec.label}'s cannot be summed. Use --codec float32 with --secure.`,
+        `of the encodings, and ${codec.label}'s cannot be summed. Use float32, q8, q4 or q2 with --secure.`,
+    );
+  }
+  if (opts.secure && opts.dp === true && codec.secure !== undefined) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `codec ${codec.label} rounds secure updates to ${codec.secure.bits} bits, which the ` +
+        "privacy accounting does not cover (and distributed noise needs 32-bit words); use " +
+        "--codec float32 with --secure and --dp-clip",
     );
   }
 }

@@ -112,8 +112,8 @@ function quantizer(bits: 8 | 4 | 2): CodecDefinition<QuantizedParams> {
   const name = `q${bits}`;
   return {
     name,
-    summary: `stochastic ${bits}-bit after a shared random rotation, a scale per chunk, unbiased, ≈${Math.round(32 / bits)}×`,
-    linear: false,
+    summary: `stochastic ${bits}-bit after a shared random rotation, a scale per chunk, unbiased, ≈${Math.round(32 / bits)}×; secure rounds: one shared scale, ${bits} + log₂ n bits a word`,
+    linear: true,
     defaults: { chunk: DEFAULT_CHUNK },
     argument: {
       placeholder: "CHUNK",
@@ -125,8 +125,10 @@ function quantizer(bits: 8 | 4 | 2): CodecDefinition<QuantizedParams> {
       name,
       params,
       label,
-      // Each client picks its own scales: their codes cannot be summed (a shared scale would be).
-      linear: false,
+      // Plain rounds: each client picks its own scales. Secure rounds: the linear form, one
+      // scale for the cohort, so the codes add.
+      linear: true,
+      secure: { bits, chunk: params.chunk },
       bound:
         `unbiased (E[x̂] = x); per chunk of n values ‖x̂ − x‖₂ ≤ 2s·√n/${(1 << bits) - 1}, ` +
         "s the chunk's largest rotated |value|",

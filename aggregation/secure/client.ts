@@ -37,6 +37,7 @@ import {
 import { checkUnmaskRequest } from "./ledger.js";
 import { applyMasks, type Mask } from "./prg.js";
 import { quantizeUpdate, secureParams, type SecureParams } from "./quantize.js";
+import { packMasked } from "./packing.js";
 import { advertiseTranscript, consistencyTranscript, isSignedBy } from "./transcript.js";
 
 const hex = (bytes: Uint8Array) =>
@@ -240,7 +241,8 @@ export class SecAggClient {
   /**
    * Phase collect-masked: open the neighbours' share boxes (a box that fails is recorded in
    * `rejections` and its shares count as missing), then return
-   * `y = [w, w·Δ] + PRG(b) + Σ_v ±PRG(s_uv)` mod 2^32 (+ when this index is the smaller).
+   * `y = [w, w·Δ] + PRG(b) + Σ_v ±PRG(s_uv)` mod 2^32 (+ when this index is the smaller),
+   * packed into the round's word width.
    * The neighbours masked with are exactly the senders of the boxes: the server's view of who
    * completed share-keys.
    */
@@ -295,7 +297,11 @@ export class SecAggClient {
     this.rejected.push(...rejected);
     this.maskedWith = maskedWith;
     this.state = nextState("collect-masked", this.setup.consistency === true);
-    return { round: this.setup.round, index: this.index, masked: encoded };
+    return {
+      round: this.setup.round,
+      index: this.index,
+      masked: packMasked(encoded, this.params),
+    };
   }
 
   /**

@@ -27,16 +27,20 @@ export {
   quantizeUpdate,
   decodeSum,
   encodedLength,
+  encodedWords,
+  signedBits,
   clientWeight,
   sumMultiplier,
   type DistributedNoise,
   type NoiseParams,
   type SecureParams,
   type SecureParamsInput,
+  type SecureQuantizer,
   type DecodedAggregate,
 } from "./quantize.js";
 export { SHAMIR_MAX_SHARES, split, combine, type ShamirShare } from "./shamir.js";
 export { expandSeed, applyMasks, type Mask } from "./prg.js";
+export { packMasked, addMasked, packedBytes } from "./packing.js";
 export {
   generateIdentity,
   identityFromSecret,

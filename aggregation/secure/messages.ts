@@ -2,7 +2,7 @@
 import { describe } from "../../protocol/codec.js";
 import { fail, int, record, show, type Fields } from "../../protocol/fields.js";
 import { KEY_BYTES, SIGNATURE_BYTES } from "../crypto.js";
-import { MAX_COHORT, type DistributedNoise } from "./quantize.js";
+import { MAX_COHORT, type DistributedNoise, type SecureQuantizer } from "./quantize.js";
 import { SHARE_BOX_BYTES, SHARE_BYTES } from "./transcript.js";
 
 /** Public parameters of one round, sent by the server to every cohort member with its index. */
@@ -36,6 +36,12 @@ export interface SecAggSetup {
    * @default undefined (no noise from members)
    */
   dp?: DistributedNoise;
+  /**
+   * The task's quantizing codec in its linear form (rotation with the round's seed, one shared
+   * scale from `clip`): masked words then take `bits + log₂ n` bits. @default undefined
+   * (32-bit fixed point of the unrotated delta)
+   */
+  quantizer?: SecureQuantizer;
 }
 
 /**
@@ -95,11 +101,14 @@ export interface MaskRequest {
   boxes: IncomingBox[];
 }
 
-/** Phase collect-masked, client → server: `[w, w·Δ]` plus masks, mod 2^32. */
+/**
+ * Phase collect-masked, client → server: `[w, w·Δ]` plus masks, mod 2^32 — 32-bit words, or,
+ * in a round with a quantizer, packed into its word width (`packing.ts`).
+ */
 export interface MaskedInput {
   round: number;
   index: number;
-  masked: Uint32Array;
+  masked: Uint32Array | Uint8Array;
 }
 
 /** Phase consistency, server → client `index`: every member whose masked input arrived. */
@@ -222,6 +231,18 @@ export function parseSecAggSetup(raw: unknown): SecAggSetup {
     tensorSizes,
     ...(o.consistency === true ? { consistency: true } : {}),
     ...(dp === undefined ? {} : { dp }),
+    ...(o.quantizer === undefined || o.quantizer === null
+      ? {}
+      : { quantizer: parseQuantizer(o.quantizer, `${what} quantizer`) }),
+  };
+}
+
+function parseQuantizer(raw: unknown, what: string): SecureQuantizer {
+  const q = record(raw, what);
+  return {
+    bits: int(q, "bits", what, 2, 32),
+    chunk: int(q, "chunk", what, 1, MAX_VECTOR),
+    seed: int(q, "seed", what, 0, 0xffffffff),
   };
 }
 
@@ -328,8 +349,11 @@ export function parseMaskedInput(raw: unknown): MaskedInput {
   const what = "masked input";
   const o = record(raw, what);
   const masked = o.masked;
-  if (!(masked instanceof Uint32Array) || masked.length > MAX_VECTOR) {
-    fail(what, `\`masked\` must be a Uint32Array, got ${describe(masked)}`);
+  if (
+    !(masked instanceof Uint32Array || masked instanceof Uint8Array) ||
+    masked.byteLength > 4 * MAX_VECTOR
+  ) {
+    fail(what, `\`masked\` must be a Uint32Array or packed bytes, got ${describe(masked)}`);
   }
   return { round: round(o, what), index: index(o, "index", what), masked };
 }

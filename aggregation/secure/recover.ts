@@ -29,8 +29,14 @@ export interface SecAggResult {
   /** Clients whose input is in the aggregate, ascending. */
   contributors: number[];
   dropouts: SecAggDropout[];
-  /** Largest quantization error of any coordinate (see `maxQuantizationError`). */
+  /**
+   * Largest quantization error of any coordinate (see `maxQuantizationError`); with a
+   * quantizer, of any rotated coordinate (the L2 error of a chunk of c values is at most √c
+   * times it).
+   */
   errorBound: number;
+  /** With a quantizer: the contributors' mean RMS of their (unclipped) deltas. */
+  meanRms?: number;
 }
 
 /** What unmasking needs, all of it already checked by the server machine. */
@@ -158,11 +164,12 @@ export async function removeMasks(input: RecoveryInput): Promise<void> {
 /** Unmask `input.sum` and decode it into the round's result. */
 export async function recoverAggregate(input: AggregateInput): Promise<SecAggResult> {
   await removeMasks(input);
-  const decoded = decodeSum(input.sum, input.params, input.tensorSizes);
+  const { rmsSum, ...decoded } = decodeSum(input.sum, input.params, input.tensorSizes);
   const contributors = [...input.survivors];
   return {
     round: input.id.round,
     ...decoded,
+    ...(rmsSum === undefined ? {} : { meanRms: rmsSum / Math.max(1, contributors.length) }),
     contributors,
     dropouts: input.dropouts,
     errorBound: maxQuantizationError(input.params, {

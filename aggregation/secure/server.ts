@@ -24,7 +24,8 @@ import {
   type SecAggState,
 } from "./phases.js";
 import { DEFAULT_PRG_CONCURRENCY } from "./prg.js";
-import { encodedLength, secureParams, type SecureParams } from "./quantize.js";
+import { encodedWords, secureParams, type SecureParams } from "./quantize.js";
+import { addMasked } from "./packing.js";
 import { recoverAggregate, type SecAggDropout, type SecAggResult } from "./recover.js";
 import { consistencyTranscript, isSignedBy } from "./transcript.js";
 import { isWeakPublicKey, verify } from "../crypto.js";
@@ -89,7 +90,7 @@ export class SecAggServer {
     checkThreshold(this.graph.degree, setup.t, {
       allowMinority: this.options.allowMinorityThreshold,
     });
-    this.sum = new Uint32Array(encodedLength(setup.tensorSizes));
+    this.sum = new Uint32Array(encodedWords(this.params, setup.tensorSizes));
     this.inRound = new Set(Array.from({ length: setup.n }, (_, i) => i));
   }
 
@@ -240,19 +241,12 @@ export class SecAggServer {
     }));
   }
 
-  /** Phase collect-masked: add one client's masked vector to the running sum (mod 2^32). */
+  /** Phase collect-masked: add one client's masked vector, as packed for the round, to the running sum (mod 2^32). */
   receiveMaskedInput(message: MaskedInput): void {
     const what = "masked input";
     this.enter("collect-masked", message, what);
     this.duplicate(this.maskedFrom, message.index, what);
-    if (message.masked.length !== this.sum.length) {
-      throw new CohortError(
-        "SHAPE_MISMATCH",
-        `${what} from ${message.index}: ${message.masked.length} words, expected ${this.sum.length}`,
-      );
-    }
-    const { masked } = message;
-    for (let i = 0; i < masked.length; i++) this.sum[i]! += masked[i]!;
+    addMasked(this.sum, message.masked, this.params, `${what} from ${message.index}`);
     this.maskedFrom.add(message.index);
   }
 
