@@ -151,12 +151,13 @@ describe("browser clients", () => {
 });
 
 describe("dashboard", () => {
-  it("shows the live rounds and clients of /api/status; screenshot in test-artifacts/", async () => {
+  it("shows the live rounds, bytes, codec and clients of /api/status; screenshot in test-artifacts/", async () => {
     const coordinator = await startCoordinator({
       model: "mlp",
       rounds: 50, // more than the test waits for: clients stay connected while it looks
       minAvailableClients: 2,
       runDir: null,
+      codec: "q8", // updates a quarter of the model's bytes: the two byte series part
       evalDataset: evalSet,
       serveDemoData: true,
     });
@@ -175,9 +176,6 @@ describe("dashboard", () => {
         undefined,
         { polling: 100, timeout: 60_000 },
       );
-      const status = (await (
-        await fetch(`${coordinator.url}/api/status`)
-      ).json()) as StatusSnapshot;
       // Chart: one accuracy and one loss point per round shown, equal to the status history.
       const points = await dashboard.$$eval("#chart circle", (circles) =>
         circles.map((c) => ({
@@ -186,6 +184,18 @@ describe("dashboard", () => {
           value: Number(c.getAttribute("data-value")),
         })),
       );
+      const bytes = await dashboard.$$eval("#bytes-chart circle", (circles) =>
+        circles.map((c) => ({
+          kind: c.getAttribute("class"),
+          round: Number(c.getAttribute("data-round")),
+          value: Number(c.getAttribute("data-value")),
+          cy: Number(c.getAttribute("cy")),
+        })),
+      );
+      // Read after the charts: the run goes on, so the status holds every round they show.
+      const status = (await (
+        await fetch(`${coordinator.url}/api/status`)
+      ).json()) as StatusSnapshot;
       const shown = points.filter((p) => p.kind === "acc");
       expect(shown.length).toBeGreaterThanOrEqual(3);
       for (const p of shown) {
@@ -194,6 +204,34 @@ describe("dashboard", () => {
       for (const p of points.filter((q) => q.kind === "loss")) {
         expect(p.value).toBe(status.history[p.round - 1]!.loss);
       }
+      // Bytes chart: an up and a down dot per round shown, equal to the status history; on the
+      // log axis down (the float32 model to each client) sits above up (q8 updates).
+      const up = bytes.filter((p) => p.kind === "bytes-up");
+      const down = bytes.filter((p) => p.kind === "bytes-down");
+      expect(up.length).toBeGreaterThanOrEqual(3);
+      expect(down.map((p) => p.round)).toEqual(up.map((p) => p.round));
+      for (const [i, p] of up.entries()) {
+        expect(p.value).toBe(status.history[p.round - 1]!.bytesUp);
+        expect(down[i]!.value).toBe(status.history[p.round - 1]!.bytesDown);
+        expect(down[i]!.cy).toBeLessThan(p.cy);
+      }
+      const ticks = await dashboard.$$eval("#bytes-chart text.tick", (t) =>
+        t.map((e) => e.textContent),
+      );
+      expect(ticks.length).toBeGreaterThanOrEqual(3);
+      for (const t of ticks) expect(t).toMatch(/^\d+ (B|KiB|MiB|GiB)$/);
+      // The codec in the tile and in each round's row, with its ratio and timings.
+      const first = status.history[0]!;
+      expect(first.codec).toBe("q8");
+      const row = (cls: string) => dashboard.textContent(`#rounds tr[data-round="1"] .${cls}`);
+      expect(await row("codec")).toBe("q8");
+      expect(await row("ratio")).toBe(`×${first.compressionRatio!.toFixed(2)}`);
+      expect(await row("encode")).toMatch(/^\d+\.\d+ ms$/);
+      expect(await row("decode")).toMatch(/^\d+\.\d+ ms$/);
+      expect(await dashboard.textContent("#codec")).toMatch(/^q8 ×3\.\d\d$/);
+      expect(await dashboard.textContent("#codec-times")).toMatch(
+        /^encode \d+\.\d+ ms · decode \d+\.\d+ ms$/,
+      );
       // Client list: the same clients and backends as the status.
       const rows = await dashboard.$$eval("#clients tr", (trs) =>
         trs.map((tr) => ({

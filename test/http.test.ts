@@ -1,7 +1,7 @@
 /** The coordinator's web routes: JSON status, Prometheus metrics, static files, strict queries. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Coordinator, RunSummary } from "../coordinator/index.js";
-import { exposition, type StatusSnapshot } from "../coordinator/index.js";
+import { exposition, statusFamilies, type StatusSnapshot } from "../coordinator/index.js";
 import { CohortClient } from "../client/index.js";
 import { decode } from "../protocol/codec.js";
 import { parseDataset } from "../protocol/guards.js";
@@ -19,6 +19,7 @@ beforeAll(async () => {
     rounds: 2,
     minAvailableClients: 2,
     runDir: null,
+    codec: "q8", // a compressing codec, so the codec's figures mean something
     evalDataset: evalSet,
     serveDemoData: true,
   });
@@ -53,6 +54,61 @@ describe("/metrics", () => {
     expect(sampleValue(families, "cohort_clients_connected")).toBe(
       coordinator.status().clients.length,
     );
+  });
+
+  it("has the last round's bytes per direction and the codec's ratio and timings", async () => {
+    const families = parsePrometheus(await (await get("/metrics")).text());
+    const last = summary.rounds.at(-1)!;
+    expect(sampleValue(families, "cohort_last_round_bytes_up")).toBe(last.bytesUp);
+    expect(sampleValue(families, "cohort_last_round_bytes_down")).toBe(last.bytesDown);
+    expect(sampleValue(families, "cohort_update_codec_info", { codec: "q8" })).toBe(1);
+    const ratio = families.get("cohort_last_round_compression_ratio")!;
+    expect(ratio.type).toBe("gauge");
+    expect(ratio.help).toMatch(/^Float32 bytes of the accepted updates over the bytes/);
+    expect(ratio.samples.map((x) => x.value)).toEqual([last.compressionRatio]);
+    // 8 bits a coordinate instead of 32, less the per-layer scales and the msgpack framing.
+    expect(last.compressionRatio!).toBeGreaterThan(3.5);
+    expect(last.compressionRatio!).toBeLessThan(4);
+    for (const [name, ms] of [
+      ["cohort_last_round_encode_seconds", last.encodeMs],
+      ["cohort_last_round_decode_seconds", last.decodeMs],
+    ] as const) {
+      expect(families.get(name)?.type, name).toBe("gauge");
+      expect(ms, name).toBeGreaterThan(0);
+      expect(sampleValue(families, name), name).toBeCloseTo(ms! / 1000, 12);
+    }
+  });
+
+  it("takes the codec's figures from the last round that reported them", () => {
+    const status = coordinator.status();
+    const [first, second] = status.history;
+    const secure = {
+      ...second!,
+      round: 3,
+      secure: true,
+      codec: null,
+      compressionRatio: null,
+      encodeMs: null,
+      decodeMs: null,
+    };
+    const names = (history: StatusSnapshot["history"]) =>
+      statusFamilies({ ...status, history }).map((f) => f.name);
+    // A secure round reports none: the gauges keep round 2's figures.
+    const families = parsePrometheus(
+      exposition(statusFamilies({ ...status, history: [first!, second!, secure] })),
+    );
+    expect(sampleValue(families, "cohort_last_round_compression_ratio")).toBe(
+      second!.compressionRatio,
+    );
+    expect(sampleValue(families, "cohort_last_round_bytes_up")).toBe(secure.bytesUp);
+    // Before any round, and in runs that never report them, the families are absent.
+    for (const history of [[], [secure]]) {
+      expect(names(history)).not.toContain("cohort_update_codec_info");
+      expect(names(history)).not.toContain("cohort_last_round_compression_ratio");
+      expect(names(history)).not.toContain("cohort_last_round_encode_seconds");
+      expect(names(history)).not.toContain("cohort_last_round_decode_seconds");
+    }
+    expect(names([])).toContain("cohort_last_round_bytes_up");
   });
 
   it("escapes label values and help text", () => {
@@ -93,6 +149,25 @@ describe("JSON status", () => {
     expect(status.roundsCompleted).toBe(2);
     expect(status.phase).toBe("done");
     expect(status.history.map((p) => p.accuracy)).toEqual(summary.rounds.map((r) => r.accuracy));
+  });
+
+  it("each round of the history has its bytes per direction and its codec's figures", async () => {
+    const status = (await (await get("/api/status")).json()) as StatusSnapshot;
+    const pick = (p: StatusSnapshot["history"][number] | RunSummary["rounds"][number]) => ({
+      bytesUp: p.bytesUp,
+      bytesDown: p.bytesDown,
+      codec: p.codec,
+      compressionRatio: p.compressionRatio,
+      encodeMs: p.encodeMs,
+      decodeMs: p.decodeMs,
+    });
+    expect(status.history.map(pick)).toEqual(summary.rounds.map(pick));
+    for (const p of status.history) {
+      expect(p.codec).toBe("q8");
+      expect(p.bytesUp).toBeGreaterThan(0);
+      // Down is the float32 model to each client, up their q8 updates: about a quarter of it.
+      expect(p.bytesDown / p.bytesUp).toBeCloseTo(p.compressionRatio!, 0);
+    }
   });
 
   it("/api/rounds lists round metrics, from ?since", async () => {

@@ -1,6 +1,7 @@
-/** The dashboard (`/`): polls `/api/status` and renders clients, phase, chart, rounds and failures. */
+/** The dashboard (`/`): polls `/api/status`; renders clients, phase, codec, charts, rounds, failures. */
 import { PLAIN_ROUND_PHASES, SECURE_ROUND_PHASES } from "../coordinator/phases.js";
 import type { StatusSnapshot } from "../coordinator/http/status.js";
+import { bytesChartSvg, formatBytes as bytes } from "./bytes-chart.js";
 import { chartSvg, esc } from "./chart.js";
 import { fetchWithToken } from "./token.js";
 
@@ -9,15 +10,26 @@ const POLL_MS = 1000;
 
 const $ = (id: string) => document.getElementById(id)!;
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
-}
-
 const fixed = (v: number | null, digits = 4) => (v === null ? "–" : v.toFixed(digits));
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+/** Codec timings are often under a millisecond: two decimals there, one above. */
+const millis = (ms: number | null) => (ms === null ? "–" : `${ms.toFixed(ms < 1 ? 2 : 1)} ms`);
+/** As the coordinator's log line writes it: `×3.97`. */
+const ratio = (r: number | null) => (r === null ? "–" : `×${r.toFixed(2)}`);
+
+/** The codec tile: the last round that reported a codec (secure rounds report none). */
+function renderCodec(s: StatusSnapshot): void {
+  const last = s.history.findLast((p) => p.codec !== null);
+  $("codec").textContent =
+    last === undefined ? "–" : `${last.codec} ${ratio(last.compressionRatio)}`;
+  $("codec-times").innerHTML =
+    last === undefined
+      ? s.secure
+        ? "secure rounds report no codec figures"
+        : "no round yet"
+      : `<span>encode ${millis(last.encodeMs)}</span> · <span>decode ${millis(last.decodeMs)}</span>`;
+  $("codec-times").title = last === undefined ? "" : `round ${last.round}, mean per update`;
+}
 
 /** A short platform: the browser and version from a user agent, or Node's own line. */
 function platform(text: string): string {
@@ -37,12 +49,16 @@ function render(s: StatusSnapshot): void {
   const byLoss = lastEval !== undefined && lastEval.accuracy === null;
   $("score-title").textContent = byLoss ? "Loss" : "Accuracy";
   $("accuracy").textContent = fixed(byLoss ? lastEval.loss : (lastEval?.accuracy ?? null));
-  $("bytes").textContent = `↑ ${bytes(s.totals.bytesUp)}  ↓ ${bytes(s.totals.bytesDown)}`;
+  // Two unbreakable halves: a narrow tile puts ↓ under ↑ rather than clipping it.
+  $("bytes").innerHTML =
+    `<span>↑ ${bytes(s.totals.bytesUp)}</span> <span>↓ ${bytes(s.totals.bytesDown)}</span>`;
   const phases = ["idle", ...(s.secure ? SECURE_ROUND_PHASES : PLAIN_ROUND_PHASES), "done"];
   $("phases").innerHTML = phases
     .map((p) => `<span data-phase="${p}" class="${p === s.phase ? "on" : ""}">${p}</span>`)
     .join("");
+  renderCodec(s);
   $("chart").innerHTML = chartSvg(s.history, s.roundsTotal);
+  $("bytes-chart").innerHTML = bytesChartSvg(s.history, s.roundsTotal);
   $("clients").innerHTML = s.clients
     .map(
       (c) =>
@@ -61,7 +77,9 @@ function render(s: StatusSnapshot): void {
         `<td class="num federated">${fixed(p.federatedAccuracy)}</td>` +
         `<td class="num epsilon">${p.epsilon === null ? "–" : p.epsilon.toFixed(3)}</td>` +
         `<td class="num">${p.participants}</td><td class="num${p.failures ? " bad" : ""}">${p.failures}</td>` +
-        `<td class="num">${seconds(p.durationMs)}</td><td class="num">${bytes(p.bytesUp)}</td><td class="num">${bytes(p.bytesDown)}</td></tr>`,
+        `<td class="num">${seconds(p.durationMs)}</td><td class="num up">${bytes(p.bytesUp)}</td><td class="num down">${bytes(p.bytesDown)}</td>` +
+        `<td class="codec">${esc(p.codec ?? "–")}</td><td class="num ratio">${ratio(p.compressionRatio)}</td>` +
+        `<td class="num encode">${millis(p.encodeMs)}</td><td class="num decode">${millis(p.decodeMs)}</td></tr>`,
     )
     .join("");
   $("failures").innerHTML =

@@ -108,6 +108,16 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
       "Bytes sent to clients in completed rounds.",
       s.totals.bytesDown,
     ),
+    gauge(
+      "cohort_last_round_bytes_up",
+      "Bytes clients sent in the last completed round.",
+      last?.bytesUp ?? 0,
+    ),
+    gauge(
+      "cohort_last_round_bytes_down",
+      "Bytes sent to clients in the last completed round.",
+      last?.bytesDown ?? 0,
+    ),
     counter(
       "cohort_client_failures_total",
       "Clients that failed a completed round (deadline, disconnect, invalid update).",
@@ -134,6 +144,7 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
       ),
     );
   }
+  families.push(...codecFamilies(s));
   const spent = [...s.history].reverse().find((r) => r.epsilon !== null);
   if (spent !== undefined) {
     families.push(
@@ -157,6 +168,48 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
         evaluated.loss ?? NaN,
       ),
     );
+  }
+  return families;
+}
+
+const toSeconds = (ms: number | null) => (ms === null ? null : ms / 1000);
+
+/**
+ * The update codec's figures, each from the last completed round that reported it: secure
+ * rounds report none, and float32 updates have no encode time. Absent until a round has one.
+ */
+function codecFamilies(s: StatusSnapshot): MetricFamily[] {
+  const latest = <K extends "codec" | "compressionRatio" | "encodeMs" | "decodeMs">(key: K) =>
+    s.history.findLast((r) => r[key] !== null)?.[key] ?? null;
+  const families: MetricFamily[] = [];
+  const codec = latest("codec");
+  if (codec !== null) {
+    families.push({
+      name: "cohort_update_codec_info",
+      help: "The update codec of the last plain round, e.g. q8 or topk:0.01 (always 1).",
+      type: "gauge",
+      samples: [{ labels: { codec }, value: 1 }],
+    });
+  }
+  const gauges: [string, string, number | null][] = [
+    [
+      "cohort_last_round_compression_ratio",
+      "Float32 bytes of the accepted updates over the bytes they were sent in, in the last round that had any.",
+      latest("compressionRatio"),
+    ],
+    [
+      "cohort_last_round_encode_seconds",
+      "Mean time a client took to encode its update, in the last round that reported it.",
+      toSeconds(latest("encodeMs")),
+    ],
+    [
+      "cohort_last_round_decode_seconds",
+      "Mean time the coordinator took to decode an update, in the last round that had any.",
+      toSeconds(latest("decodeMs")),
+    ],
+  ];
+  for (const [name, help, value] of gauges) {
+    if (value !== null) families.push({ name, help, type: "gauge", samples: [{ value }] });
   }
   return families;
 }

@@ -44,8 +44,20 @@ export interface RoundPoint {
   participants: number;
   failures: number;
   durationMs: number;
+  /**
+   * Bytes clients sent in the round (their updates) and bytes sent to them (the global model);
+   * in secure rounds, the messages of every phase.
+   */
   bytesUp: number;
   bytesDown: number;
+  /** The update codec (`q8`, `topk:0.01`); null in secure rounds, which report none. */
+  codec: string | null;
+  /** Float32 bytes of the accepted updates over the bytes they came in (null: none accepted). */
+  compressionRatio: number | null;
+  /** Mean milliseconds a client took to encode its update (null: float32 or not reported). */
+  encodeMs: number | null;
+  /** Mean milliseconds the coordinator took to decode an update (null: none accepted). */
+  decodeMs: number | null;
   aborted: boolean;
   /** ε spent after the round, where the run is differentially private. */
   epsilon: number | null;
@@ -180,6 +192,10 @@ export class StatusTracker {
         durationMs: m.durationMs,
         bytesUp: m.bytesUp,
         bytesDown: m.bytesDown,
+        codec: m.codec ?? null,
+        compressionRatio: m.compressionRatio ?? null,
+        encodeMs: m.encodeMs ?? null,
+        decodeMs: m.decodeMs ?? null,
         aborted: m.aborted === true,
         epsilon: m.epsilon ?? null,
       })),
