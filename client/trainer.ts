@@ -237,7 +237,7 @@ function freshSeed(): number {
 
 /**
  * Encode an update for the wire with the task's codec, checked against the task's upload
- * limit. Under `float32` the payload is the `FitResult` itself, as it always was.
+ * limit. Under `float32`, and in secure tasks, the payload is the `FitResult` itself.
  */
 export function encodeOutcome(
   task: TaskSpec,
@@ -248,7 +248,9 @@ export function encodeOutcome(
   let { result } = fit;
   const codec = taskCodec(task);
   let payload: Uint8Array;
-  if (codec.name === "float32") payload = encode(result);
+  // A secure task's update leaves only masked, from `result` (its codec's linear form is the
+  // secure session's business): nothing to encode here.
+  if (codec.name === "float32" || task.secure) payload = encode(result);
   else {
     if (coding.seed === undefined) {
       throw new CohortError(

@@ -518,6 +518,7 @@ export class RoundEngine {
             secureClip: linear.clip,
             secureMaxWeight: linear.maxWeight,
             ...(outcome.wordBits === null ? {} : { secureWordBits: outcome.wordBits }),
+            ...(outcome.maskedRatio === null ? {} : { compressionRatio: outcome.maskedRatio }),
             ...(this.secureRms === null ? {} : { secureRms: this.secureRms }),
           }),
       clients: [],

@@ -65,7 +65,10 @@ export interface RoundMetrics {
   abortReason?: string;
   /** The update codec of the round (`q8`, `topk:0.01`); plain rounds, and secure rounds of a quantizer. */
   codec?: string;
-  /** Float32 bytes of the accepted updates over the bytes they were sent in (null: none accepted). */
+  /**
+   * Float32 bytes of the accepted updates over the bytes they were sent in (null: none
+   * accepted); in secure rounds of a quantizer, 32-bit masked words over the packed ones.
+   */
   compressionRatio?: number | null;
   /** Mean milliseconds clients took to encode an update (null: float32, nothing to encode). */
   encodeMs?: number | null;

@@ -15,6 +15,9 @@ import {
   type SecureStep,
   type NoiseParams,
   type SecureQuantizer,
+  encodedLength,
+  encodedWords,
+  packedBytes,
 } from "../aggregation/secure/index.js";
 import type { RoundFailure } from "../aggregation/fedavg.js";
 import { sizeOf } from "../aggregation/weights.js";
@@ -36,8 +39,11 @@ export interface SecureOutcome {
   bytesUp: number;
   bytesDown: number;
   /** The round's distributed noise (integer units), when members added it. */
-  noise: NoiseParams | null; /** Bits of the masked words on the wire (null: the round never set up). */
+  noise: NoiseParams | null;
+  /** Bits of the masked words on the wire (null: the round never set up). */
   wordBits: number | null;
+  /** Bytes of a 32-bit masked vector over the bytes of this round's (null: never set up). */
+  maskedRatio: number | null;
 }
 
 /** A quantizing codec's secure clip is this many times the cohort's mean RMS of last round. */
@@ -128,6 +134,7 @@ export async function runSecureRound(
   let bytesUp = 0;
   let bytesDown = 0;
   let wordBits: number | null = null;
+  let maskedRatio: number | null = null;
   const outcome = (
     result: SecAggResult | null,
     abortReason: string | null,
@@ -141,6 +148,7 @@ export async function runSecureRound(
     bytesDown,
     noise,
     wordBits,
+    maskedRatio,
   });
   if (cohort.length < 2) {
     // Poisson sampling can draw fewer: a sum of one member would be that member's update.
@@ -165,6 +173,8 @@ export async function runSecureRound(
         : new Map([...identities].map(([i, c]) => [i, c.identityKey] as const)),
   });
   wordBits = server.params.wordBits;
+  const words = encodedWords(server.params, setup.tensorSizes);
+  maskedRatio = (4 * encodedLength(setup.tensorSizes)) / packedBytes(server.params, words);
 
   /** Send one step to each addressee; feed valid replies to the server machine. */
   const phase = async <M extends { index: number }>(

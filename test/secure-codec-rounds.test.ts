@@ -66,6 +66,7 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
     for (const r of [r2!, r3!]) {
       expect(r.codec).toBe("q8");
       expect(r.secureBits).toBe(8);
+      expect(r.compressionRatio!).toBeGreaterThan(2.8); // 32 / 11, less the two 32-bit header words
       expect(r.secureWordBits).toBe(signedBits(n * 127)); // 11 bits for 5 members
       expect(r.secureClip!).toBeCloseTo(CLIP_PER_RMS * meanRms, 6);
       // Twice the members' mean weight (100), not secureMaxWeight's 10,000.

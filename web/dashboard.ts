@@ -17,7 +17,7 @@ const millis = (ms: number | null) => (ms === null ? "–" : `${ms.toFixed(ms < 
 /** As the coordinator's log line writes it: `×3.97`. */
 const ratio = (r: number | null) => (r === null ? "–" : `×${r.toFixed(2)}`);
 
-/** The codec tile: the last round that reported a codec (secure rounds report none). */
+/** The codec tile: the last round that reported a codec (secure float32 rounds report none). */
 function renderCodec(s: StatusSnapshot): void {
   const last = s.history.findLast((p) => p.codec !== null);
   $("codec").textContent =
@@ -25,7 +25,7 @@ function renderCodec(s: StatusSnapshot): void {
   $("codec-times").innerHTML =
     last === undefined
       ? s.secure
-        ? "secure rounds report no codec figures"
+        ? "secure float32 rounds report no codec figures"
         : "no round yet"
       : `<span>encode ${millis(last.encodeMs)}</span> · <span>decode ${millis(last.decodeMs)}</span>`;
   $("codec-times").title = last === undefined ? "" : `round ${last.round}, mean per update`;

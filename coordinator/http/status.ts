@@ -50,7 +50,7 @@ export interface RoundPoint {
    */
   bytesUp: number;
   bytesDown: number;
-  /** The update codec (`q8`, `topk:0.01`); null in secure rounds, which report none. */
+  /** The update codec (`q8`, `topk:0.01`); null in secure float32 rounds, which report none. */
   codec: string | null;
   /** Float32 bytes of the accepted updates over the bytes they came in (null: none accepted). */
   compressionRatio: number | null;
