@@ -111,6 +111,55 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
     );
   });
 
+  it("answers a member's masked vector of the wrong type or length with SHAPE_MISMATCH and completes each round with the rest", async () => {
+    const n = 7;
+    coordinator = await startCoordinator({
+      model: "logreg",
+      codec: "q4",
+      rounds: 2,
+      minAvailableClients: n,
+      minFitClients: n,
+      secure: true,
+      secureStepTimeoutMs: 10_000,
+      roundTimeoutMs: 10_000,
+      runDir: null,
+    });
+    const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
+    const rng = createRng(9);
+    const delta = () =>
+      shapes.map((s) => Float32Array.from({ length: sizeOf(s) }, () => (rng() - 0.5) * 0.01));
+    const bends: ((m: Uint32Array | Uint8Array) => unknown)[] = [
+      (m) => m.subarray(1), // one word or byte short
+      // The other type, same bytes: 32-bit words where packed bytes are due, and back.
+      (m) =>
+        m instanceof Uint32Array
+          ? new Uint8Array(m.buffer, m.byteOffset, m.byteLength)
+          : new Uint32Array(m.slice(0, m.byteLength & ~3).buffer),
+      () => "garbage",
+    ];
+    secure = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        connectSecure(
+          coordinator!.url,
+          `c${i}`,
+          delta(),
+          10,
+          i < bends.length
+            ? { bendMasked: (r) => ({ ...r, masked: bends[i]!(r.masked as Uint8Array) }) }
+            : {},
+        ),
+      ),
+    );
+    const summary = await coordinator.run();
+    expect(summary.rounds.map((r) => r.secureWordBits)).toEqual([32, signedBits(n * 7)]);
+    for (const r of summary.rounds) {
+      expect(r.aborted).toBeUndefined();
+      expect(r.participants).toBe(4);
+      const codes = Object.fromEntries(r.failureReasons.map((f) => [f.clientId, f.code]));
+      expect(codes).toEqual({ c0: "SHAPE_MISMATCH", c1: "SHAPE_MISMATCH", c2: "INVALID_MESSAGE" });
+    }
+  });
+
   it("trains real clients with q4 secure rounds to the accuracy of float32 secure rounds", async () => {
     const { shards, evalSet } = await mnistShards(3, 300, 500);
     const runOnce = async (codec: string) => {

@@ -14,6 +14,8 @@ export interface SecureBehaviour {
   vanishAt?: "share-keys" | "collect-masked" | "unmask";
   /** Advertise all-zero X25519 keys (a point of small order) instead of its own. */
   weakKeys?: boolean;
+  /** Rewrite the masked-input reply before it leaves (a member that deviates). */
+  bendMasked?: (reply: Record<string, unknown>) => Record<string, unknown>;
   /** The client's floors. @default none */
   floors?: ClientOptions<string>["secureFloors"];
 }
@@ -53,6 +55,13 @@ export async function connectSecure(
     }
     try {
       const value = await session.step(payload);
+      if (behaviour.bendMasked !== undefined && phase === "collect-masked") {
+        ack({
+          ok: true,
+          value: encode(behaviour.bendMasked(decode(value) as Record<string, unknown>)),
+        });
+        return;
+      }
       if (behaviour.weakKeys && phase === "advertise-keys") {
         const ad = decode(value) as Record<string, unknown>;
         const zero = new Uint8Array(32);
