@@ -10,7 +10,8 @@ import { DEFAULT_CHUNK } from "../aggregation/codecs/stochastic.js";
 import { signedBits } from "../aggregation/secure/index.js";
 import { roundSeed } from "../coordinator/engine.js";
 import { CLIP_PER_RMS, WEIGHT_CAP_PER_MEAN } from "../coordinator/secure-round.js";
-import { mnistShards, startClients, startCoordinator } from "./helpers/federation.js";
+import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
+import type { RoundMetrics } from "../coordinator/run-store.js";
 import { connectSecure, type SecureTestClient } from "./helpers/secure-client.js";
 
 describe("secure rounds with a quantizing codec over socket.io", () => {
@@ -158,6 +159,62 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
       const codes = Object.fromEntries(r.failureReasons.map((f) => [f.clientId, f.code]));
       expect(codes).toEqual({ c0: "SHAPE_MISMATCH", c1: "SHAPE_MISMATCH", c2: "INVALID_MESSAGE" });
     }
+  });
+
+  it("a resumed run goes on at the narrow width with the clip and weight cap of its last committed round", async () => {
+    const n = 5;
+    const runDir = await tempRunDir("cohort-secure-q8-");
+    const options = {
+      model: "logreg",
+      codec: "q8",
+      rounds: 3,
+      minAvailableClients: n,
+      minFitClients: n,
+      secure: true,
+      secureStepTimeoutMs: 10_000,
+      roundTimeoutMs: 10_000,
+      seed: 3,
+    };
+    const rng = createRng(4);
+    const connectAll = async (c: Coordinator) => {
+      const shapes = c.task.model.weightSpecs.map((s) => s.shape);
+      return Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          connectSecure(
+            c.url,
+            `c${i}`,
+            shapes.map((s) => Float32Array.from({ length: sizeOf(s) }, () => (rng() - 0.5) * 0.02)),
+            20 + i,
+          ),
+        ),
+      );
+    };
+    coordinator = await startCoordinator({ ...options, runDir });
+    const first = coordinator;
+    const seen: RoundMetrics[] = [];
+    const twoRounds = new Promise<void>((resolve) =>
+      first.on("round", (m) => {
+        seen.push(m);
+        if (m.round === 2) resolve();
+      }),
+    );
+    secure = await connectAll(first);
+    first.run().catch(() => undefined); // stopped below, mid-run
+    await twoRounds;
+    secure.forEach((c) => c.close());
+    await first.close();
+    const second = await startCoordinator({ ...options, runDir: null, resume: runDir });
+    coordinator = second;
+    secure = await connectAll(second);
+    const summary = await second.run();
+    const resumed = summary.rounds.find((r) => r.round === 3)!;
+    const last = seen[1]!;
+    expect(last.secureBits).toBe(8);
+    expect(resumed.secureBits).toBe(8);
+    expect(resumed.secureClip!).toBeCloseTo(CLIP_PER_RMS * last.secureRms!, 9);
+    expect(resumed.secureMaxWeight).toBe(
+      Math.ceil((WEIGHT_CAP_PER_MEAN * last.totalExamples) / last.participants),
+    );
   });
 
   it("trains real clients with q4 secure rounds to the accuracy of float32 secure rounds", async () => {
