@@ -47,6 +47,13 @@ export const clientCommand = {
       description:
         "identity file (cohort keygen) that authenticates this client and signs its updates",
     },
+    "state-dir": {
+      type: "string",
+      placeholder: "DIR",
+      defaultText: "none: kept in memory",
+      description:
+        "this client's own state (the codec's residual under top-k), kept across restarts",
+    },
     "join-token": {
       type: "string",
       placeholder: "FILE",
@@ -136,6 +143,7 @@ export async function runClient(argv: string[]): Promise<number> {
     data,
     backend,
     clientId: flags["client-id"],
+    ...(flags["state-dir"] === undefined ? {} : { stateDir: flags["state-dir"] }),
     seed: flags.seed,
     evalFraction: flags["eval-fraction"],
     identity: flags.identity === undefined ? undefined : await readIdentity(flags.identity),

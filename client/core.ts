@@ -100,6 +100,7 @@ export class ClientCore<R extends string> {
         coordinatorKey: undefined,
         ca: undefined,
         mods: [],
+        codecMemoryStore: undefined,
         evalData: undefined,
         evalFraction: 0,
         metricFunctions: {},

@@ -5,6 +5,7 @@ import { checkJoinToken, fromBase64, toBase64, type JoinToken } from "../aggrega
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import type { ClientMod } from "./fit-handler.js";
 import type { MetricFn } from "../models/task.js";
+import type { CodecMemoryStore } from "./codec-memory.js";
 
 /** A started tfjs backend: `name` goes into every update's metrics, `label` into the handshake. */
 export interface ClientBackend {
@@ -132,6 +133,11 @@ export interface ClientOptions<R extends string> {
    * goes in or comes out. @default []
    */
   mods: ClientMod[];
+  /**
+   * Keeps the codec's memory (top-k's residual) across restarts of this client; the Node
+   * client's `stateDir` sets a file store. @default undefined (in memory, for the process)
+   */
+  codecMemoryStore: CodecMemoryStore | undefined;
 }
 
 /** The default `secureFloors`: a 3-member cohort with t = 2, as a sybil attack needs, is refused. */

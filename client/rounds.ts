@@ -32,6 +32,7 @@ import { SecureSession } from "./secure-session.js";
 import { checkTaskCost } from "./task-limits.js";
 import { encodeOutcome, LocalTrainer, taskCodec } from "./trainer.js";
 import type { CodecMemory } from "../aggregation/codecs/index.js";
+import { totalSize } from "../aggregation/codecs/layout.js";
 
 const debug = createDebug("cohort:client:rounds");
 
@@ -93,10 +94,12 @@ export class ClientRounds<R extends string> {
   /** The global weights it trained from in that round: the round again is the same model only. */
   private highestModel: readonly Float32Array[] | null = null;
   /**
-   * The codec's memory across this run's rounds (top-k's residual). In memory only: a client
-   * has no state directory, so a restarted client starts with an empty residual.
+   * The codec's memory across this run's rounds (top-k's residual), loaded from and saved to
+   * `codecMemoryStore` where the client has one (a restarted client goes on with it).
    */
   private codecMemory: CodecMemory = { residual: null };
+  /** Settles once the stored memory of the current run is loaded (or found absent). */
+  private codecMemoryLoaded: Promise<void> = Promise.resolve();
   /** Whether a plain fit is running. */
   busy = false;
   /** The round being trained (progress reports name it). */
@@ -171,6 +174,7 @@ export class ClientRounds<R extends string> {
         this.highestModel = null;
         this.secure = null;
         this.codecMemory = { residual: null };
+        this.codecMemoryLoaded = this.loadCodecMemory(task);
       }
       this.task = task;
       const t = task.training;
@@ -249,6 +253,42 @@ export class ClientRounds<R extends string> {
     return this.handle(fitIns(task, request, this.options.data, shuffleSeed));
   }
 
+  /** The stored codec memory of `task`'s run, if the client keeps one (else it starts empty). */
+  private async loadCodecMemory(task: TaskSpec): Promise<void> {
+    const store = this.options.codecMemoryStore;
+    if (store === undefined) return;
+    const codec = taskCodec(task);
+    const size = totalSize(task.model.weightSpecs);
+    try {
+      const residual = await store.load({ runId: task.runId, codec: codec.label });
+      if (residual === null) return;
+      if (residual.length !== size) {
+        throw new CohortError(
+          "SHAPE_MISMATCH",
+          `stored residual has ${residual.length} values, the model ${size}`,
+        );
+      }
+      this.codecMemory = { residual };
+      this.options.log(`codec memory: went on with the stored ${codec.label} residual of this run`);
+    } catch (error) {
+      const e = toCohortError(error);
+      this.options.logError(`codec memory not restored (${e.code}: ${e.message}); starting empty`);
+    }
+  }
+
+  /** Store the codec memory after an encode, so a restart goes on with it. */
+  private async saveCodecMemory(task: TaskSpec): Promise<void> {
+    const store = this.options.codecMemoryStore;
+    const residual = this.codecMemory.residual;
+    if (store === undefined || residual === null) return;
+    try {
+      await store.save({ runId: task.runId, codec: taskCodec(task).label }, residual);
+    } catch (error) {
+      const e = toCohortError(error);
+      this.options.logError(`codec memory not saved: ${e.code}: ${e.message}`);
+    }
+  }
+
   private async fit(payload: unknown): Promise<void> {
     const { options } = this;
     let round = 0;
@@ -264,10 +304,10 @@ export class ClientRounds<R extends string> {
           `round ${round} asks for a plain update; this client ${secureOnly ? "takes part in secure rounds only" : "is in a secure run"}: refused`,
         );
       }
-      const outcome = encodeOutcome(task, await this.train(request), {
-        seed: request.seed,
-        memory: this.codecMemory,
-      });
+      const fit = await this.train(request);
+      await this.codecMemoryLoaded;
+      const outcome = encodeOutcome(task, fit, { seed: request.seed, memory: this.codecMemory });
+      await this.saveCodecMemory(task);
       if (this.link.closed()) return;
       const identity = options.identity;
       const upload =

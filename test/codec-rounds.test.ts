@@ -2,7 +2,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Coordinator } from "../coordinator/index.js";
 import type { CohortClient } from "../client/index.js";
 import { resolveCodec } from "../aggregation/codecs/index.js";
-import { encode } from "../protocol/codec.js";
+import { readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { decode, encode } from "../protocol/codec.js";
 import type { ErrorCode } from "../protocol/errors.js";
 import type { FitRequest, TaskSpec } from "../protocol/messages.js";
 import { formatRound } from "../coordinator/format.js";
@@ -254,6 +256,88 @@ describe("compressed updates over socket.io", () => {
   );
 });
 
+describe("top-k's residual in the client's state directory", () => {
+  let coordinator: Coordinator | undefined;
+  let clients: CohortClient[] = [];
+  afterEach(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await coordinator?.close();
+    clients = [];
+    coordinator = undefined;
+  });
+
+  it("survives a restart of the client: the next process goes on with it, owner-only on disk", async () => {
+    const { shards, evalSet } = await mnistShards(1, 200, 200);
+    coordinator = await startCoordinator({
+      model: "mlp",
+      codec: "topk:0.05",
+      rounds: 3,
+      minAvailableClients: 1,
+      minFitClients: 1,
+      evalDataset: evalSet,
+      runDir: null,
+    });
+    const stateDir = await tempRunDir("cohort-client-state-");
+    const file = join(stateDir, "codec-memory.bin");
+    const lines: string[] = [];
+    const errors: string[] = [];
+    const options = {
+      stateDir,
+      log: (l: string) => lines.push(l),
+      logError: (l: string) => errors.push(l),
+    };
+    const first = coordinator;
+    const roundOne = new Promise<void>((resolve) =>
+      first.on("round", (m) => m.round === 1 && resolve()),
+    );
+    clients = await startClients(first.url, shards, "kept", options);
+    const running = first.run();
+    await roundOne;
+    await Promise.all(clients.map((c) => c.close()));
+    clients = [];
+    const stored = decode(await readFile(file)) as { runId: string; residual: Float32Array };
+    expect(stored.runId).toBe(first.runId);
+    expect(stored.residual.length).toBe(first.task.model.numParameters);
+    // The 95 % top-k left out of round 1's update.
+    expect(stored.residual.some((v) => v !== 0)).toBe(true);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect(lines.some((l) => l.startsWith("codec memory: went on"))).toBe(false);
+    // A new process of the same client, same directory (the first may have logged its
+    // disconnect while its last acknowledgement was in flight).
+    errors.length = 0;
+    clients = await startClients(first.url, shards, "kept", options);
+    const summary = await running;
+    expect(summary.rounds).toHaveLength(3);
+    expect(lines.filter((l) => l.startsWith("codec memory: went on"))).toHaveLength(1);
+    const later = decode(await readFile(file)) as { residual: Float32Array };
+    expect(later.residual).not.toEqual(stored.residual);
+    expect(errors, errors.join("\n")).toEqual([]);
+  });
+
+  it("starts empty, saying why, from a file it cannot read, and rounds go on", async () => {
+    const { shards, evalSet } = await mnistShards(1, 200, 200);
+    coordinator = await startCoordinator({
+      model: "mlp",
+      codec: "topk:0.05",
+      rounds: 1,
+      minAvailableClients: 1,
+      minFitClients: 1,
+      evalDataset: evalSet,
+      runDir: null,
+    });
+    const stateDir = await tempRunDir("cohort-client-state-");
+    await writeFile(join(stateDir, "codec-memory.bin"), "not msgpack of a residual");
+    const errors: string[] = [];
+    clients = await startClients(coordinator.url, shards, "bad", {
+      stateDir,
+      logError: (l: string) => errors.push(l),
+    });
+    const summary = await coordinator.run();
+    expect(summary.rounds[0]!.participants).toBe(1);
+    expect(errors.some((e) => /codec memory not restored \(MALFORMED_PAYLOAD/.test(e))).toBe(true);
+  });
+});
+
 describe("--codec on the command line", () => {
   it("is listed in --help with every codec, and checked before the coordinator starts", async () => {
     const help = await runCli(["coordinator", "--help"]);
@@ -263,9 +347,9 @@ describe("--codec on the command line", () => {
     expect(unknown.output).toMatch(/error INVALID_OPTION: unknown codec "zip"/);
     const bad = await runCli(["coordinator", "--codec", "topk:0"]);
     expect(bad.output).toMatch(/error INVALID_OPTION: codec topk: fraction/);
-    const secure = await runCli(["coordinator", "--codec", "q8", "--secure"]);
+    const secure = await runCli(["coordinator", "--codec", "f16", "--secure"]);
     expect(secure.code).toBe(1);
-    expect(secure.output).toMatch(/error INVALID_OPTION: codec q8 is not linear/);
+    expect(secure.output).toMatch(/error INVALID_OPTION: codec f16 is not linear/);
   });
 });
 

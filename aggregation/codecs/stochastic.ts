@@ -53,8 +53,7 @@ function quantize(
   const levels = (1 << bits) - 1;
   const scales = new Float32Array(chunks.count);
   const codes = new Uint8Array(codeBytes(chunks.padded, bits));
-  const perByteLog = bits === 8 ? 0 : bits === 4 ? 1 : 2;
-  const perByteMask = (1 << perByteLog) - 1;
+  const perByte = 8 / bits;
   // xorshift32: the client's own randomness for the rounding (never zero).
   let r = noiseSeed >>> 0 || 0x9e3779b9;
   for (let c = 0; c < chunks.count; c++) {
@@ -68,17 +67,21 @@ function quantize(
     scales[c] = s;
     if (s === 0) continue; // every code decodes to 0 when the scale is 0
     const toUnits = levels / (2 * s);
-    for (let i = at; i < end; i++) {
-      const u = (y[i]! + s) * toUnits;
-      // u ∈ [0, levels] (up to rounding): its integer part in int32 arithmetic, then up with
-      // probability equal to the fraction.
-      let q = u | 0;
-      r ^= r << 13;
-      r ^= r >>> 17;
-      r ^= r << 5;
-      if ((r >>> 0) * 2.3283064365386963e-10 < u - q) q++;
-      if (q > levels) q = levels;
-      codes[i >>> perByteLog]! |= q << ((i & perByteMask) * bits);
+    // A byte at a time: chunks hold a multiple of 4 values, but for a last one of 1 or 2 (whose
+    // missing values read as undefined and code 0). Each value goes to floor(u + U), U uniform
+    // in [0, 1) — up with probability equal to u's fraction — held to the top level (u can
+    // pass it by a rounding error).
+    for (let i = at; i < end; i += perByte) {
+      let byte = 0;
+      for (let k = 0; k < perByte; k++) {
+        r ^= r << 13;
+        r ^= r >>> 17;
+        r ^= r << 5;
+        let q = ((y[i + k]! + s) * toUnits + (r >>> 0) * 2.3283064365386963e-10) | 0;
+        if (q > levels) q = levels;
+        byte |= q << (k * bits);
+      }
+      codes[(i * bits) >>> 3] = byte;
     }
   }
   return { scales, codes };
