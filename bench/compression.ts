@@ -9,7 +9,7 @@
  * is kept under runs/bench-compression/, so an interrupted benchmark continues where it stopped.
  *
  * `BENCH_QUICK=1`: 5 rounds, to check the benchmark itself. Flags: --rounds N (default 100),
- * --workers N (default 2), --only SUBSTRING (runs whose label contains it), --skip-cnn,
+ * --workers N (default 2), --only S1,S2 (runs whose label contains one of them), --skip-cnn,
  * --report (tabulate the runs already finished, run nothing new).
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -215,7 +215,7 @@ async function main(): Promise<void> {
   ];
   const chosen = runs.filter(
     (r) =>
-      (args.only === undefined || label(r).includes(args.only)) &&
+      (args.only === undefined || args.only.split(",").some((o) => label(r).includes(o))) &&
       (!args.report || existsSync(join(CACHE, `${cacheName(r, data)}.json`))),
   );
   const results: Result[] = [];
