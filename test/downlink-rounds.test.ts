@@ -166,6 +166,61 @@ describe("a compressed downlink over socket.io", () => {
     expect(Math.max(...gaps)).toBeLessThan(5e-3);
   }, 120_000);
 
+  it("after --resume every connection is new: M̂ := G, everyone gets the full model, then patches again", async () => {
+    const { evalSet } = await mnistShards(1, 10, 200);
+    const dir = await tempRunDir("cohort-downlink-resume-");
+    const options = {
+      model: "mlp",
+      downlinkCodec: "q8",
+      rounds: 4,
+      minAvailableClients: 2,
+      minFitClients: 2,
+      evalDataset: evalSet,
+      seed: 3,
+    };
+    /** Two raw clients answering every round until `last`; what each was sent. */
+    const drive = async (c: Coordinator, last: number) => {
+      const pair = [await connectRaw(c.url, "a"), await connectRaw(c.url, "b")];
+      raws.push(...pair);
+      const gaps: number[] = [];
+      for (const [i, raw] of pair.entries()) {
+        void (async () => {
+          for (;;) {
+            const fit = await raw.nextFit();
+            if (i === 0) gaps.push(relativeGap(fit.weights, c.weights()));
+            await raw.send(stepUpdate(fit, 1e-3));
+            if (fit.round === last) return;
+          }
+        })();
+      }
+      return { pair, gaps };
+    };
+    const first = await startCoordinator({ ...options, runDir: dir });
+    coordinator = first;
+    first.on("round", (m) => {
+      // The ledger has committed round 2: stop as a crash would, between rounds.
+      if (m.round === 2) void first.close();
+    });
+    const running = first.run();
+    await drive(first, 2);
+    await expect(running).rejects.toMatchObject({ code: "CLOSED" });
+    coordinator = await startCoordinator({ ...options, resume: dir });
+    const second = coordinator;
+    const resumed = second.run();
+    const { pair, gaps } = await drive(second, 4);
+    const summary = await resumed;
+    expect(summary.rounds.map((m) => [m.round, m.downlinkPatched, m.downlinkFull])).toEqual([
+      [3, 0, 2],
+      [4, 2, 0],
+    ]);
+    for (const raw of pair) {
+      expect(raw.received.map((r) => (r.patch ? `p${r.base}` : "full"))).toEqual(["full", "p3"]);
+    }
+    // Round 3 sent G itself; round 4 is one encoding away again.
+    expect(gaps[0]).toBe(0);
+    expect(gaps[1]).toBeGreaterThan(0);
+  }, 120_000);
+
   it("float32 (the default) sends the fit request byte for byte as before: no version, no task field", async () => {
     const { evalSet } = await mnistShards(1, 10, 200);
     coordinator = await startCoordinator({
