@@ -30,6 +30,11 @@ export class HeldModel {
     return this.held?.version ?? null;
   }
 
+  /** The model held, or null. */
+  get weights(): readonly Float32Array[] | null {
+    return this.held?.weights ?? null;
+  }
+
   /** Forget the held model (a new run, or a base the coordinator no longer agrees with). */
   reset(): void {
     this.held = null;

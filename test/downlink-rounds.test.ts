@@ -10,6 +10,14 @@ import type { FitRequest, TaskSpec } from "../protocol/messages.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { formatRound } from "../coordinator/format.js";
 import { simulate } from "../simulations/index.js";
+import { InProcessTransport, type DeviceTrainer } from "../simulations/in-process.js";
+import type { Partition } from "../simulations/partition.js";
+import { NO_FAULTS } from "../simulations/faults.js";
+import { prepareTask } from "../coordinator/coordinator.js";
+import { RoundEngine } from "../coordinator/engine.js";
+import { HeldModel } from "../client/downlink.js";
+import { decodeFitRequest, type FitOutcome } from "../client/trainer.js";
+import { parseFitMessage } from "../protocol/guards.js";
 import { connectRaw, roundConfig, updateFor, type RawClient } from "./helpers/raw-client.js";
 import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
 import { startRogue, until, type RogueCoordinator } from "./helpers/rogue-coordinator.js";
@@ -406,6 +414,77 @@ describe("a compressed downlink in the simulator", () => {
     expect(Math.abs(q8.summary.finalAccuracy! - f32.summary.finalAccuracy!)).toBeLessThan(0.03);
     expect(again.weights).toEqual(q8.weights);
   }, 120_000);
+
+  it("in-process devices hold M̂ bit for bit after every round, through sampling, dropouts and disconnects", async () => {
+    const { opts, task, weights } = await prepareTask(
+      {
+        model: "mlp",
+        rounds: 12,
+        fractionFit: 0.4,
+        minFitClients: 1,
+        minAvailableClients: 1,
+        downlinkCodec: "q8",
+        runDir: null,
+        log: () => undefined,
+      },
+      () => undefined,
+    );
+    const held = new Map<number, HeldModel>();
+    /** After each round: whether every device that rebuilt a model this round holds M̂. */
+    const checks: boolean[] = [];
+    let rebuilt: number[] = [];
+    let compared = 0;
+    const trainer: DeviceTrainer = {
+      concurrency: 2,
+      receive(device, payload) {
+        const h = held.get(device) ?? new HeldModel();
+        held.set(device, h);
+        rebuilt.push(device);
+        return encode(h.receive(task, parseFitMessage(decode(payload))));
+      },
+      release: (device) => void held.delete(device),
+      async train(device, payload) {
+        const request = decodeFitRequest(payload);
+        return { payload: stepUpdate(request, 1e-3 * (1 + device)) } as unknown as FitOutcome;
+      },
+      evaluate: () => Promise.reject(new Error("no evaluation here")),
+    };
+    const devices = 10;
+    const transport = new InProcessTransport({
+      partition: { devices, sizeOf: () => 10 } as unknown as Partition,
+      trainer,
+      faults: { ...NO_FAULTS, dropoutBeforeFit: 0.2, disconnect: 0.2 },
+      seed: 9,
+      deadlineMs: 10_000,
+    });
+    const engine = new RoundEngine(opts, task, weights, transport);
+    const kinds: [number, number][] = [];
+    engine.onRound = (m) => {
+      kinds.push([m.downlinkPatched!, m.downlinkFull!]);
+      const mhat = engine.downlinkModel()!;
+      checks.push(
+        rebuilt.every((d) => {
+          const h = held.get(d);
+          // A device whose rebuild failed holds nothing (and is sent the full model next).
+          if (h === undefined || h.weights === null) return true;
+          compared++;
+          return sameBits(h.weights, mhat);
+        }),
+      );
+      rebuilt = [];
+    };
+    const summary = await engine.run();
+    expect(summary.rounds).toHaveLength(12);
+    expect(checks.every(Boolean)).toBe(true);
+    expect(compared).toBeGreaterThan(20);
+    // Some members were patched, and some (first joins, disconnected ones) got the full model.
+    expect(kinds.slice(1).some(([p]) => p > 0)).toBe(true);
+    expect(kinds.slice(1).some(([, f]) => f > 0)).toBe(true);
+    // Simulated disconnects are failures, never BASE_MISMATCH: versions are tracked right.
+    const codes = summary.rounds.flatMap((m) => m.failureReasons.map((f) => f.code));
+    expect(codes).not.toContain("BASE_MISMATCH");
+    expect(codes).toContain("CLIENT_DISCONNECTED");
+  }, 60_000);
 
   it("with C = 0.1 most devices get the full model (they do not hold a recent version)", async () => {
     const sim = await simulate(
