@@ -6,7 +6,12 @@
 import createDebug from "debug";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
-import { parseEvaluateRequest, parseFitRequest, parseTaskSpec } from "../protocol/guards.js";
+import {
+  parseEvaluateRequest,
+  parseFitMessage,
+  parseFitRequest,
+  parseTaskSpec,
+} from "../protocol/guards.js";
 import type {
   EvaluateResult,
   FitRequest,
@@ -33,6 +38,7 @@ import { checkTaskCost } from "./task-limits.js";
 import { encodeOutcome, LocalTrainer, taskCodec } from "./trainer.js";
 import type { CodecMemory } from "../aggregation/codecs/index.js";
 import { totalSize } from "../aggregation/codecs/layout.js";
+import { HeldModel, taskDownlink } from "./downlink.js";
 
 const debug = createDebug("cohort:client:rounds");
 
@@ -87,7 +93,9 @@ function taskSigned(task: TaskSpec, key: string): boolean {
 export class ClientRounds<R extends string> {
   private task: TaskSpec | null = null;
   private secure: SecureSession | null = null;
-  private nextRequest: unknown = null;
+  private nextRequest: FitRequest | null = null;
+  /** The model version this client was last sent (what a compressed downlink patches). */
+  private readonly held = new HeldModel();
   private readonly handle: FitHandler;
   /** The highest round of this run this client trained for: it never trains for a lower one. */
   private highestRound = 0;
@@ -155,6 +163,7 @@ export class ClientRounds<R extends string> {
       }
       try {
         taskCodec(task);
+        taskDownlink(task);
       } catch (error) {
         // A codec this client lacks cannot encode a single round.
         this.link.fatal(toCohortError(error, "INVALID_OPTION"));
@@ -175,6 +184,7 @@ export class ClientRounds<R extends string> {
         this.secure = null;
         this.codecMemory = { residual: null };
         this.codecMemoryLoaded = this.loadCodecMemory(task);
+        this.held.reset();
       }
       this.task = task;
       const t = task.training;
@@ -202,9 +212,22 @@ export class ClientRounds<R extends string> {
     }
   }
 
-  /** A plain round's broadcast: train on the latest; newer requests replace waiting ones. */
+  /**
+   * A plain round's broadcast: train on the latest; newer requests replace waiting ones. Each
+   * is checked and its model rebuilt at once, in arrival order, so a patch that is never
+   * trained on still moves the held model on for the next.
+   */
   onFit(payload: unknown): void {
-    this.nextRequest = payload;
+    let round = 0;
+    try {
+      const task = this.requireTask();
+      const message = this.checkedModel(task, payload, parseFitMessage);
+      round = message.round;
+      this.nextRequest = this.held.receive(task, message);
+    } catch (error) {
+      this.failed(round, error);
+      return;
+    }
     void this.drain();
   }
 
@@ -289,13 +312,11 @@ export class ClientRounds<R extends string> {
     }
   }
 
-  private async fit(payload: unknown): Promise<void> {
+  private async fit(request: FitRequest): Promise<void> {
     const { options } = this;
-    let round = 0;
+    const round = request.round;
     try {
       const task = this.requireTask();
-      const request = this.checkedModel(task, payload, parseFitRequest);
-      round = request.round;
       const secureOnly = options.requireSecure || options.requireNoise !== undefined;
       if (secureOnly || task.secure) {
         // A plain reply is the delta in the clear: a secure client never sends one.
@@ -334,12 +355,17 @@ export class ClientRounds<R extends string> {
       }
       this.report(report);
     } catch (error) {
-      const e = toCohortError(error);
-      options.logError(`round ${round}: fit failed: ${e.code}: ${e.message}`);
-      if (round > 0 && !this.link.closed()) this.link.reportFailure(round, e);
-      // The same data and model fail the same way every round: give up now.
-      if (UNRECOVERABLE.has(e.code)) this.link.fatal(e);
+      this.failed(round, error);
     }
+  }
+
+  /** Report a failed fit of `round` (0: unknown) to the coordinator. */
+  private failed(round: number, error: unknown): void {
+    const e = toCohortError(error);
+    this.options.logError(`round ${round}: fit failed: ${e.code}: ${e.message}`);
+    if (round > 0 && !this.link.closed()) this.link.reportFailure(round, e);
+    // The same data and model fail the same way every round: give up now.
+    if (UNRECOVERABLE.has(e.code)) this.link.fatal(e);
   }
 
   /** A federated evaluation: the global model on this client's held-out data. */

@@ -63,6 +63,11 @@ export interface Coordinator {
   status(): StatusSnapshot;
   /** Current global weights. */
   weights(): Weights;
+  /**
+   * Under a compressed downlink, the model clients were last sent (M̂), which they train
+   * from; null under float32 or before the first round.
+   */
+  downlinkModel(): Weights | null;
   /** Run every round; resolves after the last one, with all metrics. */
   run(): Promise<RunSummary>;
   on<E extends keyof CoordinatorEvents>(event: E, listener: CoordinatorEvents[E]): void;
@@ -271,6 +276,10 @@ class SocketCoordinator implements Coordinator {
 
   weights(): Weights {
     return this.engine.weights();
+  }
+
+  downlinkModel(): Weights | null {
+    return this.engine.downlinkModel();
   }
 
   status(): StatusSnapshot {

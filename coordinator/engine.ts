@@ -46,6 +46,8 @@ import {
   type ExperimentConfig,
 } from "./experiment.js";
 import type { CohortTransport } from "./transport.js";
+import { DownlinkChain, RoundBroadcast } from "./downlink.js";
+import { resolveDownlinkCodec } from "../aggregation/downlink.js";
 import type { EnginePhase } from "./phases.js";
 
 /** What `run()` returns. */
@@ -89,8 +91,16 @@ export function makeTask(
     coordinatorKey: security.coordinatorKey,
     signedUpdates: security.signedUpdates,
     codec: codecRef(resolveCodec(opts.codec)),
+    // Absent under float32, so a float32 downlink's task stays what it was.
+    ...downlinkField(opts),
     signature: null,
   };
+}
+
+/** The task's `downlink` field: the codec's full reference, unless it is float32. */
+function downlinkField(opts: CoordinatorOptions): Pick<TaskSpec, "downlink"> {
+  const codec = resolveDownlinkCodec(opts.downlinkCodec ?? "float32");
+  return codec.name === "float32" ? {} : { downlink: codecRef(codec) };
 }
 
 /**
@@ -110,6 +120,8 @@ export class RoundEngine {
   private readonly strategy: Strategy;
   /** How clients encode their updates (the task names it). */
   private readonly codec: UpdateCodec;
+  /** The broadcast chain of a compressed downlink; null: float32, the full G every round. */
+  private readonly downlink: DownlinkChain | null;
   /** DP-FedAvg's plan, or null when the run is not differentially private. */
   readonly privacy: PrivacyPlan | null;
   private readonly privateSampler = secureUniform();
@@ -151,6 +163,10 @@ export class RoundEngine {
   ) {
     this.global = initialWeights;
     this.codec = resolveCodec(task.codec);
+    this.downlink =
+      task.downlink === undefined
+        ? null
+        : new DownlinkChain(resolveDownlinkCodec(task.downlink), task.model.weightSpecs, opts.seed);
     const chosen = resolveStrategy(opts.strategy);
     this.privacy = resolvePrivacy(opts, chosen);
     this.strategy = this.privacy === null ? chosen : withDpFedAvg(chosen, this.privacy.settings);
@@ -340,20 +356,14 @@ export class RoundEngine {
       });
       this.collector = collector;
       this.onPhase(round, "training");
-      const request: FitRequest = {
-        round,
-        weights: this.global,
-        config: this.roundConfig(round),
-        // float32 draws nothing: its requests stay byte for byte what they were.
-        ...(this.codec.name === "float32" ? {} : { seed }),
-      };
-      const bytesDown = this.transport.startRound(collector, encode(request));
+      const broadcast = this.broadcast(round, seed);
+      const bytesDown = this.transport.startRound(collector, broadcast);
       const outcome = await this.unlessStopped(collector.done);
       // Under DP with Poisson sampling every round is released, however few answered (the
       // noise alone, if none did): a retry would condition the sample on who answered.
       const releaseAnyway = this.privacy !== null && opts.sampling === "poisson";
       if (outcome.results.length >= opts.minFitClients || releaseAnyway) {
-        return this.finishRound(outcome, attempt, started, bytesDown, samplingRate);
+        return this.finishRound(outcome, attempt, started, bytesDown, samplingRate, broadcast);
       }
       const reasons = outcome.failures.map((f) => `${f.clientId}: ${f.code}`).join(", ");
       opts.log(
@@ -379,6 +389,7 @@ export class RoundEngine {
     started: number,
     bytesDown: number,
     samplingRate: number | undefined,
+    broadcast: RoundBroadcast,
   ): Promise<RoundMetrics> {
     this.onPhase(outcome.round, "aggregating");
     const aggStart = performance.now();
@@ -422,6 +433,9 @@ export class RoundEngine {
       bytesDown,
       secure: false,
       ...codecFigures(this.codec, outcome.results, this.task.model.numParameters),
+      downlinkCodec: this.downlink?.codec.label ?? "float32",
+      downlinkPatched: broadcast.patched,
+      downlinkFull: broadcast.full,
       ...evaluationFields(evaluation),
       trainLoss,
       ...(clipped.length > 0 ? { clippedClaims: clipped } : {}),
@@ -549,6 +563,29 @@ export class RoundEngine {
         seed: roundSeed(this.opts.seed, round, 1),
       },
     };
+  }
+
+  /**
+   * The fit requests of a round's attempt. Under float32 one request of the global model, byte
+   * for byte what it always was; under a compressed downlink the chain first moves to this
+   * round's version (once per round: a retry sends the same model) and the requests carry M̂.
+   */
+  private broadcast(round: number, seed: number): RoundBroadcast {
+    const config = this.roundConfig(round);
+    // float32 draws nothing: its requests stay byte for byte what they were.
+    const seeded = this.codec.name === "float32" ? {} : { seed };
+    if (this.downlink === null) {
+      const request: FitRequest = { round, weights: this.global, config, ...seeded };
+      return RoundBroadcast.plain(round, encode(request));
+    }
+    const body = { round, config, ...seeded };
+    this.downlink.advance(round, this.global);
+    return this.downlink.broadcast(body);
+  }
+
+  /** The model clients hold under a compressed downlink (M̂), or null. */
+  downlinkModel(): Weights | null {
+    return this.downlink?.model() ?? null;
   }
 
   /** The round's client configuration: the options on their schedule, then the strategy's say. */

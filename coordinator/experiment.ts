@@ -54,6 +54,10 @@ export function experimentConfig(
     ...(task.codec.name !== "float32"
       ? { codec: canonicalJson(task.codec as unknown as Json) }
       : {}),
+    // Clients train from the model the downlink delivers: it decides the result.
+    ...(task.downlink !== undefined
+      ? { downlinkCodec: canonicalJson(task.downlink as unknown as Json) }
+      : {}),
     ...(task.training.loss !== DEFAULT_LOSS ? { loss: task.training.loss } : {}),
     ...(opts.dpClip > 0
       ? {

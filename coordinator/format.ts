@@ -36,6 +36,9 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
     `up ${formatBytes(m.bytesUp)}`,
     `down ${formatBytes(m.bytesDown)}`,
     m.codec !== undefined && m.codec !== "float32" ? describeCodec(m) : null,
+    m.downlinkCodec !== undefined && m.downlinkCodec !== "float32"
+      ? `downlink ${m.downlinkCodec} (${m.downlinkPatched ?? 0} patched, ${m.downlinkFull ?? 0} full)`
+      : null,
   ];
   return parts.filter((p) => p !== null).join("  ");
 }

@@ -54,6 +54,7 @@ export type SharedKey =
   | "roundTimeoutMs"
   | "maxRoundAttempts"
   | "codec"
+  | "downlinkCodec"
   | "secure"
   | "secureNeighbours"
   | "secureThreshold"
@@ -179,6 +180,17 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
       .join(
         "; ",
       )}. With --secure: float32, or q8/q4/q2 in their linear form (shared scale, b + log₂ n bits a word); README: Update codecs`,
+  },
+  downlinkCodec: {
+    kind: { type: "text" },
+    default: "float32",
+    flag: "downlink-codec",
+    placeholder: "NAME[:ARG]",
+    doc:
+      "how the coordinator sends the global model: float32 (the full model every round), f16 or q8 " +
+      "(from the second round, a client that holds a recent model gets the encoded differences " +
+      "with error feedback on the coordinator, when they are smaller than the model; new " +
+      "connections get it in full). Not with --secure; README: Update codecs, Downlink",
   },
   secure: {
     kind: { type: "boolean" },

@@ -9,6 +9,7 @@ import { checkShared, sharedDefaults } from "./option-schema.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { checkCodec, resolveCodec, type CodecRef } from "../aggregation/codecs/index.js";
+import { checkDownlink, resolveDownlinkCodec } from "../aggregation/downlink.js";
 import { resolvePrivacy } from "./privacy.js";
 import {
   parseSchedule,
@@ -89,6 +90,13 @@ export interface CoordinatorOptions {
    * `secure`. README: Update codecs. @default "float32" (today's wire format)
    */
   codec: string | CodecRef;
+  /**
+   * How the coordinator sends the global model: `"float32"` (the full model each round, as it
+   * always was), `"f16"` or `"q8"` (encoded differences of the model clients hold, error
+   * feedback on the coordinator; full models to new connections). Refused with `secure`.
+   * README: Update codecs, Downlink. @default "float32"
+   */
+  downlinkCodec: string | CodecRef;
   /** Run every round through secure aggregation (SecAgg+): the coordinator sees only the sum. @default false */
   secure: boolean;
   /** SecAgg+ neighbour degree k; n − 1 is the original SecAgg. @default n − 1 */
@@ -294,6 +302,7 @@ export function resolveOptions(
   const strategy = resolveStrategy(o.strategy);
   checkStrategy(strategy, o);
   checkCodec(resolveCodec(o.codec), { secure: o.secure, dp: o.dpClip > 0 });
+  checkDownlink(resolveDownlinkCodec(o.downlinkCodec), o);
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);

@@ -74,6 +74,11 @@ export interface RoundMetrics {
   encodeMs?: number | null;
   /** Mean milliseconds the coordinator took to decode an update. */
   decodeMs?: number | null;
+  /** How the model was sent (`--downlink-codec`); plain rounds. */
+  downlinkCodec?: string;
+  /** Members sent a patch of the model they held / the full model (plain rounds). */
+  downlinkPatched?: number;
+  downlinkFull?: number;
   /** Largest quantization error of any coordinate of a secure round's mean delta. */
   secureErrorBound?: number;
   /**

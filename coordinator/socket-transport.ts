@@ -21,6 +21,7 @@ import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
 import type { RoundCollector } from "./round.js";
 import type { CohortTransport, RequestKind } from "./transport.js";
+import type { RoundBroadcast } from "./downlink.js";
 
 const debug = createDebug("cohort:coordinator:socket");
 
@@ -58,6 +59,8 @@ export class SocketTransport implements CohortTransport {
   private readonly registry = new ClientRegistry<IoSocket>();
   private readonly bindings = new ClientBindings();
   private collector: RoundCollector | null = null;
+  /** The model version each connection (by socket id) was last sent, and its chain. */
+  private readonly held = new Map<string, { chain: number | null; version: number }>();
   private done: RunDone | null = null;
   private readonly listeners: { [E in keyof SocketTransportEvents]: SocketTransportEvents[E][] } = {
     join: [],
@@ -178,18 +181,38 @@ export class SocketTransport implements CohortTransport {
     return sealEnvelope(request, signModel(key, { runId: this.task.runId, round }, request));
   }
 
-  startRound(collector: RoundCollector, request: Uint8Array): number {
+  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
     this.collector = collector;
-    const payload = this.sealModel(collector.round, request);
-    const sockets = collector.cohort.flatMap((id) => this.registry.get(id)?.socket.id ?? []);
-    this.io.to(sockets).emit("round:fit", payload);
+    // Members holding the same version get the same bytes: one sealed payload, one emit each.
+    const groups = new Map<number | null, { payload: Uint8Array; sockets: string[] }>();
+    for (const id of collector.cohort) {
+      const socket = this.registry.get(id)?.socket;
+      if (socket === undefined) continue;
+      const held = this.held.get(socket.id);
+      const { key, payload } = broadcast.requestFor(held?.chain ?? null, held?.version ?? null);
+      let group = groups.get(key);
+      if (group === undefined) {
+        group = { payload: this.sealModel(collector.round, payload), sockets: [] };
+        groups.set(key, group);
+      }
+      group.sockets.push(socket.id);
+      if (broadcast.version !== null) {
+        this.held.set(socket.id, { chain: broadcast.chain, version: broadcast.version });
+      }
+    }
+    let bytes = 0;
+    for (const { payload, sockets } of groups.values()) {
+      this.io.to(sockets).emit("round:fit", payload);
+      bytes += payload.byteLength * sockets.length;
+    }
     debug(
-      "round %d: sent %d bytes to %d clients",
+      "round %d: sent %d bytes to %d clients (%d patched)",
       collector.round,
-      payload.byteLength,
-      sockets.length,
+      bytes,
+      [...groups.values()].reduce((n, g) => n + g.sockets.length, 0),
+      broadcast.patched,
     );
-    return payload.byteLength * sockets.length;
+    return bytes;
   }
 
   async request(
@@ -350,6 +373,9 @@ export class SocketTransport implements CohortTransport {
         if (limiter !== null && !limiter.take(socket.data.publicKey ?? clientId)) return;
         const report = parseFitFailure(raw);
         debug("client %s failed round %d: %s", clientId, report.round, report.message);
+        // It may not hold the model it was sent (BASE_MISMATCH, a patch it could not decode):
+        // its next request is the full model.
+        this.held.delete(socket.id);
         this.collector?.fail(clientId, report);
       } catch (error) {
         debug(
@@ -360,6 +386,7 @@ export class SocketTransport implements CohortTransport {
       }
     });
     socket.on("disconnect", (reason) => {
+      this.held.delete(socket.id);
       if (!this.registry.remove(clientId, socket.id)) return;
       this.bindings.forgetSecret(clientId);
       debug("client %s left: %s", clientId, reason);

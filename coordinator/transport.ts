@@ -2,6 +2,7 @@
 import type { RunDone } from "../protocol/messages.js";
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import type { RoundCollector } from "./round.js";
+import type { RoundBroadcast } from "./downlink.js";
 
 /** What a request asks for: a SecAgg+ step (the default) or an evaluation of a model. */
 export type RequestKind = "secure" | "evaluate";
@@ -16,10 +17,13 @@ export interface CohortTransport {
   /** Resolves once at least `n` clients are available. */
   waitForAvailable(n: number): Promise<void>;
   /**
-   * Send the encoded `FitRequest` to the collector's cohort; later updates go to this
-   * collector. Returns the bytes sent.
+   * Send each member of the collector's cohort its fit request (`broadcast.requestFor` the
+   * model version that connection was last sent, sealed like any model), then record the
+   * round's version as what it holds; later updates go to this collector. A connection that
+   * is new, or whose member reported a failed fit (`BASE_MISMATCH` among others), holds
+   * nothing. Returns the bytes sent.
    */
-  startRound(collector: RoundCollector, payload: Uint8Array): number;
+  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number;
   /**
    * Ask one client for a secure-aggregation step or an evaluation (msgpack in, msgpack out).
    * Rejects with a CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own

@@ -41,6 +41,7 @@ export const ERROR_CODES = [
   "SECURE_REQUIRED",
   "BAD_KEY",
   "MODEL_TOO_LARGE",
+  "BASE_MISMATCH",
   "INTERNAL",
 ] as const;
 

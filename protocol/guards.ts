@@ -9,8 +9,12 @@ import {
   type EvaluateRequest,
   type EvaluateResult,
   type FitFailure,
+  type FitMessage,
   type FitMetrics,
+  type FitPatchRequest,
   type FitRequest,
+  type ModelDiff,
+  type ModelVersion,
   type FitResult,
   type FitUpload,
   type HandshakeAuth,
@@ -113,16 +117,82 @@ export function parseRoundConfig(raw: unknown, what = "round config"): RoundConf
   };
 }
 
-/** Validate a decoded `FitRequest`. */
+/** Most chained differences one patch may carry. */
+export const MAX_PATCH_DIFFS = 64;
+
+/** Validate a decoded `FitRequest` (the full model; a patch is refused here). */
 export function parseFitRequest(raw: unknown): FitRequest {
   const what = "fit request";
   const o = record(raw, what);
+  if (o.patch !== undefined && o.weights === undefined) {
+    fail(what, "it is a patch of a held model; this receiver takes full models only");
+  }
   return {
     round: int(o, "round", what, 1),
     weights: float32List(o, "weights", what),
     config: parseRoundConfig(o.config, "fit request config"),
     ...(o.seed === undefined ? {} : { seed: int(o, "seed", what, 0, 2 ** 32 - 1) }),
+    ...(o.model === undefined ? {} : { model: parseModelVersion(o.model) }),
   };
+}
+
+function parseModelVersion(raw: unknown): ModelVersion {
+  const what = "fit request model";
+  const o = record(raw, what);
+  return {
+    version: int(o, "version", what, 1),
+    checksum: int(o, "checksum", what, 0, 2 ** 32 - 1),
+  };
+}
+
+function parseModelDiff(raw: unknown, i: number): ModelDiff {
+  const what = `fit request patch diff ${i}`;
+  const o = record(raw, what);
+  if (o.update === undefined) fail(what, "`update` is missing");
+  return {
+    version: int(o, "version", what, 1),
+    seed: int(o, "seed", what, 0, 2 ** 32 - 1),
+    // Only the downlink codec can check its payload (every length, scale and width).
+    update: o.update,
+  };
+}
+
+/**
+ * Validate a decoded `round:fit`: a full `FitRequest`, or a patch whose versions chain from its
+ * base to its model's version one by one.
+ */
+export function parseFitMessage(raw: unknown): FitMessage {
+  const what = "fit request";
+  const o = record(raw, what);
+  if (o.patch === undefined) return parseFitRequest(raw);
+  if (o.weights !== undefined) fail(what, "it carries both `weights` and `patch`");
+  if (o.model === undefined) fail(what, "a patch needs `model`");
+  const model = parseModelVersion(o.model);
+  const p = record(o.patch, "fit request patch");
+  const base = int(p, "base", "fit request patch", 1, model.version);
+  if (!Array.isArray(p.diffs) || p.diffs.length > MAX_PATCH_DIFFS) {
+    fail("fit request patch", `\`diffs\` must be an array of at most ${MAX_PATCH_DIFFS}`);
+  }
+  const diffs = p.diffs.map(parseModelDiff);
+  diffs.forEach((d, i) => {
+    if (d.version !== base + i + 1) {
+      fail("fit request patch", `diff ${i} is of version ${d.version}; ${base + i + 1} was next`);
+    }
+  });
+  if (base + diffs.length !== model.version) {
+    fail(
+      "fit request patch",
+      `${diffs.length} diffs from version ${base} do not reach version ${model.version}`,
+    );
+  }
+  const request: FitPatchRequest = {
+    round: int(o, "round", what, 1),
+    config: parseRoundConfig(o.config, "fit request config"),
+    ...(o.seed === undefined ? {} : { seed: int(o, "seed", what, 0, 2 ** 32 - 1) }),
+    model,
+    patch: { base, diffs },
+  };
+  return request;
 }
 
 function parseFitMetrics(raw: unknown): FitMetrics {
@@ -355,6 +425,7 @@ export function parseTaskSpec(raw: unknown): TaskSpec {
     coordinatorKey: o.coordinatorKey === null ? null : str(o, "coordinatorKey", what),
     signedUpdates: o.signedUpdates === true,
     codec: parseCodecField(o.codec),
+    ...(o.downlink === undefined ? {} : { downlink: parseCodecField(o.downlink) }),
     signature: o.signature === null || o.signature === undefined ? null : str(o, "signature", what),
   };
 }

@@ -68,6 +68,12 @@ export interface TaskSpec {
    */
   codec: { name: string; params: Record<string, number | string | boolean> };
   /**
+   * How the coordinator sends the global model when it is not the float32 weights themselves
+   * (`--downlink-codec`): fit requests may then be patches of the model a client holds,
+   * encoded with this codec. Absent: every fit request carries the full float32 model.
+   */
+  downlink?: { name: string; params: Record<string, number | string | boolean> };
+  /**
    * Base64 signature by `coordinatorKey` of every other field of the task (`signTask`), so a
    * client that pins the key also pins the run's mode and limits. Null: unsigned.
    */
@@ -143,7 +149,40 @@ export interface FitRequest {
    * present when the codec is not `float32`.
    */
   seed?: number;
+  /** Under a compressed downlink: which version of the broadcast model `weights` is. */
+  model?: ModelVersion;
 }
+
+/** A version of the broadcast model (the round that first sent it) and its checksum. */
+export interface ModelVersion {
+  version: number;
+  /** 32-bit FNV-1a of the model's float32 bytes, tensor after tensor. */
+  checksum: number;
+}
+
+/** One encoded difference of the broadcast chain: the model of `version` less the one before. */
+export interface ModelDiff {
+  version: number;
+  /** The downlink codec's shared seed for this difference (its rotation). */
+  seed: number;
+  /** The downlink codec's payload. */
+  update: unknown;
+}
+
+/**
+ * A fit request as a patch (compressed downlink): the client adds `diffs`, oldest first, to the
+ * model of version `base` it holds, and must arrive at `model.checksum`.
+ */
+export interface FitPatchRequest {
+  round: number;
+  config: RoundConfig;
+  seed?: number;
+  model: ModelVersion;
+  patch: { base: number; diffs: ModelDiff[] };
+}
+
+/** What a `round:fit` carries: the full model, or a patch of the one the client holds. */
+export type FitMessage = FitRequest | FitPatchRequest;
 
 /** What a client measured while training locally. */
 export interface FitMetrics {

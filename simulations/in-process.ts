@@ -3,6 +3,7 @@ import createDebug from "debug";
 import type { RoundCollector } from "../coordinator/round.js";
 import { NO_SECURE_FLOORS } from "../client/options.js";
 import type { CohortTransport, RequestKind } from "../coordinator/transport.js";
+import type { RoundBroadcast } from "../coordinator/downlink.js";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
 import { parseSecureStep } from "../aggregation/secure/steps.js";
@@ -19,6 +20,16 @@ export interface DeviceTrainer {
   /** How many devices it can train at once. */
   readonly concurrency: number;
   train(device: number, request: Uint8Array, shuffleSeed: number): Promise<FitOutcome>;
+  /**
+   * The device is sent a `round:fit`: it checks it and rebuilds the model it patches (a
+   * compressed downlink), and returns the full request to train on. Absent: requests are
+   * always full.
+   *
+   * @throws CohortError `BASE_MISMATCH` and the codec's codes, as a client would fail.
+   */
+  receive?(device: number, request: Uint8Array): Uint8Array;
+  /** The device's held model can no longer be patched: free it. */
+  release?(device: number): void;
   /** Answer an encoded `EvaluateRequest` with the device's encoded `EvaluateResult`. */
   evaluate(device: number, request: Uint8Array): Promise<Uint8Array>;
 }
@@ -43,6 +54,8 @@ export class InProcessTransport implements CohortTransport {
   private readonly sessions = new Map<string, SecureSession>();
   private sessionRound = 0;
   private readonly secureSlots: Slots;
+  /** The model version each device was last sent, and its chain (compressed downlink). */
+  private readonly held = new Map<string, { chain: number | null; version: number }>();
 
   constructor(private readonly options: InProcessOptions) {
     const { partition } = options;
@@ -68,18 +81,59 @@ export class InProcessTransport implements CohortTransport {
     );
   }
 
-  startRound(collector: RoundCollector, payload: Uint8Array): number {
-    void this.train(collector, payload);
-    return payload.byteLength * collector.cohort.length;
+  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
+    const { faults, seed, deadlineMs, trainer } = this.options;
+    const requests = new Map<string, Uint8Array | CohortError>();
+    let bytes = 0;
+    for (const id of collector.cohort) {
+      const device = deviceIndex(id);
+      const had = this.held.get(id);
+      const { payload } = broadcast.requestFor(had?.chain ?? null, had?.version ?? null);
+      bytes += payload.byteLength;
+      if (drawFate(faults, seed, collector.round, device, deadlineMs).kind === "disconnect") {
+        // Its connection is gone: what it held is not known any more.
+        this.forget(id);
+        continue;
+      }
+      if (broadcast.version !== null) {
+        this.held.set(id, { chain: broadcast.chain, version: broadcast.version });
+      }
+      // Received in send order, here, even by a device that then drops out or straggles: a
+      // device holds the model it was last sent, as a socket client does.
+      try {
+        requests.set(id, trainer.receive?.(device, payload) ?? payload);
+      } catch (error) {
+        // As a socket client reports it: the next request is the full model.
+        this.forget(id);
+        requests.set(id, toCohortError(error));
+      }
+    }
+    if (broadcast.version !== null) {
+      for (const [id, had] of this.held) {
+        if (had.version !== broadcast.version && !broadcast.canPatch(had.chain, had.version)) {
+          this.forget(id);
+        }
+      }
+    }
+    void this.train(collector, requests);
+    return bytes;
   }
 
-  private async train(collector: RoundCollector, payload: Uint8Array): Promise<void> {
+  private forget(id: string): void {
+    if (this.held.delete(id)) this.options.trainer.release?.(deviceIndex(id));
+  }
+
+  private async train(
+    collector: RoundCollector,
+    requests: Map<string, Uint8Array | CohortError>,
+  ): Promise<void> {
     const { faults, seed, deadlineMs, trainer } = this.options;
     const queue = [...collector.cohort];
     const worker = async () => {
       for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
         const device = deviceIndex(id);
         const fate = drawFate(faults, seed, collector.round, device, deadlineMs);
+        const payload = requests.get(id);
         if (fate.kind === "drop-before") {
           collector.drop(id, {
             code: "DEADLINE_EXCEEDED",
@@ -96,6 +150,11 @@ export class InProcessTransport implements CohortTransport {
             code: "DEADLINE_EXCEEDED",
             message: `straggler: ${Math.round(fate.latencyMs)} ms over a ${deadlineMs} ms deadline (simulated)`,
           });
+          continue;
+        }
+        if (payload === undefined || payload instanceof CohortError) {
+          const e = payload ?? new CohortError("INTERNAL", "no request for this device");
+          collector.drop(id, { code: e.code, message: e.message });
           continue;
         }
         try {

@@ -23,7 +23,8 @@ import { checkWeights } from "../aggregation/weights.js";
 import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import type { TaskSpec } from "../protocol/messages.js";
 import { decode, encode } from "../protocol/codec.js";
-import { parseEvaluateRequest } from "../protocol/guards.js";
+import { parseEvaluateRequest, parseFitMessage } from "../protocol/guards.js";
+import { HeldModel } from "../client/downlink.js";
 import { CohortError } from "../protocol/errors.js";
 import { evaluateModel, toTensors, type EvalStats } from "../models/adapter.js";
 import { trainLocal } from "../models/training.js";
@@ -159,6 +160,21 @@ class DeviceFitter implements DeviceTrainer {
       this.memories.set(device, memory);
     }
     return memory;
+  }
+  /** Each device's held model (compressed downlink), kept while it can still be patched. */
+  private readonly held = new Map<number, HeldModel>();
+  receive(device: number, payload: Uint8Array): Uint8Array {
+    // A float32 downlink's requests are full models: nothing to rebuild or keep.
+    if (this.task.downlink === undefined) return payload;
+    let held = this.held.get(device);
+    if (held === undefined) {
+      held = new HeldModel();
+      this.held.set(device, held);
+    }
+    return encode(held.receive(this.task, parseFitMessage(decode(payload))));
+  }
+  release(device: number): void {
+    this.held.delete(device);
   }
   async train(device: number, payload: Uint8Array, shuffleSeed: number) {
     const handler = this.free.pop();

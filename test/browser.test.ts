@@ -5,7 +5,7 @@
 import { mkdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Page } from "playwright-core";
-import type { Coordinator, StatusSnapshot } from "../coordinator/index.js";
+import type { Coordinator, CoordinatorOptions, StatusSnapshot } from "../coordinator/index.js";
 import type { CohortClient } from "../client/index.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { launchBrowser, type TestBrowser } from "./helpers/browser.js";
@@ -48,7 +48,12 @@ const pageState = (page: Page) =>
   page.evaluate(() => (globalThis as unknown as { cohortPage: PageState }).cohortPage);
 
 /** Two pages and one Node client run `rounds` rounds; returns what each side saw. */
-async function federate(secure: boolean, rounds: number) {
+async function federate(
+  secure: boolean,
+  rounds: number,
+  extra: Partial<CoordinatorOptions> = {},
+  mode = secure ? "secure" : "plain",
+) {
   const coordinator = await startCoordinator({
     model: "mlp",
     rounds,
@@ -61,10 +66,10 @@ async function federate(secure: boolean, rounds: number) {
     // FedProx's proximal term and federated evaluation run in the pages too.
     strategy: { name: "fedprox", params: { proximalMu: 0.01 } },
     fractionEvaluate: 1,
+    ...extra,
   });
   const joins: { clientId: string; platform: string; backend: string }[] = [];
   coordinator.on("join", (c) => joins.push(c));
-  const mode = secure ? "secure" : "plain";
   let node: CohortClient[] = [];
   const pages: Page[] = [];
   try {
@@ -146,6 +151,21 @@ describe("browser clients", () => {
           });
         }
       }
+    }
+  }, 120_000);
+
+  it("the pages rebuild a q8 downlink's patches: every member is patched from round 2, none fails", async () => {
+    const { summary, states } = await federate(false, 3, { downlinkCodec: "q8" }, "q8");
+    expect(summary.rounds.map((r) => [r.downlinkPatched, r.downlinkFull])).toEqual([
+      [0, 3],
+      [3, 0],
+      [3, 0],
+    ]);
+    expect(summary.rounds.every((r) => r.failures === 0 && r.participants === 3)).toBe(true);
+    expect(summary.rounds.at(-1)!.accuracy!).toBeGreaterThan(summary.initial!.accuracy! + 0.3);
+    for (const { state } of states) {
+      expect(state.error).toBeNull();
+      expect(state.rounds.map((r) => r.accepted)).toEqual([true, true, true]);
     }
   }, 120_000);
 });

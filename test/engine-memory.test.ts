@@ -13,6 +13,7 @@ import type { RoundCollector, RoundOutcome } from "../coordinator/round.js";
 import type { CohortTransport } from "../coordinator/transport.js";
 import { encode } from "../protocol/codec.js";
 import type { FitResult, TaskSpec } from "../protocol/messages.js";
+import type { RoundBroadcast } from "../coordinator/downlink.js";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -30,7 +31,8 @@ class InstantTransport implements CohortTransport {
   waitForAvailable(): Promise<void> {
     return Promise.resolve();
   }
-  startRound(collector: RoundCollector, payload: Uint8Array): number {
+  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
+    const { payload } = broadcast.requestFor(null, null);
     void collector.done.then((outcome) => this.outcomes.push(new WeakRef(outcome)));
     for (const id of collector.cohort) {
       const result: FitResult = {

@@ -9,7 +9,9 @@ import {
   type HandshakeChallenge,
 } from "../../aggregation/signing.js";
 import type { KeyPair } from "../../aggregation/crypto.js";
-import { parseFitRequest, parseTaskSpec } from "../../protocol/guards.js";
+import { parseFitMessage, parseTaskSpec } from "../../protocol/guards.js";
+import { HeldModel } from "../../client/downlink.js";
+import { toCohortError, type CohortError } from "../../protocol/errors.js";
 import type {
   FitRequest,
   FitResult,
@@ -24,8 +26,14 @@ export interface RawClient {
   task: Promise<TaskSpec>;
   /** The challenges this client answered, with its answers (what an eavesdropper captures). */
   answers: { challenge: HandshakeChallenge; signature: string }[];
-  /** Resolves with the next fit request broadcast to this client. */
+  /** Resolves with the next fit request broadcast to this client (patches rebuilt). */
   nextFit(): Promise<FitRequest>;
+  /** The model this client holds (compressed downlink), as a client keeps it. */
+  held: HeldModel;
+  /** Every `round:fit` it got: a patch (from which base) or a full model, its size. */
+  received: { round: number; patch: boolean; base: number | null; bytes: number }[];
+  /** Requests it could not rebuild (`BASE_MISMATCH`, a payload the codec refused). */
+  refused: CohortError[];
   /** Emit `fit:result` with any payload and wait for the coordinator's reply. */
   send(payload: unknown): Promise<Reply<UpdateReceipt>>;
   close(): void;
@@ -72,14 +80,42 @@ export async function connectRaw(
   });
   const fits: FitRequest[] = [];
   const waiters: ((f: FitRequest) => void)[] = [];
+  const held = new HeldModel();
+  const received: RawClient["received"] = [];
+  const refused: CohortError[] = [];
+  let known: TaskSpec | null = null;
   socket.on("round:fit", (payload: unknown) => {
-    const request = parseFitRequest(decode(openEnvelope(payload).body));
+    const body = openEnvelope(payload).body;
+    let request: FitRequest;
+    try {
+      const message = parseFitMessage(decode(body));
+      const patch = "patch" in message;
+      received.push({
+        round: message.round,
+        patch,
+        base: patch ? message.patch.base : null,
+        bytes: body.byteLength,
+      });
+      request = held.receive(known!, message);
+    } catch (error) {
+      const e = toCohortError(error);
+      refused.push(e);
+      socket.emit("fit:error", {
+        round: received.at(-1)?.round ?? 1,
+        code: e.code,
+        message: e.message,
+      });
+      return;
+    }
     const waiter = waiters.shift();
     if (waiter) waiter(request);
     else fits.push(request);
   });
   const task = new Promise<TaskSpec>((resolve) =>
-    socket.once("task", (t: unknown) => resolve(parseTaskSpec(t))),
+    socket.once("task", (t: unknown) => {
+      known = parseTaskSpec(t);
+      resolve(known);
+    }),
   );
   await new Promise<void>((resolve, reject) => {
     void task.then(() => resolve());
@@ -92,6 +128,9 @@ export async function connectRaw(
     socket,
     task,
     answers,
+    held,
+    received,
+    refused,
     nextFit: () => {
       const ready = fits.shift();
       return ready ? Promise.resolve(ready) : new Promise((resolve) => waiters.push(resolve));
