@@ -40,20 +40,6 @@ export function resolveDownlinkCodec(ref: string | CodecRef): UpdateCodec {
 }
 
 /**
- * Refuse a compressed downlink with secure aggregation (`INVALID_OPTION`): the model travels
- * there in the SecAgg+ advertise step, one sealed model for the whole cohort.
- */
-export function checkDownlink(codec: UpdateCodec, opts: { secure: boolean }): void {
-  if (opts.secure && codec.name !== "float32") {
-    throw new CohortError(
-      "INVALID_OPTION",
-      `downlink codec ${codec.label} with --secure: secure rounds send the full float32 model ` +
-        "to every member in their first step. Use --downlink-codec float32 with --secure.",
-    );
-  }
-}
-
-/**
  * 32-bit FNV-1a of the weights' float32 bytes (in the platform's byte order, little-endian on
  * every platform tfjs runs on), tensor after tensor: cheap, and enough to notice a client
  * whose base differs from the coordinator's. Integrity against an attacker is the model

@@ -9,7 +9,6 @@ import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
 import {
   parseEvaluateRequest,
   parseFitMessage,
-  parseFitRequest,
   parseTaskSpec,
 } from "../protocol/guards.js";
 import type {
@@ -426,7 +425,12 @@ export class ClientRounds<R extends string> {
           this.report(roundReport(result, stats, true));
           return { delta: result.delta, numExamples: result.numExamples };
         },
-        (p) => this.checkedModel(this.requireTask(), p, parseFitRequest),
+        // Checked like a plain round's model, and rebuilt from a patch under a compressed
+        // downlink.
+        (p) => {
+          const task = this.requireTask();
+          return this.held.receive(task, this.checkedModel(task, p, parseFitMessage));
+        },
         {
           floors: this.options.secureFloors,
           minNoise: this.options.requireNoise ?? null,

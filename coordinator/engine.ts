@@ -460,6 +460,8 @@ export class RoundEngine {
     samplingRate: number | undefined,
   ): Promise<RoundMetrics> {
     const linear = this.linearRound(round);
+    // Members need no codec seed (the quantizer's travels in the setup): one request per version.
+    const broadcast = this.broadcast(round, 0, false);
     const outcome = await this.unlessStopped(
       runSecureRound(
         this.transport,
@@ -467,7 +469,7 @@ export class RoundEngine {
         this.task,
         round,
         cohort,
-        { round, weights: this.global, config: this.roundConfig(round) },
+        broadcast,
         graphSeed,
         (phase) => this.onPhase(round, phase),
         this.privacy?.mode === "distributed" ? this.privacy.settings.noiseMultiplier : undefined,
@@ -519,6 +521,9 @@ export class RoundEngine {
       bytesUp: outcome.bytesUp,
       bytesDown: outcome.bytesDown,
       secure: true,
+      downlinkCodec: this.downlink?.codec.label ?? "float32",
+      downlinkPatched: broadcast.patched,
+      downlinkFull: broadcast.full,
       ...evaluationFields(evaluation),
       trainLoss: null,
       ...(result === null
@@ -570,15 +575,19 @@ export class RoundEngine {
    * for byte what it always was; under a compressed downlink the chain first moves to this
    * round's version (once per round: a retry sends the same model) and the requests carry M̂.
    */
-  private broadcast(round: number, seed: number): RoundBroadcast {
+  private broadcast(
+    round: number,
+    seed: number,
+    seeded = this.codec.name !== "float32",
+  ): RoundBroadcast {
     const config = this.roundConfig(round);
     // float32 draws nothing: its requests stay byte for byte what they were.
-    const seeded = this.codec.name === "float32" ? {} : { seed };
+    const seedField = seeded ? { seed } : {};
     if (this.downlink === null) {
-      const request: FitRequest = { round, weights: this.global, config, ...seeded };
+      const request: FitRequest = { round, weights: this.global, config, ...seedField };
       return RoundBroadcast.plain(round, encode(request));
     }
-    const body = { round, config, ...seeded };
+    const body = { round, config, ...seedField };
     this.downlink.advance(round, this.global);
     return this.downlink.broadcast(body);
   }

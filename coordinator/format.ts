@@ -43,7 +43,10 @@ export function formatRound(m: RoundMetrics, rounds: number): string {
   return parts.filter((p) => p !== null).join("  ");
 }
 
-/** A round's codec for its log line: `q8 ×3.97 (encode 2.1 ms, decode 1.0 ms)`. */
+/**
+ * A round's codec for its log line: `q8 ×3.97 (encode 2.1 ms, decode 1.0 ms)`; in secure rounds
+ * `q8 ×2.84 (11-bit words)`, or `(32-bit words, calibrating)` in a round that measures the range.
+ */
 function describeCodec(m: RoundMetrics): string {
   const ms = (v: number | null | undefined) =>
     v === null || v === undefined ? "–" : `${v.toFixed(1)} ms`;
@@ -51,6 +54,10 @@ function describeCodec(m: RoundMetrics): string {
     m.compressionRatio === null || m.compressionRatio === undefined
       ? ""
       : ` ×${m.compressionRatio.toFixed(2)}`;
+  if (m.secureWordBits !== undefined) {
+    const calibrating = m.secureBits === 32 ? ", calibrating" : "";
+    return `${m.codec}${ratio} (${m.secureWordBits}-bit words${calibrating})`;
+  }
   return `${m.codec}${ratio} (encode ${ms(m.encodeMs)}, decode ${ms(m.decodeMs)})`;
 }
 

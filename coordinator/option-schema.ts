@@ -190,7 +190,7 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
       "how the coordinator sends the global model: float32 (the full model every round), f16 or q8 " +
       "(from the second round, a client that holds a recent model gets the encoded differences " +
       "with error feedback on the coordinator, when they are smaller than the model; new " +
-      "connections get it in full). Not with --secure; README: Update codecs, Downlink",
+      "connections get it in full; in secure rounds, in the first SecAgg+ step). README: Update codecs, Downlink",
   },
   secure: {
     kind: { type: "boolean" },

@@ -9,7 +9,7 @@ import { checkShared, sharedDefaults } from "./option-schema.js";
 import { checkStrategy, type Strategy, type StrategyRef } from "../aggregation/strategy.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { checkCodec, resolveCodec, type CodecRef } from "../aggregation/codecs/index.js";
-import { checkDownlink, resolveDownlinkCodec } from "../aggregation/downlink.js";
+import { resolveDownlinkCodec } from "../aggregation/downlink.js";
 import { resolvePrivacy } from "./privacy.js";
 import {
   parseSchedule,
@@ -302,7 +302,7 @@ export function resolveOptions(
   const strategy = resolveStrategy(o.strategy);
   checkStrategy(strategy, o);
   checkCodec(resolveCodec(o.codec), { secure: o.secure, dp: o.dpClip > 0 });
-  checkDownlink(resolveDownlinkCodec(o.downlinkCodec), o);
+  resolveDownlinkCodec(o.downlinkCodec);
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);

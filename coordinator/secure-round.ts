@@ -23,7 +23,8 @@ import type { RoundFailure } from "../aggregation/fedavg.js";
 import { sizeOf } from "../aggregation/weights.js";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
-import type { FitRequest, TaskSpec } from "../protocol/messages.js";
+import type { TaskSpec } from "../protocol/messages.js";
+import type { RoundBroadcast } from "./downlink.js";
 import type { CoordinatorOptions } from "./options.js";
 import type { CohortTransport } from "./transport.js";
 
@@ -122,7 +123,8 @@ export async function runSecureRound(
   task: TaskSpec,
   round: number,
   cohort: string[],
-  request: FitRequest,
+  /** The round's fit requests, by the model version each member holds. */
+  broadcast: RoundBroadcast,
   graphSeed: number,
   /** Hears when each phase starts (the dashboard shows it). */
   onPhase: (phase: SecAggPhase) => void = () => undefined,
@@ -227,17 +229,26 @@ export async function runSecureRound(
 
   const stepTimeout = opts.secureStepTimeoutMs;
   try {
-    // The model travels with the first step, signed like a plain round's broadcast.
-    const model = transport.sealModel(round, encode(request));
+    // The model travels with the first step, signed like a plain round's broadcast: each
+    // member's by the version it holds (a patch under a compressed downlink).
     await phase(
-      cohort.map((_, index) => ({
+      cohort.map((clientId, index) => ({
         index,
-        step: { phase: "advertise-keys", setup, index, model },
+        step: {
+          phase: "advertise-keys",
+          setup,
+          index,
+          model: transport.modelFor(clientId, broadcast),
+        },
       })),
       stepTimeout,
       parseAdvertiseKeys,
       (m) => server.receiveAdvertisement(m),
     );
+    // A member that did not take the model may not hold it: its next one is full.
+    for (const clientId of cohort) {
+      if (failures.has(clientId)) transport.forgetModel(clientId);
+    }
     const neighbours = server.closeAdvertise();
     await phase(
       neighbours.map((message) => ({

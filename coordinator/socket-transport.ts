@@ -181,6 +181,31 @@ export class SocketTransport implements CohortTransport {
     return sealEnvelope(request, signModel(key, { runId: this.task.runId, round }, request));
   }
 
+  /** The sealed requests of the last secure round's broadcast, by the base they patch. */
+  private sealed: { broadcast: RoundBroadcast; byBase: Map<number | null, Uint8Array> } | null =
+    null;
+
+  modelFor(clientId: string, broadcast: RoundBroadcast): Uint8Array {
+    const socket = this.registry.get(clientId)?.socket;
+    const held = socket === undefined ? undefined : this.held.get(socket.id);
+    const { key, payload } = broadcast.requestFor(held?.chain ?? null, held?.version ?? null);
+    if (this.sealed?.broadcast !== broadcast) this.sealed = { broadcast, byBase: new Map() };
+    let sealed = this.sealed.byBase.get(key);
+    if (sealed === undefined) {
+      sealed = this.sealModel(broadcast.round, payload);
+      this.sealed.byBase.set(key, sealed);
+    }
+    if (socket !== undefined && broadcast.version !== null) {
+      this.held.set(socket.id, { chain: broadcast.chain, version: broadcast.version });
+    }
+    return sealed;
+  }
+
+  forgetModel(clientId: string): void {
+    const socket = this.registry.get(clientId)?.socket;
+    if (socket !== undefined) this.held.delete(socket.id);
+  }
+
   startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
     this.collector = collector;
     // Members holding the same version get the same bytes: one sealed payload, one emit each.

@@ -38,6 +38,13 @@ export interface CohortTransport {
   /** The encoded fit request of `round` as clients receive it: signed where models are signed. */
   sealModel(round: number, request: Uint8Array): Uint8Array;
   /**
+   * One member's fit request of a secure round (its first step carries it): as `startRound`
+   * picks it, by the version that connection holds, sealed, and recorded as what it holds now.
+   */
+  modelFor(clientId: string, broadcast: RoundBroadcast): Uint8Array;
+  /** Forget what a member holds (its step with the model failed): its next model is full. */
+  forgetModel(clientId: string): void;
+  /**
    * Who a client is, where clients authenticate: its identity key and the join token that
    * admitted it, relayed to its neighbours in secure rounds. Null (or absent) otherwise.
    */

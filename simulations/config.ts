@@ -18,7 +18,7 @@ import { modelName } from "../models/model-file.js";
 import { objectiveOf } from "../coordinator/options.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { checkCodec, resolveCodec } from "../aggregation/codecs/index.js";
-import { checkDownlink, resolveDownlinkCodec } from "../aggregation/downlink.js";
+import { resolveDownlinkCodec } from "../aggregation/downlink.js";
 import { checkShared, sharedDefaults, type SharedOptions } from "../coordinator/option-schema.js";
 
 /** Everything a simulation needs: the shared round options, and the simulation's own. */
@@ -265,7 +265,7 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
   }
   resolveStrategy(c.strategy);
   checkCodec(resolveCodec(c.codec), c);
-  checkDownlink(resolveDownlinkCodec(c.downlinkCodec), c);
+  resolveDownlinkCodec(c.downlinkCodec);
   parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);
   return c;

@@ -8,6 +8,7 @@ import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError } from "../protocol/errors.js";
 import { parseSecureStep } from "../aggregation/secure/steps.js";
 import { SecureSession } from "../client/secure-session.js";
+import { parseFitRequest } from "../protocol/guards.js";
 import type { FitOutcome } from "../client/trainer.js";
 import { deviceId, deviceIndex } from "./device.js";
 import { drawFate, type FaultConfig } from "./faults.js";
@@ -108,15 +109,38 @@ export class InProcessTransport implements CohortTransport {
         requests.set(id, toCohortError(error));
       }
     }
-    if (broadcast.version !== null) {
-      for (const [id, had] of this.held) {
-        if (had.version !== broadcast.version && !broadcast.canPatch(had.chain, had.version)) {
-          this.forget(id);
-        }
-      }
-    }
+    this.forgetUnpatchable(broadcast);
     void this.train(collector, requests);
     return bytes;
+  }
+
+  modelFor(clientId: string, broadcast: RoundBroadcast): Uint8Array {
+    if (this.lastBroadcast !== broadcast) {
+      this.lastBroadcast = broadcast;
+      this.forgetUnpatchable(broadcast);
+    }
+    const had = this.held.get(clientId);
+    const { payload } = broadcast.requestFor(had?.chain ?? null, had?.version ?? null);
+    if (broadcast.version !== null) {
+      this.held.set(clientId, { chain: broadcast.chain, version: broadcast.version });
+    }
+    return payload;
+  }
+
+  forgetModel(clientId: string): void {
+    this.forget(clientId);
+  }
+
+  private lastBroadcast: RoundBroadcast | null = null;
+
+  /** Free the held models no patch of `broadcast` can build on. */
+  private forgetUnpatchable(broadcast: RoundBroadcast): void {
+    if (broadcast.version === null) return;
+    for (const [id, had] of this.held) {
+      if (had.version !== broadcast.version && !broadcast.canPatch(had.chain, had.version)) {
+        this.forget(id);
+      }
+    }
   }
 
   private forget(id: string): void {
@@ -216,11 +240,13 @@ export class InProcessTransport implements CohortTransport {
           );
           return { delta: outcome.result.delta, numExamples: outcome.result.numExamples };
         },
-        undefined,
+        // Under a compressed downlink the device rebuilds the model from its patch.
+        (model) => parseFitRequest(decode(trainer.receive?.(device, model) ?? model)),
         { floors: NO_SECURE_FLOORS },
       );
       this.sessions.set(clientId, session);
     } else if (step.phase === "share-keys" && fate.kind === "disconnect") {
+      this.forget(clientId); // its connection is gone, and what it held with it
       refuse("CLIENT_DISCONNECTED", "disconnected after advertising keys");
     } else if (
       step.phase === "collect-masked" &&

@@ -303,6 +303,49 @@ describe("a compressed downlink over socket.io", () => {
     180_000,
   );
 
+  it("secure rounds send each member its patch in the first step: q8 both ways, every member patched from round 2, accuracy near float32's", async () => {
+    const { shards, evalSet } = await mnistShards(5, 200, 400);
+    const run = async (codec: string) => {
+      coordinator = await startCoordinator({
+        model: "mlp",
+        secure: true,
+        codec,
+        downlinkCodec: codec,
+        rounds: 3,
+        minAvailableClients: 5,
+        minFitClients: 5,
+        evalDataset: evalSet,
+        runDir: null,
+        seed: 2,
+      });
+      clients = await startClients(coordinator.url, shards, `s-${codec}`);
+      const summary = await coordinator.run();
+      const mhat = coordinator.downlinkModel();
+      await Promise.all(clients.map((c) => c.close()));
+      await coordinator.close();
+      clients = [];
+      coordinator = undefined;
+      return { summary, mhat };
+    };
+    const wide = await run("float32");
+    const narrow = await run("q8");
+    const rounds = narrow.summary.rounds;
+    expect(rounds.map((m) => [m.downlinkPatched, m.downlinkFull])).toEqual([
+      [0, 5],
+      [5, 0],
+      [5, 0],
+    ]);
+    expect(rounds.every((m) => m.failures === 0 && m.secure)).toBe(true);
+    expect(wide.mhat).toBeNull();
+    // Down: a q8 patch instead of the float32 model; up: 12-bit masked words (5 members: 11).
+    expect(rounds[2]!.bytesDown).toBeLessThan(wide.summary.rounds[2]!.bytesDown / 3);
+    expect(rounds[2]!.bytesUp).toBeLessThan(wide.summary.rounds[2]!.bytesUp / 2.5);
+    expect(narrow.mhat).not.toBeNull();
+    // Three rounds on 1,000 digits, 400 to evaluate: training, and near float32's.
+    expect(rounds[2]!.accuracy!).toBeGreaterThan(narrow.summary.initial!.accuracy! + 0.3);
+    expect(Math.abs(rounds[2]!.accuracy! - wide.summary.rounds[2]!.accuracy!)).toBeLessThan(0.06);
+  });
+
   it("a client refuses a forged, mismatched or malformed patch with its code, and trains on an honest signed one", async () => {
     rogue = await startRogue({ model: "mlp", downlinkCodec: "q8" });
     const r = rogue;
@@ -485,6 +528,31 @@ describe("a compressed downlink in the simulator", () => {
     expect(codes).not.toContain("BASE_MISMATCH");
     expect(codes).toContain("CLIENT_DISCONNECTED");
   }, 60_000);
+
+  it("secure simulated rounds patch every device from round 2, and a device that disconnects gets the full model next", async () => {
+    const sim = await simulate(
+      {
+        ...base,
+        devices: 6,
+        fractionFit: 1,
+        rounds: 4,
+        secure: true,
+        downlinkCodec: "q8",
+        faults: { disconnect: 0.15 },
+      },
+      { progress: null },
+    );
+    const counts = sim.rounds.map((m): [number, number] => [m.downlinkPatched!, m.downlinkFull!]);
+    expect(counts[0]).toEqual([0, 6]);
+    expect(counts.slice(1).every(([p]) => p > 0)).toBe(true);
+    const codes = sim.rounds.flatMap((m) => m.failureReasons.map((f) => f.code));
+    expect(codes).not.toContain("BASE_MISMATCH");
+    // Disconnected devices come back for a full model: more full ones than first joins alone.
+    if (codes.includes("CLIENT_DISCONNECTED")) {
+      expect(counts.slice(1).some(([, f]) => f > 0)).toBe(true);
+    }
+    expect(sim.summary.finalAccuracy!).toBeGreaterThan(0.5);
+  }, 120_000);
 
   it("with C = 0.1 most devices get the full model (they do not hold a recent version)", async () => {
     const sim = await simulate(

@@ -416,12 +416,8 @@ describe("the downlink-codec option", () => {
     );
   });
 
-  it("refuses a compressed downlink with --secure, and takes float32, f16, q8 and q8:CHUNK otherwise", () => {
-    expectCohortError(
-      () => resolveOptions({ downlinkCodec: "q8", secure: true }, quiet),
-      "INVALID_OPTION",
-      /--secure/,
-    );
+  it("takes float32, f16, q8 and q8:CHUNK, in plain and secure runs", () => {
+    expect(resolveOptions({ downlinkCodec: "q8", secure: true }, quiet).downlinkCodec).toBe("q8");
     for (const name of ["float32", "f16", "q8", "q8:512"]) {
       expect(resolveOptions({ downlinkCodec: name }, quiet).downlinkCodec).toBe(name);
     }

@@ -9,6 +9,7 @@ import { chunksOf, rotate, unrotate } from "../aggregation/codecs/rotation.js";
 import { DEFAULT_CHUNK } from "../aggregation/codecs/stochastic.js";
 import { signedBits } from "../aggregation/secure/index.js";
 import { roundSeed } from "../coordinator/engine.js";
+import { formatRound } from "../coordinator/format.js";
 import { CLIP_PER_RMS, WEIGHT_CAP_PER_MEAN } from "../coordinator/secure-round.js";
 import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
@@ -73,6 +74,8 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
       // Twice the members' mean weight (100), not secureMaxWeight's 10,000.
       expect(r.secureMaxWeight).toBe(WEIGHT_CAP_PER_MEAN * 100);
     }
+    expect(formatRound(r1!, 3)).toMatch(/q8 ×1\.00 \(32-bit words, calibrating\)/);
+    expect(formatRound(r2!, 3)).toMatch(/q8 ×2\.\d\d \(11-bit words\)/);
     // The masked vector dominates a member's upload: 11-bit words against 32-bit ones.
     expect(r2!.bytesUp).toBeLessThan(r1!.bytesUp / 2.5);
     // The model moved by the three rounds' means: each the weighted mean of the members'

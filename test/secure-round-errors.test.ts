@@ -6,6 +6,8 @@ import { resolveOptions } from "../coordinator/options.js";
 import type { CohortTransport } from "../coordinator/transport.js";
 import { CohortError } from "../protocol/errors.js";
 import { roundConfig } from "./helpers/raw-client.js";
+import { RoundBroadcast } from "../coordinator/downlink.js";
+import { encode } from "../protocol/codec.js";
 
 const opts = resolveOptions(
   { secure: true, runDir: null, secureStepTimeoutMs: 50 },
@@ -17,7 +19,10 @@ const task = makeTask(opts, "run-1", {
   weightSpecs: [{ name: "w", shape: [4] }],
   numParameters: 4,
 });
-const request = { round: 1, weights: [new Float32Array(4)], config: roundConfig() };
+const request = RoundBroadcast.plain(
+  1,
+  encode({ round: 1, weights: [new Float32Array(4)], config: roundConfig() }),
+);
 
 function transport(overrides: Partial<CohortTransport>): CohortTransport {
   return {
@@ -28,6 +33,10 @@ function transport(overrides: Partial<CohortTransport>): CohortTransport {
       throw new CohortError("CLIENT_DISCONNECTED", "gone");
     },
     sealModel: (_round, payload) => payload,
+    modelFor(_clientId, broadcast) {
+      return this.sealModel(broadcast.round, broadcast.requestFor(null, null).payload);
+    },
+    forgetModel: () => undefined,
     finish: () => undefined,
     ...overrides,
   };
