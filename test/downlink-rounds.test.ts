@@ -117,31 +117,35 @@ describe("a compressed downlink over socket.io", () => {
       }
     };
     const running = c.run();
-    void answer(() => a, 1e-3);
-    void answer(
-      () => b,
-      2e-3,
-      async (round) => {
-        // In round 3, b loses what it holds: round 4's patch fails, round 5 is full again.
-        if (round === 3) b.held.reset();
-        return true;
-      },
-    );
-    void answer(
-      () => cc,
-      3e-3,
-      async (round) => {
-        if (round !== 2) return true;
-        // In round 2, c leaves without answering and comes back on a new socket: round 3
-        // must be the full model.
-        old = cc;
-        cc.close();
-        await until(() => !c.clients().includes("c"), 10_000, "c to leave");
-        cc = await connect("c");
-        return false;
-      },
-    );
+    const loops = [
+      answer(() => a, 1e-3),
+      answer(
+        () => b,
+        2e-3,
+        async (round) => {
+          // In round 3, b loses what it holds: round 4's patch fails, round 5 is full again.
+          if (round === 3) b.held.reset();
+          return true;
+        },
+      ),
+      answer(
+        () => cc,
+        3e-3,
+        async (round) => {
+          if (round !== 2) return true;
+          // In round 2, c leaves without answering and comes back on a new socket: round 3
+          // must be the full model.
+          old = cc;
+          cc.close();
+          await until(() => !c.clients().includes("c"), 10_000, "c to leave");
+          cc = await connect("c");
+          return false;
+        },
+      ),
+    ];
     const summary = await running;
+    // Each loop's last update is acknowledged before the sockets close.
+    await Promise.all(loops);
     expect(mismatches.every((m) => !m)).toBe(true);
     const kinds = (raw: RawClient) => raw.received.map((r) => (r.patch ? `p${r.base}` : "full"));
     expect(kinds(a)).toEqual(["full", "p1", "p2", "p3", "p4", "p5"]);
