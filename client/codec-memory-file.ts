@@ -38,7 +38,8 @@ export function fileCodecMemory(dir: string): CodecMemoryStore {
     },
     async save(key: CodecMemoryKey, residual: Float32Array): Promise<void> {
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      await writeAtomic(path, encode({ runId: key.runId, codec: key.codec, residual }));
+      // Created owner-only (and kept so: a file from before may have had another mode).
+      await writeAtomic(path, encode({ runId: key.runId, codec: key.codec, residual }), 0o600);
       await chmod(path, 0o600);
     },
   };

@@ -6,11 +6,7 @@
 import createDebug from "debug";
 import { decode, encode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
-import {
-  parseEvaluateRequest,
-  parseFitMessage,
-  parseTaskSpec,
-} from "../protocol/guards.js";
+import { parseEvaluateRequest, parseFitMessage, parseTaskSpec } from "../protocol/guards.js";
 import type {
   EvaluateResult,
   FitRequest,
@@ -283,7 +279,8 @@ export class ClientRounds<R extends string> {
     const size = totalSize(task.model.weightSpecs);
     try {
       const residual = await store.load({ runId: task.runId, codec: codec.label });
-      if (residual === null) return;
+      // Another run's task may have come while this one loaded: its memory is not this.
+      if (residual === null || this.task?.runId !== task.runId) return;
       if (residual.length !== size) {
         throw new CohortError(
           "SHAPE_MISMATCH",
@@ -327,7 +324,8 @@ export class ClientRounds<R extends string> {
       const fit = await this.train(request);
       await this.codecMemoryLoaded;
       const outcome = encodeOutcome(task, fit, { seed: request.seed, memory: this.codecMemory });
-      await this.saveCodecMemory(task);
+      // Stored while the update travels (both before the round is over).
+      const saved = this.saveCodecMemory(task);
       if (this.link.closed()) return;
       const identity = options.identity;
       const upload =
@@ -342,6 +340,7 @@ export class ClientRounds<R extends string> {
               ),
             );
       const reply = await this.link.sendUpdate(upload);
+      await saved;
       const { stats } = outcome;
       const report = roundReport(outcome.result, stats, reply.ok);
       if (reply.ok) {

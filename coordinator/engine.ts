@@ -35,6 +35,7 @@ import {
   runSecureRound,
   secureSetup,
   type LinearRound,
+  type SecureRange,
 } from "./secure-round.js";
 import { secureParams, sumMultiplier } from "../aggregation/secure/index.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
@@ -115,6 +116,45 @@ export function roundSeed(runSeed: number, round: number, attempt: number): numb
   return Math.floor(rng() * 2 ** 32);
 }
 
+/**
+ * The next secure round's clip and weight cap from what a round of a quantizing codec learned
+ * from its sum: CLIP_PER_RMS times the members' mean RMS and WEIGHT_CAP_PER_MEAN times their
+ * mean weight. Members report those in masked header words the coordinator cannot check, so
+ * one member could claim anything: the clip is held between CLIP_PER_RMS times the RMS of the
+ * decoded mean itself (which a member moves only within its clipped share) and `secureClip`,
+ * and the cap at most `secureMaxWeight` — a dishonest member then sways the model no more than
+ * in a 32-bit round. Null: nothing usable was measured (the last range stays).
+ */
+export function nextSecureRange(
+  result: {
+    meanRms?: number;
+    sumWeights: number;
+    contributors: number[];
+    weightedMeanDelta: Float32Array[];
+  },
+  opts: Pick<CoordinatorOptions, "secureClip" | "secureMaxWeight">,
+): SecureRange | null {
+  const rms = result.meanRms;
+  if (rms === undefined || !(rms > 0) || result.contributors.length === 0) return null;
+  let squares = 0;
+  let d = 0;
+  for (const t of result.weightedMeanDelta) {
+    for (let i = 0; i < t.length; i++) squares += t[i]! * t[i]!;
+    d += t.length;
+  }
+  const floor = Math.max(
+    CLIP_PER_RMS * Math.sqrt(squares / Math.max(1, d)),
+    opts.secureClip * 2 ** -30,
+  );
+  const clip = Math.min(opts.secureClip, Math.max(floor, CLIP_PER_RMS * rms));
+  const meanWeight = result.sumWeights / result.contributors.length;
+  const maxWeight = Math.min(
+    opts.secureMaxWeight,
+    Math.max(1, Math.ceil(WEIGHT_CAP_PER_MEAN * meanWeight)),
+  );
+  return { clip, maxWeight };
+}
+
 /** Runs the rounds of one task; the transport decides how clients are reached. */
 export class RoundEngine {
   private readonly strategy: Strategy;
@@ -140,12 +180,10 @@ export class RoundEngine {
   /** The waits in flight that `stop()` rejects (see `unlessStopped`). */
   private readonly stopWaiters = new Set<(error: CohortError) => void>();
   /**
-   * The cohort's mean update RMS from the last secure round of a quantizing codec (learned from
-   * the sum): the next round's shared scale follows it. Null until a round measured it.
+   * The clip and weight cap of the next secure round of a quantizing codec, from what the last
+   * one learned from its sum (`nextSecureRange`). Null until a round measured them.
    */
-  private secureRms: number | null = null;
-  /** The cohort's mean weight (capped example count) in that round. */
-  private secureMeanWeight: number | null = null;
+  private secureRange: SecureRange | null = null;
   /** Rounds completed so far. */
   completedRounds = 0;
   /** Called after each completed round. */
@@ -194,12 +232,7 @@ export class RoundEngine {
     this.strategyState =
       state.config === null ? this.strategy.optimizer.init(state.weights) : state.strategy;
     this.completedRounds = state.completedRounds;
-    const last = state.lastMetrics;
-    this.secureRms = last?.secureRms ?? null;
-    this.secureMeanWeight =
-      last?.secureRms === undefined || last.participants === 0
-        ? null
-        : last.totalExamples / last.participants;
+    this.secureRange = state.lastMetrics?.secureNext ?? null;
   }
 
   /** Run every round; resolves after the last one, with all metrics. */
@@ -477,9 +510,8 @@ export class RoundEngine {
       ),
     );
     const { result } = outcome;
-    if (result?.meanRms !== undefined && result.meanRms > 0) {
-      this.secureRms = result.meanRms;
-      this.secureMeanWeight = result.sumWeights / result.contributors.length;
+    if (result !== null && linear !== undefined) {
+      this.secureRange = nextSecureRange(result, this.opts) ?? this.secureRange;
     }
     const aggStart = performance.now();
     if (result !== null) {
@@ -538,7 +570,8 @@ export class RoundEngine {
             secureMaxWeight: linear.maxWeight,
             ...(outcome.wordBits === null ? {} : { secureWordBits: outcome.wordBits }),
             ...(outcome.maskedRatio === null ? {} : { compressionRatio: outcome.maskedRatio }),
-            ...(this.secureRms === null ? {} : { secureRms: this.secureRms }),
+            ...(result?.meanRms === undefined ? {} : { secureRms: result.meanRms }),
+            ...(this.secureRange === null ? {} : { secureNext: this.secureRange }),
           }),
       clients: [],
       timestamp: new Date().toISOString(),
@@ -546,24 +579,19 @@ export class RoundEngine {
   }
 
   /**
-   * A secure round of a quantizing codec: its bits and shared clip. The first round (and the
-   * first after a resume without a measured RMS) calibrates at 32 bits, `secureClip` and
-   * `secureMaxWeight`; from then on the clip is CLIP_PER_RMS times the cohort's mean RMS of the
-   * last round and the weight cap WEIGHT_CAP_PER_MEAN times its mean weight.
+   * A secure round of a quantizing codec: its bits, shared clip and weight cap. The first round
+   * (and one after a resume of a run that measured nothing) calibrates at 32 bits,
+   * `secureClip` and `secureMaxWeight`; later ones take `nextSecureRange` of the round before.
    */
   private linearRound(round: number): LinearRound | undefined {
     const form = this.codec.secure;
     if (form === undefined) return undefined;
-    const rms = this.secureRms;
-    const weight = this.secureMeanWeight;
-    const calibrated = rms !== null && rms > 0 && weight !== null;
+    const range = this.secureRange;
     return {
-      clip: calibrated ? CLIP_PER_RMS * rms : this.opts.secureClip,
-      maxWeight: calibrated
-        ? Math.min(this.opts.secureMaxWeight, Math.ceil(WEIGHT_CAP_PER_MEAN * weight))
-        : this.opts.secureMaxWeight,
+      clip: range?.clip ?? this.opts.secureClip,
+      maxWeight: range?.maxWeight ?? this.opts.secureMaxWeight,
       quantizer: {
-        bits: calibrated ? form.bits : 32,
+        bits: range === null ? 32 : form.bits,
         chunk: form.chunk,
         seed: roundSeed(this.opts.seed, round, 1),
       },

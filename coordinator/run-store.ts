@@ -92,6 +92,8 @@ export interface RoundMetrics {
   secureMaxWeight?: number;
   secureWordBits?: number;
   secureRms?: number;
+  /** The clip and weight cap the next secure round takes (what a resumed run goes on with). */
+  secureNext?: { clip: number; maxWeight: number };
   clients: ClientRoundMetrics[];
   timestamp: string;
 }

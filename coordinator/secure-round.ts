@@ -64,11 +64,15 @@ export function minContributors(n: number, t: number, tolerance: number): number
   return Math.min(n, Math.max(t, Math.ceil(n * (1 - tolerance) - 1e-9)));
 }
 
-/** A secure round of a quantizing codec: its quantizer, and the clip and weight cap of its shared scale. */
-export interface LinearRound {
-  quantizer: SecureQuantizer;
+/** The clip and weight cap of a secure round's shared scale (a quantizing codec's). */
+export interface SecureRange {
   clip: number;
   maxWeight: number;
+}
+
+/** A secure round of a quantizing codec: its quantizer, and the clip and weight cap of its shared scale. */
+export interface LinearRound extends SecureRange {
+  quantizer: SecureQuantizer;
 }
 
 /** The setup of a round: degree k and threshold t from the options, or SecAgg's defaults. */

@@ -1,5 +1,5 @@
 /** tfjs model files on the file system without tfjs-node: an `IOHandler` that reads and writes `model.json` + `weights.bin`, every byte checked. */
-import { mkdir, open, readFile, rename, stat } from "node:fs/promises";
+import { mkdir, open, readFile, rename, rm, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { CohortError } from "../protocol/errors.js";
@@ -25,9 +25,15 @@ const BYTES: Record<string, number> = {
 };
 
 /** Write a file durably: to a temporary name, fsync, then rename over the target. */
-export async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
+export async function writeAtomic(
+  path: string,
+  data: string | Uint8Array,
+  /** File mode of a new file (before the umask), e.g. 0o600 for what only its owner may read. */
+  mode?: number,
+): Promise<void> {
   const tmp = `${path}.tmp`;
-  const handle = await open(tmp, "w");
+  await rm(tmp, { force: true }); // a leftover of a crash keeps its mode otherwise
+  const handle = await open(tmp, "w", mode);
   try {
     await handle.writeFile(data);
     await handle.sync();

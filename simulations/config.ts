@@ -264,7 +264,7 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
     );
   }
   resolveStrategy(c.strategy);
-  checkCodec(resolveCodec(c.codec), c);
+  checkCodec(resolveCodec(c.codec), { secure: c.secure, dp: c.dpClip > 0 });
   resolveDownlinkCodec(c.downlinkCodec);
   parseSchedule(c.lrSchedule, c.learningRate);
   checkFaults(c.faults);

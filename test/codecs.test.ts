@@ -17,6 +17,7 @@ import type { TaskSpec, TensorSpec } from "../protocol/messages.js";
 import { parseFitResult, parseFitUpload } from "../protocol/guards.js";
 import { encodeOutcome } from "../client/trainer.js";
 import { resolveOptions } from "../coordinator/options.js";
+import { resolveSimulationConfig } from "../simulations/config.js";
 import { expectCohortError } from "./helpers/errors.js";
 
 const specs: TensorSpec[] = [
@@ -103,6 +104,12 @@ describe("the codec registry", () => {
           { secure: true, codec: "q8", dpClip: 1, dpNoise: 1, dpPopulation: 10, runDir: null },
           () => undefined,
         ),
+      "INVALID_OPTION",
+      /float32 with --secure and --dp-clip/,
+    );
+    // The simulator checks the same.
+    expectCohortError(
+      () => resolveSimulationConfig({ secure: true, codec: "q8", dpClip: 1, dpNoise: 1 }),
       "INVALID_OPTION",
       /float32 with --secure and --dp-clip/,
     );

@@ -214,10 +214,58 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
     const last = seen[1]!;
     expect(last.secureBits).toBe(8);
     expect(resumed.secureBits).toBe(8);
-    expect(resumed.secureClip!).toBeCloseTo(CLIP_PER_RMS * last.secureRms!, 9);
-    expect(resumed.secureMaxWeight).toBe(
-      Math.ceil((WEIGHT_CAP_PER_MEAN * last.totalExamples) / last.participants),
+    expect(last.secureNext!.clip).toBeCloseTo(CLIP_PER_RMS * last.secureRms!, 9);
+    expect({ clip: resumed.secureClip, maxWeight: resumed.secureMaxWeight }).toEqual(
+      last.secureNext,
     );
+  });
+
+  it("a member that lies in its masked RMS word cannot push the clip past --secure-clip (its sway stays a 32-bit round's)", async () => {
+    const n = 5;
+    const secureClip = 0.05;
+    coordinator = await startCoordinator({
+      model: "logreg",
+      codec: "q8",
+      rounds: 3,
+      minAvailableClients: n,
+      minFitClients: n,
+      secure: true,
+      secureClip,
+      secureStepTimeoutMs: 10_000,
+      roundTimeoutMs: 10_000,
+      runDir: null,
+    });
+    const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
+    const rng = createRng(10);
+    // The liar adds 2^30 to its RMS word (the second header word): masks are additive, so
+    // the sum's RMS word grows by as much: a mean of 32 clips.
+    const lie = (m: Uint32Array | Uint8Array): Uint32Array | Uint8Array => {
+      if (m instanceof Uint32Array) {
+        const out = Uint32Array.from(m);
+        out[1] = (out[1]! + 2 ** 30) >>> 0;
+        return out;
+      }
+      const out = Uint8Array.from(m);
+      const view = new DataView(out.buffer);
+      view.setUint32(4, (view.getUint32(4, true) + 2 ** 30) >>> 0, true);
+      return out;
+    };
+    secure = await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        connectSecure(
+          coordinator!.url,
+          `c${i}`,
+          shapes.map((s) => Float32Array.from({ length: sizeOf(s) }, () => (rng() - 0.5) * 0.01)),
+          10,
+          i === 0 ? { bendMasked: (r) => ({ ...r, masked: lie(r.masked as Uint8Array) }) } : {},
+        ),
+      ),
+    );
+    const summary = await coordinator.run();
+    expect(summary.rounds.every((r) => r.participants === n && r.aborted === undefined)).toBe(true);
+    // It claimed an RMS far past what the clip allows; the clip stays at --secure-clip.
+    expect(summary.rounds[0]!.secureRms!).toBeGreaterThan(10 * secureClip);
+    for (const r of summary.rounds.slice(1)) expect(r.secureClip).toBe(secureClip);
   });
 
   it("trains real clients with q4 secure rounds to the accuracy of float32 secure rounds", async () => {

@@ -79,7 +79,10 @@ export interface NoiseParams extends DistributedNoise {
 
 /** The fixed-point parameters of a round. */
 export interface SecureParams extends SecureParamsInput {
-  /** Largest |value| one client may put in a coordinate: `floor((2^31 − 1) / n)`. */
+  /**
+   * Largest |value| one client may put in a coordinate: `floor((2^31 − 1) / n)`, or with a
+   * quantizer `2^(bits−1) − 1` (at most that).
+   */
   bound: number;
   /** Fixed-point scale of `w·Δ`: `bound / (maxWeight · clip)`, so `|w·Δ·scale| ≤ bound`. */
   scale: number;
@@ -376,7 +379,10 @@ export interface DecodedAggregate {
   sumWeights: number;
   /** Σ w·Δ / Σ w, one Float32Array per tensor in the model's layout. */
   weightedMeanDelta: Float32Array[];
-  /** Σ w·Δ itself, in float64: what a linear aggregator adds up. */
+  /**
+   * Σ w·Δ itself, in float64: what a linear aggregator adds up (with a quantizer, rotated back
+   * in float32 first).
+   */
   weightedSum: Float64Array[];
   /** With a quantizer: Σ of the contributors' RMS (over the contributors: their mean RMS). */
   rmsSum?: number;

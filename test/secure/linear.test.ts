@@ -18,6 +18,8 @@ import {
 import { chunksOf, rotate, unrotate } from "../../aggregation/codecs/rotation.js";
 import { checkCodec, resolveCodec } from "../../aggregation/codecs/index.js";
 import { expectCohortError } from "../helpers/errors.js";
+import { nextSecureRange } from "../../coordinator/engine.js";
+import { CLIP_PER_RMS, WEIGHT_CAP_PER_MEAN } from "../../coordinator/secure-round.js";
 
 const SEED = 0xc0ffee;
 
@@ -264,5 +266,53 @@ describe("the secure form is linear", () => {
     expect(words.length).toBe(5);
     expect(packMasked(words, p)).toBe(words);
     expect(chunksOf(4, 64).padded).toBe(4);
+  });
+});
+
+describe("the next secure round's range", () => {
+  const opts = { secureClip: 1, secureMaxWeight: 10_000 };
+  const mean = (rms: number) => [
+    Float32Array.from({ length: 100 }, (_, i) => (i % 2 ? rms : -rms)),
+  ];
+
+  it("follows the members' mean RMS and weight", () => {
+    const r = nextSecureRange(
+      {
+        meanRms: 0.01,
+        sumWeights: 3000,
+        contributors: [0, 1, 2, 3, 4],
+        weightedMeanDelta: mean(0.005),
+      },
+      opts,
+    );
+    expect(r!.clip).toBeCloseTo(CLIP_PER_RMS * 0.01, 12);
+    expect(r!.maxWeight).toBe(WEIGHT_CAP_PER_MEAN * 600);
+  });
+
+  it("holds a lying member between the decoded mean's own RMS and --secure-clip, the cap at --secure-max-weight", () => {
+    const huge = nextSecureRange(
+      { meanRms: 1e6, sumWeights: 5e9, contributors: [0, 1], weightedMeanDelta: mean(0.005) },
+      opts,
+    );
+    expect(huge).toEqual({ clip: 1, maxWeight: 10_000 });
+    const tiny = nextSecureRange(
+      { meanRms: 1e-12, sumWeights: 2, contributors: [0, 1], weightedMeanDelta: mean(0.005) },
+      opts,
+    );
+    expect(tiny!.clip).toBeCloseTo(CLIP_PER_RMS * 0.005, 9);
+    // Nothing usable: no RMS, or none above zero (a member subtracted it away).
+    for (const meanRms of [undefined, 0, -5]) {
+      expect(
+        nextSecureRange(
+          {
+            ...(meanRms === undefined ? {} : { meanRms }),
+            sumWeights: 2,
+            contributors: [0, 1],
+            weightedMeanDelta: mean(0),
+          },
+          opts,
+        ),
+      ).toBeNull();
+    }
   });
 });
