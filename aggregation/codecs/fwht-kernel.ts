@@ -65,8 +65,10 @@ const F32X4_ADD = simd(0xe4);
 const F32X4_SUB = simd(0xe5);
 const F32X4_MUL = simd(0xe6);
 
-// Locals: 0 ptr, 1 n (params); 2 end, 3 h (bytes), 4 i, 5 j, 6 stop (i32); 7 v, 8 a, 9 b (v128).
-const [PTR, N, STOP_ALL, H, I, J, STOP, V, A, B] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+// Locals: 0 ptr, 1 n, 2 scale (params); 3 end, 4 h (bytes), 5 i, 6 j, 7 stop (i32); 8 v, 9 a,
+// 10 b (v128).
+const [PTR, N, SCALE, STOP_ALL, H, I, J, STOP, V, A, B] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+const F32X4_SPLAT = simd(0x13);
 const bytesOfN = [GET, N, I32_CONST, ...sleb(2), I32_SHL];
 
 // One instruction group a line; prettier would put every byte on its own.
@@ -113,6 +115,13 @@ const body = [
   GET, H, I32_CONST, ...sleb(1), I32_SHL, TEE, H, ...bytesOfN, I32_LT_U, BR_IF, 0,
   END,
   END,
+  // Every value times the scale.
+  GET, SCALE, ...F32X4_SPLAT, SET, B,
+  GET, PTR, SET, J,
+  ...LOOP,
+  GET, J, GET, J, ...LOAD, GET, B, ...F32X4_MUL, ...STORE,
+  GET, J, I32_CONST, ...sleb(16), I32_ADD, TEE, J, GET, STOP_ALL, I32_LT_U, BR_IF, 0,
+  END,
   END, // the function
 ];
 
@@ -121,7 +130,7 @@ const name = (s: string) => [...uleb(s.length), ...Array.from(new TextEncoder().
 
 const MODULE = Uint8Array.from([
   ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-  ...section(1, [1, 0x60, 2, 0x7f, 0x7f, 0]), // type 0: (i32, i32) → ()
+  ...section(1, [1, 0x60, 3, 0x7f, 0x7f, 0x7d, 0]), // type 0: (i32, i32, f32) → ()
   ...section(3, [1, 0]), // function 0 of type 0
   ...section(5, [1, 0x00, 1]), // a memory of at least one page
   ...section(7, [2, ...name("fwht"), 0x00, 0, ...name("memory"), 0x02, 0]),
@@ -130,7 +139,7 @@ const MODULE = Uint8Array.from([
 
 /** The SIMD kernel and its memory, or null where WebAssembly SIMD is unavailable. */
 interface Kernel {
-  fwht(ptr: number, n: number): void;
+  fwht(ptr: number, n: number, scale: number): void;
   memory: WebAssembly.Memory;
 }
 
@@ -162,8 +171,16 @@ export function kernelFloats(n: number): Float32Array | null {
   return new Float32Array(kernel.memory.buffer, 0, n);
 }
 
-/** In-place Walsh–Hadamard transform of `x[at … at + n)` (unnormalised), in JavaScript. */
-export function fwhtScalar(x: Float32Array, at: number, n: number): void {
+/** Whether `x` lies in the kernel's memory (a borrowed view). */
+export function isKernelView(x: Float32Array): boolean {
+  return kernel !== null && x.buffer === kernel.memory.buffer;
+}
+
+/**
+ * In-place Walsh–Hadamard transform of `x[at … at + n)`, then every value times `scale` (a
+ * float32), in JavaScript.
+ */
+export function fwhtScalar(x: Float32Array, at: number, n: number, scale = 1): void {
   const end = at + n;
   for (let h = 1; h < n; h *= 2) {
     for (let i = at; i < end; i += 2 * h) {
@@ -175,11 +192,16 @@ export function fwhtScalar(x: Float32Array, at: number, n: number): void {
       }
     }
   }
+  // A product of two float32 values is exact in a double: the store rounds it once, as
+  // f32x4.mul does.
+  const s = Math.fround(scale);
+  if (s !== 1) for (let j = at; j < end; j++) x[j] = x[j]! * s;
 }
 
 /**
- * Transform every chunk of `x` in place: chunk c spans `[c·size, c·size + length(c))`. With the
- * kernel, `x` must be `kernelFloats`' view; chunks under 4 values run in JavaScript.
+ * Transform every chunk of `x` in place, each then times 1/√(its length) (as a float32): chunk
+ * c spans `[c·size, c·size + length(c))`. With the kernel, `x` must be `kernelFloats`' view;
+ * chunks under 4 values run in JavaScript.
  */
 export function transformChunks(
   x: Float32Array,
@@ -190,10 +212,11 @@ export function transformChunks(
   for (let c = 0; c < count; c++) {
     const at = c * size;
     const n = c === count - 1 ? lastSize : size;
+    const scale = Math.fround(1 / Math.sqrt(n));
     if (kernel !== null && n >= 4 && x.buffer === kernel.memory.buffer) {
-      kernel.fwht(x.byteOffset + 4 * at, n);
+      kernel.fwht(x.byteOffset + 4 * at, n, scale);
     } else {
-      fwhtScalar(x, at, n);
+      fwhtScalar(x, at, n, scale);
     }
   }
 }

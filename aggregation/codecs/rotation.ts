@@ -6,7 +6,7 @@
  * over its coordinates, which keeps the per-chunk scale (the largest |y|) small.
  */
 
-import { kernelFloats, transformChunks } from "./fwht-kernel.js";
+import { isKernelView, kernelFloats, transformChunks } from "./fwht-kernel.js";
 
 /** How a flat vector of `n` values is cut into chunks. */
 export interface Chunks {
@@ -55,24 +55,36 @@ function signWords(seed: number, padded: number): Int32Array {
   return words;
 }
 
-/** `flat` rotated chunk by chunk: a new vector of `chunks.padded` values. */
-export function rotate(flat: Float32Array, chunks: Chunks, seed: number): Float32Array {
-  // In the SIMD kernel's memory where it runs (one copy out), else a vector of its own.
+/** D: flip the sign of every value whose bit of `seed`'s sign words is set (the padding too). */
+function flipSigns(y: Float32Array, padded: number, seed: number): void {
+  const bits = new Int32Array(y.buffer, y.byteOffset, padded);
+  const words = signWords(seed, padded);
+  for (let w = 0; w < words.length; w++) {
+    const word = words[w]!;
+    const end = Math.min((w + 1) << 5, padded);
+    for (let i = w << 5; i < end; i++) bits[i]! ^= ((word >>> (i & 31)) & 1) << 31;
+  }
+}
+
+/**
+ * `flat` rotated chunk by chunk (`chunks.padded` values) in the SIMD kernel's memory where it
+ * runs: valid until the next rotation, for a caller that reads it at once. Elsewhere a vector
+ * of its own.
+ */
+export function rotateBorrowed(flat: Float32Array, chunks: Chunks, seed: number): Float32Array {
   const view = kernelFloats(chunks.padded);
   const y = view ?? new Float32Array(chunks.padded);
+  y.set(flat.subarray(0, chunks.n));
   if (view !== null) y.fill(0, chunks.n); // the memory is reused: the padding must be zero
-  const words = signWords(seed, chunks.padded);
-  for (let c = 0; c < chunks.count; c++) {
-    const at = c * chunks.size;
-    const size = c === chunks.count - 1 ? chunks.lastSize : chunks.size;
-    const norm = 1 / Math.sqrt(size);
-    const end = Math.min(at + size, chunks.n);
-    for (let i = at; i < end; i++) {
-      y[i] = flat[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
-    }
-  }
+  flipSigns(y, chunks.padded, seed);
   transformChunks(y, chunks.count, chunks.size, chunks.lastSize);
-  return view === null ? y : view.slice();
+  return y;
+}
+
+/** `flat` rotated chunk by chunk: a new vector of `chunks.padded` values. */
+export function rotate(flat: Float32Array, chunks: Chunks, seed: number): Float32Array {
+  const y = rotateBorrowed(flat, chunks, seed);
+  return isKernelView(y) ? y.slice() : y;
 }
 
 /** The inverse of `rotate`, in place on `y`; returns the first `chunks.n` values. */
@@ -81,15 +93,7 @@ export function unrotate(y: Float32Array, chunks: Chunks, seed: number): Float32
   const x = view ?? y;
   if (view !== null) view.set(y.subarray(0, chunks.padded));
   transformChunks(x, chunks.count, chunks.size, chunks.lastSize);
-  const words = signWords(seed, chunks.padded);
-  for (let c = 0; c < chunks.count; c++) {
-    const at = c * chunks.size;
-    const size = c === chunks.count - 1 ? chunks.lastSize : chunks.size;
-    const norm = 1 / Math.sqrt(size);
-    const end = Math.min(at + size, chunks.n);
-    for (let i = at; i < end; i++) {
-      y[i] = x[i]! * (norm - 2 * norm * ((words[i >>> 5]! >>> (i & 31)) & 1));
-    }
-  }
+  flipSigns(x, chunks.padded, seed);
+  if (view !== null) y.set(view.subarray(0, chunks.n));
   return y.subarray(0, chunks.n);
 }

@@ -10,7 +10,7 @@ import { CohortError } from "../../protocol/errors.js";
 import type { TensorSpec } from "../../protocol/messages.js";
 import type { UpdateCodec } from "../codec.js";
 import { fixedField, flatten, payloadObject, totalSize, typedField, unflatten } from "./layout.js";
-import { chunksOf, rotate, unrotate, type Chunks } from "./rotation.js";
+import { chunksOf, rotateBorrowed, unrotate, type Chunks } from "./rotation.js";
 import type { CodecDefinition } from "./registry.js";
 
 /** Parameters of the quantizing codecs. */
@@ -144,7 +144,7 @@ function quantizer(bits: 8 | 4 | 2): CodecDefinition<QuantizedParams> {
       encode(delta, ctx) {
         const flat = flatten(delta);
         const chunks = chunksOf(flat.length, params.chunk);
-        const y = rotate(flat, chunks, ctx.seed);
+        const y = rotateBorrowed(flat, chunks, ctx.seed);
         return { bits, chunk: params.chunk, ...quantize(y, chunks, bits, ctx.noiseSeed) };
       },
       decode(payload: unknown, specs: readonly TensorSpec[], ctx) {

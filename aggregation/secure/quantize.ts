@@ -5,7 +5,7 @@
 import { CohortError } from "../../protocol/errors.js";
 import type { Rng } from "../random.js";
 import type { Weights } from "../weights.js";
-import { chunksOf, rotate, unrotate, type Chunks } from "../codecs/rotation.js";
+import { chunksOf, rotateBorrowed, unrotate, type Chunks } from "../codecs/rotation.js";
 import { flatten } from "../codecs/layout.js";
 import { addSkellam, skellamMultiplier, skellamVarianceFor } from "../privacy/skellam.js";
 import { l2Norm } from "../privacy/noise.js";
@@ -350,7 +350,7 @@ export function quantizeUpdate(
   out[0] = w;
   const factor = w * params.scale;
   if (params.chunks !== null) {
-    const y = rotate(flatten(delta), params.chunks, params.quantizer!.seed);
+    const y = rotateBorrowed(flatten(delta), params.chunks, params.quantizer!.seed);
     let squares = 0;
     for (let i = 0; i < y.length; i++) squares += y[i]! * y[i]!;
     const d = params.chunks.n;
