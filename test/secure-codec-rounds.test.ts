@@ -1,7 +1,7 @@
 /** Secure rounds with a quantizing codec over real socket.io: narrow masked words, the sum within the bound. */
 import { flatten } from "../aggregation/codecs/layout.js";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Coordinator } from "../coordinator/index.js";
+import type { Coordinator, CoordinatorOptions } from "../coordinator/index.js";
 import type { CohortClient } from "../client/index.js";
 import { createRng } from "../aggregation/random.js";
 import { sizeOf } from "../aggregation/weights.js";
@@ -14,6 +14,22 @@ import { CLIP_PER_RMS, WEIGHT_CAP_PER_MEAN } from "../coordinator/secure-round.j
 import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { connectSecure, type SecureTestClient } from "./helpers/secure-client.js";
+
+/** A secure run of `n` members, all of them in every round, with 10 s deadlines and no run directory. */
+function secureCohort(
+  n: number,
+  options: Partial<CoordinatorOptions>,
+): Partial<CoordinatorOptions> {
+  return {
+    minAvailableClients: n,
+    minFitClients: n,
+    secure: true,
+    secureStepTimeoutMs: 10_000,
+    roundTimeoutMs: 10_000,
+    runDir: null,
+    ...options,
+  };
+}
 
 describe("secure rounds with a quantizing codec over socket.io", () => {
   let coordinator: Coordinator | undefined;
@@ -31,18 +47,9 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
   it("calibrates at 32 bits, then masks 8-bit members in words of 8 + log₂ n bits: each round's mean within its bound, under a third of the bytes", async () => {
     const n = 5;
     const seed = 21;
-    coordinator = await startCoordinator({
-      model: "mlp",
-      codec: "q8",
-      rounds: 3,
-      minAvailableClients: n,
-      minFitClients: n,
-      secure: true,
-      secureStepTimeoutMs: 10_000,
-      roundTimeoutMs: 10_000,
-      runDir: null,
-      seed,
-    });
+    coordinator = await startCoordinator(
+      secureCohort(n, { model: "mlp", codec: "q8", rounds: 3, seed }),
+    );
     const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
     const initial = flatten(coordinator.weights());
     const rng = createRng(8);
@@ -117,17 +124,9 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
 
   it("answers a member's masked vector of the wrong type or length with SHAPE_MISMATCH and completes each round with the rest", async () => {
     const n = 7;
-    coordinator = await startCoordinator({
-      model: "logreg",
-      codec: "q4",
-      rounds: 2,
-      minAvailableClients: n,
-      minFitClients: n,
-      secure: true,
-      secureStepTimeoutMs: 10_000,
-      roundTimeoutMs: 10_000,
-      runDir: null,
-    });
+    coordinator = await startCoordinator(
+      secureCohort(n, { model: "logreg", codec: "q4", rounds: 2 }),
+    );
     const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
     const rng = createRng(9);
     const delta = () =>
@@ -167,17 +166,7 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
   it("a resumed run goes on at the narrow width with the clip and weight cap of its last committed round", async () => {
     const n = 5;
     const runDir = await tempRunDir("cohort-secure-q8-");
-    const options = {
-      model: "logreg",
-      codec: "q8",
-      rounds: 3,
-      minAvailableClients: n,
-      minFitClients: n,
-      secure: true,
-      secureStepTimeoutMs: 10_000,
-      roundTimeoutMs: 10_000,
-      seed: 3,
-    };
+    const options = secureCohort(n, { model: "logreg", codec: "q8", rounds: 3, seed: 3 });
     const rng = createRng(4);
     const connectAll = async (c: Coordinator) => {
       const shapes = c.task.model.weightSpecs.map((s) => s.shape);
@@ -223,18 +212,9 @@ describe("secure rounds with a quantizing codec over socket.io", () => {
   it("a member that lies in its masked RMS word cannot push the clip past --secure-clip (its sway stays a 32-bit round's)", async () => {
     const n = 5;
     const secureClip = 0.05;
-    coordinator = await startCoordinator({
-      model: "logreg",
-      codec: "q8",
-      rounds: 3,
-      minAvailableClients: n,
-      minFitClients: n,
-      secure: true,
-      secureClip,
-      secureStepTimeoutMs: 10_000,
-      roundTimeoutMs: 10_000,
-      runDir: null,
-    });
+    coordinator = await startCoordinator(
+      secureCohort(n, { model: "logreg", codec: "q8", rounds: 3, secureClip }),
+    );
     const shapes = coordinator.task.model.weightSpecs.map((s) => s.shape);
     const rng = createRng(10);
     // The liar adds 2^30 to its RMS word (the second header word): masks are additive, so
