@@ -326,21 +326,26 @@ export class ClientRounds<R extends string> {
       const outcome = encodeOutcome(task, fit, { seed: request.seed, memory: this.codecMemory });
       // Stored while the update travels (both before the round is over).
       const saved = this.saveCodecMemory(task);
-      if (this.link.closed()) return;
-      const identity = options.identity;
-      const upload =
-        identity === undefined
-          ? outcome.payload
-          : sealEnvelope(
-              outcome.payload,
-              signUpdate(
-                identity.secretKey,
-                { runId: task.runId, round: outcome.round, clientId: options.clientId },
+      let reply: Reply<UpdateReceipt>;
+      try {
+        if (this.link.closed()) return;
+        const identity = options.identity;
+        const upload =
+          identity === undefined
+            ? outcome.payload
+            : sealEnvelope(
                 outcome.payload,
-              ),
-            );
-      const reply = await this.link.sendUpdate(upload);
-      await saved;
+                signUpdate(
+                  identity.secretKey,
+                  { runId: task.runId, round: outcome.round, clientId: options.clientId },
+                  outcome.payload,
+                ),
+              );
+        reply = await this.link.sendUpdate(upload);
+      } finally {
+        // Written before the fit ends, whatever the upload's fate: close() waits for the fit.
+        await saved;
+      }
       const { stats } = outcome;
       const report = roundReport(outcome.result, stats, reply.ok);
       if (reply.ok) {
