@@ -50,6 +50,9 @@ import type { CohortTransport } from "./transport.js";
 import { DownlinkChain, RoundBroadcast } from "./downlink.js";
 import { resolveDownlinkCodec } from "../aggregation/downlink.js";
 import type { EnginePhase } from "./phases.js";
+import { VersionStore, type VersionEvaluation } from "./versions.js";
+import { centralEvaluation, VersionGate, type GateOutcome } from "./version-gate.js";
+import { checkPromotion, gated } from "./promotion.js";
 
 /** What `run()` returns. */
 export interface RunSummary {
@@ -184,12 +187,18 @@ export class RoundEngine {
    * one learned from its sum (`nextSecureRange`). Null until a round measured them.
    */
   private secureRange: SecureRange | null = null;
+  /** The run's model versions and their gate (from `run()` on). */
+  private gate: VersionGate | null = null;
+  /** Who contributed to the last round's model. */
+  private lastContributors: string[] = [];
   /** Rounds completed so far. */
   completedRounds = 0;
   /** Called after each completed round. */
   onRound: (metrics: RoundMetrics) => void = () => undefined;
   /** Called when the engine enters a phase of a round (round 0 before the first). */
   onPhase: (round: number, phase: EnginePhase) => void = () => undefined;
+  /** Called when a new version was decided on (promoted, kept or rejected with a rollback). */
+  onVersion: (outcome: GateOutcome) => void = () => undefined;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -214,6 +223,10 @@ export class RoundEngine {
       secureParams(secureSetup(opts, task, 0, n, 0, this.privacy.settings.noiseMultiplier));
     }
     this.strategyState = this.strategy.optimizer.init(initialWeights);
+    checkPromotion(opts, {
+      evaluates: opts.evalDataset !== undefined,
+      private: this.privacy !== null,
+    });
     this.config = experimentConfig(opts, task, this.strategy);
     this.configHash = configHash(this.config);
   }
@@ -221,6 +234,11 @@ export class RoundEngine {
   /** Current global weights. */
   weights(): Weights {
     return this.global;
+  }
+
+  /** The run's model versions, once `run()` has opened them (null before). */
+  versions(): VersionStore | null {
+    return this.gate?.store ?? null;
   }
 
   /** Continue a crashed run from its ledger (already checked to be this experiment): call before `run()`. */
@@ -259,6 +277,7 @@ export class RoundEngine {
     if (store !== null && resumed === null) await store.checkpoint(0, task.model, this.global);
     if (opts.runDir !== null && resumed !== null) await repairMetrics(opts.runDir, resumed);
     const initial = await this.evaluate();
+    this.gate = await this.openVersions(initial);
     opts.log(
       `run ${task.runId}: ${task.model.name} (${task.model.numParameters} parameters), ` +
         `${opts.rounds} rounds` +
@@ -277,6 +296,7 @@ export class RoundEngine {
       }
       const metrics = await this.runRound(round, rng);
       this.privacyMetrics(metrics);
+      if (metrics.aborted !== true) await this.gateVersion(metrics);
       this.completedRounds = round;
       if (store !== null && opts.runDir !== null) {
         // The ledger commits the round before the new model leaves again (federated
@@ -291,6 +311,7 @@ export class RoundEngine {
           config: this.config,
           configHash: this.configHash,
           lastMetrics: metrics,
+          versions: this.gate!.pointers(),
         });
       }
       if (evaluationDue(opts, round) && metrics.aborted !== true) {
@@ -319,6 +340,75 @@ export class RoundEngine {
       weights: this.global,
       ...(stopReason === undefined ? {} : { stopReason }),
     };
+  }
+
+  /** The run's versions: a new store, or the resumed run's cut back to its ledger. */
+  private async openVersions(initial: EvalStats | null): Promise<VersionGate> {
+    const { opts, task } = this;
+    const resumed = this.resumed?.versions ?? null;
+    const store = await VersionStore.open(opts.runDir, task.runId, task.model.weightSpecs, {
+      keep: opts.keepVersions,
+      ...(this.resumed === null ? {} : { resumeAt: resumed?.latest ?? -1 }),
+    });
+    return VersionGate.open(store, opts, this.strategy.name, (v, w) => this.canary(v, w), {
+      round: this.completedRounds,
+      weights: this.global,
+      state: this.strategyState,
+      central: centralEvaluation(initial),
+      resumed,
+    });
+  }
+
+  /** A version's federated evaluation on a sample of `canaryFraction` of the clients. */
+  private async canary(
+    version: number,
+    weights: readonly Float32Array[],
+  ): Promise<VersionEvaluation | null> {
+    const opts = {
+      ...this.opts,
+      fractionEvaluate: this.opts.canaryFraction,
+      minEvaluateClients: 1,
+    };
+    const fed = await this.unlessStopped(
+      runFederatedEvaluation(this.transport, opts, this.completedRounds + 1, [...weights]),
+    );
+    if (fed.clients === 0) return null;
+    return {
+      loss: fed.loss,
+      accuracy: fed.accuracy,
+      metrics: fed.metrics,
+      clients: fed.clients,
+      examples: fed.numExamples,
+    };
+  }
+
+  /**
+   * The round's model becomes a version and the gate decides; after a rejection the global
+   * model and the strategy state go back to the promoted version's. The round's metrics say
+   * what happened.
+   */
+  private async gateVersion(metrics: RoundMetrics): Promise<void> {
+    const outcome = await this.gate!.next({
+      round: metrics.round,
+      weights: this.global,
+      state: this.strategyState,
+      central: centralEvaluation(metrics),
+      contributors: this.lastContributors,
+    });
+    const { version, decision, rollback } = outcome;
+    metrics.modelVersion = version.version;
+    metrics.versionStatus = version.status;
+    metrics.promotedVersion = this.gate!.store.promoted();
+    if (gated(this.opts)) metrics.versionReason = decision.reason;
+    if (rollback !== null) {
+      this.global = rollback.weights;
+      this.strategyState = rollback.strategy;
+      metrics.rollback = { from: version.version, to: rollback.to, reason: decision.reason };
+      this.opts.log(
+        `round ${metrics.round}: version ${version.version} rejected (${decision.reason}); training goes on from version ${rollback.to}`,
+      );
+    }
+    this.onVersion(outcome);
   }
 
   /** Why round `round` must not run (it would take ε past the budget), or undefined. */
@@ -433,6 +523,7 @@ export class RoundEngine {
       { ...aggregate, ...(samplingRate === undefined ? {} : { samplingRate }) },
       outcome.round,
     );
+    this.lastContributors = outcome.results.map((r) => r.clientId);
     const totalExamples = outcome.results.reduce((n, r) => n + r.numExamples, 0);
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(outcome.round, "evaluating");
@@ -510,6 +601,7 @@ export class RoundEngine {
       ),
     );
     const { result } = outcome;
+    this.lastContributors = result?.contributors.map((i) => cohort[i]!) ?? [];
     if (result !== null && linear !== undefined) {
       this.secureRange = nextSecureRange(result, this.opts) ?? this.secureRange;
     }

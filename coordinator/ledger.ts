@@ -15,6 +15,7 @@ import type { Scalar, StateRecord } from "../aggregation/state.js";
 import type { RoundMetrics } from "./run-store.js";
 import { packWeights, readFloat32, writeAtomic } from "../models/model-file.js";
 import type { ExperimentConfig } from "./experiment.js";
+import type { VersionPointers } from "./version-gate.js";
 
 /** The server state after a round, as the engine holds it. */
 export interface ServerState {
@@ -29,6 +30,8 @@ export interface ServerState {
   configHash: string | null;
   /** The round's line of `metrics.jsonl`, to repair the file after a crash between the two. */
   lastMetrics: RoundMetrics | null;
+  /** The newest version, the one the weights are, and the promoted one (absent before versions). */
+  versions?: VersionPointers;
 }
 
 /** `ledger.json`, version 2. */
@@ -45,6 +48,7 @@ interface LedgerFile {
   /** File under `ledger/`: the weights, then each strategy array, in the model's layout. */
   weightsFile: string;
   lastMetrics: RoundMetrics | null;
+  versions?: VersionPointers;
 }
 
 async function syncDir(dir: string): Promise<void> {
@@ -54,6 +58,38 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * The weights and then each named state array, packed one copy of the model's layout after
+ * another (a ledger or a version file); `SHAPE_MISMATCH` when the size is not that.
+ */
+export function unpackState(
+  bytes: Uint8Array,
+  specs: readonly TensorSpec[],
+  names: readonly string[],
+  what: string,
+): { weights: Float32Array[]; arrays: Record<string, Float32Array[]> } {
+  const perCopy = specs.reduce((n, s) => n + sizeOf(s.shape) * 4, 0);
+  const expected = perCopy * (1 + names.length);
+  if (bytes.byteLength !== expected) {
+    throw new CohortError(
+      "SHAPE_MISMATCH",
+      `${what} holds ${bytes.byteLength} bytes; the model and ${names.length} strategy arrays need ${expected}`,
+    );
+  }
+  let at = 0;
+  const readCopy = () =>
+    specs.map((s) => {
+      const n = sizeOf(s.shape);
+      const t = readFloat32(bytes, at, n);
+      at += n * 4;
+      return t;
+    });
+  const weights = readCopy();
+  const arrays: Record<string, Float32Array[]> = {};
+  for (const name of names) arrays[name] = readCopy();
+  return { weights, arrays };
 }
 
 /** Commit the state after a round: the arrays first, then the pointer to them. */
@@ -78,6 +114,7 @@ export async function commitLedger(
     strategyArrays: names,
     weightsFile,
     lastMetrics: state.lastMetrics,
+    ...(state.versions === undefined ? {} : { versions: state.versions }),
   };
   await writeAtomic(join(runDir, "ledger.json"), JSON.stringify(file));
   await syncDir(runDir);
@@ -85,6 +122,17 @@ export async function commitLedger(
   for (const name of await readdir(dir)) {
     if (name !== weightsFile && name.endsWith(".bin")) await rm(join(dir, name), { force: true });
   }
+}
+
+function isPointers(v: unknown): v is VersionPointers {
+  const o = v as Partial<Record<keyof VersionPointers, unknown>> | null;
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    Number.isInteger(o.latest) &&
+    Number.isInteger(o.current) &&
+    Number.isInteger(o.promoted)
+  );
 }
 
 function notALedger(runDir: string, why: string, cause?: unknown): CohortError {
@@ -139,26 +187,12 @@ export async function loadLedger(
   if (!Array.isArray(names) || !names.every((n) => typeof n === "string")) {
     throw notALedger(runDir, "strategyArrays must be a list of names");
   }
-  const bytes = await readFile(join(runDir, "ledger", parsed.weightsFile));
-  const perCopy = specs.reduce((n, s) => n + sizeOf(s.shape) * 4, 0);
-  const expected = perCopy * (1 + names.length);
-  if (bytes.byteLength !== expected) {
-    throw new CohortError(
-      "SHAPE_MISMATCH",
-      `ledger holds ${bytes.byteLength} bytes; the model and ${names.length} strategy arrays need ${expected}`,
-    );
-  }
-  let at = 0;
-  const readCopy = () =>
-    specs.map((s) => {
-      const n = sizeOf(s.shape);
-      const t = readFloat32(bytes, at, n);
-      at += n * 4;
-      return t;
-    });
-  const weights = readCopy();
-  const arrays: Record<string, Float32Array[]> = {};
-  for (const name of names as string[]) arrays[name] = readCopy();
+  const { weights, arrays } = unpackState(
+    await readFile(join(runDir, "ledger", parsed.weightsFile)),
+    specs,
+    names as string[],
+    "ledger",
+  );
   const v2 = version === 2;
   return {
     runId: parsed.runId,
@@ -169,6 +203,7 @@ export async function loadLedger(
     config: v2 ? (parsed.config as ExperimentConfig) : null,
     configHash: v2 ? (parsed.configHash as string) : null,
     lastMetrics: (parsed.lastMetrics as RoundMetrics | null) ?? null,
+    ...(isPointers(parsed.versions) ? { versions: parsed.versions } : {}),
   };
 }
 

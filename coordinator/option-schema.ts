@@ -79,7 +79,16 @@ export type SharedKey =
   | "evaluateEvery"
   | "evaluateTimeoutMs"
   | "seed"
-  | "checkpointEvery";
+  | "checkpointEvery"
+  | "mode"
+  | "buffer"
+  | "asyncConcurrency"
+  | "maxStaleness"
+  | "stalenessExponent"
+  | "promoteThreshold"
+  | "rollbackDrop"
+  | "canaryFraction"
+  | "keepVersions";
 
 /** The shared options, with their types from `CoordinatorOptions`. */
 export type SharedOptions = Pick<CoordinatorOptions, SharedKey>;
@@ -362,6 +371,64 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     simDefault: 10,
     flag: "checkpoint-every",
     doc: "checkpoint the model every this many rounds (0: first and last only)",
+  },
+  mode: {
+    kind: { type: "choice", of: ["sync", "async"] },
+    default: "sync",
+    flag: "mode",
+    doc: "sync: rounds of a sampled cohort; async: FedBuff, clients always training, a new version every --buffer updates (--rounds counts versions)",
+  },
+  buffer: {
+    kind: int(1),
+    default: 10,
+    flag: "buffer",
+    doc: "async mode: updates buffered before the server step makes a version (K)",
+  },
+  asyncConcurrency: {
+    kind: int(1),
+    default: 20,
+    flag: "async-concurrency",
+    doc: "async mode: clients kept training at all times (C)",
+  },
+  maxStaleness: {
+    kind: int(0),
+    default: 20,
+    flag: "max-staleness",
+    doc: "async mode: an update trained on a version more than this many versions old is refused (STALE_UPDATE)",
+  },
+  stalenessExponent: {
+    kind: { type: "number", min: 0, max: 8 },
+    default: 0.5,
+    flag: "staleness-exponent",
+    doc: "async mode: an update s versions stale weighs (1 + s)^-a (0.5: 1/√(1+s); 0: no discount)",
+  },
+  promoteThreshold: {
+    kind: { type: "number", min: 0 },
+    default: undefined,
+    optional: true,
+    flag: "promote-threshold",
+    defaultText: "off: every version is promoted",
+    doc: "promote a version when its evaluation (accuracy, else loss) is at most this much worse than the promoted one's",
+  },
+  rollbackDrop: {
+    kind: { type: "number", min: 0, above: true },
+    default: undefined,
+    optional: true,
+    flag: "rollback-drop",
+    defaultText: "off",
+    doc: "a version this much worse than the promoted one (or with a non-finite loss) is rejected and training rolls back to the promoted version",
+  },
+  canaryFraction: {
+    kind: { type: "number", min: 0, max: 1 },
+    default: 0,
+    flag: "canary-fraction",
+    doc: "evaluate each candidate version on this fraction of clients (federated, their held-out data) before promotion; 0: the centralised evaluation decides",
+  },
+  keepVersions: {
+    kind: int(1),
+    default: 5,
+    flag: "keep-versions",
+    doc: "weights kept of this many recent versions beside the promoted and the latest (the index keeps every version)",
   },
 };
 

@@ -226,6 +226,38 @@ export interface CoordinatorOptions {
    */
   checkpointEvery: number;
   /**
+   * `sync`: rounds of a sampled cohort. `async`: FedBuff (Nguyen et al. 2022): `asyncConcurrency`
+   * clients train at all times on the newest version, each update weighted by its staleness,
+   * and every `buffer` updates the server step makes a version; `rounds` counts versions.
+   * @default "sync"
+   */
+  mode: "sync" | "async";
+  /** Async mode: updates per server step (K). @default 10 */
+  buffer: number;
+  /** Async mode: clients kept training (C). @default 20 */
+  asyncConcurrency: number;
+  /** Async mode: updates more versions stale than this are refused (`STALE_UPDATE`). @default 20 */
+  maxStaleness: number;
+  /** Async mode: an update s versions stale weighs (1 + s)^-a. @default 0.5 */
+  stalenessExponent: number;
+  /**
+   * Promote a version when its score (accuracy where the task has one, else −loss) is at most
+   * this much below the promoted version's. @default undefined (every version is promoted)
+   */
+  promoteThreshold: number | undefined;
+  /**
+   * Reject a version whose score is more than this below the promoted one's, or whose loss is
+   * not finite, and roll training back to the promoted version. @default undefined (off)
+   */
+  rollbackDrop: number | undefined;
+  /**
+   * Evaluate each candidate on this fraction of connected clients (federated, on their
+   * held-out data) before deciding; 0: the centralised evaluation decides. @default 0
+   */
+  canaryFraction: number;
+  /** Weights kept of this many recent versions beside the promoted and the latest. @default 5 */
+  keepVersions: number;
+  /**
    * Where progress lines go: the URL it listens on, the run, one line per round, notes and
    * rejected updates. `() => {}` silences them; `createDebug("cohort:coordinator")` hands them
    * to `DEBUG`. @default standard output (`console.log`), as the CLI prints them

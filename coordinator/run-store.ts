@@ -94,6 +94,13 @@ export interface RoundMetrics {
   secureRms?: number;
   /** The clip and weight cap the next secure round takes (what a resumed run goes on with). */
   secureNext?: { clip: number; maxWeight: number };
+  /** The version this round's model became, what became of it, and the promoted version after. */
+  modelVersion?: number;
+  versionStatus?: "candidate" | "promoted" | "rejected";
+  versionReason?: string;
+  promotedVersion?: number;
+  /** The round's model was rejected: training went back to version `to`. */
+  rollback?: { from: number; to: number; reason: string };
   clients: ClientRoundMetrics[];
   timestamp: string;
 }
