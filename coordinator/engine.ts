@@ -53,6 +53,7 @@ import type { EnginePhase } from "./phases.js";
 import { VersionStore, type VersionEvaluation } from "./versions.js";
 import { centralEvaluation, VersionGate, type GateOutcome } from "./version-gate.js";
 import { checkPromotion, gated } from "./promotion.js";
+import { FedBuffDriver, type BufferProgress } from "./fedbuff.js";
 
 /** What `run()` returns. */
 export interface RunSummary {
@@ -197,6 +198,10 @@ export class RoundEngine {
   onRound: (metrics: RoundMetrics) => void = () => undefined;
   /** Called when the engine enters a phase of a round (round 0 before the first). */
   onPhase: (round: number, phase: EnginePhase) => void = () => undefined;
+  /** Called as an asynchronous buffer fills. */
+  onBuffer: (state: BufferProgress) => void = () => undefined;
+  /** The asynchronous driver, in `mode: "async"`. */
+  private fedbuff: FedBuffDriver | null = null;
   /** Called when a new version was decided on (promoted, kept or rejected with a rollback). */
   onVersion: (outcome: GateOutcome) => void = () => undefined;
 
@@ -286,6 +291,7 @@ export class RoundEngine {
     if (resumed !== null)
       opts.log(`resuming run ${task.runId} after round ${resumed.completedRounds}`);
     const rng = resumed !== null ? restoreRng(resumed.rngState) : createRng(opts.seed + 1);
+    if (opts.mode === "async") this.fedbuff = this.fedbuffDriver(rng);
     const rounds: RoundMetrics[] = [];
     let stopReason: string | undefined;
     for (let round = (resumed?.completedRounds ?? 0) + 1; round <= opts.rounds; round++) {
@@ -294,7 +300,10 @@ export class RoundEngine {
         opts.log(stopReason);
         break;
       }
-      const metrics = await this.runRound(round, rng);
+      const metrics =
+        this.fedbuff === null ? await this.runRound(round, rng) : await this.bufferRound(round);
+      const simulated = this.transport.simulated;
+      if (simulated !== undefined) metrics.simulatedMs = simulated.now();
       this.privacyMetrics(metrics);
       if (metrics.aborted !== true) await this.gateVersion(metrics);
       this.completedRounds = round;
@@ -328,6 +337,7 @@ export class RoundEngine {
       opts.log(formatRound(metrics, opts.rounds));
       this.onRound(metrics);
     }
+    this.fedbuff?.close();
     this.onPhase(this.completedRounds, "done");
     this.transport.finish({ runId: task.runId, rounds: this.completedRounds });
     this.evalModel?.dispose();
@@ -340,6 +350,52 @@ export class RoundEngine {
       weights: this.global,
       ...(stopReason === undefined ? {} : { stopReason }),
     };
+  }
+
+  /** The FedBuff driver of an asynchronous run, going on after `completedRounds` steps. */
+  private fedbuffDriver(rng: Rng): FedBuffDriver {
+    const { opts, task } = this;
+    const seedOf = (round: number) => roundSeed(opts.seed, round, 1);
+    return new FedBuffDriver(
+      {
+        transport: this.transport,
+        opts,
+        limits: {
+          weightSpecs: task.model.weightSpecs,
+          maxUploadBytes: opts.maxUploadBytes,
+          maxExamplesPerClient: opts.maxExamplesPerClient,
+          deadlineMs: opts.roundTimeoutMs,
+          codec: this.codec,
+        },
+        seedOf,
+        broadcast: (round) => this.broadcast(round, seedOf(round)),
+        rng,
+        unlessStopped: (work) => this.unlessStopped(work),
+        progress: (state) => this.onBuffer(state),
+      },
+      this.completedRounds,
+    );
+  }
+
+  /** One asynchronous step: the next buffer, aggregated like a round's updates. */
+  private async bufferRound(round: number): Promise<RoundMetrics> {
+    const started = performance.now();
+    this.onPhase(round, "training");
+    const driver = this.fedbuff!;
+    const outcome = await driver.next();
+    const metrics = await this.finishRound(
+      outcome,
+      1,
+      started,
+      outcome.bytesDown,
+      undefined,
+      outcome.broadcast,
+    );
+    metrics.mode = "async";
+    metrics.totalExamples = outcome.examples;
+    metrics.staleness = outcome.staleness;
+    metrics.inFlight = driver.training;
+    return metrics;
   }
 
   /** The run's versions: a new store, or the resumed run's cut back to its ledger. */
@@ -473,7 +529,8 @@ export class RoundEngine {
         weightSpecs: this.task.model.weightSpecs,
         maxUploadBytes: opts.maxUploadBytes,
         maxExamplesPerClient: opts.maxExamplesPerClient,
-        deadlineMs: opts.roundTimeoutMs,
+        // Where time is simulated, the transport misses deadlines in simulated time.
+        deadlineMs: this.transport.simulated === undefined ? opts.roundTimeoutMs : 2 ** 31 - 1,
         codec: this.codec,
         seed,
       });
@@ -815,6 +872,7 @@ export class RoundEngine {
       this.stopWaiters.clear();
     }
     this.collector?.close();
+    this.fedbuff?.close();
     this.evalModel?.dispose();
     this.evalModel = null;
   }

@@ -335,12 +335,29 @@ export function resolveOptions(
   checkStrategy(strategy, o);
   checkCodec(resolveCodec(o.codec), { secure: o.secure, dp: o.dpClip > 0 });
   resolveDownlinkCodec(o.downlinkCodec);
+  if (o.mode === "async") checkAsync(o);
   // DP settings that make no sense are refused here, before any client joins.
   resolvePrivacy(o, strategy);
   o.lrSchedule = parseSchedule(o.lrSchedule, o.learningRate);
   objectiveOf(o);
   parseRoundConfig({ ...baseRoundConfig(o, 1), extra: o.fitConfig });
   return o;
+}
+
+/** Refuse, at start, what asynchronous rounds cannot do. */
+function checkAsync(opts: CoordinatorOptions): void {
+  if (opts.secure) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "mode async with secure: SecAgg+ masks a cohort fixed before training, while a FedBuff buffer is whoever arrives first; use mode sync for secure rounds",
+    );
+  }
+  if (opts.dpClip > 0) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "mode async with differential privacy: the accountant counts sampled rounds, not buffers of arrivals; use mode sync",
+    );
+  }
 }
 
 /** Shortest API token accepted: a floor against tokens short enough to guess over the network. */

@@ -10,6 +10,8 @@ import { resolveCodec } from "../aggregation/codecs/index.js";
 
 const FLOAT32 = resolveCodec("float32");
 
+type FitUpload = ReturnType<typeof parseFitUpload>;
+
 /** An update that passed every check. */
 export interface AcceptedUpdate extends WeightedUpdate {
   metrics: FitMetrics;
@@ -95,75 +97,32 @@ export class RoundCollector {
   }
 
   private validate(clientId: string, payload: unknown): AcceptedUpdate {
-    const bytes = byteLengthOf(payload);
-    if (bytes < 0) throw new CohortError("MALFORMED_PAYLOAD", "update must be binary msgpack");
-    this.bytesUp += bytes;
-    if (bytes > this.limits.maxUploadBytes) {
-      throw new CohortError(
-        "PAYLOAD_TOO_LARGE",
-        `update of ${bytes} bytes exceeds the limit of ${this.limits.maxUploadBytes} bytes`,
-      );
-    }
-    const result = parseFitUpload(decode(payload));
-    if (this.closed && result.round === this.round) {
+    return checkUpload(clientId, payload, this.limits, (result, bytes) => {
+      this.bytesUp += bytes;
+      if (result === null) return;
+      if (this.closed && result.round === this.round) {
+        if (this.accepted.has(clientId)) {
+          throw new CohortError(
+            "DUPLICATE_UPDATE",
+            `client ${clientId} already sent round ${this.round}`,
+          );
+        }
+        throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
+      }
+      checkRound(result.round, this.round);
+      if (!this.cohort.includes(clientId)) {
+        throw new CohortError(
+          "NOT_IN_COHORT",
+          `client ${clientId} was not sampled for round ${this.round}`,
+        );
+      }
       if (this.accepted.has(clientId)) {
         throw new CohortError(
           "DUPLICATE_UPDATE",
           `client ${clientId} already sent round ${this.round}`,
         );
       }
-      throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
-    }
-    if (result.round < this.round) {
-      throw new CohortError(
-        "STALE_ROUND",
-        `update for round ${result.round}; round ${this.round} is open`,
-      );
-    }
-    if (result.round > this.round) {
-      throw new CohortError(
-        "FUTURE_ROUND",
-        `update for round ${result.round}; round ${this.round} is open`,
-      );
-    }
-    if (!this.cohort.includes(clientId)) {
-      throw new CohortError(
-        "NOT_IN_COHORT",
-        `client ${clientId} was not sampled for round ${this.round}`,
-      );
-    }
-    if (this.accepted.has(clientId)) {
-      throw new CohortError(
-        "DUPLICATE_UPDATE",
-        `client ${clientId} already sent round ${this.round}`,
-      );
-    }
-    const { codec = FLOAT32, weightSpecs } = this.limits;
-    if (result.body.codec !== codec.name) {
-      throw new CohortError(
-        "INVALID_MESSAGE",
-        `update encoded with ${result.body.codec}; this run's codec is ${codec.label}`,
-      );
-    }
-    const started = performance.now();
-    const delta = codec.decode(
-      "delta" in result.body ? result.body.delta : result.body.update,
-      weightSpecs,
-      { round: this.round, seed: this.limits.seed ?? 0 },
-    );
-    const decodeMs = performance.now() - started;
-    checkWeights(delta, weightSpecs, "delta");
-    // One client must not outweigh the cohort by claiming more data than it can hold.
-    const cap = this.limits.maxExamplesPerClient;
-    return {
-      clientId,
-      delta,
-      numExamples: Math.min(result.numExamples, cap),
-      metrics: result.metrics,
-      bytes,
-      decodeMs,
-      ...(result.numExamples > cap ? { claimedExamples: result.numExamples } : {}),
-    };
+    });
   }
 
   /** A cohort member left (disconnected): it becomes a failure now rather than at the deadline. */
@@ -210,6 +169,66 @@ export class RoundCollector {
       bytesUp: this.bytesUp,
     });
   }
+}
+
+/** `STALE_ROUND` or `FUTURE_ROUND` unless an update's round is the one open. */
+export function checkRound(got: number, open: number): void {
+  if (got < open)
+    throw new CohortError("STALE_ROUND", `update for round ${got}; round ${open} is open`);
+  if (got > open)
+    throw new CohortError("FUTURE_ROUND", `update for round ${got}; round ${open} is open`);
+}
+
+/**
+ * Check an uploaded update end to end: binary, within the size limit, a well-formed upload,
+ * then `admit` (the round and who may send it: it throws to refuse; called first with null
+ * when only the size is known, so the bytes are counted; it may return the upload's codec seed,
+ * else `limits.seed`), then the codec, shapes and values,
+ * the example cap. Throws a CohortError saying what was wrong.
+ */
+export function checkUpload(
+  clientId: string,
+  payload: unknown,
+  limits: RoundLimits,
+  admit: (upload: FitUpload | null, bytes: number) => number | void,
+): AcceptedUpdate {
+  const bytes = byteLengthOf(payload);
+  if (bytes < 0) throw new CohortError("MALFORMED_PAYLOAD", "update must be binary msgpack");
+  admit(null, bytes);
+  if (bytes > limits.maxUploadBytes) {
+    throw new CohortError(
+      "PAYLOAD_TOO_LARGE",
+      `update of ${bytes} bytes exceeds the limit of ${limits.maxUploadBytes} bytes`,
+    );
+  }
+  const result = parseFitUpload(decode(payload));
+  const seed = admit(result, 0) ?? limits.seed ?? 0;
+  const { codec = FLOAT32, weightSpecs } = limits;
+  if (result.body.codec !== codec.name) {
+    throw new CohortError(
+      "INVALID_MESSAGE",
+      `update encoded with ${result.body.codec}; this run's codec is ${codec.label}`,
+    );
+  }
+  const started = performance.now();
+  const delta = codec.decode(
+    "delta" in result.body ? result.body.delta : result.body.update,
+    weightSpecs,
+    { round: result.round, seed },
+  );
+  const decodeMs = performance.now() - started;
+  checkWeights(delta, weightSpecs, "delta");
+  // One client must not outweigh the cohort by claiming more data than it can hold.
+  const cap = limits.maxExamplesPerClient;
+  return {
+    clientId,
+    delta,
+    numExamples: Math.min(result.numExamples, cap),
+    metrics: result.metrics,
+    bytes,
+    decodeMs,
+    ...(result.numExamples > cap ? { claimedExamples: result.numExamples } : {}),
+  };
 }
 
 /** A round's codec figures (`metrics.jsonl`): the codec, float32 bytes over sent bytes, and timings. */

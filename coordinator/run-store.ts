@@ -94,6 +94,15 @@ export interface RoundMetrics {
   secureRms?: number;
   /** The clip and weight cap the next secure round takes (what a resumed run goes on with). */
   secureNext?: { clip: number; maxWeight: number };
+  /**
+   * Asynchronous mode (FedBuff): the line is one buffer's server step; `staleness[s]` of its
+   * updates were s steps old; clients still training when it was made.
+   */
+  mode?: "async";
+  staleness?: number[];
+  inFlight?: number;
+  /** Simulated milliseconds since the run began, where the simulator simulates time. */
+  simulatedMs?: number;
   /** The version this round's model became, what became of it, and the promoted version after. */
   modelVersion?: number;
   versionStatus?: "candidate" | "promoted" | "rejected";

@@ -19,8 +19,7 @@ import type { RunDone, SessionGrant, TaskSpec, UpdateReceipt } from "../protocol
 import type { MemberCredential } from "../aggregation/secure/messages.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { ClientRegistry } from "./registry.js";
-import type { RoundCollector } from "./round.js";
-import type { CohortTransport, RequestKind } from "./transport.js";
+import type { UpdateSink, CohortTransport, RequestKind } from "./transport.js";
 import type { RoundBroadcast } from "./downlink.js";
 
 const debug = createDebug("cohort:coordinator:socket");
@@ -58,7 +57,7 @@ export class SocketTransport implements CohortTransport {
   readonly io: IoServer;
   private readonly registry = new ClientRegistry<IoSocket>();
   private readonly bindings = new ClientBindings();
-  private collector: RoundCollector | null = null;
+  private collector: UpdateSink | null = null;
   /** The model version each connection (by socket id) was last sent, and its chain. */
   private readonly held = new Map<string, { chain: number | null; version: number }>();
   private done: RunDone | null = null;
@@ -206,7 +205,7 @@ export class SocketTransport implements CohortTransport {
     if (socket !== undefined) this.held.delete(socket.id);
   }
 
-  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
+  startRound(collector: UpdateSink, broadcast: RoundBroadcast): number {
     this.collector = collector;
     // Members holding the same version get the same bytes: one sealed payload, one emit each.
     const groups = new Map<number | null, { payload: Uint8Array; sockets: string[] }>();
@@ -440,7 +439,7 @@ export class SocketTransport implements CohortTransport {
       // Every update must be signed by the key the client authenticated with, for this round.
       try {
         const envelope = openEnvelope(payload);
-        const round = this.collector?.round ?? 0;
+        const round = this.collector?.roundFor?.(clientId) ?? this.collector?.round ?? 0;
         const ctx = { runId: this.task.runId, round, clientId };
         if (
           publicKey === null ||

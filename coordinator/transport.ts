@@ -1,8 +1,41 @@
 /** How the round engine reaches clients: over socket.io in production, in-process in simulations. */
-import type { RunDone } from "../protocol/messages.js";
+import type { FitFailure, RunDone, UpdateReceipt } from "../protocol/messages.js";
+import type { Reply } from "../protocol/errors.js";
 import type { MemberCredential } from "../aggregation/secure/messages.js";
-import type { RoundCollector } from "./round.js";
+import type { RoundFailure } from "../aggregation/fedavg.js";
 import type { RoundBroadcast } from "./downlink.js";
+
+/**
+ * Where a transport delivers what clients send back: a round's `RoundCollector`, or in
+ * asynchronous mode the buffer's view of one dispatch (`round`, `cohort`: the requests being
+ * sent now; updates of earlier dispatches still reach the same buffer).
+ */
+export interface UpdateSink {
+  readonly round: number;
+  readonly cohort: readonly string[];
+  /** Validate and record an update; never throws: the reply says what was wrong. */
+  submit(clientId: string, payload: unknown): Reply<UpdateReceipt>;
+  /** A member left (disconnected). */
+  drop(clientId: string, failure: Omit<RoundFailure, "clientId">): void;
+  /** A member says its fit failed. */
+  fail(clientId: string, report: FitFailure): void;
+  /** The round `clientId` was sent (its update is signed for it); absent: `round`. */
+  roundFor?(clientId: string): number;
+}
+
+/**
+ * Simulated time, where a transport simulates it (the in-process transport with device
+ * speeds): arrivals are delivered in the order of their simulated finish.
+ */
+export interface SimulatedTime {
+  /** Simulated milliseconds since the run started. */
+  now(): number;
+  /**
+   * Deliver the next arrival (an update or a failure) once every training started so far has
+   * finished: false when nothing is in flight.
+   */
+  deliverNext(): Promise<boolean>;
+}
 
 /** What a request asks for: a SecAgg+ step (the default) or an evaluation of a model. */
 export type RequestKind = "secure" | "evaluate";
@@ -23,7 +56,7 @@ export interface CohortTransport {
    * is new, or whose member reported a failed fit (`BASE_MISMATCH` among others), holds
    * nothing. Returns the bytes sent.
    */
-  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number;
+  startRound(collector: UpdateSink, broadcast: RoundBroadcast): number;
   /**
    * Ask one client for a secure-aggregation step or an evaluation (msgpack in, msgpack out).
    * Rejects with a CohortError: `DEADLINE_EXCEEDED`, `CLIENT_DISCONNECTED`, or the client's own
@@ -51,4 +84,6 @@ export interface CohortTransport {
   credentialOf?(clientId: string): MemberCredential | null;
   /** The run is over: tell every client. */
   finish(info: RunDone): void;
+  /** Present where time is simulated: asynchronous mode then moves by arrivals, not timers. */
+  readonly simulated?: SimulatedTime;
 }

@@ -42,6 +42,7 @@ export const ERROR_CODES = [
   "BAD_KEY",
   "MODEL_TOO_LARGE",
   "BASE_MISMATCH",
+  "STALE_UPDATE",
   "INTERNAL",
 ] as const;
 

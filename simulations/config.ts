@@ -13,6 +13,7 @@ import type { Strategy, StrategyRef } from "../aggregation/strategy.js";
 import { parseSchedule } from "../aggregation/schedule.js";
 import type { Scalar } from "../protocol/messages.js";
 import type { AttackConfig } from "./attacks.js";
+import { checkDeviceSpeed, type DeviceSpeed } from "./speeds.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { modelName } from "../models/model-file.js";
 import { objectiveOf } from "../coordinator/options.js";
@@ -89,6 +90,14 @@ export interface SimulationConfig extends SharedOptions {
   workers: number;
   /** Devices trained at once in this process (on a GPU they share the device). @default 1 */
   concurrency: number;
+  /**
+   * Simulated time (in-process transport): each device trains at its own speed, drawn from a
+   * seeded log-normal whose 5th-to-95th percentile ratio is `spread`, around a median of
+   * `samplesPerSecond`; rounds then take as long as their slowest member (or the deadline), and
+   * `metrics.jsonl` records `simulatedMs`. Asynchronous rounds take arrivals in that order.
+   * @default null (no simulated time)
+   */
+  deviceSpeed: DeviceSpeed | null;
   /** tfjs backend of the training. @default "auto" */
   backend: string;
   /** Accuracy targets reported in `summary.json` as rounds-to-target. @default [0.9, 0.95, 0.97, 0.99] */
@@ -119,6 +128,7 @@ const DEFAULTS: SimulationConfig = {
   transport: "in-process",
   workers: 0,
   concurrency: 1,
+  deviceSpeed: null,
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
   baselineEpochs: 1,
@@ -199,6 +209,7 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
   int("devices", 1);
   int("baselineEpochs", 0);
   int("concurrency", 1);
+  if (c.deviceSpeed !== null) c.deviceSpeed = checkDeviceSpeed(c.deviceSpeed);
   int("workers", 0);
   if (!(c.evalFraction >= 0 && c.evalFraction < 1)) {
     throw new CohortError(

@@ -1,11 +1,16 @@
 /** The in-process transport: the real round engine drives virtual devices by direct calls. */
 import createDebug from "debug";
-import type { RoundCollector } from "../coordinator/round.js";
 import { NO_SECURE_FLOORS } from "../client/options.js";
-import type { CohortTransport, RequestKind } from "../coordinator/transport.js";
+import type {
+  CohortTransport,
+  RequestKind,
+  SimulatedTime,
+  UpdateSink,
+} from "../coordinator/transport.js";
+import { SimClock } from "./clock.js";
 import type { RoundBroadcast } from "../coordinator/downlink.js";
 import { decode, encode } from "../protocol/codec.js";
-import { CohortError, toCohortError } from "../protocol/errors.js";
+import { CohortError, toCohortError, type ErrorCode } from "../protocol/errors.js";
 import { parseSecureStep } from "../aggregation/secure/steps.js";
 import { SecureSession } from "../client/secure-session.js";
 import { parseFitRequest } from "../protocol/guards.js";
@@ -43,6 +48,24 @@ export interface InProcessOptions {
   seed: number;
   /** The round deadline: a straggler whose simulated latency exceeds it misses the round. */
   deadlineMs: number;
+  /**
+   * Simulated time: how long each device takes to train, and who moves the clock. Absent:
+   * updates arrive as soon as they are trained, in cohort order.
+   */
+  timing?: SimulatedTiming;
+}
+
+/** Simulated device speeds and who drives the simulated clock. */
+export interface SimulatedTiming {
+  /** A device's time to train its local data once, in simulated ms. */
+  trainMs(device: number): number;
+  /** Local epochs (a fit takes `epochs × trainMs`). */
+  epochs: number;
+  /**
+   * `driver`: asynchronous rounds take arrivals one at a time (`simulated.deliverNext`);
+   * `round`: each round's arrivals are delivered, in simulated order, once its devices trained.
+   */
+  clock: "driver" | "round";
 }
 
 /**
@@ -58,7 +81,13 @@ export class InProcessTransport implements CohortTransport {
   /** The model version each device was last sent, and its chain (compressed downlink). */
   private readonly held = new Map<string, { chain: number | null; version: number }>();
 
+  /** Simulated time, where the options simulate it. */
+  readonly simulated?: SimulatedTime;
+  private readonly clock: SimClock | null;
+
   constructor(private readonly options: InProcessOptions) {
+    this.clock = options.timing === undefined ? null : new SimClock();
+    if (this.clock !== null) this.simulated = this.clock;
     const { partition } = options;
     this.secureSlots = new Slots(Math.max(1, options.trainer.concurrency));
     this.ids = [];
@@ -82,7 +111,7 @@ export class InProcessTransport implements CohortTransport {
     );
   }
 
-  startRound(collector: RoundCollector, broadcast: RoundBroadcast): number {
+  startRound(collector: UpdateSink, broadcast: RoundBroadcast): number {
     const { faults, seed, deadlineMs, trainer } = this.options;
     const requests = new Map<string, Uint8Array | CohortError>();
     let bytes = 0;
@@ -110,7 +139,10 @@ export class InProcessTransport implements CohortTransport {
       }
     }
     this.forgetUnpatchable(broadcast);
-    void this.train(collector, requests);
+    const training = this.train(collector, requests);
+    this.clock?.track(training);
+    if (this.options.timing?.clock === "round") void training.then(() => this.clock!.drain());
+    else void training;
     return bytes;
   }
 
@@ -148,54 +180,60 @@ export class InProcessTransport implements CohortTransport {
   }
 
   private async train(
-    collector: RoundCollector,
+    collector: UpdateSink,
     requests: Map<string, Uint8Array | CohortError>,
   ): Promise<void> {
-    const { faults, seed, deadlineMs, trainer } = this.options;
+    const { faults, seed, deadlineMs, trainer, timing } = this.options;
     const queue = [...collector.cohort];
+    const start = this.clock?.now() ?? 0;
+    // Each outcome lands at its simulated time where time is simulated, else now.
+    const at = (offsetMs: number, land: () => void) =>
+      this.clock === null ? land() : this.clock.at(start + offsetMs, land);
+    const fitMs = (device: number) =>
+      timing === undefined ? 0 : timing.epochs * timing.trainMs(device);
     const worker = async () => {
       for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
         const device = deviceIndex(id);
         const fate = drawFate(faults, seed, collector.round, device, deadlineMs);
         const payload = requests.get(id);
+        const drop = (offsetMs: number, code: ErrorCode, message: string) =>
+          at(offsetMs, () => collector.drop(id, { code, message }));
         if (fate.kind === "drop-before") {
-          collector.drop(id, {
-            code: "DEADLINE_EXCEEDED",
-            message: "dropped out before training (simulated)",
-          });
+          drop(0, "DEADLINE_EXCEEDED", "dropped out before training (simulated)");
           continue;
         }
         if (fate.kind === "disconnect") {
-          collector.drop(id, { code: "CLIENT_DISCONNECTED", message: "disconnected (simulated)" });
+          drop(0, "CLIENT_DISCONNECTED", "disconnected (simulated)");
           continue;
         }
-        if (fate.kind === "straggler") {
-          collector.drop(id, {
-            code: "DEADLINE_EXCEEDED",
-            message: `straggler: ${Math.round(fate.latencyMs)} ms over a ${deadlineMs} ms deadline (simulated)`,
-          });
+        const arrivesMs = fitMs(device) + ("latencyMs" in fate ? fate.latencyMs : 0);
+        if (fate.kind === "straggler" || arrivesMs > deadlineMs) {
+          drop(
+            deadlineMs,
+            "DEADLINE_EXCEEDED",
+            `straggler: ${Math.round(arrivesMs)} ms over a ${deadlineMs} ms deadline (simulated)`,
+          );
           continue;
         }
         if (payload === undefined || payload instanceof CohortError) {
           const e = payload ?? new CohortError("INTERNAL", "no request for this device");
-          collector.drop(id, { code: e.code, message: e.message });
+          drop(0, e.code, e.message);
           continue;
         }
         try {
           const shuffleSeed = (seed * 31 + collector.round * 1_000_003 + device) >>> 0;
           const outcome = await trainer.train(device, payload, shuffleSeed);
           if (fate.kind === "drop-after") {
-            collector.drop(id, {
-              code: "DEADLINE_EXCEEDED",
-              message: "dropped out after training (simulated)",
-            });
+            drop(arrivesMs, "DEADLINE_EXCEEDED", "dropped out after training (simulated)");
             continue;
           }
-          const reply = collector.submit(id, outcome.payload);
-          if (!reply.ok) debug("device %s rejected: %s", id, reply.message);
+          at(arrivesMs, () => {
+            const reply = collector.submit(id, outcome.payload);
+            if (!reply.ok) debug("device %s rejected: %s", id, reply.message);
+          });
         } catch (error) {
           const e = toCohortError(error);
-          collector.drop(id, { code: e.code, message: e.message });
+          drop(arrivesMs, e.code, e.message);
         }
       }
     };

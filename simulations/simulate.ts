@@ -37,7 +37,8 @@ import {
 import { instantiate } from "../models/model-file.js";
 import { subsetDataset } from "../models/datasets/index.js";
 import { deviceId, deviceSplit } from "./device.js";
-import { InProcessTransport, type DeviceTrainer } from "./in-process.js";
+import { InProcessTransport, type DeviceTrainer, type SimulatedTiming } from "./in-process.js";
+import { deviceRates, type DeviceSpeed } from "./speeds.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
 import { accuracyLossPanels, accuracyLossSvg, panelsSvg } from "./plot.js";
 import { Progress } from "./progress.js";
@@ -88,6 +89,13 @@ export interface SimulationSummary {
   bestFederatedAccuracy: number | null;
   /** For each target accuracy, the first round reaching it, or null. */
   roundsToTarget: Record<string, number | null>;
+  /**
+   * Where time is simulated (`deviceSpeed`): the run's simulated milliseconds, and for each
+   * target the simulated milliseconds and the client updates it took to reach it (null: never).
+   */
+  simulatedMs: number | null;
+  simulatedMsToTarget: Record<string, number | null> | null;
+  updatesToTarget: Record<string, number | null>;
   /** The first round within one point of the centralised baseline, or null (no baseline, or never). */
   roundsToBaselineMinus1: number | null;
   wallTimeMs: number;
@@ -349,6 +357,7 @@ export async function simulate(
       faults: cfg.faults,
       seed: cfg.seed,
       deadlineMs: cfg.roundTimeoutMs,
+      ...(cfg.deviceSpeed === null ? {} : { timing: timingOf(cfg, cfg.deviceSpeed, partition) }),
     });
   } else {
     transport = await socketPopulation(
@@ -402,6 +411,20 @@ export async function simulate(
       `; ${runDir}`,
   );
   return { summary, rounds: run.rounds, weights: run.weights };
+}
+
+/** Simulated time from the devices' speeds: asynchronous rounds take arrivals one by one. */
+function timingOf(
+  cfg: SimulationConfig,
+  speed: DeviceSpeed,
+  partition: Partition,
+): SimulatedTiming {
+  const rates = deviceRates(speed, cfg.devices, cfg.seed);
+  return {
+    trainMs: (device) => (1000 * partition.sizeOf(device)) / rates[device]!,
+    epochs: cfg.localEpochs,
+    clock: cfg.mode === "async" ? "driver" : "round",
+  };
 }
 
 /** Real socket.io on loopback: one `CohortClient` per device, each with its data materialised. */
@@ -481,6 +504,25 @@ function summarise(
         String(t),
         run.rounds.find((r) => (r.accuracy ?? 0) >= t)?.round ?? null,
       ]),
+    ),
+    simulatedMs: last?.simulatedMs ?? null,
+    simulatedMsToTarget:
+      last?.simulatedMs === undefined
+        ? null
+        : Object.fromEntries(
+            cfg.targets.map((t) => [
+              String(t),
+              run.rounds.find((r) => (r.accuracy ?? 0) >= t)?.simulatedMs ?? null,
+            ]),
+          ),
+    updatesToTarget: Object.fromEntries(
+      cfg.targets.map((t) => {
+        const i = run.rounds.findIndex((r) => (r.accuracy ?? 0) >= t);
+        return [
+          String(t),
+          i < 0 ? null : run.rounds.slice(0, i + 1).reduce((n, r) => n + r.participants, 0),
+        ];
+      }),
     ),
     roundsToBaselineMinus1:
       base === null

@@ -1,0 +1,307 @@
+/**
+ * FedBuff (Nguyen et al. 2022): asynchronous buffered aggregation. Up to `asyncConcurrency`
+ * clients train at all times, each on the newest model when it was sent; what they send back
+ * is weighted by its staleness — (1 + s)^-a for an update trained s server steps ago — into a
+ * buffer, and every `buffer` updates the server step makes the next version.
+ *
+ * The coordinator, not the client, records which version each client was sent (by the request's
+ * round: the step it will make), so a client cannot claim a fresher base than it had. Requests
+ * are named `round = steps so far + 1`; a client is never sent the same version twice (it would
+ * train the same update again), and no more are kept in flight than could still arrive within
+ * `maxStaleness` (with `buffer` = `asyncConcurrency` and no staleness allowed, a version is
+ * exactly a synchronous FedAvg round over those clients).
+ */
+import { sampleWithoutReplacement, type Rng } from "../aggregation/random.js";
+import type { RoundFailure } from "../aggregation/fedavg.js";
+import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
+import type { FitFailure, UpdateReceipt } from "../protocol/messages.js";
+import type { CoordinatorOptions } from "./options.js";
+import type { RoundBroadcast } from "./downlink.js";
+import {
+  checkRound,
+  checkUpload,
+  type AcceptedUpdate,
+  type RoundLimits,
+  type RoundOutcome,
+} from "./round.js";
+import type { CohortTransport, UpdateSink } from "./transport.js";
+
+/** The weight of an update `staleness` steps old: (1 + s)^-exponent. */
+export function stalenessWeight(staleness: number, exponent: number): number {
+  return (1 + staleness) ** -exponent;
+}
+
+/** What one buffer collected: a round's outcome (results weighted by staleness) and more. */
+export interface BufferOutcome extends RoundOutcome {
+  /** Bytes of the requests sent while the buffer filled. */
+  bytesDown: number;
+  /** Updates of the buffer by staleness: `staleness[s]` were s steps old. */
+  staleness: number[];
+  /** The broadcast of the model the buffer's new dispatches were sent. */
+  broadcast: RoundBroadcast;
+  /** Examples of the buffer's updates before staleness weighting. */
+  examples: number;
+}
+
+/** What the driver needs of its engine. */
+export interface FedBuffHost {
+  transport: CohortTransport;
+  opts: CoordinatorOptions;
+  /** Limits every update is checked against; the codec seed is per request round. */
+  limits: RoundLimits;
+  seedOf(round: number): number;
+  /** The fit requests of the current global model, named `round`. */
+  broadcast(round: number): RoundBroadcast;
+  /** The run's sampling generator (its state is committed with every version). */
+  rng: Rng;
+  /** `work`, or a rejection once the engine stops. */
+  unlessStopped<T>(work: Promise<T>): Promise<T>;
+  /** Called as the buffer fills (for the dashboard). */
+  progress(state: BufferProgress): void;
+}
+
+/** How full the buffer is, for the dashboard. */
+export interface BufferProgress {
+  /** The version the buffer will make. */
+  version: number;
+  fill: number;
+  size: number;
+  inFlight: number;
+  /** The buffer's updates so far by staleness. */
+  staleness: number[];
+}
+
+interface Dispatch {
+  round: number;
+  /** Server steps done when it was sent: its base version. */
+  step: number;
+  timer: NodeJS.Timeout | null;
+}
+
+type Arrival =
+  | { kind: "update"; update: AcceptedUpdate; dispatch: Dispatch }
+  | { kind: "failure"; failure: RoundFailure };
+
+/** How long to wait for a client to connect before looking again, when none can be sent. */
+const IDLE_POLL_MS = 100;
+
+/** Runs the asynchronous rounds of one run; `next()` fills one buffer. */
+export class FedBuffDriver {
+  private readonly inFlight = new Map<string, Dispatch>();
+  /** The step each client was last sent (never the same one twice). */
+  private readonly sentAt = new Map<string, number>();
+  private readonly arrivals: Arrival[] = [];
+  private wake: (() => void) | null = null;
+  private bytesUp = 0;
+  private round = 0;
+
+  constructor(
+    private readonly host: FedBuffHost,
+    /** Server steps done before (a resumed run's completed versions). */
+    private step: number,
+  ) {}
+
+  /** Clients training now. */
+  get training(): number {
+    return this.inFlight.size;
+  }
+
+  /** Fill the next buffer: dispatch, collect `buffer` updates, and count the step made. */
+  async next(): Promise<BufferOutcome> {
+    const { opts } = this.host;
+    this.round = this.step + 1;
+    const broadcast = this.host.broadcast(this.round);
+    const results: AcceptedUpdate[] = [];
+    const failures: RoundFailure[] = [];
+    const staleness = new Array<number>(opts.maxStaleness + 1).fill(0);
+    const upBefore = this.bytesUp;
+    let bytesDown = 0;
+    let examples = 0;
+    while (results.length < opts.buffer) {
+      bytesDown += this.dispatch(broadcast, results.length);
+      const arrival = await this.take();
+      if (arrival === null) continue; // no one was training: dispatch again
+      if (arrival.kind === "failure") {
+        failures.push(arrival.failure);
+        continue;
+      }
+      const { update, dispatch } = arrival;
+      const s = this.step - dispatch.step;
+      if (s > opts.maxStaleness) {
+        // Sent back in time, but the buffer before this one took the step it was due in.
+        failures.push(tooStale(update.clientId, s, opts.maxStaleness));
+        continue;
+      }
+      staleness[s]!++;
+      examples += update.numExamples;
+      this.host.progress({
+        version: this.round,
+        fill: results.length + 1,
+        size: opts.buffer,
+        inFlight: this.inFlight.size,
+        staleness: [...staleness],
+      });
+      results.push({
+        ...update,
+        numExamples: update.numExamples * stalenessWeight(s, opts.stalenessExponent),
+      });
+    }
+    this.step++;
+    return {
+      round: this.round,
+      cohort: results.map((r) => r.clientId),
+      results,
+      failures,
+      bytesUp: this.bytesUp - upBefore,
+      bytesDown,
+      staleness,
+      broadcast,
+      examples,
+    };
+  }
+
+  /** The run is over or stopped: nothing more is accepted, timers end. */
+  close(): void {
+    for (const d of this.inFlight.values()) if (d.timer !== null) clearTimeout(d.timer);
+    this.inFlight.clear();
+  }
+
+  /** Send the current model to idle clients, as many as may usefully train now. Returns bytes. */
+  private dispatch(broadcast: RoundBroadcast, fill: number): number {
+    const { opts, transport, rng } = this.host;
+    // More in flight than could arrive before they are too stale would be wasted work.
+    const useful = (opts.maxStaleness + 1) * opts.buffer - fill;
+    const room = Math.min(opts.asyncConcurrency, useful) - this.inFlight.size;
+    if (room <= 0) return 0;
+    const idle = [...transport.available()]
+      .sort()
+      .filter((id) => !this.inFlight.has(id) && this.sentAt.get(id) !== this.step);
+    const chosen = sampleWithoutReplacement(idle, room, rng);
+    if (chosen.length === 0) return 0;
+    const simulated = transport.simulated !== undefined;
+    for (const id of chosen) {
+      const dispatch: Dispatch = { round: this.round, step: this.step, timer: null };
+      if (!simulated) {
+        // Simulated devices miss deadlines in simulated time (their transport says so).
+        dispatch.timer = setTimeout(() => {
+          this.settle(id, dispatch.round, {
+            code: "DEADLINE_EXCEEDED",
+            message: `no update within ${opts.roundTimeoutMs} ms`,
+          });
+        }, opts.roundTimeoutMs);
+      }
+      this.inFlight.set(id, dispatch);
+      this.sentAt.set(id, this.step);
+    }
+    return transport.startRound(this.sink(chosen), broadcast);
+  }
+
+  /**
+   * The next arrival: delivered in simulated order, or awaited from the network; null after a
+   * short wait when nobody is training (clients may have connected since: dispatch again).
+   */
+  private async take(): Promise<Arrival | null> {
+    const { transport } = this.host;
+    for (;;) {
+      const first = this.arrivals.shift();
+      if (first !== undefined) return first;
+      if (transport.simulated !== undefined) {
+        if (await this.host.unlessStopped(transport.simulated.deliverNext())) continue;
+        if (this.inFlight.size > 0) {
+          throw new CohortError("INTERNAL", `${this.inFlight.size} fits in flight, none delivered`);
+        }
+        throw new CohortError(
+          "ROUND_FAILED",
+          `no device can train version ${this.round}: ${transport.available().length} devices, a buffer of ${this.host.opts.buffer}, and none is sent the same version twice`,
+        );
+      }
+      // Nobody is training and nobody could be sent: wait for clients to connect.
+      const waitMs = this.inFlight.size === 0 ? IDLE_POLL_MS : 2 ** 31 - 1;
+      await this.host.unlessStopped(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, waitMs);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        }),
+      );
+      this.wake = null;
+      if (this.arrivals.length === 0 && this.inFlight.size === 0) return null;
+    }
+  }
+
+  private push(arrival: Arrival): void {
+    this.arrivals.push(arrival);
+    this.wake?.();
+  }
+
+  /** A dispatch of `round` to `clientId` ended without an update: free its slot. */
+  private settle(clientId: string, round: number, failure: Omit<RoundFailure, "clientId">): void {
+    const d = this.inFlight.get(clientId);
+    if (d === undefined || d.round !== round) return;
+    if (d.timer !== null) clearTimeout(d.timer);
+    this.inFlight.delete(clientId);
+    this.push({ kind: "failure", failure: { clientId, ...failure } });
+  }
+
+  private submit(clientId: string, payload: unknown): Reply<UpdateReceipt> {
+    let dispatch: Dispatch | undefined;
+    try {
+      const update = checkUpload(clientId, payload, this.host.limits, (upload, bytes) => {
+        this.bytesUp += bytes;
+        if (upload === null) return;
+        const d = this.inFlight.get(clientId);
+        if (d === undefined) {
+          throw new CohortError("NOT_IN_COHORT", `client ${clientId} has no fit in flight`);
+        }
+        checkRound(upload.round, d.round);
+        dispatch = d;
+        const s = this.step - d.step;
+        if (s > this.host.opts.maxStaleness) {
+          const f = tooStale(clientId, s, this.host.opts.maxStaleness);
+          throw new CohortError("STALE_UPDATE", f.message);
+        }
+        return this.host.seedOf(upload.round);
+      });
+      const d = dispatch!;
+      if (d.timer !== null) clearTimeout(d.timer);
+      this.inFlight.delete(clientId);
+      this.push({ kind: "update", update, dispatch: d });
+      return { ok: true, value: { round: d.round } };
+    } catch (error) {
+      const e = toCohortError(error, "INVALID_MESSAGE");
+      // A refused update of a fit in flight ends it: the client sends no other.
+      if (dispatch !== undefined)
+        this.settle(clientId, dispatch.round, { code: e.code, message: e.message });
+      return e.toReply();
+    }
+  }
+
+  /** The transport's view of one dispatch; every view feeds this buffer. */
+  private sink(cohort: readonly string[]): UpdateSink {
+    return {
+      round: this.round,
+      cohort,
+      submit: (clientId, payload) => this.submit(clientId, payload),
+      roundFor: (clientId) => this.inFlight.get(clientId)?.round ?? this.round,
+      drop: (clientId, failure) => {
+        const d = this.inFlight.get(clientId);
+        if (d !== undefined) this.settle(clientId, d.round, failure);
+      },
+      fail: (clientId, report: FitFailure) =>
+        this.settle(clientId, report.round, {
+          code: report.code,
+          message: `the client's fit failed: ${report.message.slice(0, 512)}`,
+        }),
+    };
+  }
+}
+
+function tooStale(clientId: string, s: number, max: number): RoundFailure {
+  return {
+    clientId,
+    code: "STALE_UPDATE",
+    message: `trained on a version ${s} steps old; at most ${max} are accepted (maxStaleness)`,
+  };
+}

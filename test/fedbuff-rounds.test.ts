@@ -1,0 +1,181 @@
+/** Asynchronous rounds (FedBuff) over real socket.io: buffers, staleness, refusals. */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Coordinator } from "../coordinator/index.js";
+import type { CohortClient } from "../client/index.js";
+import { encode } from "../protocol/codec.js";
+import type { FitRequest } from "../protocol/messages.js";
+import { stalenessWeight } from "../coordinator/fedbuff.js";
+import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
+import { connectRaw, type RawClient } from "./helpers/raw-client.js";
+import { expectRejectsCode } from "./helpers/errors.js";
+
+let coordinator: Coordinator | undefined;
+let clients: CohortClient[] = [];
+let raws: RawClient[] = [];
+afterEach(async () => {
+  for (const r of raws) r.close();
+  await Promise.all(clients.map((c) => c.close()));
+  await coordinator?.close();
+  raws = [];
+  clients = [];
+  coordinator = undefined;
+});
+
+/** A well-formed float32 update of `request` (small, constant). */
+function update(request: FitRequest, value = 1e-4): Uint8Array {
+  return encode({
+    round: request.round,
+    numExamples: 10,
+    metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
+    codec: "float32",
+    delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
+  });
+}
+
+describe("FedBuff over socket.io", () => {
+  it("keeps clients training, makes a version every K updates, and records staleness", async () => {
+    const { shards, evalSet } = await mnistShards(4, 150, 300);
+    const runDir = await tempRunDir();
+    coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 2,
+      asyncConcurrency: 3,
+      rounds: 5,
+      minAvailableClients: 4,
+      minFitClients: 1,
+      evalDataset: evalSet,
+      runDir,
+    });
+    clients = await startClients(coordinator.url, shards);
+    const summary = await coordinator.run();
+    expect(summary.rounds).toHaveLength(5);
+    for (const r of summary.rounds) {
+      expect(r.mode).toBe("async");
+      expect(r.participants).toBe(2);
+      expect(r.staleness!.reduce((a, b) => a + b, 0)).toBe(2);
+      expect(r.totalExamples).toBe(300);
+    }
+    // Three in flight, two per step: some updates were trained on an older version.
+    expect(summary.rounds.some((r) => r.staleness!.slice(1).some((n) => n > 0))).toBe(true);
+    expect(summary.rounds.at(-1)!.accuracy!).toBeGreaterThan(summary.initial!.accuracy! + 0.2);
+    const lines = (await readFile(join(runDir, "metrics.jsonl"), "utf8")).trim().split("\n");
+    expect(lines.map((l) => (JSON.parse(l) as { round: number }).round)).toEqual([1, 2, 3, 4, 5]);
+    const index = JSON.parse(await readFile(join(runDir, "versions", "index.json"), "utf8")) as {
+      versions: { version: number; parent: number | null; contributors: string[] }[];
+    };
+    expect(index.versions.map((v) => v.version)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(index.versions.slice(1).every((v, i) => v.parent === i)).toBe(true);
+    expect(index.versions.slice(1).every((v) => v.contributors.length === 2)).toBe(true);
+  });
+
+  it("refuses an update trained on a version more than maxStaleness steps old (STALE_UPDATE)", async () => {
+    coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 1,
+      asyncConcurrency: 2,
+      maxStaleness: 1,
+      rounds: 3,
+      minAvailableClients: 2,
+      minFitClients: 1,
+      runDir: null,
+    });
+    const slow = await connectRaw(coordinator.url, "slow");
+    const fast = await connectRaw(coordinator.url, "fast");
+    raws.push(slow, fast);
+    const slowFit = slow.nextFit();
+    let fastFit = fast.nextFit();
+    const running = coordinator.run();
+    const old = await slowFit;
+    expect(old.round).toBe(1);
+    // The fast one makes versions 1 and 2 alone.
+    for (const round of [1, 2]) {
+      const request = await fastFit;
+      expect(request.round).toBe(round);
+      fastFit = fast.nextFit();
+      expect(await fast.send(update(request))).toMatchObject({ ok: true });
+    }
+    const third = await fastFit;
+    expect(third.round).toBe(3);
+    // Two steps were taken since the slow one's model: one more than allowed.
+    expect(await slow.send(update(old))).toMatchObject({ ok: false, code: "STALE_UPDATE" });
+    expect(await fast.send(update(third))).toMatchObject({ ok: true });
+    const summary = await running;
+    expect(summary.rounds.map((r) => r.staleness)).toEqual([
+      [1, 0],
+      [1, 0],
+      [1, 0],
+    ]);
+    expect(summary.rounds[2]!.failureReasons).toEqual([
+      expect.objectContaining({ clientId: "slow", code: "STALE_UPDATE" }),
+    ]);
+  });
+
+  it("an update naming a fresher version than it was sent, or a second one, is refused", async () => {
+    const { shards } = await mnistShards(2, 100, 100);
+    coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 2,
+      asyncConcurrency: 3,
+      rounds: 2,
+      minAvailableClients: 3,
+      minFitClients: 1,
+      runDir: null,
+    });
+    const liar = await connectRaw(coordinator.url, "liar");
+    raws.push(liar);
+    const fit = liar.nextFit();
+    clients = await startClients(coordinator.url, shards);
+    const running = coordinator.run();
+    const request = await fit;
+    // A fresher base than it was sent: the coordinator knows what it sent.
+    expect(await liar.send(update({ ...request, round: request.round + 1 }))).toMatchObject({
+      ok: false,
+      code: "FUTURE_ROUND",
+    });
+    // Its real update still counts, once.
+    expect(await liar.send(update(request))).toMatchObject({ ok: true });
+    expect(await liar.send(update(request))).toMatchObject({ ok: false, code: "NOT_IN_COHORT" });
+    const summary = await running;
+    expect(summary.rounds).toHaveLength(2);
+    const contributors = summary.rounds.flatMap((r) => r.clients.map((c) => c.clientId));
+    expect(contributors.filter((id) => id === "liar")).toHaveLength(1);
+  });
+
+  it("refuses, at start, secure aggregation and differential privacy in async mode", async () => {
+    await expectRejectsCode(
+      startCoordinator({ model: "mlp", mode: "async", secure: true, runDir: null }),
+      "INVALID_OPTION",
+      /mode async with secure/,
+    );
+    await expectRejectsCode(
+      startCoordinator({
+        model: "mlp",
+        mode: "async",
+        dpClip: 1,
+        dpNoise: 1,
+        dpPopulation: 100,
+        runDir: null,
+      }),
+      "INVALID_OPTION",
+      /mode async with differential privacy/,
+    );
+  });
+});
+
+describe("staleness weights", () => {
+  it("are 1/√(1+s) by default, constant at exponent 0, and fall with s", () => {
+    expect(stalenessWeight(0, 0.5)).toBe(1);
+    expect(stalenessWeight(3, 0.5)).toBeCloseTo(0.5, 12);
+    expect(stalenessWeight(8, 0.5)).toBeCloseTo(1 / 3, 12);
+    expect(stalenessWeight(5, 0)).toBe(1);
+    expect(stalenessWeight(1, 1)).toBe(0.5);
+    for (let s = 0; s < 10; s++) {
+      expect(stalenessWeight(s + 1, 0.5)).toBeLessThan(stalenessWeight(s, 0.5));
+    }
+  });
+});
