@@ -119,6 +119,12 @@ export const simulateCommand = {
       default: 1,
       description: "devices trained at once in this process",
     },
+    "device-speed": {
+      type: "string",
+      placeholder: "RATE[,SPREAD]",
+      description:
+        "simulate time: devices train at a median RATE examples per simulated second, log-normally spread so the 95th percentile is SPREAD × the 5th (default 1); rounds last as long as their slowest member, --mode async takes arrivals in simulated order",
+    },
     "baseline-epochs": {
       type: "number",
       default: 1,
@@ -160,6 +166,18 @@ const FAULTS: Record<string, string> = {
   "straggler-mean-ms": "stragglerMeanMs",
 };
 
+/** `--device-speed RATE[,SPREAD]` as a `deviceSpeed` setting (checked by the config). */
+function deviceSpeedFlag(text: string): { samplesPerSecond: number; spread: number } {
+  const [rate, spread = "1", ...rest] = text.split(",");
+  if (rest.length > 0 || !/^\d+(\.\d+)?$/.test(rate ?? "") || !/^\d+(\.\d+)?$/.test(spread)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--device-speed takes RATE[,SPREAD] (e.g. 10,10), got ${JSON.stringify(text)}`,
+    );
+  }
+  return { samplesPerSecond: Number(rate), spread: Number(spread) };
+}
+
 /** Run the command; resolves with the process exit code. */
 export async function runSimulate(argv: string[]): Promise<number> {
   const flags = parseFlags(simulateCommand, argv);
@@ -188,6 +206,7 @@ export async function runSimulate(argv: string[]): Promise<number> {
   Object.assign(config, sharedFromFlags(values, given));
   config.faults = faults;
   if (given("fit-config")) config.fitConfig = fitConfigFromFlag(values["fit-config"] as string);
+  if (given("device-speed")) config.deviceSpeed = deviceSpeedFlag(values["device-speed"] as string);
   const strategyFlagNames = Object.keys(strategyFlags());
   if (strategyFlagNames.some(given)) {
     // Parameter flags add to the file's strategy parameters; --strategy replaces its name.
@@ -211,6 +230,12 @@ export async function runSimulate(argv: string[]): Promise<number> {
         ? {}
         : { finalFederatedAccuracy: summary.finalFederatedAccuracy }),
       roundsToTarget: summary.roundsToTarget,
+      ...(summary.simulatedMs === null
+        ? {}
+        : {
+            simulatedMs: Math.round(summary.simulatedMs),
+            simulatedMsToTarget: summary.simulatedMsToTarget,
+          }),
       wallTimeMs: Math.round(summary.wallTimeMs),
     }),
   );

@@ -43,10 +43,14 @@ import {
 const debug = createDebug("cohort:coordinator");
 
 export type { RunSummary } from "./engine.js";
+import type { GateOutcome } from "./version-gate.js";
+import type { VersionStore } from "./versions.js";
 
 /** Events a coordinator reports while it runs. */
 export interface CoordinatorEvents extends SocketTransportEvents {
   round: (metrics: RoundMetrics) => void;
+  /** A new version was decided on: promoted, kept as a candidate, or rejected (a rollback). */
+  version: (outcome: GateOutcome) => void;
 }
 
 /** A running coordinator. */
@@ -68,6 +72,8 @@ export interface Coordinator {
    * from; null under float32 or before the first round.
    */
   downlinkModel(): Weights | null;
+  /** The run's model versions (null until `run()` has opened them). */
+  versions(): VersionStore | null;
   /** Run every round; resolves after the last one, with all metrics. */
   run(): Promise<RunSummary>;
   on<E extends keyof CoordinatorEvents>(event: E, listener: CoordinatorEvents[E]): void;
@@ -239,6 +245,7 @@ export async function createCoordinator(
 
 class SocketCoordinator implements Coordinator {
   private readonly roundListeners: ((m: RoundMetrics) => void)[] = [];
+  private readonly versionListeners: ((o: GateOutcome) => void)[] = [];
   private closing: Promise<void> | null = null;
 
   constructor(
@@ -257,6 +264,15 @@ class SocketCoordinator implements Coordinator {
           listener(m);
         } catch (error) {
           debug("round listener threw: %O", error);
+        }
+      }
+    };
+    engine.onVersion = (outcome) => {
+      for (const listener of this.versionListeners) {
+        try {
+          listener(outcome);
+        } catch (error) {
+          debug("version listener threw: %O", error);
         }
       }
     };
@@ -282,6 +298,10 @@ class SocketCoordinator implements Coordinator {
     return this.engine.downlinkModel();
   }
 
+  versions(): VersionStore | null {
+    return this.engine.versions();
+  }
+
   status(): StatusSnapshot {
     return this.tracker.snapshot();
   }
@@ -292,7 +312,9 @@ class SocketCoordinator implements Coordinator {
 
   on<E extends keyof CoordinatorEvents>(event: E, listener: CoordinatorEvents[E]): void {
     if (event === "round") this.roundListeners.push(listener as CoordinatorEvents["round"]);
-    else
+    else if (event === "version") {
+      this.versionListeners.push(listener as CoordinatorEvents["version"]);
+    } else
       this.transport.on(
         event as keyof SocketTransportEvents,
         listener as SocketTransportEvents[keyof SocketTransportEvents],

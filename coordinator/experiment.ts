@@ -59,6 +59,26 @@ export function experimentConfig(
       ? { downlinkCodec: canonicalJson(task.downlink as unknown as Json) }
       : {}),
     ...(task.training.loss !== DEFAULT_LOSS ? { loss: task.training.loss } : {}),
+    ...(opts.mode === "async"
+      ? {
+          fedbuff: canonicalJson({
+            buffer: opts.buffer,
+            concurrency: opts.asyncConcurrency,
+            maxStaleness: opts.maxStaleness,
+            stalenessExponent: opts.stalenessExponent,
+          }),
+        }
+      : {}),
+    // The gate decides which model training goes on from.
+    ...(opts.promoteThreshold !== undefined || opts.rollbackDrop !== undefined
+      ? {
+          gate: canonicalJson({
+            promoteThreshold: opts.promoteThreshold ?? null,
+            rollbackDrop: opts.rollbackDrop ?? null,
+            canaryFraction: opts.canaryFraction,
+          }),
+        }
+      : {}),
     ...(opts.dpClip > 0
       ? {
           dp: canonicalJson({

@@ -4,6 +4,7 @@
  *   sign-flip:         −scale · (the attacker's honest delta)
  *   little-is-enough:  μ − z·σ per coordinate over the round's honest updates (Baruch et al.
  *                      2019; an omniscient, colluding attacker), z from the cohort size
+ * in every server step, or in a burst of steps only.
  */
 import type { ClientDelta } from "../aggregation/aggregator.js";
 import type { Strategy } from "../aggregation/strategy.js";
@@ -16,6 +17,11 @@ export interface AttackConfig {
   kind: "sign-flip" | "little-is-enough";
   /** Sign-flip magnitude. @default 10 */
   scale: number;
+  /**
+   * Attack only in these server steps, `[first, last]` counted from 1 (rounds, or buffers in
+   * asynchronous mode): a poisoned burst. @default null (every step)
+   */
+  steps: [number, number] | null;
 }
 
 /** Φ⁻¹(p) by bisection on the normal CDF (erf approximation, |error| < 1.5e-7). */
@@ -75,6 +81,10 @@ export function withAttackers(
   attackers: ReadonlySet<string>,
   attack: AttackConfig,
 ): Strategy {
+  // The aggregator is begun once per server step: that count is the step.
+  let step = 0;
+  const active = () =>
+    attack.steps === null || (step >= attack.steps[0] && step <= attack.steps[1]);
   return {
     ...strategy,
     name: strategy.name,
@@ -83,7 +93,9 @@ export function withAttackers(
       name: strategy.aggregator.name,
       linear: strategy.aggregator.linear,
       begin(layout) {
+        step++;
         const inner = strategy.aggregator.begin(layout);
+        if (!active()) return inner;
         const held: ClientDelta[] = [];
         return {
           add: (u) => held.push(u),

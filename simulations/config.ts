@@ -227,7 +227,25 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
     throw new CohortError("INVALID_OPTION", `partialWork must be in [0, 1], got ${c.partialWork}`);
   }
   if (c.attack !== null) {
-    const a = withDefaults<AttackConfig>({ devices: 1, kind: "sign-flip", scale: 10 }, c.attack);
+    const a = withDefaults<AttackConfig>(
+      { devices: 1, kind: "sign-flip", scale: 10, steps: null },
+      c.attack,
+    );
+    const steps = a.steps;
+    if (
+      steps !== null &&
+      !(
+        Array.isArray(steps) &&
+        steps.length === 2 &&
+        steps.every((n) => Number.isInteger(n) && n >= 1) &&
+        steps[0] <= steps[1]
+      )
+    ) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        "attack.steps must be [first, last] server steps (integers ≥ 1, first ≤ last) or null",
+      );
+    }
     if (!Number.isInteger(a.devices) || a.devices < 1 || a.devices >= c.devices) {
       throw new CohortError(
         "INVALID_OPTION",

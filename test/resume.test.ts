@@ -99,7 +99,41 @@ describe("crash-safe coordinator", () => {
     const state = await readFile(join(dir, "ledger", ledger.weightsFile));
     expect(state.equals(await readFile(join(refDir, "ledger", refLedger.weightsFile)))).toBe(true);
     expect(ledger.configHash).toBe(refLedger.configHash);
+    // The version index survived too: every committed round once, a chain of parents.
+    const index = JSON.parse(await readFile(join(dir, "versions", "index.json"), "utf8"));
+    expect(index.versions.map((v: { version: number }) => v.version)).toEqual([0, 1, 2, 3, 4]);
+    expect(index.versions.map((v: { parent: number | null }) => v.parent)).toEqual([
+      null,
+      0,
+      1,
+      2,
+      3,
+    ]);
+    expect(index.promoted).toBe(4);
+    expect(ledger.versions).toEqual({ latest: 4, current: 4, promoted: 4 });
   }, 180_000);
+
+  it("an asynchronous (FedBuff) run killed -9 and resumed has every version once", async () => {
+    const fedbuff = [
+      ...["--mode", "async", "--buffer", "2", "--async-concurrency", "2", "--rounds", "5"],
+      ...["--min-clients", "2", "--seed", "5", "--host", "127.0.0.1"],
+    ];
+    const dir = await tempRunDir("cohort-async-crash-");
+    const first = start(["coordinator", "--port", "0", ...fedbuff, "--run-dir", dir]);
+    const [, url, port] = await first.waitForLine(/listening on (http:\/\/[^:]+:(\d+))/);
+    const clients = [0, 1].map((i) => start(clientArgs(url!, i)));
+    await until(() => first.lines.some((l) => /^round 2\/5/.test(l)), 60_000);
+    first.child.kill("SIGKILL");
+    await first.exit;
+    const second = start(["coordinator", "--port", port!, ...fedbuff, "--resume", dir]);
+    expect(await second.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+    const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(metrics.map((m) => m.round)).toEqual([1, 2, 3, 4, 5]);
+    expect(metrics.every((m) => m.mode === "async" && m.participants === 2)).toBe(true);
+    const index = JSON.parse(await readFile(join(dir, "versions", "index.json"), "utf8"));
+    expect(index.versions.map((v: { version: number }) => v.version)).toEqual([0, 1, 2, 3, 4, 5]);
+  }, 120_000);
 
   it("a differentially private run killed -9 and resumed reports the ε of one that never stopped", async () => {
     const dp = [

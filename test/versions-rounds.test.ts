@@ -1,0 +1,148 @@
+/** Model versions over real socket.io: evaluation-gated promotion, rejection and rollback. */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Coordinator } from "../coordinator/index.js";
+import type { CohortClient } from "../client/index.js";
+import type { GateOutcome } from "../coordinator/version-gate.js";
+import { encode } from "../protocol/codec.js";
+import type { FitRequest } from "../protocol/messages.js";
+import { takeExamples } from "../models/datasets/index.js";
+import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
+import { connectRaw, type RawClient } from "./helpers/raw-client.js";
+import { expectRejectsCode } from "./helpers/errors.js";
+
+let coordinator: Coordinator | undefined;
+let clients: CohortClient[] = [];
+let raws: RawClient[] = [];
+afterEach(async () => {
+  for (const r of raws) r.close();
+  await Promise.all(clients.map((c) => c.close()));
+  await coordinator?.close();
+  raws = [];
+  clients = [];
+  coordinator = undefined;
+});
+
+/** A finite update of `value` everywhere, claiming `numExamples`. */
+function constantUpdate(request: FitRequest, value: number, numExamples: number): Uint8Array {
+  return encode({
+    round: request.round,
+    numExamples,
+    metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
+    codec: "float32",
+    delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
+  });
+}
+
+/** A client that answers every round with a negligible update, except a destructive one in `round`. */
+function vandal(raw: RawClient, round: number): void {
+  void (async () => {
+    for (;;) {
+      const request = await raw.nextFit().catch(() => null);
+      if (request === null) return;
+      const value = request.round === round ? 5 : 1e-6;
+      await raw.send(constantUpdate(request, value, 1000)).catch(() => undefined);
+    }
+  })();
+}
+
+describe("evaluation-gated versions", () => {
+  it.each(["central", "canary"] as const)(
+    "a destructive update's version is rejected (%s evaluation) and training rolls back to the promoted one",
+    async (how) => {
+      const { shards, evalSet } = await mnistShards(2, 300, 400);
+      const runDir = await tempRunDir();
+      coordinator = await startCoordinator({
+        model: "mlp",
+        rounds: 4,
+        minAvailableClients: 3,
+        minFitClients: 3,
+        fractionFit: 1,
+        rollbackDrop: 0.1,
+        promoteThreshold: 0.05,
+        runDir,
+        // The vandal never evaluates: its canary request times out quickly.
+        ...(how === "central"
+          ? { evalDataset: evalSet }
+          : { canaryFraction: 1, evaluateTimeoutMs: 2000 }),
+      });
+      const outcomes: GateOutcome[] = [];
+      coordinator.on("version", (o) => outcomes.push(o));
+      const raw = await connectRaw(coordinator.url, "vandal");
+      raws.push(raw);
+      vandal(raw, 2);
+      clients = await startClients(
+        coordinator.url,
+        shards,
+        "honest",
+        how === "canary" ? { evalData: takeExamples(evalSet, 200) } : {},
+      );
+      const summary = await coordinator.run();
+      const [r1, r2, r3, r4] = summary.rounds;
+      expect(r1!.versionStatus).toBe("promoted");
+      expect(r2!.versionStatus).toBe("rejected");
+      expect(r2!.rollback).toEqual({
+        from: 2,
+        to: 1,
+        reason: expect.stringMatching(/worse by more than 0\.1$/),
+      });
+      expect(r3!.versionStatus).toBe("promoted");
+      expect(r4!.versionStatus).toBe("promoted");
+      expect(r4!.promotedVersion).toBe(4);
+      expect(outcomes.map((o) => o.decision.action)).toEqual([
+        "promote",
+        "reject",
+        "promote",
+        "promote",
+      ]);
+      const index = JSON.parse(await readFile(join(runDir, "versions", "index.json"), "utf8")) as {
+        promoted: number;
+        versions: { version: number; parent: number | null; status: string; reason?: string }[];
+      };
+      expect(index.promoted).toBe(4);
+      // Version 3 was trained from version 1: the rejected one has no descendants.
+      expect(index.versions.map((v) => [v.version, v.parent, v.status])).toEqual([
+        [0, null, "promoted"],
+        [1, 0, "promoted"],
+        [2, 1, "rejected"],
+        [3, 1, "promoted"],
+        [4, 3, "promoted"],
+      ]);
+      expect(index.versions[2]!.reason).toMatch(/accuracy .* vs accuracy .* of v1/);
+      const score = (r: (typeof summary.rounds)[number]) =>
+        how === "central"
+          ? r.accuracy!
+          : coordinator!.versions()!.get(r.modelVersion!)!.federated!.accuracy!;
+      expect(score(r4!)).toBeGreaterThan(0.5);
+      expect(summary.weights.every((w) => w.every(Number.isFinite))).toBe(true);
+    },
+  );
+
+  it("refuses, at start, gates nothing could measure, canaries without a gate, and rollback under DP", async () => {
+    await expectRejectsCode(
+      startCoordinator({ model: "mlp", rollbackDrop: 0.1, runDir: null }),
+      "INVALID_OPTION",
+      /need an evaluation/,
+    );
+    await expectRejectsCode(
+      startCoordinator({ model: "mlp", canaryFraction: 0.1, runDir: null }),
+      "INVALID_OPTION",
+      /canaryFraction needs promoteThreshold or rollbackDrop/,
+    );
+    const { evalSet } = await mnistShards(1, 10, 50);
+    await expectRejectsCode(
+      startCoordinator({
+        model: "mlp",
+        rollbackDrop: 0.1,
+        evalDataset: evalSet,
+        dpClip: 1,
+        dpNoise: 1,
+        dpPopulation: 100,
+        runDir: null,
+      }),
+      "INVALID_OPTION",
+      /rollbackDrop with differential privacy/,
+    );
+  });
+});
