@@ -1,44 +1,25 @@
 /** Asynchronous rounds (FedBuff) over real socket.io: buffers, staleness, refusals. */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import type { Coordinator } from "../coordinator/index.js";
-import type { CohortClient } from "../client/index.js";
-import { encode } from "../protocol/codec.js";
-import type { FitRequest } from "../protocol/messages.js";
+import { describe, expect, it } from "vitest";
 import { stalenessWeight } from "../coordinator/fedbuff.js";
-import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
-import { connectRaw, type RawClient } from "./helpers/raw-client.js";
+import {
+  closeAfterEach,
+  mnistShards,
+  startClients,
+  startCoordinator,
+  tempRunDir,
+} from "./helpers/federation.js";
+import { connectRaw, constantUpdate, type RawClient } from "./helpers/raw-client.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
-let coordinator: Coordinator | undefined;
-let clients: CohortClient[] = [];
-let raws: RawClient[] = [];
-afterEach(async () => {
-  for (const r of raws) r.close();
-  await Promise.all(clients.map((c) => c.close()));
-  await coordinator?.close();
-  raws = [];
-  clients = [];
-  coordinator = undefined;
-});
-
-/** A well-formed float32 update of `request` (small, constant). */
-function update(request: FitRequest, value = 1e-4): Uint8Array {
-  return encode({
-    round: request.round,
-    numExamples: 10,
-    metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
-    codec: "float32",
-    delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
-  });
-}
+const started = closeAfterEach();
 
 describe("FedBuff over socket.io", () => {
   it("keeps clients training, makes a version every K updates, and records staleness", async () => {
     const { shards, evalSet } = await mnistShards(4, 150, 300);
     const runDir = await tempRunDir();
-    coordinator = await startCoordinator({
+    started.coordinator = await startCoordinator({
       model: "mlp",
       mode: "async",
       buffer: 2,
@@ -49,8 +30,8 @@ describe("FedBuff over socket.io", () => {
       evalDataset: evalSet,
       runDir,
     });
-    clients = await startClients(coordinator.url, shards);
-    const summary = await coordinator.run();
+    started.clients = await startClients(started.coordinator!.url, shards);
+    const summary = await started.coordinator!.run();
     expect(summary.rounds).toHaveLength(5);
     for (const r of summary.rounds) {
       expect(r.mode).toBe("async");
@@ -72,7 +53,7 @@ describe("FedBuff over socket.io", () => {
   });
 
   it("refuses an update trained on a version more than maxStaleness steps old (STALE_UPDATE)", async () => {
-    coordinator = await startCoordinator({
+    started.coordinator = await startCoordinator({
       model: "mlp",
       mode: "async",
       buffer: 1,
@@ -83,12 +64,12 @@ describe("FedBuff over socket.io", () => {
       minFitClients: 1,
       runDir: null,
     });
-    const slow = await connectRaw(coordinator.url, "slow");
-    const fast = await connectRaw(coordinator.url, "fast");
-    raws.push(slow, fast);
+    const slow = await connectRaw(started.coordinator!.url, "slow");
+    const fast = await connectRaw(started.coordinator!.url, "fast");
+    started.raws.push(slow, fast);
     const slowFit = slow.nextFit();
     let fastFit = fast.nextFit();
-    const running = coordinator.run();
+    const running = started.coordinator!.run();
     const old = await slowFit;
     expect(old.round).toBe(1);
     // The fast one makes versions 1 and 2 alone.
@@ -96,13 +77,16 @@ describe("FedBuff over socket.io", () => {
       const request = await fastFit;
       expect(request.round).toBe(round);
       fastFit = fast.nextFit();
-      expect(await fast.send(update(request))).toMatchObject({ ok: true });
+      expect(await fast.send(constantUpdate(request, 1e-4))).toMatchObject({ ok: true });
     }
     const third = await fastFit;
     expect(third.round).toBe(3);
     // Two steps were taken since the slow one's model: one more than allowed.
-    expect(await slow.send(update(old))).toMatchObject({ ok: false, code: "STALE_UPDATE" });
-    expect(await fast.send(update(third))).toMatchObject({ ok: true });
+    expect(await slow.send(constantUpdate(old, 1e-4))).toMatchObject({
+      ok: false,
+      code: "STALE_UPDATE",
+    });
+    expect(await fast.send(constantUpdate(third, 1e-4))).toMatchObject({ ok: true });
     const summary = await running;
     expect(summary.rounds.map((r) => r.staleness)).toEqual([
       [1, 0],
@@ -116,7 +100,7 @@ describe("FedBuff over socket.io", () => {
 
   it("an update naming a fresher version than it was sent, or a second one, is refused", async () => {
     const { shards } = await mnistShards(2, 100, 100);
-    coordinator = await startCoordinator({
+    started.coordinator = await startCoordinator({
       model: "mlp",
       mode: "async",
       buffer: 2,
@@ -126,20 +110,25 @@ describe("FedBuff over socket.io", () => {
       minFitClients: 1,
       runDir: null,
     });
-    const liar = await connectRaw(coordinator.url, "liar");
-    raws.push(liar);
+    const liar = await connectRaw(started.coordinator!.url, "liar");
+    started.raws.push(liar);
     const fit = liar.nextFit();
-    clients = await startClients(coordinator.url, shards);
-    const running = coordinator.run();
+    started.clients = await startClients(started.coordinator!.url, shards);
+    const running = started.coordinator!.run();
     const request = await fit;
     // A fresher base than it was sent: the coordinator knows what it sent.
-    expect(await liar.send(update({ ...request, round: request.round + 1 }))).toMatchObject({
+    expect(
+      await liar.send(constantUpdate({ ...request, round: request.round + 1 }, 1e-4)),
+    ).toMatchObject({
       ok: false,
       code: "FUTURE_ROUND",
     });
     // Its real update still counts, once.
-    expect(await liar.send(update(request))).toMatchObject({ ok: true });
-    expect(await liar.send(update(request))).toMatchObject({ ok: false, code: "NOT_IN_COHORT" });
+    expect(await liar.send(constantUpdate(request, 1e-4))).toMatchObject({ ok: true });
+    expect(await liar.send(constantUpdate(request, 1e-4))).toMatchObject({
+      ok: false,
+      code: "NOT_IN_COHORT",
+    });
     const summary = await running;
     expect(summary.rounds).toHaveLength(2);
     const contributors = summary.rounds.flatMap((r) => r.clients.map((c) => c.clientId));

@@ -1,39 +1,20 @@
 /** Model versions over real socket.io: evaluation-gated promotion, rejection and rollback. */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import type { Coordinator } from "../coordinator/index.js";
-import type { CohortClient } from "../client/index.js";
+import { describe, expect, it } from "vitest";
 import type { GateOutcome } from "../coordinator/version-gate.js";
-import { encode } from "../protocol/codec.js";
-import type { FitRequest } from "../protocol/messages.js";
 import { takeExamples } from "../models/datasets/index.js";
-import { mnistShards, startClients, startCoordinator, tempRunDir } from "./helpers/federation.js";
-import { connectRaw, type RawClient } from "./helpers/raw-client.js";
+import {
+  closeAfterEach,
+  mnistShards,
+  startClients,
+  startCoordinator,
+  tempRunDir,
+} from "./helpers/federation.js";
+import { connectRaw, constantUpdate, type RawClient } from "./helpers/raw-client.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
-let coordinator: Coordinator | undefined;
-let clients: CohortClient[] = [];
-let raws: RawClient[] = [];
-afterEach(async () => {
-  for (const r of raws) r.close();
-  await Promise.all(clients.map((c) => c.close()));
-  await coordinator?.close();
-  raws = [];
-  clients = [];
-  coordinator = undefined;
-});
-
-/** A finite update of `value` everywhere, claiming `numExamples`. */
-function constantUpdate(request: FitRequest, value: number, numExamples: number): Uint8Array {
-  return encode({
-    round: request.round,
-    numExamples,
-    metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
-    codec: "float32",
-    delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
-  });
-}
+const started = closeAfterEach();
 
 /** A client that answers every round with a negligible update, except a destructive one in `round`. */
 function vandal(raw: RawClient, round: number): void {
@@ -53,7 +34,7 @@ describe("evaluation-gated versions", () => {
     async (how) => {
       const { shards, evalSet } = await mnistShards(2, 300, 400);
       const runDir = await tempRunDir();
-      coordinator = await startCoordinator({
+      started.coordinator = await startCoordinator({
         model: "mlp",
         rounds: 4,
         minAvailableClients: 3,
@@ -68,17 +49,17 @@ describe("evaluation-gated versions", () => {
           : { canaryFraction: 1, evaluateTimeoutMs: 2000 }),
       });
       const outcomes: GateOutcome[] = [];
-      coordinator.on("version", (o) => outcomes.push(o));
-      const raw = await connectRaw(coordinator.url, "vandal");
-      raws.push(raw);
+      started.coordinator!.on("version", (o) => outcomes.push(o));
+      const raw = await connectRaw(started.coordinator!.url, "vandal");
+      started.raws.push(raw);
       vandal(raw, 2);
-      clients = await startClients(
-        coordinator.url,
+      started.clients = await startClients(
+        started.coordinator!.url,
         shards,
         "honest",
         how === "canary" ? { evalData: takeExamples(evalSet, 200) } : {},
       );
-      const summary = await coordinator.run();
+      const summary = await started.coordinator!.run();
       const [r1, r2, r3, r4] = summary.rounds;
       expect(r1!.versionStatus).toBe("promoted");
       expect(r2!.versionStatus).toBe("rejected");
@@ -113,7 +94,7 @@ describe("evaluation-gated versions", () => {
       const score = (r: (typeof summary.rounds)[number]) =>
         how === "central"
           ? r.accuracy!
-          : coordinator!.versions()!.get(r.modelVersion!)!.federated!.accuracy!;
+          : started.coordinator!.versions()!.get(r.modelVersion!)!.federated!.accuracy!;
       expect(score(r4!)).toBeGreaterThan(0.5);
       expect(summary.weights.every((w) => w.every(Number.isFinite))).toBe(true);
     },

@@ -1,5 +1,6 @@
 /** Shared test helpers: a coordinator on port 0 with clients over real socket.io. */
 import { mkdtemp } from "node:fs/promises";
+import { afterEach } from "vitest";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -56,4 +57,25 @@ export async function startClients(
   );
   await Promise.all(clients.map((c) => c.start()));
   return clients;
+}
+
+/** What a socket test started: closed after each test (raw clients, clients, then the coordinator). */
+export interface Started {
+  coordinator: Coordinator | undefined;
+  clients: CohortClient[];
+  raws: { close(): void }[];
+}
+
+/** Register the closing of what each test of the file (or `describe`) starts. */
+export function closeAfterEach(): Started {
+  const started: Started = { coordinator: undefined, clients: [], raws: [] };
+  afterEach(async () => {
+    for (const r of started.raws) r.close();
+    await Promise.all(started.clients.map((c) => c.close()));
+    await started.coordinator?.close();
+    started.coordinator = undefined;
+    started.clients = [];
+    started.raws = [];
+  });
+  return started;
 }

@@ -160,3 +160,11 @@ export function updateFor(request: FitRequest, overrides: Partial<FitResult> = {
   };
   return encode(result);
 }
+
+/** An update of `request` whose delta is `value` everywhere, claiming `numExamples`. */
+export function constantUpdate(request: FitRequest, value: number, numExamples = 10): Uint8Array {
+  return updateFor(request, {
+    numExamples,
+    delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
+  });
+}
