@@ -3,6 +3,8 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { stalenessWeight } from "../coordinator/fedbuff.js";
+import { CohortClient } from "../client/index.js";
+import { generateIdentity, toBase64 } from "../aggregation/secure/index.js";
 import {
   closeAfterEach,
   mnistShards,
@@ -50,6 +52,38 @@ describe("FedBuff over socket.io", () => {
     expect(index.versions.map((v) => v.version)).toEqual([0, 1, 2, 3, 4, 5]);
     expect(index.versions.slice(1).every((v, i) => v.parent === i)).toBe(true);
     expect(index.versions.slice(1).every((v) => v.contributors.length === 2)).toBe(true);
+  });
+
+  it("clients with identities sign each update for the round they were sent, stale ones too", async () => {
+    const { shards } = await mnistShards(3, 100, 100);
+    const keys = shards.map(() => generateIdentity());
+    started.coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 2,
+      asyncConcurrency: 3,
+      rounds: 3,
+      minAvailableClients: 3,
+      minFitClients: 1,
+      auth: { allowedKeys: keys.map((k) => toBase64(k.publicKey)) },
+      runDir: null,
+    });
+    started.clients = shards.map(
+      (data, i) =>
+        new CohortClient({
+          url: started.coordinator!.url,
+          data,
+          backend: "wasm",
+          identity: keys[i]!,
+          log: () => undefined,
+        }),
+    );
+    await Promise.all(started.clients.map((c) => c.start()));
+    const summary = await started.coordinator.run();
+    expect(summary.rounds).toHaveLength(3);
+    expect(summary.rounds.flatMap((r) => r.failureReasons)).toEqual([]);
+    // Three train at once, two make a step: the third of the first dispatch arrives stale.
+    expect(summary.rounds.some((r) => r.staleness!.slice(1).some((n) => n > 0))).toBe(true);
   });
 
   it("refuses an update trained on a version more than maxStaleness steps old (STALE_UPDATE)", async () => {
