@@ -83,10 +83,6 @@ export class VersionGate {
       first.weights,
       first.state,
     );
-    if (opts.canaryFraction > 0) {
-      const fed = await canary(v.version, first.weights);
-      if (fed !== null) await store.setFederated(v.version, fed);
-    }
     // A resumed run from before versions: its weights are the first version it knows.
     if (v.version !== store.promoted()) await store.promote(v.version);
     gate.current = v.version;
@@ -122,6 +118,12 @@ export class VersionGate {
     let candidate = step.central;
     let incumbent = store.get(promoted)?.central ?? null;
     if (opts.canaryFraction > 0) {
+      // The promoted version is measured by canaries once (the first, before any had joined).
+      if ((store.get(promoted)?.federated ?? null) === null) {
+        const weights = await store.weightsOf(promoted);
+        const fed = weights === null ? null : await this.canary(promoted, weights);
+        if (fed !== null) await store.setFederated(promoted, fed);
+      }
       candidate = await this.canary(added.version, step.weights);
       if (candidate !== null) await store.setFederated(added.version, candidate);
       incumbent = store.get(promoted)?.federated ?? null;

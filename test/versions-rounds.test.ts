@@ -91,6 +91,12 @@ describe("evaluation-gated versions", () => {
         [4, 3, "promoted"],
       ]);
       expect(index.versions[2]!.reason).toMatch(/accuracy .* vs accuracy .* of v1/);
+      if (how === "canary") {
+        // Canaries measured the incumbent too (the initial model once clients had joined).
+        const v0 = started.coordinator!.versions()!.get(0)!;
+        expect(v0.federated).toMatchObject({ clients: 2, accuracy: expect.any(Number) });
+        expect(outcomes[0]!.decision.reason).toMatch(/of v0$/);
+      }
       const score = (r: (typeof summary.rounds)[number]) =>
         how === "central"
           ? r.accuracy!
