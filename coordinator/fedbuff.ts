@@ -1,8 +1,9 @@
 /**
  * FedBuff (Nguyen et al. 2022): asynchronous buffered aggregation. Up to `asyncConcurrency`
  * clients train at all times, each on the newest model when it was sent; what they send back
- * is weighted by its staleness — (1 + s)^-a for an update trained s server steps ago — into a
- * buffer, and every `buffer` updates the server step makes the next version.
+ * is scaled by its staleness — (1 + s)^-a for an update trained s server steps ago — into a
+ * buffer, and every `buffer` updates the server step makes the next version from the
+ * example-weighted mean of the scaled updates.
  *
  * The coordinator, not the client, records which version each client was sent (by the request's
  * round: the step it will make), so a client cannot claim a fresher base than it had. Requests
@@ -31,7 +32,7 @@ export function stalenessWeight(staleness: number, exponent: number): number {
   return (1 + staleness) ** -exponent;
 }
 
-/** What one buffer collected: a round's outcome (results weighted by staleness) and more. */
+/** What one buffer collected: a round's outcome (deltas scaled by staleness) and more. */
 export interface BufferOutcome extends RoundOutcome {
   /** Bytes of the requests sent while the buffer filled. */
   bytesDown: number;
@@ -39,7 +40,7 @@ export interface BufferOutcome extends RoundOutcome {
   staleness: number[];
   /** The broadcast of the model the buffer's new dispatches were sent. */
   broadcast: RoundBroadcast;
-  /** Examples of the buffer's updates before staleness weighting. */
+  /** Examples of the buffer's updates. */
   examples: number;
 }
 
@@ -134,6 +135,10 @@ export class FedBuffDriver {
       }
       staleness[s]!++;
       examples += update.numExamples;
+      // FedBuff's step is Σ nᵢ·w(sᵢ)·Δᵢ / Σ nᵢ: a stale update shrinks the step, it does not only
+      // weigh less against the others (the decoded delta is this update's own: scaled in place).
+      const w = stalenessWeight(s, opts.stalenessExponent);
+      if (w !== 1) for (const t of update.delta) for (let i = 0; i < t.length; i++) t[i]! *= w;
       this.host.progress({
         version: this.round,
         fill: results.length + 1,
@@ -141,10 +146,7 @@ export class FedBuffDriver {
         inFlight: this.inFlight.size,
         staleness: [...staleness],
       });
-      results.push({
-        ...update,
-        numExamples: update.numExamples * stalenessWeight(s, opts.stalenessExponent),
-      });
+      results.push(update);
     }
     this.step++;
     return {

@@ -14,6 +14,7 @@ import {
 } from "./helpers/federation.js";
 import { connectRaw, constantUpdate, type RawClient } from "./helpers/raw-client.js";
 import { expectRejectsCode } from "./helpers/errors.js";
+import { until } from "./helpers/wait.js";
 
 const started = closeAfterEach();
 
@@ -84,6 +85,41 @@ describe("FedBuff over socket.io", () => {
     expect(summary.rounds.flatMap((r) => r.failureReasons)).toEqual([]);
     // Three train at once, two make a step: the third of the first dispatch arrives stale.
     expect(summary.rounds.some((r) => r.staleness!.slice(1).some((n) => n > 0))).toBe(true);
+  });
+
+  it("a stale update shrinks the step by (1 + s)^-a: a step is the example-weighted mean of scaled deltas", async () => {
+    started.coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 1,
+      asyncConcurrency: 2,
+      maxStaleness: 2,
+      rounds: 2,
+      minAvailableClients: 2,
+      minFitClients: 1,
+      runDir: null,
+    });
+    const initial = started.coordinator.weights().map((w) => Float32Array.from(w));
+    const slow = await connectRaw(started.coordinator.url, "slow");
+    const fast = await connectRaw(started.coordinator.url, "fast");
+    started.raws.push(slow, fast);
+    const slowFit = slow.nextFit();
+    const fastFit = fast.nextFit();
+    const running = started.coordinator.run();
+    const [old, fresh] = await Promise.all([slowFit, fastFit]);
+    expect(await fast.send(constantUpdate(fresh, 1e-3))).toMatchObject({ ok: true });
+    await until(() => fast.received.length >= 2);
+    // Sent at version 0, arriving after version 1: one step stale, scaled by 1/√2.
+    expect(await slow.send(constantUpdate(old, 1e-3))).toMatchObject({ ok: true });
+    const summary = await running;
+    expect(summary.rounds.map((r) => r.staleness!.slice(0, 2))).toEqual([
+      [1, 0],
+      [0, 1],
+    ]);
+    const step = 1e-3 + 1e-3 / Math.SQRT2;
+    summary.weights.forEach((w, i) => {
+      for (let j = 0; j < w.length; j += 97) expect(w[j]).toBeCloseTo(initial[i]![j]! + step, 6);
+    });
   });
 
   it("refuses an update trained on a version more than maxStaleness steps old (STALE_UPDATE)", async () => {
