@@ -376,6 +376,7 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     kind: { type: "choice", of: ["sync", "async"] },
     default: "sync",
     flag: "mode",
+    placeholder: "sync|async",
     doc: "sync: rounds of a sampled cohort; async: FedBuff, clients always training, a new version every --buffer updates (--rounds counts versions)",
   },
   buffer: {
@@ -400,7 +401,7 @@ export const SHARED_OPTIONS: { [K in SharedKey]: OptionSpec<SharedOptions[K]> } 
     kind: { type: "number", min: 0, max: 8 },
     default: 0.5,
     flag: "staleness-exponent",
-    doc: "async mode: an update s versions stale weighs (1 + s)^-a (0.5: 1/√(1+s); 0: no discount)",
+    doc: "async mode: the delta of an update s versions stale is scaled by (1 + s)^-a (0.5: 1/√(1+s); 0: no discount)",
   },
   promoteThreshold: {
     kind: { type: "number", min: 0 },

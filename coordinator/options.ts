@@ -227,8 +227,9 @@ export interface CoordinatorOptions {
   checkpointEvery: number;
   /**
    * `sync`: rounds of a sampled cohort. `async`: FedBuff (Nguyen et al. 2022): `asyncConcurrency`
-   * clients train at all times on the newest version, each update weighted by its staleness,
-   * and every `buffer` updates the server step makes a version; `rounds` counts versions.
+   * clients train at all times on the newest version, each update's delta scaled by its
+   * staleness, and every `buffer` updates the server step makes a version; `rounds` counts
+   * versions.
    * @default "sync"
    */
   mode: "sync" | "async";
@@ -238,7 +239,7 @@ export interface CoordinatorOptions {
   asyncConcurrency: number;
   /** Async mode: updates more versions stale than this are refused (`STALE_UPDATE`). @default 20 */
   maxStaleness: number;
-  /** Async mode: an update s versions stale weighs (1 + s)^-a. @default 0.5 */
+  /** Async mode: the delta of an update s versions stale is scaled by (1 + s)^-a. @default 0.5 */
   stalenessExponent: number;
   /**
    * Promote a version when its score (accuracy where the task has one, else −loss) is at most
