@@ -49,6 +49,8 @@ interface Row {
   bestAccuracy: number | null;
   rollbacks: number;
   rejected: string[];
+  /** The lowest accuracy a step reported from the burst's first step to 14 after it. */
+  lowestInBurst: number | null;
   wallSeconds: number;
 }
 
@@ -95,7 +97,15 @@ async function runOne(name: string, input: SimulationInput, data: string): Promi
       r.rollback === undefined ? [] : [`v${r.rollback.from} (step ${r.round})`],
     ),
     wallSeconds: (performance.now() - started) / 1000,
+    lowestInBurst: lowest(
+      rounds.filter((r) => r.round >= BURST[0] && r.round <= BURST[1] + 14).map((r) => r.accuracy),
+    ),
   };
+}
+
+function lowest(values: (number | undefined)[]): number | null {
+  const known = values.filter((v): v is number => v !== undefined);
+  return known.length === 0 ? null : Math.min(...known);
 }
 
 const pct = (v: number | null) => (v === null ? "–" : `${(100 * v).toFixed(2)} %`);
@@ -128,12 +138,13 @@ async function main(): Promise<void> {
     "Times are simulated seconds; an update is one client's trained delta. The burst: 5 % of the devices send −50 × their update in FedBuff steps " +
       `${BURST[0]}–${BURST[1]}; gated: --promote-threshold 0.02 --rollback-drop 0.05 on the centralised accuracy (5,000 test examples).`,
     "",
-    `| run | steps | updates | simulated s to ${TARGET * 100} % | updates to ${TARGET * 100} % | simulated s | final accuracy | best | rollbacks | wall s |`,
-    "|---|---|---|---|---|---|---|---|---|---|",
+    `| run | steps | updates | simulated s to ${TARGET * 100} % | updates to ${TARGET * 100} % | simulated s | final accuracy | best | lowest, burst steps | rollbacks | wall s |`,
+    "|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map(
       (r) =>
-        `| ${r.run} | ${r.rounds} | ${r.updates} | ${num(r.secondsToTarget)} | ${num(r.updatesToTarget)} | ${r.simulatedSeconds.toFixed(0)} | ${pct(r.finalAccuracy)} | ${pct(r.bestAccuracy)} | ${r.rollbacks}${r.rejected.length > 0 ? ` (${r.rejected.join(", ")})` : ""} | ${r.wallSeconds.toFixed(0)} |`,
+        `| ${r.run} | ${r.rounds} | ${r.updates} | ${num(r.secondsToTarget)} | ${num(r.updatesToTarget)} | ${r.simulatedSeconds.toFixed(0)} | ${pct(r.finalAccuracy)} | ${pct(r.bestAccuracy)} | ${pct(r.lowestInBurst)} | ${r.rollbacks}${r.rejected.length > 0 ? ` (${r.rejected.join(", ")})` : ""} | ${r.wallSeconds.toFixed(0)} |`,
     ),
+    `"Lowest, burst steps": the lowest accuracy a step reported in steps ${BURST[0]}–${BURST[1] + 14} (a rejected candidate's own accuracy included; the gated run's promoted model is the one before it).`,
     "",
     `FedBuff reaches ${TARGET * 100} % ${speedup === null ? "(not reached by both)" : `${speedup.toFixed(2)}× sooner`} in simulated time than synchronous FedAvg.`,
     `The gated poisoned run ends ${gated!.finalAccuracy === null || async!.finalAccuracy === null ? "–" : `${(100 * (gated!.finalAccuracy - async!.finalAccuracy)).toFixed(2)} points`} from the clean FedBuff run.`,

@@ -21,6 +21,7 @@ import { withDefaults } from "../protocol/options.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { toTensors, type TensorData } from "../models/adapter.js";
 import { LocalTrainer } from "./trainer.js";
+import { loadRemoteModel, type RemoteModel } from "../models/remote.js";
 import { ClientRounds } from "./rounds.js";
 import { holdOut } from "./held-out.js";
 import {
@@ -96,6 +97,7 @@ export class ClientCore<R extends string> {
         connectTimeoutMs: undefined,
         seed: undefined,
         identity: undefined,
+        apiToken: undefined,
         joinToken: undefined,
         coordinatorKey: undefined,
         ca: undefined,
@@ -405,6 +407,21 @@ export class ClientCore<R extends string> {
       },
       delay * (0.5 + Math.random()),
     );
+  }
+
+  /**
+   * The coordinator's promoted model version (`GET /api/models/promoted` on the client's
+   * coordinator), for local inference; the caller disposes it.
+   *
+   * @throws CohortError `INVALID_MODEL` naming why it could not be fetched (no run yet: 503)
+   */
+  async promotedModel(): Promise<RemoteModel> {
+    const base = new URL(this.options.url);
+    base.protocol =
+      base.protocol === "wss:" ? "https:" : base.protocol === "ws:" ? "http:" : base.protocol;
+    const url = new URL("/api/models/promoted", base).toString();
+    const token = this.options.apiToken;
+    return loadRemoteModel(url, token === undefined ? {} : { Authorization: `Bearer ${token}` });
   }
 
   /** Disconnect and free the model and data tensors. Idempotent. */

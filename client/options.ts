@@ -65,6 +65,11 @@ export interface ClientOptions<R extends string> {
   seed: number | undefined;
   /** Ed25519 identity that authenticates this client and signs its updates. @default undefined */
   identity: { publicKey: Uint8Array; secretKey: Uint8Array } | undefined;
+  /**
+   * The coordinator's API token, sent as `Authorization: Bearer …` where the client reads its
+   * HTTP API (`promotedModel()`); never logged. @default undefined (an open API)
+   */
+  apiToken: string | undefined;
   /** A join token for `identity`, from the coordinator's trusted issuer. @default undefined */
   joinToken: JoinToken | undefined;
   /**

@@ -45,6 +45,7 @@ const debug = createDebug("cohort:coordinator");
 export type { RunSummary } from "./engine.js";
 import type { GateOutcome } from "./version-gate.js";
 import type { VersionStore } from "./versions.js";
+import { ModelService } from "./model-service.js";
 
 /** Events a coordinator reports while it runs. */
 export interface CoordinatorEvents extends SocketTransportEvents {
@@ -199,7 +200,15 @@ export async function createCoordinator(
     rounds: opts.rounds,
   });
   // The web routes first: socket.io wraps the existing listener and passes it what isn't its own.
-  const handler = createHttpHandler({ status, assets: locateAssets(), access: accessPolicy(opts) });
+  // The model routes read the engine's versions once it exists (it is built after listening).
+  let engineRef: RoundEngine | null = null;
+  const models = new ModelService(task.model, () => engineRef?.versions() ?? null);
+  const handler = createHttpHandler({
+    status,
+    assets: locateAssets(),
+    access: accessPolicy(opts),
+    models,
+  });
   // With a certificate, the same handler and socket.io serve https and wss.
   const timeouts = serverTimeouts(opts);
   const http: HttpServer =
@@ -238,9 +247,10 @@ export async function createCoordinator(
   const url = `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`;
   opts.log(`coordinator listening on ${url}`);
   const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
+  engineRef = engine;
   if (resume !== null) engine.resumeFrom(resume);
   engine.onPhase = (round, phase) => status.phase(round, phase);
-  return new SocketCoordinator(engine, transport, status, http, backend, url, port);
+  return new SocketCoordinator(engine, transport, status, http, backend, url, port, models);
 }
 
 class SocketCoordinator implements Coordinator {
@@ -256,6 +266,7 @@ class SocketCoordinator implements Coordinator {
     readonly backend: SelectedBackend,
     readonly url: string,
     readonly port: number,
+    private readonly models: ModelService,
   ) {
     engine.onRound = (m) => {
       tracker.completed(m);
@@ -327,6 +338,7 @@ class SocketCoordinator implements Coordinator {
       this.transport.finish({ runId: this.runId, rounds: this.engine.completedRounds });
       await this.transport.close();
       this.http.closeAllConnections?.();
+      this.models.dispose();
     })();
     return this.closing;
   }

@@ -6,6 +6,7 @@ import type * as tf from "@tensorflow/tfjs";
 import { CohortError } from "../protocol/errors.js";
 import { findCheckpoint, isRunDir } from "./checkpoints.js";
 import { buildLayersModel, fileSystemHandler, MODEL_JSON, WEIGHTS_BIN } from "./file-handler.js";
+import { loadRemoteModel } from "./remote.js";
 
 /** Options of `loadModel`. */
 export interface LoadModelOptions {
@@ -14,6 +15,8 @@ export interface LoadModelOptions {
    * @default the last round checkpointed
    */
   round: number;
+  /** With an http(s) URL: headers of its requests (`{ Authorization: "Bearer …" }`). @default {} */
+  headers: Record<string, string>;
 }
 
 /** Where a model source's `model.json` is, and for a run directory which round it is. */
@@ -27,10 +30,7 @@ export interface ModelLocation {
 function pathOf(source: string | URL): string {
   if (source instanceof URL || source.startsWith("file:")) return fileURLToPath(source);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(source)) {
-    throw new CohortError(
-      "INVALID_MODEL",
-      `loadModel reads files; load ${source} with tf.loadLayersModel(url)`,
-    );
+    throw new CohortError("INVALID_MODEL", `loadModel reads files and http(s) URLs, not ${source}`);
   }
   return source;
 }
@@ -75,8 +75,9 @@ export async function locateModel(
 
 /**
  * Load a tfjs layers model in plain Node, without tfjs-node: from a `model.json` file (a path or
- * a `file:` URL), a directory holding one, or a run directory, whose last checkpoint it loads
- * (`{ round: n }` for round n's). Files tfjs cannot use are an `INVALID_MODEL` naming them.
+ * a `file:` URL), a directory holding one, a run directory, whose last checkpoint it loads
+ * (`{ round: n }` for round n's), or an http(s) URL of a `model.json` (a coordinator's
+ * `/api/models/7` or `/api/models/promoted`; `{ headers }` for its bearer token). Files tfjs cannot use are an `INVALID_MODEL` naming them.
  *
  * @example const model = await loadModel("runs/mnist-2nn", { round: 10 });
  */
@@ -84,6 +85,11 @@ export async function loadModel(
   source: string | URL,
   options: Partial<LoadModelOptions> = {},
 ): Promise<tf.LayersModel> {
+  if (
+    typeof source === "string" ? /^https?:\/\//i.test(source) : /^https?:$/.test(source.protocol)
+  ) {
+    return loadRemoteModel(String(source), options.headers);
+  }
   const { modelJson } = await locateModel(source, options);
   return buildLayersModel(fileSystemHandler(modelJson), modelJson);
 }

@@ -181,8 +181,9 @@ console.log(JSON.stringify({ backend: tf.getBackend(), fileUrl, outputs: await y
     await saveModel(model, dir);
     model.dispose();
     await expect(loadModel(dir, { round: 2 })).rejects.toMatchObject({ code: "INVALID_OPTION" });
-    await expect(loadModel("https://example.invalid/model.json")).rejects.toThrow(
-      /tf.loadLayersModel\(url\)/,
+    // http(s) URLs are fetched (test/models-api.test.ts); other schemes are refused.
+    await expect(loadModel("ftp://example.invalid/model.json")).rejects.toThrow(
+      /reads files and http\(s\) URLs, not ftp:/,
     );
   });
 

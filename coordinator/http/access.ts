@@ -77,7 +77,11 @@ const PREFLIGHT_MAX_AGE_S = 600;
  * HEAD gets 204 with what it may send (the Authorization header); an unlisted origin 403; an
  * `OPTIONS` that is no preflight, or asks for another method, 405.
  */
-export function preflight(policy: AccessPolicy, req: IncomingMessage): HttpResponse {
+export function preflight(
+  policy: AccessPolicy,
+  req: IncomingMessage,
+  methods: readonly string[] = ["GET", "HEAD"],
+): HttpResponse {
   const origin = req.headers.origin;
   const method = req.headers["access-control-request-method"];
   if (origin === undefined || method === undefined) {
@@ -99,8 +103,11 @@ export function preflight(policy: AccessPolicy, req: IncomingMessage): HttpRespo
     body: "",
     headers: {
       ...cors,
-      "Access-Control-Allow-Methods": "GET, HEAD",
-      "Access-Control-Allow-Headers": "Authorization",
+      "Access-Control-Allow-Methods": methods.join(", "),
+      // A predict request names its body's type (JSON or msgpack).
+      "Access-Control-Allow-Headers": methods.includes("POST")
+        ? "Authorization, Content-Type"
+        : "Authorization",
       "Access-Control-Max-Age": String(PREFLIGHT_MAX_AGE_S),
     },
   };

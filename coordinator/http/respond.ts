@@ -1,5 +1,6 @@
 /** HTTP responses of the coordinator's web routes: one shape, isolation headers on every answer. */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { ErrorCode } from "../../protocol/errors.js";
 
 /** What a route answers. */
 export interface HttpResponse {
@@ -29,6 +30,8 @@ export class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** The error code the body names, where one applies (`PAYLOAD_TOO_LARGE`). */
+    readonly code?: ErrorCode,
   ) {
     super(message);
   }
@@ -43,9 +46,9 @@ export function json(value: unknown, status = 200): HttpResponse {
   };
 }
 
-/** The JSON body of an error: `{ "status": 400, "error": "…" }`. */
-export function errorResponse(status: number, message: string): HttpResponse {
-  return json({ status, error: message }, status);
+/** The JSON body of an error: `{ "status": 400, "error": "…" }`, and its `code` where it has one. */
+export function errorResponse(status: number, message: string, code?: ErrorCode): HttpResponse {
+  return json({ status, error: message, ...(code === undefined ? {} : { code }) }, status);
 }
 
 /** Write a response (headers only for HEAD; no length on a 204, which has no body). */
@@ -55,8 +58,8 @@ export function send(req: IncomingMessage, res: ServerResponse, r: HttpResponse)
     ...ISOLATION_HEADERS,
     ...r.headers,
     "Content-Type": r.contentType,
-    ...(r.status === 204 ? {} : { "Content-Length": String(body.byteLength) }),
-    ...(r.status === 405 ? { Allow: "GET, HEAD" } : {}),
+    ...(r.status === 204 || r.status === 304 ? {} : { "Content-Length": String(body.byteLength) }),
+    ...(r.status === 405 && r.headers?.Allow === undefined ? { Allow: "GET, HEAD" } : {}),
   });
   res.end(req.method === "HEAD" ? undefined : body);
 }

@@ -8,6 +8,8 @@ import { exposition, PROMETHEUS_CONTENT_TYPE, statusFamilies } from "./prometheu
 import { intQuery } from "./query.js";
 import { errorResponse, HttpError, json, send, type HttpResponse } from "./respond.js";
 import type { StatusTracker } from "./status.js";
+import type { ModelService } from "../model-service.js";
+import { modelFiles, modelIndex, predict } from "./models.js";
 
 const debug = createDebug("cohort:coordinator:http");
 
@@ -16,9 +18,15 @@ export interface HttpContext {
   status: StatusTracker;
   assets: Assets;
   access: AccessPolicy;
+  /** The run's model versions; null: no model routes (404). */
+  models: ModelService | null;
 }
 
-type Route = (url: URL, ctx: HttpContext) => HttpResponse | Promise<HttpResponse>;
+type Route = (
+  url: URL,
+  ctx: HttpContext,
+  req: IncomingMessage,
+) => HttpResponse | Promise<HttpResponse>;
 
 /**
  * Who may read a route: `page` and `asset` hold no data and stay public (the dashboard page
@@ -30,14 +38,16 @@ type Access = "page" | "asset" | "data";
 interface Entry {
   access: Access;
   serve: Route;
+  /** @default GET and HEAD */
+  methods?: readonly string[];
 }
 
 /** Routes without a query; a query on them is a 400 (`intQuery` with no parameters). */
 const noQuery =
   (route: Route): Route =>
-  (url, ctx) => {
+  (url, ctx, req) => {
     intQuery(url, {});
-    return route(url, ctx);
+    return route(url, ctx, req);
   };
 
 const page = (serve: Route): Entry => ({ access: "page", serve });
@@ -52,6 +62,12 @@ const ROUTES: Record<string, Entry> = {
     const { since } = intQuery(url, { since: { min: 0, max: 1e9, default: 0 } });
     return json(ctx.status.roundMetrics(since));
   }),
+  "/api/models": data(noQuery((_, ctx, req) => modelIndex(req, ctx.models))),
+  "/api/predict": {
+    access: "data",
+    methods: ["POST"],
+    serve: noQuery((_, ctx, req) => predict(req, ctx.models)),
+  },
   "/metrics": data(
     noQuery((_, ctx) => ({
       status: 200,
@@ -75,6 +91,13 @@ const ROUTES: Record<string, Entry> = {
 function route(url: URL): Entry | undefined {
   const exact = ROUTES[url.pathname];
   if (exact !== undefined) return exact;
+  if (url.pathname.startsWith("/api/models/")) {
+    return data(
+      noQuery((u, ctx, req) =>
+        modelFiles(req, ctx.models, u.pathname.slice("/api/models/".length)),
+      ),
+    );
+  }
   if (url.pathname.startsWith("/static/wasm/")) {
     return {
       access: "asset",
@@ -115,7 +138,10 @@ async function answer(req: IncomingMessage, ctx: HttpContext): Promise<HttpRespo
   }
   const entry = route(url);
   if (entry === undefined) return errorResponse(404, `no route ${url.pathname}`);
-  if (entry.access === "data" && req.method === "OPTIONS") return preflight(ctx.access, req);
+  const methods = entry.methods ?? ["GET", "HEAD"];
+  if (entry.access === "data" && req.method === "OPTIONS") {
+    return preflight(ctx.access, req, methods);
+  }
   // Every answer of the route carries its CORS headers, errors included, so a page allowed to
   // read the route can read why it failed.
   const cors: Record<string, string> =
@@ -128,19 +154,23 @@ async function answer(req: IncomingMessage, ctx: HttpContext): Promise<HttpRespo
     ...r,
     headers: { ...r.headers, ...cors },
   });
-  if (req.method !== "GET" && req.method !== "HEAD") {
-    return withCors(
-      errorResponse(405, `${req.method} ${url.pathname}: only GET and HEAD are allowed`),
-    );
+  if (!methods.includes(req.method ?? "")) {
+    const allowed = methods.join(", ");
+    return withCors({
+      ...errorResponse(405, `${req.method} ${url.pathname}: only ${allowed} allowed`),
+      headers: { Allow: allowed },
+    });
   }
   if (entry.access === "data") {
     const refused = unauthorized(ctx.access, req);
     if (refused !== null) return withCors(refused);
   }
   try {
-    return withCors(await entry.serve(url, ctx));
+    return withCors(await entry.serve(url, ctx, req));
   } catch (error) {
-    if (error instanceof HttpError) return withCors(errorResponse(error.status, error.message));
+    if (error instanceof HttpError) {
+      return withCors(errorResponse(error.status, error.message, error.code));
+    }
     throw error;
   }
 }
