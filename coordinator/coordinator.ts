@@ -278,7 +278,9 @@ class SocketCoordinator implements Coordinator {
         }
       }
     };
+    engine.onBuffer = (state) => tracker.buffer(state);
     engine.onVersion = (outcome) => {
+      tracker.version(outcome);
       for (const listener of this.versionListeners) {
         try {
           listener(outcome);

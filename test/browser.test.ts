@@ -10,6 +10,7 @@ import type { CohortClient } from "../client/index.js";
 import type { Dataset } from "../protocol/dataset.js";
 import { launchBrowser, type TestBrowser } from "./helpers/browser.js";
 import { mnistShards, startClients, startCoordinator } from "./helpers/federation.js";
+import { connectRaw, vandal } from "./helpers/raw-client.js";
 
 /** Examples per client: enough for accuracy to rise in a few rounds, few enough to be quick. */
 const PER_CLIENT = 300;
@@ -273,6 +274,74 @@ describe("dashboard", () => {
     } finally {
       await dashboard.close();
       await clientPage?.close();
+      await Promise.all(node.map((c) => c.close()));
+      await coordinator.close();
+    }
+  }, 90_000);
+});
+
+describe("the dashboard's versions and FedBuff panels", () => {
+  it("lists versions with the served one, a rejected one and its rollback, and the buffer's fill and staleness", async () => {
+    const coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 2,
+      asyncConcurrency: 3,
+      rounds: 60, // more than the test waits for
+      minAvailableClients: 3,
+      minFitClients: 1,
+      rollbackDrop: 0.1,
+      evalDataset: evalSet,
+      runDir: null,
+    });
+    const dashboard = await browser.context.newPage();
+    const raw = await connectRaw(coordinator.url, "vandal");
+    // Its destructive updates come once the honest ones have taught the model something (in
+    // whichever of rounds 10–14 it is sent: in async mode it is not sent every one).
+    vandal(raw, 10, 100, 14);
+    const node = await startClients(coordinator.url, [shards[0]!, shards[1]!], "node-async");
+    try {
+      await dashboard.goto(`${coordinator.url}/`);
+      const running = coordinator.run().catch(() => undefined);
+      await dashboard.waitForFunction(
+        () =>
+          document.querySelectorAll("#rollbacks li[data-rollback]").length >= 1 &&
+          Number(document.body.dataset.round ?? 0) >= 12,
+        undefined,
+        { polling: 100, timeout: 60_000 },
+      );
+      // Read before the status: the run goes on, so the status holds every version shown.
+      const served = await dashboard.$$eval("#versions .status.served", (e) =>
+        e.map((x) => x.closest("tr")!.getAttribute("data-version")),
+      );
+      const status = (await (
+        await fetch(`${coordinator.url}/api/status`)
+      ).json()) as StatusSnapshot;
+      const rollback = status.versions.rollbacks[0]!;
+      expect(await dashboard.textContent(`#rollbacks li[data-rollback="${rollback.from}"]`)).toBe(
+        `v${rollback.from} rejected, back to v${rollback.to}: ${rollback.reason}`,
+      );
+      expect(
+        await dashboard.textContent(`#versions tr[data-version="${rollback.from}"] .status`),
+      ).toBe("rejected");
+      // Exactly one row is marked as served, and it is a promoted version.
+      expect(served).toHaveLength(1);
+      expect(status.versions.recent.find((v) => String(v.version) === served[0])?.status).toBe(
+        "promoted",
+      );
+      expect(await dashboard.isVisible("#buffer-panel")).toBe(true);
+      expect(await dashboard.textContent("#buffer-fill span")).toMatch(
+        /^\d \/ 2 updates for v\d+ · \d clients training$/,
+      );
+      const label = await dashboard.getAttribute("#staleness svg", "aria-label");
+      expect(label).toMatch(/^updates by staleness: \d+ at 0, \d+ at 1/);
+      await mkdir("test-artifacts", { recursive: true });
+      await dashboard.screenshot({ path: "test-artifacts/dashboard-versions.png", fullPage: true });
+      await coordinator.close();
+      await running;
+    } finally {
+      raw.close();
+      await dashboard.close();
       await Promise.all(node.map((c) => c.close()));
       await coordinator.close();
     }

@@ -11,22 +11,10 @@ import {
   startCoordinator,
   tempRunDir,
 } from "./helpers/federation.js";
-import { connectRaw, constantUpdate, type RawClient } from "./helpers/raw-client.js";
+import { connectRaw, vandal } from "./helpers/raw-client.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
 const started = closeAfterEach();
-
-/** A client that answers every round with a negligible update, except a destructive one in `round`. */
-function vandal(raw: RawClient, round: number): void {
-  void (async () => {
-    for (;;) {
-      const request = await raw.nextFit().catch(() => null);
-      if (request === null) return;
-      const value = request.round === round ? 5 : 1e-6;
-      await raw.send(constantUpdate(request, value, 1000)).catch(() => undefined);
-    }
-  })();
-}
 
 describe("evaluation-gated versions", () => {
   it.each(["central", "canary"] as const)(

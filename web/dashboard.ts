@@ -1,4 +1,7 @@
-/** The dashboard (`/`): polls `/api/status`; renders clients, phase, codec, charts, rounds, failures. */
+/**
+ * The dashboard (`/`): polls `/api/status`; renders clients, phase, codec, charts, versions
+ * (and the FedBuff buffer), rounds, failures.
+ */
 import { PLAIN_ROUND_PHASES, SECURE_ROUND_PHASES } from "../coordinator/phases.js";
 import type { StatusSnapshot } from "../coordinator/http/status.js";
 import { bytesChartSvg, formatBytes as bytes } from "./bytes-chart.js";
@@ -31,6 +34,67 @@ function renderCodec(s: StatusSnapshot): void {
   $("codec-times").title = last === undefined ? "" : `round ${last.round}, mean per update`;
 }
 
+/** The versions panel: recent versions (the served one marked), and the rollbacks with why. */
+function renderVersions(s: StatusSnapshot): void {
+  const v = s.versions;
+  $("promoted").textContent =
+    v.promoted === null ? "" : `· serving v${v.promoted} of ${v.latest ?? v.promoted}`;
+  $("versions").innerHTML =
+    // The last twelve, and every rejected one the status still holds.
+    v.recent
+      .filter((p, i) => i >= v.recent.length - 12 || p.status === "rejected")
+      .reverse()
+      .map((p) => {
+        const served = p.version === v.promoted;
+        const label = served ? "promoted · served" : p.status;
+        return (
+          `<tr data-version="${p.version}"><td class="num">v${p.version}</td><td class="num">${p.round}</td>` +
+          `<td class="num">${fixed(p.score)}</td>` +
+          `<td><span class="status ${p.status}${served ? " served" : ""}">${label}</span></td>` +
+          `<td class="wrap" title="${esc(p.reason ?? "")}">${esc(p.reason ?? "")}</td></tr>`
+        );
+      })
+      .join("") || `<tr><td colspan="5" class="muted">no version yet</td></tr>`;
+  $("rollbacks").innerHTML =
+    [...v.rollbacks]
+      .reverse()
+      .map(
+        (r) =>
+          `<li data-rollback="${r.from}">v${r.from} rejected, back to v${r.to}: ${esc(r.reason)}</li>`,
+      )
+      .join("") || `<li class="muted">none</li>`;
+}
+
+/** The FedBuff panel: how full the buffer is, and its updates by staleness (bars, counts written). */
+function renderBuffer(s: StatusSnapshot): void {
+  const b = s.buffer;
+  ($("buffer-panel") as HTMLElement).hidden = b === null;
+  if (b === null) return;
+  const share = Math.min(100, (100 * b.fill) / b.size);
+  $("buffer-fill").innerHTML =
+    `<div class="fill" role="progressbar" aria-valuenow="${b.fill}" aria-valuemax="${b.size}"><div style="width:${share}%"></div></div>` +
+    `<span>${b.fill} / ${b.size} updates for v${b.version} · ${b.inFlight} clients training</span>`;
+  const last = Math.max(
+    0,
+    b.staleness.findLastIndex((n) => n > 0),
+  );
+  const counts = b.staleness.slice(0, Math.max(last + 1, 4));
+  const top = Math.max(1, ...counts);
+  const w = 28;
+  const bars = counts
+    .map((n, i) => {
+      const h = (60 * n) / top;
+      return (
+        `<rect x="${i * w + 4}" y="${70 - h}" width="${w - 8}" height="${h}"><title>${n} updates ${i} steps stale</title></rect>` +
+        `<text x="${i * w + w / 2}" y="84" text-anchor="middle">${i}</text>` +
+        `<text x="${i * w + w / 2}" y="${66 - h}" text-anchor="middle">${n}</text>`
+      );
+    })
+    .join("");
+  $("staleness").innerHTML =
+    `<svg class="staleness" width="${counts.length * w}" height="90" role="img" aria-label="updates by staleness: ${counts.map((n, i) => `${n} at ${i}`).join(", ")}">${bars}</svg>`;
+}
+
 /** A short platform: the browser and version from a user agent, or Node's own line. */
 function platform(text: string): string {
   const browser = /(HeadlessChrome|Chrome|Firefox|Safari)\/(\d+)/.exec(text);
@@ -57,6 +121,8 @@ function render(s: StatusSnapshot): void {
     .map((p) => `<span data-phase="${p}" class="${p === s.phase ? "on" : ""}">${p}</span>`)
     .join("");
   renderCodec(s);
+  renderVersions(s);
+  renderBuffer(s);
   $("chart").innerHTML = chartSvg(s.history, s.roundsTotal);
   $("bytes-chart").innerHTML = bytesChartSvg(s.history, s.roundsTotal);
   $("clients").innerHTML = s.clients

@@ -144,7 +144,7 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
       ),
     );
   }
-  families.push(...codecFamilies(s));
+  families.push(...codecFamilies(s), ...versionFamilies(s));
   const spent = [...s.history].reverse().find((r) => r.epsilon !== null);
   if (spent !== undefined) {
     families.push(
@@ -168,6 +168,42 @@ export function statusFamilies(s: StatusSnapshot): MetricFamily[] {
         evaluated.loss ?? NaN,
       ),
     );
+  }
+  return families;
+}
+
+/** Model versions (once the first was decided on) and, in asynchronous mode, the buffer. */
+function versionFamilies(s: StatusSnapshot): MetricFamily[] {
+  const families: MetricFamily[] = [];
+  const one = (name: string, help: string, type: "gauge" | "counter", value: number) =>
+    families.push({ name, help, type, samples: [{ value }] });
+  const v = s.versions;
+  if (v.latest !== null) {
+    one("cohort_latest_version", "The newest model version.", "gauge", v.latest);
+    if (v.promoted !== null) {
+      one(
+        "cohort_promoted_version",
+        "The promoted model version (the one served).",
+        "gauge",
+        v.promoted,
+      );
+    }
+    one(
+      "cohort_rejected_versions_total",
+      "Versions rejected by the promotion gate (each rolled training back).",
+      "counter",
+      v.rejected,
+    );
+  }
+  const b = s.buffer;
+  if (b !== null) {
+    one(
+      "cohort_buffer_fill",
+      "Asynchronous mode: updates in the buffer over its size.",
+      "gauge",
+      b.fill / b.size,
+    );
+    one("cohort_buffer_in_flight", "Asynchronous mode: clients training now.", "gauge", b.inFlight);
   }
   return families;
 }

@@ -1,9 +1,13 @@
 /** The live status of a run, fed by transport and engine events; the dashboard and `/metrics` read it. */
 import type { EnginePhase } from "../phases.js";
 import type { RoundMetrics } from "../run-store.js";
+import type { GateOutcome } from "../version-gate.js";
+import { score } from "../promotion.js";
 
-/** How many recent failures and rejected updates the status keeps. */
+/** How many recent failures, rejected updates and versions the status keeps. */
 const RECENT = 50;
+/** How many rollbacks the status keeps. */
+const RECENT_ROLLBACKS = 20;
 
 /** A connected client as the dashboard shows it. */
 export interface ClientStatus {
@@ -63,6 +67,36 @@ export interface RoundPoint {
   epsilon: number | null;
 }
 
+/** A recent model version as the dashboard lists it. */
+export interface VersionPoint {
+  version: number;
+  round: number;
+  status: "candidate" | "promoted" | "rejected";
+  /** Why it was rejected or kept (gated runs). */
+  reason: string | null;
+  /** The score the gate compared: accuracy where the task has one, else −loss. */
+  score: number | null;
+}
+
+/** A rollback: a rejected version, the version training went back to, and why. */
+export interface RollbackPoint {
+  from: number;
+  to: number;
+  reason: string;
+  at: string;
+}
+
+/** The state of an asynchronous (FedBuff) buffer. */
+export interface BufferStatus {
+  /** The version the buffer will make. */
+  version: number;
+  fill: number;
+  size: number;
+  inFlight: number;
+  /** The buffer's updates so far by staleness (index s: s steps old). */
+  staleness: number[];
+}
+
 /** What `GET /api/status` returns. */
 export interface StatusSnapshot {
   runId: string;
@@ -87,6 +121,16 @@ export interface StatusSnapshot {
     rejected: number;
   };
   failures: FailureStatus[];
+  /** Model versions: the promoted one, the newest, the recent ones and the rollbacks. */
+  versions: {
+    promoted: number | null;
+    latest: number | null;
+    recent: VersionPoint[];
+    rollbacks: RollbackPoint[];
+    rejected: number;
+  };
+  /** Asynchronous mode: the buffer now (null in synchronous runs). */
+  buffer: BufferStatus | null;
 }
 
 /** What the tracker is told about the run when it starts. */
@@ -108,6 +152,12 @@ export class StatusTracker {
   private phaseName: EnginePhase | "idle" = "idle";
   private phaseSince = new Date().toISOString();
   private readonly startedAt = new Date().toISOString();
+  private readonly versions: VersionPoint[] = [];
+  private readonly rollbacks: RollbackPoint[] = [];
+  private promoted: number | null = null;
+  private latest: number | null = null;
+  private rejectedVersions = 0;
+  private bufferState: BufferStatus | null = null;
 
   constructor(private readonly run: RunInfo) {}
 
@@ -152,6 +202,38 @@ export class StatusTracker {
         bytesUp: c.bytesUp,
       };
     }
+  }
+
+  /** A new version was decided on. */
+  version(outcome: GateOutcome): void {
+    const v = outcome.version;
+    const evaluation = v.federated ?? v.central;
+    this.versions.push({
+      version: v.version,
+      round: v.round,
+      status: v.status,
+      reason: outcome.decision.action === "promote" ? null : outcome.decision.reason,
+      score: score(evaluation),
+    });
+    if (this.versions.length > RECENT) this.versions.splice(0, this.versions.length - RECENT);
+    this.latest = v.version;
+    if (v.status === "promoted") this.promoted = v.version;
+    if (outcome.rollback !== null) {
+      this.rejectedVersions++;
+      this.promoted = outcome.rollback.to;
+      this.rollbacks.push({
+        from: v.version,
+        to: outcome.rollback.to,
+        reason: outcome.decision.reason,
+        at: new Date().toISOString(),
+      });
+      if (this.rollbacks.length > RECENT_ROLLBACKS) this.rollbacks.shift();
+    }
+  }
+
+  /** An asynchronous buffer filled by one more update. */
+  buffer(state: BufferStatus): void {
+    this.bufferState = { ...state, staleness: [...state.staleness] };
   }
 
   private remember(failure: FailureStatus): void {
@@ -207,6 +289,14 @@ export class StatusTracker {
         rejected: this.rejected,
       },
       failures: [...this.failures],
+      versions: {
+        promoted: this.promoted,
+        latest: this.latest,
+        recent: this.versions.map((v) => ({ ...v })),
+        rollbacks: this.rollbacks.map((r) => ({ ...r })),
+        rejected: this.rejectedVersions,
+      },
+      buffer: this.bufferState === null ? null : { ...this.bufferState },
     };
   }
 }

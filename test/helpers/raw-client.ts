@@ -168,3 +168,18 @@ export function constantUpdate(request: FitRequest, value: number, numExamples =
     delta: request.weights.map((w) => new Float32Array(w.length).fill(value)),
   });
 }
+
+/**
+ * A client that answers every round with a negligible update, except destructive ones in
+ * rounds `from` … `to`, each claiming `numExamples`.
+ */
+export function vandal(raw: RawClient, from: number, numExamples = 1000, to = from): void {
+  void (async () => {
+    for (;;) {
+      const request = await raw.nextFit().catch(() => null);
+      if (request === null) return;
+      const value = request.round >= from && request.round <= to ? 5 : 1e-6;
+      await raw.send(constantUpdate(request, value, numExamples)).catch(() => undefined);
+    }
+  })();
+}
