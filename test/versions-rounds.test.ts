@@ -13,6 +13,7 @@ import {
 } from "./helpers/federation.js";
 import { connectRaw, vandal } from "./helpers/raw-client.js";
 import { expectRejectsCode } from "./helpers/errors.js";
+import { parsePrometheus, sampleValue } from "./helpers/prometheus.js";
 
 const started = closeAfterEach();
 
@@ -91,6 +92,19 @@ describe("evaluation-gated versions", () => {
           : started.coordinator!.versions()!.get(r.modelVersion!)!.federated!.accuracy!;
       expect(score(r4!)).toBeGreaterThan(0.5);
       expect(summary.weights.every((w) => w.every(Number.isFinite))).toBe(true);
+      // The status and /metrics say the same.
+      const status = started.coordinator!.status();
+      expect(status.versions).toMatchObject({ promoted: 4, latest: 4, rejected: 1 });
+      expect(status.versions.rollbacks).toEqual([
+        expect.objectContaining({ from: 2, to: 1, reason: r2!.rollback!.reason }),
+      ]);
+      const families = parsePrometheus(
+        await (await fetch(`${started.coordinator!.url}/metrics`)).text(),
+      );
+      expect(sampleValue(families, "cohort_promoted_version")).toBe(4);
+      expect(sampleValue(families, "cohort_latest_version")).toBe(4);
+      expect(sampleValue(families, "cohort_rejected_versions_total")).toBe(1);
+      expect(families.has("cohort_buffer_fill")).toBe(false);
     },
   );
 
