@@ -270,24 +270,12 @@ class SocketCoordinator implements Coordinator {
   ) {
     engine.onRound = (m) => {
       tracker.completed(m);
-      for (const listener of this.roundListeners) {
-        try {
-          listener(m);
-        } catch (error) {
-          debug("round listener threw: %O", error);
-        }
-      }
+      notify(this.roundListeners, m, "round");
     };
     engine.onBuffer = (state) => tracker.buffer(state);
     engine.onVersion = (outcome) => {
       tracker.version(outcome);
-      for (const listener of this.versionListeners) {
-        try {
-          listener(outcome);
-        } catch (error) {
-          debug("version listener threw: %O", error);
-        }
-      }
+      notify(this.versionListeners, outcome, "version");
     };
   }
 
@@ -343,6 +331,17 @@ class SocketCoordinator implements Coordinator {
       this.models.dispose();
     })();
     return this.closing;
+  }
+}
+
+/** Call each listener with `value`; one that throws is logged and the others still run. */
+function notify<T>(listeners: readonly ((value: T) => void)[], value: T, what: string): void {
+  for (const listener of listeners) {
+    try {
+      listener(value);
+    } catch (error) {
+      debug("%s listener threw: %O", what, error);
+    }
   }
 }
 
