@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { stalenessWeight } from "../coordinator/fedbuff.js";
 import { CohortClient } from "../client/index.js";
+import { takeExamples } from "../models/datasets/index.js";
 import { generateIdentity, toBase64 } from "../aggregation/secure/index.js";
 import {
   closeAfterEach,
@@ -56,14 +57,16 @@ describe("FedBuff over socket.io", () => {
   });
 
   it("clients with identities sign each update for the round they were sent, stale ones too", async () => {
-    const { shards } = await mnistShards(3, 100, 100);
+    // The third client holds six times the data: the two others make steps while it trains.
+    const { shards: full } = await mnistShards(3, 600, 100);
+    const shards = [takeExamples(full[0]!, 100), takeExamples(full[1]!, 100), full[2]!];
     const keys = shards.map(() => generateIdentity());
     started.coordinator = await startCoordinator({
       model: "mlp",
       mode: "async",
       buffer: 2,
       asyncConcurrency: 3,
-      rounds: 3,
+      rounds: 8,
       minAvailableClients: 3,
       minFitClients: 1,
       auth: { allowedKeys: keys.map((k) => toBase64(k.publicKey)) },
@@ -81,10 +84,13 @@ describe("FedBuff over socket.io", () => {
     );
     await Promise.all(started.clients.map((c) => c.start()));
     const summary = await started.coordinator.run();
-    expect(summary.rounds).toHaveLength(3);
+    expect(summary.rounds).toHaveLength(8);
     expect(summary.rounds.flatMap((r) => r.failureReasons)).toEqual([]);
-    // Three train at once, two make a step: the third of the first dispatch arrives stale.
-    expect(summary.rounds.some((r) => r.staleness!.slice(1).some((n) => n > 0))).toBe(true);
+    // The big client's update came steps after the model it was sent, and verified.
+    const big = started.clients[2]!.options.clientId;
+    const stale = summary.rounds.filter((r) => r.staleness!.slice(1).some((n) => n > 0));
+    expect(stale.length).toBeGreaterThan(0);
+    expect(stale.some((r) => r.clients.some((c) => c.clientId === big))).toBe(true);
   });
 
   it("a stale update shrinks the step by (1 + s)^-a: a step is the example-weighted mean of scaled deltas", async () => {
