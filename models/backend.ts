@@ -6,6 +6,7 @@ import * as tf from "@tensorflow/tfjs";
 import createDebug from "debug";
 import { CohortError } from "../protocol/errors.js";
 import { registerWasmTrainingKernels } from "./wasm-kernels.js";
+import { registerWebGpuConvKernels } from "./webgpu-kernels.js";
 import {
   adapterLabel,
   hasHardwareVulkanDriver,
@@ -93,6 +94,7 @@ async function tryStart(name: NodeBackend, explicit: boolean): Promise<SelectedB
         );
       }
       await import("@tensorflow/tfjs-backend-webgpu");
+      registerWebGpuConvKernels();
       return { ...(await activate(name, "webgpu")), adapter };
     }
     case "wasm": {

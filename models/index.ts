@@ -7,6 +7,7 @@ export { checkContract, DEFAULT_OBJECTIVE, rocAuc, type MetricFn, type Objective
 export * from "./model-file.js";
 export * from "./webgpu.js";
 export * from "./wasm-kernels.js";
+export * from "./webgpu-kernels.js";
 export * from "./train-pool.js";
 export { shareDataset, type TrainJob, type TrainJobResult } from "./train-protocol.js";
 export * from "./file-handler.js";

@@ -11,7 +11,7 @@ mkdir -p "$out/app/node_modules/webgpu" "$out/data"
 
 npm run build >/dev/null
 banner='import { createRequire as __cohortRequire } from "node:module"; import { fileURLToPath as __cohortPath } from "node:url"; import { dirname as __cohortDir } from "node:path"; const require = __cohortRequire(import.meta.url); const __filename = __cohortPath(import.meta.url); const __dirname = __cohortDir(__filename);'
-entries=(dist/bin/cohort.js dist/bench/train.js dist/models/train-worker.js)
+entries=(dist/bin/cohort.js dist/bench/train.js dist/bench/conv-grad.js dist/models/train-worker.js)
 npx esbuild "${entries[@]}" --bundle --platform=node --format=esm --target=node20 \
   --outdir="$out/app" --entry-names=[name] --log-level=warning --splitting --minify-whitespace --minify-syntax \
   --external:webgpu --external:@tensorflow/tfjs-node --external:@tensorflow/tfjs-node-gpu \

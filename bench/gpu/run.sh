@@ -50,6 +50,11 @@ if [ -f train.js ]; then
   BENCH_BACKENDS=${BENCH_BACKENDS:-wasm,webgpu} BENCH_POOL=${BENCH_POOL:-0} BENCH_OUT=$OUT/bench-train.json timeout 150 $NODE train.js 2>&1 | tee "$OUT/bench-train.txt"
 fi
 
+if [ -f conv-grad.js ]; then
+  echo "== conv gradients: Cohort's webgpu kernels vs tfjs-webgpu's"
+  timeout 120 $NODE conv-grad.js 2>&1 | tee "$OUT/conv-grad.txt"
+fi
+
 echo "== one CNN round: devices trained one at a time vs 4 at once on the GPU"
 for c in 1 4; do
   timeout 60 $NODE cohort.js simulate --config experiments/mcmahan-cnn-iid-fashion.json --backend webgpu \
