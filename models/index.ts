@@ -3,6 +3,7 @@ export * from "./backend.js";
 export * from "./builtin.js";
 export * from "./adapter.js";
 export * from "./training.js";
+export * from "./batched-training.js";
 export { checkContract, DEFAULT_OBJECTIVE, rocAuc, type MetricFn, type Objective } from "./task.js";
 export * from "./model-file.js";
 export * from "./webgpu.js";
