@@ -181,7 +181,8 @@ describe("FedBuff over socket.io", () => {
       mode: "async",
       buffer: 2,
       asyncConcurrency: 3,
-      rounds: 2,
+      // More steps than the honest two can make before the liar has answered.
+      rounds: 6,
       minAvailableClients: 3,
       minFitClients: 1,
       runDir: null,
@@ -201,12 +202,12 @@ describe("FedBuff over socket.io", () => {
     });
     // Its real update still counts, once.
     expect(await liar.send(constantUpdate(request, 1e-4))).toMatchObject({ ok: true });
-    expect(await liar.send(constantUpdate(request, 1e-4))).toMatchObject({
-      ok: false,
-      code: "NOT_IN_COHORT",
-    });
+    // A replay: refused whether or not it has been sent a newer request since.
+    const replay = await liar.send(constantUpdate(request, 1e-4));
+    expect(replay.ok).toBe(false);
+    expect(["NOT_IN_COHORT", "STALE_ROUND"]).toContain((replay as { code: string }).code);
     const summary = await running;
-    expect(summary.rounds).toHaveLength(2);
+    expect(summary.rounds).toHaveLength(6);
     const contributors = summary.rounds.flatMap((r) => r.clients.map((c) => c.clientId));
     expect(contributors.filter((id) => id === "liar")).toHaveLength(1);
   });
