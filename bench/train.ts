@@ -31,6 +31,7 @@ import {
 import type { Dataset } from "../protocol/dataset.js";
 import type { LocalTraining } from "../models/training.js";
 import { loadMnistDigits, takeExamples } from "../models/datasets/index.js";
+import { median } from "./stats.js";
 
 const SAMPLES = 600;
 const BATCHES = [10, 50] as const;
@@ -54,12 +55,6 @@ const notes: string[] = [];
 function note(line: string): void {
   notes.push(line);
   console.log(`note: ${line}`);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
 function config(batchSize: number): LocalTraining {

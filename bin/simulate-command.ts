@@ -112,12 +112,25 @@ export const simulateCommand = {
     workers: {
       type: "number",
       default: 0,
-      description: "worker threads training devices in parallel (wasm); 0 = this thread",
+      description:
+        "worker threads training devices in parallel, each with its own backend (wasm, or the --backend asked for); 0 = this thread",
     },
     concurrency: {
       type: "number",
       default: 1,
       description: "devices trained at once in this process",
+    },
+    batched: {
+      type: "string",
+      default: "auto",
+      placeholder: "auto|off",
+      description:
+        "train up to --batch-group devices as one batched computation where the model allows (dense layers, SGD), in this thread or on each worker; off: one by one",
+    },
+    "batch-group": {
+      type: "number",
+      default: 32,
+      description: "devices per batched computation",
     },
     "device-speed": {
       type: "string",
@@ -155,6 +168,8 @@ const MAP: Record<string, string> = {
   backend: "backend",
   concurrency: "concurrency",
   workers: "workers",
+  batched: "batched",
+  "batch-group": "batchGroup",
   "baseline-epochs": "baselineEpochs",
   "run-dir": "runDir",
 };

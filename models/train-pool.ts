@@ -15,11 +15,13 @@ import type { BackendRequest } from "./backend.js";
 import {
   isWorkerReply,
   transferable,
+  type BatchJobDevice,
   type TrainJob,
   type TrainJobResult,
-  type TrainRequest,
+  type TrainedDevice,
   type WorkerInit,
   type WorkerReply,
+  type WorkerRequest,
 } from "./train-protocol.js";
 
 const debug = createDebug("cohort:models:train-pool");
@@ -49,11 +51,14 @@ export interface TrainSendOptions {
   transfer: boolean;
 }
 
+/** A worker's answer to a job. */
+type Done = Extract<WorkerReply, { type: "done" | "done-batch" }>;
+
 interface Pending {
   jobId: number;
-  request: TrainRequest;
+  request: WorkerRequest;
   transfer: ArrayBuffer[];
-  resolve: (result: TrainJobResult) => void;
+  resolve: (reply: Done, worker: number) => void;
   reject: (error: Error) => void;
 }
 
@@ -126,24 +131,67 @@ export class TrainPool {
 
   /** Train one job on the next free worker. */
   train(job: TrainJob, options: Partial<TrainSendOptions> = {}): Promise<TrainJobResult> {
-    if (this.closed)
-      return Promise.reject(new CohortError("CLOSED", "the training pool is closed"));
-    const jobId = this.nextJobId++;
-    const request: TrainRequest = {
-      type: "train",
-      jobId,
-      modelKey: this.modelKey(job.spec),
-      spec: job.spec,
-      weights: [...job.weights],
-      data: job.data,
-      config: job.config,
-      ...(job.shuffleSeed === undefined ? {} : { shuffleSeed: job.shuffleSeed }),
-    };
     const transfer = options.transfer
       ? transferable([...job.weights, job.data.features, job.data.labels])
       : [];
-    return new Promise<TrainJobResult>((resolve, reject) => {
-      this.queue.push({ jobId, request, transfer, resolve, reject });
+    return this.enqueue(
+      (jobId) => ({
+        type: "train",
+        jobId,
+        modelKey: this.modelKey(job.spec),
+        spec: job.spec,
+        weights: [...job.weights],
+        data: job.data,
+        config: job.config,
+        ...(job.shuffleSeed === undefined ? {} : { shuffleSeed: job.shuffleSeed }),
+      }),
+      transfer,
+      (reply, worker) =>
+        reply.type === "done" ? { weights: reply.weights, stats: reply.stats, worker } : null,
+    );
+  }
+
+  /**
+   * Train several devices' local runs on the next free worker as one batched computation
+   * (`trainBatched`); the model must batch (`batchPlan`). Their arrays are copied, not moved.
+   *
+   * @throws CohortError `INVALID_MODEL` when the model cannot train batched.
+   */
+  trainBatch(spec: ModelSpec, devices: readonly BatchJobDevice[]): Promise<TrainedDevice[]> {
+    return this.enqueue(
+      (jobId) => ({
+        type: "train-batch",
+        jobId,
+        modelKey: this.modelKey(spec),
+        spec,
+        devices: [...devices],
+      }),
+      [],
+      (reply) => (reply.type === "done-batch" ? reply.results : null),
+    );
+  }
+
+  private enqueue<T>(
+    request: (jobId: number) => WorkerRequest,
+    transfer: ArrayBuffer[],
+    read: (reply: Done, worker: number) => T | null,
+  ): Promise<T> {
+    if (this.closed)
+      return Promise.reject(new CohortError("CLOSED", "the training pool is closed"));
+    const jobId = this.nextJobId++;
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({
+        jobId,
+        request: request(jobId),
+        transfer,
+        resolve: (reply, worker) => {
+          const out = read(reply, worker);
+          if (out === null)
+            reject(new CohortError("INTERNAL", `job ${jobId} got a ${reply.type} reply`));
+          else resolve(out);
+        },
+        reject,
+      });
       this.dispatch();
     });
   }
@@ -236,11 +284,10 @@ export class TrainPool {
         slot.ready = true;
         debug("worker %d ready on %s", slot.index, reply.backend);
         break;
-      case "done": {
-        const job = this.finishJob(slot);
-        job?.resolve({ weights: reply.weights, stats: reply.stats, worker: slot.index });
+      case "done":
+      case "done-batch":
+        this.finishJob(slot)?.resolve(reply, slot.index);
         break;
-      }
       case "failed":
         this.finishJob(slot)?.reject(new CohortError(reply.code, reply.message));
         break;

@@ -71,10 +71,37 @@ export interface TrainRequest {
   shuffleSeed?: number;
 }
 
+/** One device of a batched job: its starting weights, data, configuration and shuffle seed. */
+export interface BatchJobDevice {
+  weights: Float32Array[];
+  data: Dataset;
+  config: LocalTraining;
+  shuffleSeed: number;
+}
+
+/** Pool → worker: train several devices' local runs as one batched computation. */
+export interface TrainBatchRequest {
+  type: "train-batch";
+  jobId: number;
+  modelKey: string;
+  spec: ModelSpec;
+  devices: BatchJobDevice[];
+}
+
+/** What a worker is sent. */
+export type WorkerRequest = TrainRequest | TrainBatchRequest;
+
+/** One device's trained weights and statistics. */
+export interface TrainedDevice {
+  weights: Float32Array[];
+  stats: TrainStats;
+}
+
 /** Worker → pool. */
 export type WorkerReply =
   | { type: "ready"; backend: string }
   | { type: "done"; jobId: number; weights: Float32Array[]; stats: TrainStats }
+  | { type: "done-batch"; jobId: number; results: TrainedDevice[] }
   /** A job failed (jobId null: the request could not be read); the worker goes on. */
   | { type: "failed"; jobId: number | null; code: ErrorCode; message: string }
   /** The worker could not start its backend; it can run nothing. */
@@ -106,6 +133,18 @@ export function isWorkerReply(raw: unknown): raw is WorkerReply {
         raw.weights.every((w) => w instanceof Float32Array) &&
         isStats(raw.stats)
       );
+    case "done-batch":
+      return (
+        typeof raw.jobId === "number" &&
+        Array.isArray(raw.results) &&
+        raw.results.every(
+          (r: unknown) =>
+            isRecord(r) &&
+            Array.isArray(r.weights) &&
+            r.weights.every((w) => w instanceof Float32Array) &&
+            isStats(r.stats),
+        )
+      );
     case "failed":
       return (
         (raw.jobId === null || typeof raw.jobId === "number") &&
@@ -119,16 +158,12 @@ export function isWorkerReply(raw: unknown): raw is WorkerReply {
   }
 }
 
-/** Narrow a message from the pool. */
-export function isTrainRequest(raw: unknown): raw is TrainRequest {
-  if (!isRecord(raw) || raw.type !== "train") return false;
-  const data = raw.data;
+function isWeightList(v: unknown): v is Float32Array[] {
+  return Array.isArray(v) && v.every((w) => w instanceof Float32Array);
+}
+
+function isDataset(data: unknown): data is Dataset {
   return (
-    typeof raw.jobId === "number" &&
-    typeof raw.modelKey === "string" &&
-    isRecord(raw.spec) &&
-    Array.isArray(raw.weights) &&
-    raw.weights.every((w) => w instanceof Float32Array) &&
     isRecord(data) &&
     data.features instanceof Float32Array &&
     (data.labels instanceof Uint8Array ||
@@ -137,8 +172,34 @@ export function isTrainRequest(raw: unknown): raw is TrainRequest {
       data.labels instanceof Float32Array) &&
     Array.isArray(data.sampleShape) &&
     (data.numClasses === undefined || typeof data.numClasses === "number") &&
-    (data.groups === undefined || data.groups instanceof Int32Array) &&
-    isRecord(raw.config) &&
-    (raw.shuffleSeed === undefined || typeof raw.shuffleSeed === "number")
+    (data.groups === undefined || data.groups instanceof Int32Array)
   );
+}
+
+/** Narrow a message from the pool. */
+export function isWorkerRequest(raw: unknown): raw is WorkerRequest {
+  if (!isRecord(raw) || typeof raw.jobId !== "number" || typeof raw.modelKey !== "string")
+    return false;
+  if (!isRecord(raw.spec)) return false;
+  if (raw.type === "train")
+    return (
+      isWeightList(raw.weights) &&
+      isDataset(raw.data) &&
+      isRecord(raw.config) &&
+      (raw.shuffleSeed === undefined || typeof raw.shuffleSeed === "number")
+    );
+  if (raw.type === "train-batch")
+    return (
+      Array.isArray(raw.devices) &&
+      raw.devices.length > 0 &&
+      raw.devices.every(
+        (d: unknown) =>
+          isRecord(d) &&
+          isWeightList(d.weights) &&
+          isDataset(d.data) &&
+          isRecord(d.config) &&
+          typeof d.shuffleSeed === "number",
+      )
+    );
+  return false;
 }

@@ -10,11 +10,15 @@ import { toCohortError } from "../protocol/errors.js";
 import { modelFromSpec, readWeights, toTensors, writeWeights } from "./adapter.js";
 import { trainLocal } from "./training.js";
 import { selectBackend } from "./backend.js";
+import { batchPlan, trainBatched } from "./batched-training.js";
+import { CohortError } from "../protocol/errors.js";
 import {
-  isTrainRequest,
+  isWorkerRequest,
+  type TrainBatchRequest,
   type TrainRequest,
   type WorkerInit,
   type WorkerReply,
+  type WorkerRequest,
 } from "./train-protocol.js";
 
 /** Built models kept per worker (by topology), most recently used last. */
@@ -29,7 +33,7 @@ function post(reply: WorkerReply, transfer: ArrayBuffer[] = []): void {
   port!.postMessage(reply, transfer);
 }
 
-async function modelFor(request: TrainRequest): Promise<tf.LayersModel> {
+async function modelFor(request: WorkerRequest): Promise<tf.LayersModel> {
   let model = models.get(request.modelKey);
   if (model === undefined) {
     model = await modelFromSpec(request.spec);
@@ -54,7 +58,7 @@ async function train(request: TrainRequest): Promise<void> {
     const read = await readWeights(model);
     // On wasm each array read back owns its buffer, so it is handed over without a copy; the cpu
     // backend returns its own storage, which must not be detached.
-    const weights = tf.getBackend() === "wasm" ? read : read.map((w) => w.slice());
+    const weights = owned(read);
     post(
       { type: "done", jobId: request.jobId, weights, stats },
       weights.map((w) => w.buffer as ArrayBuffer),
@@ -64,12 +68,31 @@ async function train(request: TrainRequest): Promise<void> {
   }
 }
 
+/** Arrays safe to transfer: on wasm each array read back owns its buffer; cpu's are its storage. */
+function owned(read: Float32Array[]): Float32Array[] {
+  return tf.getBackend() === "wasm" ? read : read.map((w) => w.slice());
+}
+
+/** A batched job: every device's local run as one computation (the model must batch). */
+async function trainBatch(request: TrainBatchRequest): Promise<void> {
+  const model = await modelFor(request);
+  const plan = batchPlan(model, request.devices[0]!.config);
+  if (typeof plan === "string")
+    throw new CohortError("INVALID_MODEL", `this model cannot train batched: ${plan}`);
+  // Each device's weights are slices of its own: they move without a copy.
+  const results = await trainBatched(plan, request.devices);
+  post(
+    { type: "done-batch", jobId: request.jobId, results },
+    results.flatMap((r) => r.weights.map((w) => w.buffer as ArrayBuffer)),
+  );
+}
+
 async function handle(raw: unknown): Promise<void> {
   const id: unknown = typeof raw === "object" && raw !== null ? Reflect.get(raw, "jobId") : null;
   const jobId = typeof id === "number" ? id : null;
   try {
-    if (!isTrainRequest(raw)) throw new Error("malformed training request");
-    await train(raw);
+    if (!isWorkerRequest(raw)) throw new Error("malformed training request");
+    await (raw.type === "train" ? train(raw) : trainBatch(raw));
   } catch (error) {
     const e = toCohortError(error);
     post({ type: "failed", jobId, code: e.code, message: e.message });

@@ -84,12 +84,22 @@ export interface SimulationConfig extends SharedOptions {
   /** `in-process` (fast) or `socket` (real socket.io on loopback, one client per device). @default "in-process" */
   transport: "in-process" | "socket";
   /**
-   * Worker threads that train devices in parallel (each with its own wasm backend); 0 trains in
-   * this thread on the selected backend. @default 0
+   * Worker threads that train devices in parallel, each with its own backend (wasm, or the one
+   * `backend` asks for: with `webgpu` every worker owns a Dawn device); 0 trains in this thread
+   * on the selected backend. @default 0
    */
   workers: number;
   /** Devices trained at once in this process (on a GPU they share the device). @default 1 */
   concurrency: number;
+  /**
+   * Cohort-batched training (in-process transport): `auto` trains up to `batchGroup` devices'
+   * local runs as one batched computation where the model allows it (dense layers, SGD; others
+   * train one by one, said once), in this thread or on each worker; `off` always trains one by
+   * one. Results equal one-by-one training within float tolerance. @default "auto"
+   */
+  batched: "auto" | "off";
+  /** Devices per batched computation. @default 32 */
+  batchGroup: number;
   /**
    * Simulated time (in-process transport): each device trains at its own speed, drawn from a
    * seeded log-normal whose 5th-to-95th percentile ratio is `spread`, around a median of
@@ -128,6 +138,8 @@ const DEFAULTS: SimulationConfig = {
   transport: "in-process",
   workers: 0,
   concurrency: 1,
+  batched: "auto",
+  batchGroup: 32,
   deviceSpeed: null,
   backend: "auto",
   targets: [0.9, 0.95, 0.97, 0.99],
@@ -211,6 +223,13 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
   int("concurrency", 1);
   if (c.deviceSpeed !== null) c.deviceSpeed = checkDeviceSpeed(c.deviceSpeed);
   int("workers", 0);
+  int("batchGroup", 1);
+  if (c.batched !== "auto" && c.batched !== "off") {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `batched must be "auto" or "off", got ${JSON.stringify(c.batched)}`,
+    );
+  }
   if (!(c.evalFraction >= 0 && c.evalFraction < 1)) {
     throw new CohortError(
       "INVALID_OPTION",

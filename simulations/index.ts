@@ -6,6 +6,7 @@ export type {
   SimulationSummary,
   BaselineResult,
   SimulateHooks,
+  TrainingPath,
 } from "./simulate.js";
 export { recordedConfig, resolveSimulationConfig, simulationInput } from "./config.js";
 export type { SimulationConfig, SimulationInput, SimulationRecord } from "./config.js";

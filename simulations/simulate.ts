@@ -9,22 +9,11 @@ import { SocketTransport } from "../coordinator/socket-transport.js";
 import type { CohortTransport } from "../coordinator/transport.js";
 import type { RoundMetrics } from "../coordinator/run-store.js";
 import { CohortClient } from "../client/client.js";
-import { LocalTrainer, decodeFitRequest, encodeOutcome } from "../client/trainer.js";
-import {
-  DEFAULT_MODS,
-  fitIns,
-  localFit,
-  localTraining,
-  withMods,
-  type FitHandler,
-} from "../client/fit-handler.js";
+import { LocalTrainer } from "../client/trainer.js";
+import type { FitHandler } from "../client/fit-handler.js";
 import { TrainPool } from "../models/train-pool.js";
-import { checkWeights } from "../aggregation/weights.js";
 import { datasetSize, type Dataset } from "../protocol/dataset.js";
 import type { TaskSpec } from "../protocol/messages.js";
-import { decode, encode } from "../protocol/codec.js";
-import { parseEvaluateRequest, parseFitMessage } from "../protocol/guards.js";
-import { HeldModel } from "../client/downlink.js";
 import { CohortError } from "../protocol/errors.js";
 import { evaluateModel, toTensors, type EvalStats } from "../models/adapter.js";
 import { trainLocal } from "../models/training.js";
@@ -32,12 +21,15 @@ import {
   backendLabel,
   parseBackendRequest,
   selectBackend,
+  type NodeBackend,
   type SelectedBackend,
 } from "../models/backend.js";
 import { instantiate } from "../models/model-file.js";
 import { subsetDataset } from "../models/datasets/index.js";
 import { deviceId, deviceSplit } from "./device.js";
-import { InProcessTransport, type DeviceTrainer, type SimulatedTiming } from "./in-process.js";
+import { InProcessTransport, type SimulatedTiming } from "./in-process.js";
+import { DeviceFitter, poolHandler } from "./device-fitter.js";
+import { CohortBatcher, inThread, onPool, taskBatchPlan } from "./batched-fitter.js";
 import { deviceRates, type DeviceSpeed } from "./speeds.js";
 import { makePartition, parsePartitionSpec, type Partition } from "./partition.js";
 import { accuracyLossPanels, accuracyLossSvg, panelsSvg } from "./plot.js";
@@ -51,7 +43,6 @@ import {
 } from "./config.js";
 import { simulationData, withPartitionDevices } from "./data.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
-import type { CodecMemory } from "../aggregation/codecs/index.js";
 import { createRng, permutation } from "../aggregation/random.js";
 import { withAttackers } from "./attacks.js";
 import { pickShared } from "../coordinator/option-schema.js";
@@ -70,6 +61,13 @@ export interface BaselineResult {
 }
 
 /** What a simulation writes to `summary.json`. */
+/** How the simulated devices trained. */
+export interface TrainingPath {
+  batched: boolean;
+  /** Why they trained one by one (null when batched). */
+  reason: string | null;
+}
+
 export interface SimulationSummary {
   name: string;
   runDir: string;
@@ -109,6 +107,8 @@ export interface SimulationSummary {
   /** Why the run ended early (the privacy budget), where it did. */
   stopReason: string | null;
   baseline: BaselineResult | null;
+  /** Whether the devices trained in batched groups, and if not why not. */
+  training: TrainingPath;
   /** The configuration in effect, models and datasets by name. */
   config: SimulationRecord;
 }
@@ -124,112 +124,6 @@ export interface SimulationResult {
 export interface SimulateHooks {
   /** Where progress goes. @default process.stderr, a bar on a TTY */
   progress?: NodeJS.WriteStream | null;
-}
-
-/**
- * Trains virtual devices through the client's own fit handler and mods, one handler per slot:
- * in this thread (one model per slot; with `concurrency` > 1 their GPU work interleaves on one
- * device) or in worker threads (`TrainPool`, each worker with its own wasm backend). Results
- * do not depend on which slot trains a device.
- */
-class DeviceFitter implements DeviceTrainer {
-  private readonly free: FitHandler[];
-  readonly concurrency: number;
-  /** Evaluates in this thread, with a model of its own. */
-  private readonly evaluator: LocalTrainer;
-  constructor(
-    private readonly task: TaskSpec,
-    private readonly split: (device: number) => { train: Dataset; evaluate: Dataset | null },
-    handlers: FitHandler[],
-    backend: string,
-    /** Devices that do only part of their local work each round. */
-    private readonly partial: (device: number) => boolean = () => false,
-  ) {
-    this.free = handlers.map((h) => withMods(h, DEFAULT_MODS));
-    this.concurrency = handlers.length;
-    this.evaluator = new LocalTrainer(backend);
-  }
-  async evaluate(device: number, payload: Uint8Array): Promise<Uint8Array> {
-    const request = parseEvaluateRequest(decode(payload));
-    const data = this.split(device).evaluate;
-    if (data === null)
-      throw new CohortError("NO_EVAL_DATA", `device ${device} holds no evaluation data`);
-    return encode(await this.evaluator.evaluate(this.task, request, data));
-  }
-  dispose(): void {
-    this.evaluator.dispose();
-  }
-  /** Each device's codec memory (top-k's residual), kept across the rounds it is sampled for. */
-  private readonly memories = new Map<number, CodecMemory>();
-  private memoryOf(device: number): CodecMemory {
-    let memory = this.memories.get(device);
-    if (memory === undefined) {
-      memory = { residual: null };
-      this.memories.set(device, memory);
-    }
-    return memory;
-  }
-  /** Each device's held model (compressed downlink), kept while it can still be patched. */
-  private readonly held = new Map<number, HeldModel>();
-  receive(device: number, payload: Uint8Array): Uint8Array {
-    // A float32 downlink's requests are full models: nothing to rebuild or keep.
-    if (this.task.downlink === undefined) return payload;
-    let held = this.held.get(device);
-    if (held === undefined) {
-      held = new HeldModel();
-      this.held.set(device, held);
-    }
-    return encode(held.receive(this.task, parseFitMessage(decode(payload))));
-  }
-  release(device: number): void {
-    this.held.delete(device);
-  }
-  async train(device: number, payload: Uint8Array, shuffleSeed: number) {
-    const handler = this.free.pop();
-    if (handler === undefined)
-      throw new CohortError("INTERNAL", "more devices in flight than trainers");
-    try {
-      const request = decodeFitRequest(payload);
-      let local = this.split(device).train;
-      if (this.partial(device)) local = partialWork(local, shuffleSeed);
-      return encodeOutcome(
-        this.task,
-        await handler(fitIns(this.task, request, local, shuffleSeed)),
-        {
-          seed: request.seed,
-          // The device's rounding noise follows the run's seed, so a simulation repeats exactly.
-          noiseSeed: (shuffleSeed ^ 0x27d4eb2f) >>> 0,
-          memory: this.memoryOf(device),
-        },
-      );
-    } finally {
-      this.free.push(handler);
-    }
-  }
-}
-
-/** A random fraction U(0, 1] of the device's examples, drawn from its round's seed. */
-function partialWork(local: Dataset, shuffleSeed: number): Dataset {
-  const rng = createRng((shuffleSeed ^ 0x5bd1e995) >>> 0);
-  const n = datasetSize(local);
-  const keep = Math.max(1, Math.ceil(rng() * n));
-  const order = permutation(n, rng);
-  return { ...subsetDataset(local, order.subarray(0, keep).sort()), name: local.name };
-}
-
-/** A fit handler that trains in the worker pool, through the same training code. */
-function poolHandler(pool: TrainPool): FitHandler {
-  return async (ins) => {
-    checkWeights(ins.request.weights, ins.task.model.weightSpecs, "global weights");
-    const { weights, stats } = await pool.train({
-      spec: ins.task.model,
-      weights: ins.request.weights,
-      data: ins.data,
-      config: localTraining(ins),
-      ...(ins.shuffleSeed === undefined ? {} : { shuffleSeed: ins.shuffleSeed }),
-    });
-    return localFit(ins, weights, stats, "wasm");
-  };
 }
 
 /** `count` devices of `population`, chosen by a seeded permutation. */
@@ -329,13 +223,32 @@ export async function simulate(
   const split = (device: number) =>
     deviceSplit(train, partition, device, cfg.evalFraction, cfg.seed);
   let transport: CohortTransport;
+  let batcher: CohortBatcher | null = null;
+  // How the devices trained, for the summary: socket clients always train one by one.
+  let training: TrainingPath = { batched: false, reason: "socket clients train one by one" };
   const cleanups: (() => Promise<void> | void)[] = [];
   if (cfg.transport === "in-process") {
     let handlers: FitHandler[];
-    if (cfg.workers > 0) {
-      const pool = new TrainPool({ size: cfg.workers, backend: "wasm" });
-      cleanups.push(() => pool.close());
-      handlers = Array.from({ length: cfg.workers }, () => poolHandler(pool));
+    // Each worker starts its own backend: wasm unless one is asked for (with webgpu, every
+    // worker owns a Dawn device).
+    const asked = parseBackendRequest(cfg.backend);
+    const poolBackend: NodeBackend = asked === "auto" ? "wasm" : asked;
+    const pool =
+      cfg.workers > 0 ? new TrainPool({ size: cfg.workers, backend: poolBackend }) : null;
+    if (pool !== null) cleanups.push(() => pool.close());
+    const plan = cfg.batched === "off" ? "batched training is off" : await taskBatchPlan(task);
+    if (typeof plan !== "string") {
+      batcher = new CohortBatcher(
+        pool === null ? inThread(plan) : onPool(pool, task),
+        cfg.batchGroup,
+        pool?.size ?? 1,
+        pool === null ? backend.name : poolBackend,
+      );
+      handlers = Array.from({ length: batcher.capacity }, () => batcher!.handler());
+      training = { batched: true, reason: null };
+    } else if (pool !== null) {
+      handlers = Array.from({ length: pool.size }, () => poolHandler(pool, poolBackend));
+      training = { batched: false, reason: plan };
     } else {
       const trainers = Array.from(
         { length: cfg.concurrency },
@@ -343,13 +256,23 @@ export async function simulate(
       );
       cleanups.push(() => trainers.forEach((t) => t.dispose()));
       handlers = trainers.map((t) => t.handler());
+      training = { batched: false, reason: plan };
     }
+    if (cfg.batched === "auto" && !training.batched)
+      progress?.line(`${cfg.name}: devices train one by one: ${plan}`);
     const partial = chosenDevices(
       cfg.devices,
       Math.round(cfg.partialWork * cfg.devices),
       cfg.seed + 11,
     );
-    const trainer = new DeviceFitter(task, split, handlers, backend.name, (d) => partial.has(d));
+    const trainer = new DeviceFitter(
+      task,
+      split,
+      handlers,
+      backend.name,
+      (d) => partial.has(d),
+      batcher,
+    );
     cleanups.push(() => trainer.dispose());
     transport = new InProcessTransport({
       partition,
@@ -395,6 +318,7 @@ export async function simulate(
       : null;
   const summary = summarise(
     cfg,
+    training,
     run,
     runDir,
     backend,
@@ -470,6 +394,7 @@ async function socketPopulation(
 
 function summarise(
   cfg: SimulationConfig,
+  training: TrainingPath,
   run: RunSummary,
   runDir: string,
   backend: SelectedBackend,
@@ -499,6 +424,7 @@ function summarise(
       [...run.rounds].reverse().find((r) => r.federatedAccuracy !== undefined)?.federatedAccuracy ??
       null,
     bestFederatedAccuracy: fed.length > 0 ? Math.max(...fed) : null,
+    training,
     roundsToTarget: Object.fromEntries(
       cfg.targets.map((t) => [
         String(t),

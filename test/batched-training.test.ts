@@ -15,6 +15,7 @@ import {
 import { createRng } from "../aggregation/random.js";
 import type { Dataset } from "../protocol/dataset.js";
 import type { LossName } from "../protocol/task.js";
+import { maxDiff } from "./helpers/weights.js";
 
 const FEATURES = 12;
 const CLASSES = 4;
@@ -49,12 +50,6 @@ function model(activations: string[], head: string, outputs: number): tf.LayersM
   );
   m.add(tf.layers.dense({ units: outputs, activation: head as "softmax" }));
   return m;
-}
-
-function maxDiff(a: readonly Float32Array[], b: readonly Float32Array[]): number {
-  let d = 0;
-  a.forEach((t, i) => t.forEach((v, j) => (d = Math.max(d, Math.abs(v - b[i]![j]!)))));
-  return d;
 }
 
 /** Per-device and batched runs of the same devices; their weights' largest difference. */

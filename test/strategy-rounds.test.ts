@@ -9,6 +9,7 @@ import { generateIdentity, toBase64 } from "../aggregation/secure/index.js";
 import { startCoordinator, tempRunDir } from "./helpers/federation.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 import { until } from "./helpers/wait.js";
+import { maxDiff } from "./helpers/weights.js";
 
 const small = {
   devices: 30,
@@ -20,12 +21,6 @@ const small = {
   evalSize: 500,
   baselineEpochs: 0,
 };
-
-function maxDiff(a: readonly Float32Array[], b: readonly Float32Array[]): number {
-  let d = 0;
-  a.forEach((t, i) => t.forEach((v, j) => (d = Math.max(d, Math.abs(v - b[i]![j]!)))));
-  return d;
-}
 
 describe("strategies in rounds", () => {
   it("secure FedAdam equals plain FedAdam within the quantization bound", async () => {

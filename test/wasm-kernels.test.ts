@@ -199,6 +199,16 @@ describe("wasm training kernels", () => {
           tf.matMul(random(a([]), 10), random(b([]), 11), transposeA, transposeB),
           tf.matMul(random(a([3]), 12), random(b([3]), 13), transposeA, transposeB),
           tf.matMul(random(a([1]), 14), random(b([3]), 15), transposeA, transposeB),
+          // Batched products run one 2-D product per matrix; a partial broadcast does not.
+          tf.matMul(random(a([2, 3]), 28), random(b([2, 3]), 29), transposeA, transposeB),
+          tf.matMul(random(a([2, 3]), 30), random(b([1, 1]), 31), transposeA, transposeB),
+          tf.matMul(random(a([2, 1]), 32), random(b([2, 3]), 33), transposeA, transposeB),
+          tf.fused.matMul({
+            a: random(a([3]), 34) as tf.Tensor3D,
+            b: random(b([3]), 35) as tf.Tensor3D,
+            transposeA,
+            transposeB,
+          }),
           tf.fused.matMul({
             a: random(a([2]), 16) as tf.Tensor3D,
             b: random(b([2]), 17) as tf.Tensor3D,
