@@ -25,6 +25,7 @@ import { secureUniform } from "../aggregation/privacy/noise.js";
 import {
   clippedUpdates,
   currentClip,
+  keepPrivacySpent,
   lastNoise,
   withDpFedAvg,
 } from "../aggregation/privacy/dp-fedavg.js";
@@ -228,10 +229,7 @@ export class RoundEngine {
       secureParams(secureSetup(opts, task, 0, n, 0, this.privacy.settings.noiseMultiplier));
     }
     this.strategyState = this.strategy.optimizer.init(initialWeights);
-    checkPromotion(opts, {
-      evaluates: opts.evalDataset !== undefined,
-      private: this.privacy !== null,
-    });
+    checkPromotion(opts, { evaluates: opts.evalDataset !== undefined });
     this.config = experimentConfig(opts, task, this.strategy);
     this.configHash = configHash(this.config);
   }
@@ -458,7 +456,11 @@ export class RoundEngine {
     if (gated(this.opts)) metrics.versionReason = decision.reason;
     if (rollback !== null) {
       this.global = rollback.weights;
-      this.strategyState = rollback.strategy;
+      // The privacy spent on the rejected rounds stays spent.
+      this.strategyState =
+        this.privacy === null
+          ? rollback.strategy
+          : keepPrivacySpent(rollback.strategy, this.strategyState);
       metrics.rollback = { from: version.version, to: rollback.to, reason: decision.reason };
       this.opts.log(
         `round ${metrics.round}: version ${version.version} rejected (${decision.reason}); training goes on from version ${rollback.to}`,

@@ -26,14 +26,10 @@ export function gated(o: PromotionOptions): boolean {
 }
 
 /**
- * Refuse, at start, gating nothing could measure (no held-out set and no canaries) and a
- * rollback under differential privacy (the budget a rolled-back model spent is not returned,
- * and the accountant lives in the strategy state a rollback restores).
+ * Refuse, at start, gating nothing could measure (no held-out set and no canaries). Under
+ * differential privacy a rollback keeps the privacy spent (`keepPrivacySpent`).
  */
-export function checkPromotion(
-  o: PromotionOptions,
-  context: { evaluates: boolean; private: boolean },
-): void {
+export function checkPromotion(o: PromotionOptions, context: { evaluates: boolean }): void {
   if (!gated(o)) {
     if (o.canaryFraction > 0) {
       throw new CohortError(
@@ -47,12 +43,6 @@ export function checkPromotion(
     throw new CohortError(
       "INVALID_OPTION",
       "promoteThreshold and rollbackDrop need an evaluation: an evalDataset (--eval-dataset) or canaryFraction > 0",
-    );
-  }
-  if (o.rollbackDrop !== undefined && context.private) {
-    throw new CohortError(
-      "INVALID_OPTION",
-      "rollbackDrop with differential privacy: a rollback would restore the privacy accountant to an earlier state",
     );
   }
 }

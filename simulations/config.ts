@@ -70,7 +70,7 @@ export interface SimulationConfig extends SharedOptions {
   /** Share of every device's data held out for federated evaluation (not trained on). @default 0 */
   evalFraction: number;
   /**
-   * Simulated attackers (plain rounds only): `{ devices, kind: "sign-flip" | "little-is-enough",
+   * Simulated attackers (plain rounds without DP only): `{ devices, kind: "sign-flip" | "little-is-enough",
    * scale }`. @default null (none)
    */
   attack: AttackConfig | null;
@@ -279,6 +279,14 @@ export function resolveSimulationConfig(raw: SimulationInput | unknown): Simulat
       throw new CohortError(
         "INVALID_OPTION",
         "simulated attackers need plain rounds (secure is on)",
+      );
+    }
+    if (c.dpClip > 0) {
+      // The attackers replace updates inside the strategy's aggregator, which DP-FedAvg replaces
+      // with its clipped, noised sum: the attack would silently not happen.
+      throw new CohortError(
+        "INVALID_OPTION",
+        "simulated attackers are not simulated under differential privacy (dpClip is set): DP-FedAvg aggregates in place of the attacked strategy",
       );
     }
     c.attack = a;

@@ -75,6 +75,25 @@ export const CLIPPED_UPDATES = "dp.clippedUpdates";
  * planned z; distributed ones at what their survivors' noise came to).
  */
 export const SPENT_PREFIX = "dp.spent:";
+/** The prefix of every state key DP-FedAvg keeps. */
+const DP_PREFIX = "dp.";
+
+/**
+ * `restored`, a state a rollback returns to, with `current`'s privacy bookkeeping (every `dp.`
+ * key: rounds released and spent, the clip, the last noise): a rollback restores the model and
+ * the optimizer, never the privacy budget spent since — the rejected rounds were released to
+ * the coordinator all the same.
+ */
+export function keepPrivacySpent(restored: StateRecord, current: StateRecord): StateRecord {
+  const values = Object.fromEntries(
+    Object.entries(restored.values).filter(([key]) => !key.startsWith(DP_PREFIX)),
+  );
+  for (const [key, v] of Object.entries(current.values)) {
+    if (key.startsWith(DP_PREFIX)) values[key] = v;
+  }
+  return { arrays: restored.arrays, values };
+}
+
 /** The state key of the last released round's noise multiplier. */
 export const LAST_NOISE = "dp.lastNoise";
 

@@ -187,6 +187,38 @@ describe("DP-FedAvg in the simulator", () => {
     dpDelta: 1e-5,
   };
 
+  it("a rejected version's rollback keeps the privacy it spent: ε rises every round", async () => {
+    // Noise of z = 5 on a cohort of 12 wrecks each round's model, and a gate that rejects any
+    // drop rolls training back to the initial model; each round was released all the same.
+    const { rounds } = await simulate(
+      {
+        ...base,
+        rounds: 4,
+        dpNoise: 5,
+        rollbackDrop: 1e-6,
+        runDir: await tempRunDir("cohort-dp-rollback-"),
+      },
+      { progress: null },
+    );
+    const rejected = rounds.filter((r) => r.versionStatus === "rejected");
+    expect(rejected.length).toBeGreaterThan(0);
+    for (const r of rejected) expect(r.rollback).toMatchObject({ from: r.modelVersion });
+    rounds.forEach((r, i) => {
+      // Fixed-size cohorts: replace-one sensitivity, the noise multiplier halved.
+      expect(r.epsilon).toBeCloseTo(planEpsilon({ kind: "fixed", q: 0.2 }, 5 / 2, i + 1), 8);
+      if (i > 0) expect(r.epsilon!).toBeGreaterThan(rounds[i - 1]!.epsilon!);
+    });
+  });
+
+  it("refuses simulated attackers under DP, which DP-FedAvg's aggregation would drop", async () => {
+    await expect(
+      simulate({ ...base, attack: { devices: 5 }, runDir: await tempRunDir("cohort-dp-attack-") }),
+    ).rejects.toMatchObject({
+      code: "INVALID_OPTION",
+      message: expect.stringMatching(/not simulated under differential privacy/),
+    });
+  });
+
   it("reports ε after every round, as the accountant composes it, and in summary.json", async () => {
     const runDir = await tempRunDir("cohort-dp-");
     const { summary, rounds } = await simulate(
