@@ -402,7 +402,12 @@ export class RoundEngine {
     const resumed = this.resumed?.versions ?? null;
     const store = await VersionStore.open(opts.runDir, task.runId, task.model.weightSpecs, {
       keep: opts.keepVersions,
-      ...(this.resumed === null ? {} : { resumeAt: resumed?.latest ?? -1 }),
+      ...(this.resumed === null
+        ? {}
+        : {
+            resumeAt: resumed?.latest ?? -1,
+            ...(resumed === null ? {} : { promoted: resumed.promoted }),
+          }),
     });
     return VersionGate.open(store, opts, this.strategy.name, (v, w) => this.canary(v, w), {
       round: this.completedRounds,

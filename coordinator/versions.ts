@@ -76,6 +76,8 @@ export function weightsChecksum(weights: readonly Float32Array[]): string {
 export class VersionStore {
   private readonly records: IndexFile["versions"] = [];
   private promotedVersion = 0;
+  /** Versions whose weights are kept until the next `add`, whatever `keep` says. */
+  private pinned = new Set<number>();
   /** Weights + state arrays by version, when there is no run directory. */
   private readonly memory = new Map<number, Uint8Array>();
   /** Bumped on every change: the index's ETag. */
@@ -97,7 +99,12 @@ export class VersionStore {
     runDir: string | null,
     runId: string,
     specs: readonly TensorSpec[],
-    options: { keep: number; resumeAt?: number },
+    options: {
+      keep: number;
+      resumeAt?: number;
+      /** The promoted version the ledger committed (a resumed run's; the index may be newer). */
+      promoted?: number;
+    },
   ): Promise<VersionStore> {
     const dir = runDir === null ? null : join(runDir, "versions");
     const store = new VersionStore(dir, runId, specs, options.keep);
@@ -115,7 +122,9 @@ export class VersionStore {
       throw new CohortError("INVALID_OPTION", `${dir}/${INDEX} is not this run's version index`);
     }
     store.records.push(...parsed.versions.filter((v) => v.version <= options.resumeAt!));
-    const promoted = parsed.promoted;
+    // The ledger's pointer wins: a promotion written to the index after the ledger's last
+    // commit belongs to the round the resumed run does again.
+    const promoted = options.promoted ?? parsed.promoted;
     store.promotedVersion = store.records.some((r) => r.version === promoted)
       ? promoted
       : ([...store.records].reverse().find((r) => r.status === "promoted")?.version ?? 0);
@@ -176,6 +185,9 @@ export class VersionStore {
     };
     if (this.dir === null) this.memory.set(version, bin);
     else await writeAtomic(join(this.dir, binName(version)), bin);
+    // What the ledger's last commit points to stays until the next version: a crash before
+    // this round's commit resumes from those.
+    this.pinned = new Set([this.promotedVersion, this.latest()]);
     this.records.push(record);
     if (version === 0) this.promotedVersion = 0;
     await this.prune();
@@ -251,13 +263,17 @@ export class VersionStore {
     return r;
   }
 
-  /** Drop the weights of versions past `keep` that are neither promoted nor the latest. */
+  /**
+   * Drop the weights of versions past `keep` that are neither promoted nor the latest, nor
+   * pinned (what the promoted and the latest were when the round's version was added).
+   */
   private async prune(): Promise<void> {
     const latest = this.latest();
     const held = this.records.filter(
       (r) => r.weightsKept && r.version !== latest && r.version !== this.promotedVersion,
     );
     for (const r of held.slice(0, Math.max(0, held.length - this.keep))) {
+      if (this.pinned.has(r.version)) continue;
       r.weightsKept = false;
       if (this.dir === null) this.memory.delete(r.version);
       else await rm(join(this.dir, binName(r.version)), { force: true });

@@ -72,6 +72,34 @@ describe("VersionStore", () => {
     },
   );
 
+  it("a crash between a promotion and the ledger's commit resumes with the committed promoted version's weights", async () => {
+    const dir = await tempRunDir();
+    // keep 0: only what the pointers need survives pruning.
+    const store = await VersionStore.open(dir, "run-3", specs, { keep: 0 });
+    await store.add(version(null, 0), weights(0), state(0));
+    for (let v = 1; v <= 2; v++) {
+      await store.add(version(v - 1, v), weights(v), state(v));
+      await store.promote(v);
+      // The ledger commits round v (promoted v) here, except after round 2: killed first.
+    }
+    // Round 2's promotion reached the index, not the ledger: the run resumes at version 1.
+    const resumed = await VersionStore.open(dir, "run-3", specs, {
+      keep: 0,
+      resumeAt: 1,
+      promoted: 1,
+    });
+    expect(resumed.promoted()).toBe(1);
+    expect(resumed.list().map((v) => v.version)).toEqual([0, 1]);
+    const back = await resumed.restore(1);
+    expect(back!.weights).toEqual(weights(1));
+    expect(back!.strategy).toEqual(state(1));
+    // Once the next version is added (round 2 done again), version 0 is let go.
+    await resumed.add(version(1, 2), weights(2), state(2));
+    await resumed.promote(2);
+    await resumed.add(version(2, 3), weights(3), state(3));
+    expect(resumed.list().map((v) => v.weightsKept)).toEqual([false, false, true, true]);
+  });
+
   it("a resumed run's store drops versions the ledger never committed; a corrupted file fails its checksum", async () => {
     const dir = await tempRunDir();
     const store = await VersionStore.open(dir, "run-2", specs, { keep: 5 });
