@@ -21,9 +21,22 @@ export class SimClock implements SimulatedTime {
     return this.time;
   }
 
-  /** Schedule `land` at simulated time `at` (never before now). */
-  at(at: number, land: () => void): void {
-    this.queue.push({ at: Math.max(at, this.time), seq: this.seq++, land });
+  /**
+   * Schedule `land` at simulated time `at` (never before now). Ties land in `seq` order: by
+   * default the order of the calls, or a place taken earlier with {@link reserve}.
+   */
+  at(at: number, land: () => void, seq: number = this.seq++): void {
+    this.queue.push({ at: Math.max(at, this.time), seq, land });
+  }
+
+  /**
+   * Take `n` places in the tie order now, for landings scheduled later in whatever order their
+   * training finishes: the first place's number (the others follow it).
+   */
+  reserve(n: number): number {
+    const first = this.seq;
+    this.seq += n;
+    return first;
   }
 
   /** Training in progress: nothing lands until it has finished (it may schedule earlier landings). */

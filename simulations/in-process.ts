@@ -186,9 +186,12 @@ export class InProcessTransport implements CohortTransport {
     const { faults, seed, deadlineMs, trainer, timing } = this.options;
     const queue = [...collector.cohort];
     const start = this.clock?.now() ?? 0;
+    // Ties land in cohort order, whichever device's training finishes first.
+    const first = this.clock?.reserve(queue.length) ?? 0;
+    const place = new Map(queue.map((id, i) => [id, first + i]));
     // Each outcome lands at its simulated time where time is simulated, else now.
-    const at = (offsetMs: number, land: () => void) =>
-      this.clock === null ? land() : this.clock.at(start + offsetMs, land);
+    const at = (id: string, offsetMs: number, land: () => void) =>
+      this.clock === null ? land() : this.clock.at(start + offsetMs, land, place.get(id));
     const fitMs = (device: number) =>
       timing === undefined ? 0 : timing.epochs * timing.trainMs(device);
     const worker = async () => {
@@ -197,7 +200,7 @@ export class InProcessTransport implements CohortTransport {
         const fate = drawFate(faults, seed, collector.round, device, deadlineMs);
         const payload = requests.get(id);
         const drop = (offsetMs: number, code: ErrorCode, message: string) =>
-          at(offsetMs, () => collector.drop(id, { code, message }));
+          at(id, offsetMs, () => collector.drop(id, { code, message }));
         if (fate.kind === "drop-before") {
           drop(0, "DEADLINE_EXCEEDED", "dropped out before training (simulated)");
           continue;
@@ -227,7 +230,7 @@ export class InProcessTransport implements CohortTransport {
             drop(arrivesMs, "DEADLINE_EXCEEDED", "dropped out after training (simulated)");
             continue;
           }
-          at(arrivesMs, () => {
+          at(id, arrivesMs, () => {
             const reply = collector.submit(id, outcome.payload);
             if (!reply.ok) debug("device %s rejected: %s", id, reply.message);
           });

@@ -76,6 +76,34 @@ describe("FedBuff in the simulator", () => {
     expect(sync.summary.simulatedMs!).toBeGreaterThan(a.summary.simulatedMs!);
   });
 
+  it.each(["off", "auto"] as const)(
+    "ties in simulated time land in dispatch order, whichever worker finishes first (batched %s)",
+    async (batched) => {
+      // Equal speeds and equal data: every arrival of a dispatch ties with the others.
+      const run = async () =>
+        simulate(
+          {
+            ...base,
+            devices: 8,
+            deviceSpeed: { samplesPerSecond: 50, spread: 1 },
+            mode: "async",
+            buffer: 3,
+            asyncConcurrency: 6,
+            rounds: 5,
+            workers: 2,
+            batched,
+            batchGroup: 2,
+            runDir: await tempRunDir(),
+          },
+          { progress: null },
+        );
+      const a = await run();
+      const b = await run();
+      expect(b.rounds.map((r) => r.staleness)).toEqual(a.rounds.map((r) => r.staleness));
+      expect(b.weights).toEqual(a.weights);
+    },
+  );
+
   it("device rates are log-normal with the asked 5th–95th percentile spread", () => {
     const rates = [...deviceRates({ samplesPerSecond: 100, spread: 10 }, 20_000, 3)].sort(
       (x, y) => x - y,
