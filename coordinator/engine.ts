@@ -467,6 +467,8 @@ export class RoundEngine {
           ? rollback.strategy
           : keepPrivacySpent(rollback.strategy, this.strategyState);
       metrics.rollback = { from: version.version, to: rollback.to, reason: decision.reason };
+      // Updates in flight on the abandoned versions must not land on the restored model.
+      this.fedbuff?.abandon(rollback.to, version.version);
       this.opts.log(
         `round ${metrics.round}: version ${version.version} rejected (${decision.reason}); training goes on from version ${rollback.to}`,
       );

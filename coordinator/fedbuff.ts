@@ -77,6 +77,8 @@ interface Dispatch {
   /** Server steps done when it was sent: its base version. */
   step: number;
   timer: NodeJS.Timeout | null;
+  /** Why its update is refused: its base version was abandoned by a rollback. */
+  abandoned?: string;
 }
 
 type Arrival =
@@ -127,6 +129,14 @@ export class FedBuffDriver {
         continue;
       }
       const { update, dispatch } = arrival;
+      if (dispatch.abandoned !== undefined) {
+        failures.push({
+          clientId: update.clientId,
+          code: "STALE_UPDATE",
+          message: dispatch.abandoned,
+        });
+        continue;
+      }
       const s = this.step - dispatch.step;
       if (s > opts.maxStaleness) {
         // Sent back in time, but the buffer before this one took the step it was due in.
@@ -160,6 +170,20 @@ export class FedBuffDriver {
       broadcast,
       examples,
     };
+  }
+
+  /**
+   * A rollback to version `to` abandoned the versions after it (`rejected` the last): the
+   * updates trained on them, in flight or waiting in the buffer's queue, are refused with
+   * `STALE_UPDATE` when they arrive, never applied to the model training went back to.
+   */
+  abandon(to: number, rejected: number): void {
+    const mark = (d: Dispatch) => {
+      if (d.step > to)
+        d.abandoned = `trained on version ${d.step}, abandoned when version ${rejected} was rejected and training rolled back to version ${to}`;
+    };
+    for (const d of this.inFlight.values()) mark(d);
+    for (const a of this.arrivals) if (a.kind === "update") mark(a.dispatch);
   }
 
   /** The run is over or stopped: nothing more is accepted, timers end. */
@@ -259,6 +283,7 @@ export class FedBuffDriver {
         }
         checkRound(upload.round, d.round);
         dispatch = d;
+        if (d.abandoned !== undefined) throw new CohortError("STALE_UPDATE", d.abandoned);
         const s = this.step - d.step;
         if (s > this.host.opts.maxStaleness) {
           const f = tooStale(clientId, s, this.host.opts.maxStaleness);

@@ -104,6 +104,45 @@ describe("FedBuff in the simulator", () => {
     },
   );
 
+  it("after a rollback, updates trained on the abandoned versions are refused, not applied", async () => {
+    // Three attackers nudge steps 3–6: versions 5 and 6 are kept as candidates, 7 is rejected
+    // and training goes back to version 4; fits sent versions 5 and 6 are still in flight.
+    const { rounds } = await simulate(
+      {
+        ...base,
+        devices: 12,
+        deviceSpeed: { samplesPerSecond: 50, spread: 10 },
+        mode: "async",
+        buffer: 3,
+        asyncConcurrency: 6,
+        rounds: 10,
+        promoteThreshold: 0.001,
+        rollbackDrop: 0.05,
+        attack: { devices: 3, kind: "sign-flip", scale: 2, steps: [3, 6] },
+        runDir: await tempRunDir(),
+      },
+      { progress: null },
+    );
+    const back = rounds.find(
+      (r) => r.rollback !== undefined && r.rollback.from > r.rollback.to + 1,
+    );
+    expect(back).toBeDefined();
+    const { from, to } = back!.rollback!;
+    const refused = rounds
+      .filter((r) => r.round > back!.round)
+      .flatMap((r) => r.failureReasons)
+      .filter((f) => f.code === "STALE_UPDATE" && /abandoned when version/.test(f.message));
+    expect(refused.length).toBeGreaterThan(0);
+    for (const f of refused) {
+      const base = Number(/trained on version (\d+)/.exec(f.message)![1]);
+      expect(base).toBeGreaterThan(to);
+      expect(base).toBeLessThan(from);
+      expect(f.message).toContain(
+        `version ${from} was rejected and training rolled back to version ${to}`,
+      );
+    }
+  });
+
   it("device rates are log-normal with the asked 5th–95th percentile spread", () => {
     const rates = [...deviceRates({ samplesPerSecond: 100, spread: 10 }, 20_000, 3)].sort(
       (x, y) => x - y,
