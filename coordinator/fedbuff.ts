@@ -97,6 +97,10 @@ export class FedBuffDriver {
   private wake: (() => void) | null = null;
   private bytesUp = 0;
   private round = 0;
+  /** Since when nobody has trained and nobody could be sent the version (ms), or null. */
+  private idleSince: number | null = null;
+  /** The version whose starved buffer was last reported. */
+  private warnedFor = 0;
 
   constructor(
     private readonly host: FedBuffHost,
@@ -122,7 +126,7 @@ export class FedBuffDriver {
     let examples = 0;
     while (results.length < opts.buffer) {
       bytesDown += this.dispatch(broadcast, results.length);
-      const arrival = await this.take();
+      const arrival = await this.take(results.length);
       if (arrival === null) continue; // no one was training: dispatch again
       if (arrival.kind === "failure") {
         failures.push(arrival.failure);
@@ -190,6 +194,8 @@ export class FedBuffDriver {
   close(): void {
     for (const d of this.inFlight.values()) if (d.timer !== null) clearTimeout(d.timer);
     this.inFlight.clear();
+    // A wait for arrivals ends with its timer.
+    this.wake?.();
   }
 
   /** Send the current model to idle clients, as many as may usefully train now. Returns bytes. */
@@ -219,6 +225,7 @@ export class FedBuffDriver {
       this.inFlight.set(id, dispatch);
       this.sentAt.set(id, this.step);
     }
+    this.idleSince = null;
     return transport.startRound(this.sink(chosen), broadcast);
   }
 
@@ -226,8 +233,8 @@ export class FedBuffDriver {
    * The next arrival: delivered in simulated order, or awaited from the network; null after a
    * short wait when nobody is training (clients may have connected since: dispatch again).
    */
-  private async take(): Promise<Arrival | null> {
-    const { transport } = this.host;
+  private async take(fill: number): Promise<Arrival | null> {
+    const { transport, opts } = this.host;
     for (;;) {
       const first = this.arrivals.shift();
       if (first !== undefined) return first;
@@ -241,7 +248,23 @@ export class FedBuffDriver {
           `no device can train version ${this.round}: ${transport.available().length} devices, a buffer of ${this.host.opts.buffer}, and none is sent the same version twice`,
         );
       }
-      // Nobody is training and nobody could be sent: wait for clients to connect.
+      if (this.inFlight.size === 0) {
+        // Nobody is training and nobody could be sent: wait for clients to connect, saying so,
+        // and give up after a round's timeout.
+        const now = Date.now();
+        this.idleSince ??= now;
+        const why = this.starved(fill);
+        if (now - this.idleSince >= opts.roundTimeoutMs) {
+          throw new CohortError(
+            "ROUND_FAILED",
+            `${why} for ${opts.roundTimeoutMs} ms (roundTimeoutMs); connect more clients or lower --buffer`,
+          );
+        }
+        if (this.warnedFor !== this.round) {
+          this.warnedFor = this.round;
+          opts.log(`${why}: waiting up to ${opts.roundTimeoutMs} ms for clients to connect`);
+        }
+      }
       const waitMs = this.inFlight.size === 0 ? IDLE_POLL_MS : 2 ** 31 - 1;
       await this.host.unlessStopped(
         new Promise<void>((resolve) => {
@@ -257,7 +280,15 @@ export class FedBuffDriver {
     }
   }
 
+  /** Why the buffer cannot fill now: no client left to send this version. */
+  private starved(fill: number): string {
+    const available = this.host.transport.available();
+    const sent = available.filter((id) => this.sentAt.get(id) === this.step).length;
+    return `version ${this.round}: ${fill} of ${this.host.opts.buffer} updates and no client to send it to (${available.length} connected, ${sent} of them already sent this version; a client trains each version once)`;
+  }
+
   private push(arrival: Arrival): void {
+    this.idleSince = null;
     this.arrivals.push(arrival);
     this.wake?.();
   }

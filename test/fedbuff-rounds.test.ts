@@ -20,6 +20,32 @@ import { until } from "./helpers/wait.js";
 const started = closeAfterEach();
 
 describe("FedBuff over socket.io", () => {
+  it("a buffer larger than the clients that can send it fails after roundTimeoutMs, saying why, instead of waiting forever", async () => {
+    const { shards } = await mnistShards(2, 40, 50);
+    const lines: string[] = [];
+    started.coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 3,
+      asyncConcurrency: 3,
+      rounds: 2,
+      minAvailableClients: 2,
+      minFitClients: 1,
+      roundTimeoutMs: 1500,
+      runDir: null,
+      log: (line) => lines.push(line),
+    });
+    started.clients = await startClients(started.coordinator!.url, shards);
+    await expectRejectsCode(
+      started.coordinator!.run(),
+      "ROUND_FAILED",
+      /version 1: 2 of 3 updates and no client to send it to \(2 connected, 2 of them already sent this version; a client trains each version once\) for 1500 ms/,
+    );
+    expect(
+      lines.filter((l) => /waiting up to 1500 ms for clients to connect/.test(l)),
+    ).toHaveLength(1);
+  });
+
   it("keeps clients training, makes a version every K updates, and records staleness", async () => {
     const { shards, evalSet } = await mnistShards(4, 150, 300);
     const runDir = await tempRunDir();
