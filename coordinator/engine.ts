@@ -367,6 +367,7 @@ export class RoundEngine {
         },
         seedOf,
         broadcast: (round) => this.broadcast(round, seedOf(round)),
+        baseVersion: () => this.gate?.pointers().current ?? this.completedRounds,
         rng,
         unlessStopped: (work) => this.unlessStopped(work),
         progress: (state) => this.onBuffer(state),

@@ -53,6 +53,8 @@ export interface FedBuffHost {
   seedOf(round: number): number;
   /** The fit requests of the current global model, named `round`. */
   broadcast(round: number): RoundBroadcast;
+  /** The version the current global model is (after a rollback: the one it went back to). */
+  baseVersion(): number;
   /** The run's sampling generator (its state is committed with every version). */
   rng: Rng;
   /** `work`, or a rejection once the engine stops. */
@@ -74,8 +76,10 @@ export interface BufferProgress {
 
 interface Dispatch {
   round: number;
-  /** Server steps done when it was sent: its base version. */
+  /** Server steps done when it was sent (its staleness counts from there). */
   step: number;
+  /** The version it was sent, which its update is trained on. */
+  base: number;
   timer: NodeJS.Timeout | null;
   /** Why its update is refused: its base version was abandoned by a rollback. */
   abandoned?: string;
@@ -183,8 +187,8 @@ export class FedBuffDriver {
    */
   abandon(to: number, rejected: number): void {
     const mark = (d: Dispatch) => {
-      if (d.step > to)
-        d.abandoned = `trained on version ${d.step}, abandoned when version ${rejected} was rejected and training rolled back to version ${to}`;
+      if (d.base > to)
+        d.abandoned = `trained on version ${d.base}, abandoned when version ${rejected} was rejected and training rolled back to version ${to}`;
     };
     for (const d of this.inFlight.values()) mark(d);
     for (const a of this.arrivals) if (a.kind === "update") mark(a.dispatch);
@@ -211,8 +215,9 @@ export class FedBuffDriver {
     const chosen = sampleWithoutReplacement(idle, room, rng);
     if (chosen.length === 0) return 0;
     const simulated = transport.simulated !== undefined;
+    const base = this.host.baseVersion();
     for (const id of chosen) {
-      const dispatch: Dispatch = { round: this.round, step: this.step, timer: null };
+      const dispatch: Dispatch = { round: this.round, step: this.step, base, timer: null };
       if (!simulated) {
         // Simulated devices miss deadlines in simulated time (their transport says so).
         dispatch.timer = setTimeout(() => {

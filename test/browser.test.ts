@@ -329,6 +329,10 @@ describe("the dashboard's versions and FedBuff panels", () => {
       expect(status.versions.recent.find((v) => String(v.version) === served[0])?.status).toBe(
         "promoted",
       );
+      // The rounds table names FedBuff's steps as such.
+      const kinds = await dashboard.$$eval("#rounds td.kind", (e) => e.map((x) => x.textContent));
+      expect(kinds.length).toBeGreaterThan(0);
+      expect(kinds.every((k) => k === "async")).toBe(true);
       expect(await dashboard.isVisible("#buffer-panel")).toBe(true);
       expect(await dashboard.textContent("#buffer-fill span")).toMatch(
         /^\d \/ 2 updates for v\d+ · \d clients training$/,

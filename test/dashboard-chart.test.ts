@@ -10,6 +10,7 @@ function point(round: number, bytesUp: number, bytesDown: number): RoundPoint {
   return {
     round,
     secure: false,
+    async: false,
     accuracy: null,
     loss: null,
     federatedAccuracy: null,

@@ -138,7 +138,7 @@ function render(s: StatusSnapshot): void {
     .reverse()
     .map(
       (p) =>
-        `<tr data-round="${p.round}"><td class="num">${p.round}</td><td>${p.secure ? "secure" : "plain"}${p.aborted ? " (aborted)" : ""}</td>` +
+        `<tr data-round="${p.round}"><td class="num">${p.round}</td><td class="kind">${p.secure ? "secure" : p.async ? "async" : "plain"}${p.aborted ? " (aborted)" : ""}</td>` +
         `<td class="num accuracy">${fixed(p.accuracy)}</td><td class="num">${fixed(p.loss)}</td>` +
         `<td class="num federated">${fixed(p.federatedAccuracy)}</td>` +
         `<td class="num epsilon">${p.epsilon === null ? "–" : p.epsilon.toFixed(3)}</td>` +

@@ -39,6 +39,8 @@ export interface FailureStatus {
 export interface RoundPoint {
   round: number;
   secure: boolean;
+  /** An asynchronous (FedBuff) step rather than a round. */
+  async: boolean;
   accuracy: number | null;
   loss: number | null;
   /** Federated evaluation on clients' held-out data, where it ran. */
@@ -264,6 +266,7 @@ export class StatusTracker {
       history: this.rounds.map((m) => ({
         round: m.round,
         secure: m.secure,
+        async: m.mode === "async",
         accuracy: m.accuracy ?? null,
         loss: m.loss ?? null,
         federatedAccuracy: m.federatedAccuracy ?? null,
