@@ -43,6 +43,7 @@ export const ERROR_CODES = [
   "MODEL_TOO_LARGE",
   "BASE_MISMATCH",
   "STALE_UPDATE",
+  "FENCED",
   "INTERNAL",
 ] as const;
 
