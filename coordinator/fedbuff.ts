@@ -95,8 +95,8 @@ const IDLE_POLL_MS = 100;
 /** Runs the asynchronous rounds of one run; `next()` fills one buffer. */
 export class FedBuffDriver {
   private readonly inFlight = new Map<string, Dispatch>();
-  /** The step each client was last sent (never the same one twice). */
-  private readonly sentAt = new Map<string, number>();
+  /** The clients sent this step's version: none is sent the same version twice. */
+  private sentThisStep = new Set<string>();
   private readonly arrivals: Arrival[] = [];
   private wake: (() => void) | null = null;
   private bytesUp = 0;
@@ -167,6 +167,8 @@ export class FedBuffDriver {
       results.push(update);
     }
     this.step++;
+    // The next version is new to everyone (a set per step: departed clients are not kept).
+    this.sentThisStep = new Set();
     return {
       round: this.round,
       cohort: results.map((r) => r.clientId),
@@ -211,7 +213,7 @@ export class FedBuffDriver {
     if (room <= 0) return 0;
     const idle = [...transport.available()]
       .sort()
-      .filter((id) => !this.inFlight.has(id) && this.sentAt.get(id) !== this.step);
+      .filter((id) => !this.inFlight.has(id) && !this.sentThisStep.has(id));
     const chosen = sampleWithoutReplacement(idle, room, rng);
     if (chosen.length === 0) return 0;
     const simulated = transport.simulated !== undefined;
@@ -228,7 +230,7 @@ export class FedBuffDriver {
         }, opts.roundTimeoutMs);
       }
       this.inFlight.set(id, dispatch);
-      this.sentAt.set(id, this.step);
+      this.sentThisStep.add(id);
     }
     this.idleSince = null;
     return transport.startRound(this.sink(chosen), broadcast);
@@ -288,7 +290,7 @@ export class FedBuffDriver {
   /** Why the buffer cannot fill now: no client left to send this version. */
   private starved(fill: number): string {
     const available = this.host.transport.available();
-    const sent = available.filter((id) => this.sentAt.get(id) === this.step).length;
+    const sent = available.filter((id) => this.sentThisStep.has(id)).length;
     return `version ${this.round}: ${fill} of ${this.host.opts.buffer} updates and no client to send it to (${available.length} connected, ${sent} of them already sent this version; a client trains each version once)`;
   }
 
