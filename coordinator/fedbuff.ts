@@ -91,6 +91,8 @@ type Arrival =
 
 /** How long to wait for a client to connect before looking again, when none can be sent. */
 const IDLE_POLL_MS = 100;
+/** How often a buffer that waits on training clients looks for clients that joined. */
+const JOIN_POLL_MS = 1000;
 
 /** Runs the asynchronous rounds of one run; `next()` fills one buffer. */
 export class FedBuffDriver {
@@ -238,7 +240,7 @@ export class FedBuffDriver {
 
   /**
    * The next arrival: delivered in simulated order, or awaited from the network; null after a
-   * short wait when nobody is training (clients may have connected since: dispatch again).
+   * short wait without one (clients may have connected since: dispatch again).
    */
   private async take(fill: number): Promise<Arrival | null> {
     const { transport, opts } = this.host;
@@ -272,7 +274,9 @@ export class FedBuffDriver {
           opts.log(`${why}: waiting up to ${opts.roundTimeoutMs} ms for clients to connect`);
         }
       }
-      const waitMs = this.inFlight.size === 0 ? IDLE_POLL_MS : 2 ** 31 - 1;
+      // While clients train, look again now and then: clients that joined since are sent the
+      // version without waiting for the next arrival.
+      const waitMs = this.inFlight.size === 0 ? IDLE_POLL_MS : JOIN_POLL_MS;
       await this.host.unlessStopped(
         new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, waitMs);
@@ -283,7 +287,7 @@ export class FedBuffDriver {
         }),
       );
       this.wake = null;
-      if (this.arrivals.length === 0 && this.inFlight.size === 0) return null;
+      if (this.arrivals.length === 0) return null;
     }
   }
 

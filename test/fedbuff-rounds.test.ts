@@ -20,6 +20,32 @@ import { until } from "./helpers/wait.js";
 const started = closeAfterEach();
 
 describe("FedBuff over socket.io", () => {
+  it("a client that joins while others train is sent the version without waiting for an arrival", async () => {
+    started.coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 1,
+      asyncConcurrency: 2,
+      rounds: 1,
+      minAvailableClients: 1,
+      minFitClients: 1,
+      runDir: null,
+    });
+    const first = await connectRaw(started.coordinator.url, "first");
+    started.raws.push(first);
+    const firstFit = first.nextFit();
+    const running = started.coordinator.run();
+    // The first client holds its fit: no arrival comes while the second one joins.
+    const held = await firstFit;
+    const late = await connectRaw(started.coordinator.url, "late");
+    started.raws.push(late);
+    const lateFit = await late.nextFit();
+    expect(lateFit.round).toBe(held.round);
+    expect(await late.send(constantUpdate(lateFit, 1e-3))).toMatchObject({ ok: true });
+    const summary = await running;
+    expect(summary.rounds[0]!.cohortSize).toBe(1);
+  });
+
   it("a buffer larger than the clients that can send it fails after roundTimeoutMs, saying why, instead of waiting forever", async () => {
     const { shards } = await mnistShards(2, 40, 50);
     const lines: string[] = [];
