@@ -40,7 +40,8 @@ import {
 } from "./secure-round.js";
 import { secureParams, sumMultiplier } from "../aggregation/secure/index.js";
 import { evaluationDue, runFederatedEvaluation } from "./evaluate-round.js";
-import { commitLedger, repairMetrics, type ServerState } from "./ledger.js";
+import { repairMetrics, type ServerState } from "./ledger.js";
+import { runDirStore, type StateStore } from "./state-store.js";
 import {
   configHash,
   experimentConfig,
@@ -205,6 +206,11 @@ export class RoundEngine {
   private fedbuff: FedBuffDriver | null = null;
   /** Called when a new version was decided on (promoted, kept or rejected with a rollback). */
   onVersion: (outcome: GateOutcome) => void = () => undefined;
+  /**
+   * Where each round's server state is committed: the run directory's ledger (none without a
+   * run directory), or a store shared by several coordinator nodes.
+   */
+  stateStore: StateStore | null;
 
   constructor(
     private readonly opts: CoordinatorOptions,
@@ -215,6 +221,8 @@ export class RoundEngine {
     private readonly runInfo: Record<string, unknown> = {},
   ) {
     this.global = initialWeights;
+    this.stateStore =
+      opts.runDir === null ? null : runDirStore(opts.runDir, task.model.weightSpecs);
     this.codec = resolveCodec(task.codec);
     this.downlink =
       task.downlink === undefined
@@ -305,11 +313,11 @@ export class RoundEngine {
       this.privacyMetrics(metrics);
       if (metrics.aborted !== true) await this.gateVersion(metrics);
       this.completedRounds = round;
-      if (store !== null && opts.runDir !== null) {
+      if (this.stateStore !== null) {
         // The ledger commits the round before the new model leaves again (federated
         // evaluation): a crash after that can't re-run the round and release it twice.
         // metrics.jsonl is repaired from the ledger after a crash.
-        await commitLedger(opts.runDir, {
+        await this.stateStore.commit({
           runId: task.runId,
           completedRounds: round,
           rngState: rng.state(),

@@ -92,30 +92,41 @@ export function unpackState(
   return { weights, arrays };
 }
 
+/** The state a commit takes: the configuration and its hash are always known by then. */
+export type CommittedState = ServerState & { config: ExperimentConfig; configHash: string };
+
+/** A state as its record (the ledger's fields) and its bytes (weights, then state arrays). */
+export function encodeState(state: CommittedState): {
+  record: Omit<LedgerFile, "weightsFile">;
+  bytes: Uint8Array;
+} {
+  const names = Object.keys(state.strategy.arrays).sort();
+  const arrays = [...state.weights, ...names.flatMap((n) => state.strategy.arrays[n]!)];
+  return {
+    record: {
+      version: 2,
+      runId: state.runId,
+      completedRounds: state.completedRounds,
+      rngState: state.rngState,
+      configHash: state.configHash,
+      config: state.config,
+      strategyValues: state.strategy.values,
+      strategyArrays: names,
+      lastMetrics: state.lastMetrics,
+      ...(state.versions === undefined ? {} : { versions: state.versions }),
+    },
+    bytes: packWeights(arrays),
+  };
+}
+
 /** Commit the state after a round: the arrays first, then the pointer to them. */
-export async function commitLedger(
-  runDir: string,
-  state: ServerState & { config: ExperimentConfig; configHash: string },
-): Promise<void> {
+export async function commitLedger(runDir: string, state: CommittedState): Promise<void> {
   const dir = join(runDir, "ledger");
   await mkdir(dir, { recursive: true });
   const weightsFile = `round-${String(state.completedRounds).padStart(4, "0")}.bin`;
-  const names = Object.keys(state.strategy.arrays).sort();
-  const arrays = [...state.weights, ...names.flatMap((n) => state.strategy.arrays[n]!)];
-  await writeAtomic(join(dir, weightsFile), packWeights(arrays));
-  const file: LedgerFile = {
-    version: 2,
-    runId: state.runId,
-    completedRounds: state.completedRounds,
-    rngState: state.rngState,
-    configHash: state.configHash,
-    config: state.config,
-    strategyValues: state.strategy.values,
-    strategyArrays: names,
-    weightsFile,
-    lastMetrics: state.lastMetrics,
-    ...(state.versions === undefined ? {} : { versions: state.versions }),
-  };
+  const { record, bytes } = encodeState(state);
+  await writeAtomic(join(dir, weightsFile), bytes);
+  const file: LedgerFile = { ...record, weightsFile };
   await writeAtomic(join(runDir, "ledger.json"), JSON.stringify(file));
   await syncDir(runDir);
   // Older rounds are no longer referenced.
@@ -135,14 +146,10 @@ function isPointers(v: unknown): v is VersionPointers {
   );
 }
 
-function notALedger(runDir: string, why: string, cause?: unknown): CohortError {
-  return new CohortError(
-    "INVALID_OPTION",
-    `${runDir}/ledger.json is not a Cohort run ledger: ${why}`,
-    {
-      cause,
-    },
-  );
+function notALedger(where: string, why: string, cause?: unknown): CohortError {
+  return new CohortError("INVALID_OPTION", `${where} is not a Cohort run ledger: ${why}`, {
+    cause,
+  });
 }
 
 /**
@@ -166,38 +173,62 @@ export async function loadLedger(
       },
     );
   }
-  let parsed: Record<string, unknown>;
-  try {
-    parsed = JSON.parse(raw) as Record<string, unknown>;
-  } catch (cause) {
-    throw notALedger(runDir, "invalid JSON", cause);
+  const where = `${runDir}/ledger.json`;
+  const parsed = parseRecord(raw, where);
+  checkRecord(parsed, where);
+  const file = parsed.weightsFile;
+  if (typeof file !== "string" || /[/\\]/.test(file)) {
+    throw notALedger(where, "missing or invalid fields");
   }
+  return decodeState(parsed, await readFile(join(runDir, "ledger", file)), specs, where);
+}
+
+/** A ledger record's JSON, parsed; `INVALID_OPTION` naming `where` when it is not JSON. */
+export function parseRecord(raw: string, where: string): Record<string, unknown> {
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (typeof parsed === "object" && parsed !== null) return parsed as Record<string, unknown>;
+  } catch (cause) {
+    throw notALedger(where, "invalid JSON", cause);
+  }
+  throw notALedger(where, "not an object");
+}
+
+/** Check a record's fields; the names of its state arrays. */
+function checkRecord(parsed: Record<string, unknown>, where: string): string[] {
   const version = parsed.version;
   if (
     (version !== 1 && version !== 2) ||
     typeof parsed.runId !== "string" ||
     !Number.isInteger(parsed.completedRounds) ||
-    typeof parsed.rngState !== "number" ||
-    typeof parsed.weightsFile !== "string" ||
-    /[/\\]/.test(parsed.weightsFile)
+    typeof parsed.rngState !== "number"
   ) {
-    throw notALedger(runDir, "missing or invalid fields");
+    throw notALedger(where, "missing or invalid fields");
   }
   const names = version === 2 ? (parsed.strategyArrays as unknown) : [];
   if (!Array.isArray(names) || !names.every((n) => typeof n === "string")) {
-    throw notALedger(runDir, "strategyArrays must be a list of names");
+    throw notALedger(where, "strategyArrays must be a list of names");
   }
-  const { weights, arrays } = unpackState(
-    await readFile(join(runDir, "ledger", parsed.weightsFile)),
-    specs,
-    names as string[],
-    "ledger",
-  );
-  const v2 = version === 2;
+  return names as string[];
+}
+
+/**
+ * The state of a ledger record and its bytes (see {@link encodeState}), checked: a malformed
+ * record or bytes of the wrong size are an error naming `where`, never a fresh start.
+ */
+export function decodeState(
+  parsed: Record<string, unknown>,
+  bytes: Uint8Array,
+  specs: readonly TensorSpec[],
+  where: string,
+): ServerState {
+  const names = checkRecord(parsed, where);
+  const { weights, arrays } = unpackState(bytes, specs, names, "ledger");
+  const v2 = parsed.version === 2;
   return {
-    runId: parsed.runId,
+    runId: parsed.runId as string,
     completedRounds: parsed.completedRounds as number,
-    rngState: parsed.rngState,
+    rngState: parsed.rngState as number,
     weights,
     strategy: { arrays, values: v2 ? (parsed.strategyValues as Record<string, Scalar>) : {} },
     config: v2 ? (parsed.config as ExperimentConfig) : null,

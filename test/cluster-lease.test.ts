@@ -5,30 +5,22 @@
  */
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { FencedStore, RedisLease, leaseKeys } from "../coordinator/cluster/lease.js";
-import { redisClient, startRedis, type RedisProcess } from "./helpers/redis.js";
+import { redisPerTest } from "./helpers/redis.js";
 import { expectRejectsCode } from "./helpers/errors.js";
 
 const HOLDER = fileURLToPath(new URL("./fixtures/lease-holder.mjs", import.meta.url));
 const keys = leaseKeys("test");
 const STATE = "cohort:test:state";
 
-let redis: RedisProcess | null = null;
-const clients: { destroy(): void }[] = [];
-afterEach(async () => {
-  // Destroyed, not quit: a client of a killed server would wait to reconnect.
-  for (const c of clients.splice(0)) c.destroy();
-  await redis?.stop("SIGKILL");
-  redis = null;
-});
+const redis = redisPerTest();
 
 async function node(name: string, ttlMs: number) {
-  const client = await redisClient(redis!.url);
-  clients.push(client);
+  const client = await redis.client();
   return {
     lease: new RedisLease(client, { keys, node: name, ttlMs }),
-    store: new FencedStore(client, keys, STATE),
+    store: new FencedStore(client, keys, [STATE]),
   };
 }
 
@@ -36,29 +28,29 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe("leader lease on Redis", () => {
   it("one node leads at a time; a lapsed lease goes to the next node with a larger token", async () => {
-    redis = await startRedis();
+    await redis.start();
     const a = await node("a", 1000);
     const b = await node("b", 1000);
     expect(await a.lease.acquire()).toBe(1);
     expect(await b.lease.acquire()).toBeNull();
     expect(await a.lease.renew()).toBe(true);
     expect((await b.lease.current())?.holder).toBe("a:1");
-    await a.store.commit(a.lease, 1, "round 1");
+    await a.store.commit(a.lease, 1, ["round 1"]);
     // a stops renewing (it crashed): b takes over once the TTL has passed.
     await sleep(1200);
     expect(await b.lease.acquire()).toBe(2);
     expect(await a.lease.renew()).toBe(false);
-    await expectRejectsCode(a.store.commit(a.lease, 1, "stale"), "FENCED", /token 1 of a/);
-    await b.store.commit(b.lease, 2, "round 2");
-    expect(await b.store.read()).toBe("round 2");
+    await expectRejectsCode(a.store.commit(a.lease, 1, ["stale"]), "FENCED", /token 1 of a/);
+    await b.store.commit(b.lease, 2, ["round 2"]);
+    expect(await b.store.read()).toEqual(["round 2"]);
     // A clean handover: released, the lease is free at once.
     await b.lease.release();
     expect(await a.lease.acquire()).toBe(3);
   });
 
   it("a leader paused past its lease (SIGSTOP) cannot commit after SIGCONT", async () => {
-    redis = await startRedis();
-    const child = spawn(process.execPath, [HOLDER, redis.url, "500"], {
+    const server = await redis.start();
+    const child = spawn(process.execPath, [HOLDER, server.url, "500"], {
       stdio: ["pipe", "pipe", "inherit"],
     });
     let out = "";
@@ -75,27 +67,25 @@ describe("leader lease on Redis", () => {
         if (token === null) await sleep(50);
       }
       expect(token).toBe(2);
-      await b.store.commit(b.lease, 2, "state written by the new leader");
+      await b.store.commit(b.lease, 2, ["state written by the new leader"]);
       child.kill("SIGCONT");
       child.stdin!.write("commit\n");
       await exited;
       expect(out).toMatch(/^refused FENCED$/m);
-      expect(await b.store.read()).toBe("state written by the new leader");
+      expect(await b.store.read()).toEqual(["state written by the new leader"]);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
     }
   });
 
   it("what was committed survives a kill -9 of Redis: the token and the state are kept", async () => {
-    redis = await startRedis();
+    await redis.start();
     const a = await node("a", 60_000);
     expect(await a.lease.acquire()).toBe(1);
-    await a.store.commit(a.lease, 1, "round 7");
-    const { dir, port } = redis;
-    await redis.stop("SIGKILL");
-    redis = await startRedis({ dir, port });
+    await a.store.commit(a.lease, 1, ["round 7"]);
+    await redis.crashAndRestart();
     const b = await node("b", 60_000);
-    expect(await b.store.read()).toBe("round 7");
+    expect(await b.store.read()).toEqual(["round 7"]);
     // The lease survived too (its TTL is long): b waits; the next token is still fresh.
     expect(await b.lease.acquire()).toBeNull();
     expect((await b.lease.current())?.holder).toBe("a:1");

@@ -137,43 +137,52 @@ export class RedisLease {
   }
 }
 
-// Write the state only under the newest token and a standing lease.
+// Write the fields only under the newest token and a standing lease.
 const COMMIT = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[3], ARGV[3])
+for i = 3, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
 return 1`;
 
 /**
- * The cluster's shared state, one record on Redis, written only by the leader: a commit names
- * the writer's lease and token, and Redis refuses it (`FENCED`) unless that token is the newest
- * and its lease still stands. Durability is Redis's: run it with `appendonly yes` and
- * `appendfsync always`, so an acknowledged commit survives a crash of Redis itself.
+ * The cluster's shared state, a few Redis keys written together and only by the leader: a
+ * commit names the writer's lease and token, and Redis refuses it (`FENCED`) unless that token
+ * is the newest and its lease still stands. The keys change in one script, so a reader (`MGET`)
+ * sees one commit or the next, never a mix. Durability is Redis's: run it with `appendonly yes`
+ * and `appendfsync always`, so an acknowledged commit survives a crash of Redis itself.
  */
 export class FencedStore {
   constructor(
     private readonly redis: RedisCommands,
     private readonly keys: LeaseKeys,
-    /** The key of the state record. */
-    private readonly stateKey: string,
-  ) {}
+    /** The keys the state is written to, in the order of {@link commit}'s values. */
+    private readonly fields: readonly string[],
+  ) {
+    if (fields.length === 0) throw new CohortError("INVALID_OPTION", "a fenced store needs a key");
+  }
 
   /**
-   * Write `record` as the leader holding `lease` with `token`.
+   * Write `values` (one per key) as the leader holding `lease` with `token`.
    *
    * @throws CohortError `FENCED` when a newer leader exists or the lease has lapsed.
    */
-  async commit(lease: RedisLease, token: number, record: string): Promise<void> {
+  async commit(lease: RedisLease, token: number, values: readonly string[]): Promise<void> {
+    if (values.length !== this.fields.length) {
+      throw new CohortError(
+        "INTERNAL",
+        `${values.length} values for ${this.fields.length} keys of the fenced store`,
+      );
+    }
     const reply = await this.redis.sendCommand([
       "EVAL",
       COMMIT,
-      "3",
+      String(2 + this.fields.length),
       this.keys.lease,
       this.keys.fence,
-      this.stateKey,
+      ...this.fields,
       lease.holder(token),
       String(token),
-      record,
+      ...values,
     ]);
     if (Number(reply) !== 1) {
       throw new CohortError(
@@ -183,9 +192,12 @@ export class FencedStore {
     }
   }
 
-  /** The last committed record, or null before the first commit. */
-  async read(): Promise<string | null> {
-    const v = await this.redis.sendCommand(["GET", this.stateKey]);
-    return typeof v === "string" ? v : null;
+  /** The last committed values (null for a key never written). */
+  async read(): Promise<(string | null)[]> {
+    const reply = await this.redis.sendCommand(["MGET", ...this.fields]);
+    const values = Array.isArray(reply) ? (reply as unknown[]) : [];
+    return this.fields.map((_, i) =>
+      typeof values[i] === "string" ? (values[i] as string) : null,
+    );
   }
 }

@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@redis/client";
+import { afterEach } from "vitest";
 
 export const REDIS_SERVER = "/usr/bin/redis-server";
 
@@ -100,4 +101,36 @@ export async function redisClient(url: string) {
   client.on("error", () => undefined);
   await client.connect();
   return client;
+}
+
+/**
+ * A redis-server for each test and clients of it, all gone after the test (clients destroyed,
+ * not quit: a client of a killed server would wait to reconnect). Call in a test file's top level.
+ */
+export function redisPerTest() {
+  let server: RedisProcess | null = null;
+  const clients: { destroy(): void }[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.destroy();
+    await server?.stop("SIGKILL");
+    server = null;
+  });
+  return {
+    async start(): Promise<RedisProcess> {
+      server = await startRedis();
+      return server;
+    },
+    /** kill -9 the server and start it again on the same port and data directory. */
+    async crashAndRestart(): Promise<RedisProcess> {
+      const { dir, port } = server!;
+      await server!.stop("SIGKILL");
+      server = await startRedis({ dir, port });
+      return server;
+    },
+    async client() {
+      const client = await redisClient(server!.url);
+      clients.push(client);
+      return client;
+    },
+  };
 }

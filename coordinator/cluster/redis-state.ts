@@ -1,0 +1,71 @@
+/**
+ * The engine's state store on Redis, for coordinator nodes that share one run: each round's
+ * server state (the ledger's record and its weights and state arrays) is committed as two keys
+ * under the leader's fencing token (`FencedStore`), so a leader that lost its lease cannot
+ * overwrite its successor's rounds. The bytes travel base64-encoded (a third larger than the
+ * binary): simple and safe for every Redis client.
+ */
+import type { TensorSpec } from "../../protocol/messages.js";
+import { CohortError } from "../../protocol/errors.js";
+import {
+  decodeState,
+  encodeState,
+  parseRecord,
+  type CommittedState,
+  type ServerState,
+} from "../ledger.js";
+import type { StateStore } from "../state-store.js";
+import { FencedStore, leaseKeys, type RedisCommands, type RedisLease } from "./lease.js";
+
+/** The keys of cluster `name`'s committed state: the record, then the bytes. */
+export function stateKeys(name: string): [string, string] {
+  return [`cohort:${name}:state`, `cohort:${name}:state-bytes`];
+}
+
+export class RedisStateStore implements StateStore {
+  private readonly fenced: FencedStore;
+  private readonly where: string;
+
+  constructor(
+    redis: RedisCommands,
+    /** The cluster's name: the prefix of its keys. */
+    cluster: string,
+    /** This node's lease: commits carry its token. */
+    private readonly lease: RedisLease,
+    private readonly specs: readonly TensorSpec[],
+  ) {
+    const fields = stateKeys(cluster);
+    this.fenced = new FencedStore(redis, leaseKeys(cluster), fields);
+    this.where = `Redis key ${fields[0]}`;
+  }
+
+  async head(): Promise<ServerState | null> {
+    const [record, bytes] = await this.fenced.read();
+    if (record === null || record === undefined) return null;
+    if (bytes === null || bytes === undefined) {
+      throw new CohortError("INVALID_OPTION", `${this.where} has a record without its bytes`);
+    }
+    return decodeState(
+      parseRecord(record, this.where),
+      Buffer.from(bytes, "base64"),
+      this.specs,
+      this.where,
+    );
+  }
+
+  /** @throws CohortError `FENCED` when this node does not hold the lease (or lost it). */
+  async commit(state: CommittedState): Promise<void> {
+    const token = this.lease.token();
+    if (token === null) {
+      throw new CohortError(
+        "FENCED",
+        `commit refused: ${this.lease.options.node} does not hold the cluster's lease`,
+      );
+    }
+    const { record, bytes } = encodeState(state);
+    await this.fenced.commit(this.lease, token, [
+      JSON.stringify(record),
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64"),
+    ]);
+  }
+}
