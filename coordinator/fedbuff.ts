@@ -97,7 +97,7 @@ const JOIN_POLL_MS = 1000;
 /** Runs the asynchronous rounds of one run; `next()` fills one buffer. */
 export class FedBuffDriver {
   private readonly inFlight = new Map<string, Dispatch>();
-  /** The clients sent this step's version: none is sent the same version twice. */
+  /** The clients sent this step's version: none is sent it twice, unless it lost the work. */
   private sentThisStep = new Set<string>();
   private readonly arrivals: Arrival[] = [];
   private wake: (() => void) | null = null;
@@ -310,6 +310,17 @@ export class FedBuffDriver {
     if (d === undefined || d.round !== round) return;
     if (d.timer !== null) clearTimeout(d.timer);
     this.inFlight.delete(clientId);
+    // A client whose connection went, or whose update never came, lost the work: it may be
+    // sent this version again (it trains a retried version as a retried round). A client that
+    // failed its fit or had its update refused is not, or it would be sent it again at once.
+    // (Simulated devices draw the same fate for the same version: never again for them.)
+    if (
+      d.step === this.step &&
+      this.host.transport.simulated === undefined &&
+      (failure.code === "CLIENT_DISCONNECTED" || failure.code === "DEADLINE_EXCEEDED")
+    ) {
+      this.sentThisStep.delete(clientId);
+    }
     this.push({ kind: "failure", failure: { clientId, ...failure } });
   }
 

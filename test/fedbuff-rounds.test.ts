@@ -20,6 +20,33 @@ import { until } from "./helpers/wait.js";
 const started = closeAfterEach();
 
 describe("FedBuff over socket.io", () => {
+  it("a client whose connection dropped mid-fit is sent the version again when it is back", async () => {
+    started.coordinator = await startCoordinator({
+      model: "mlp",
+      mode: "async",
+      buffer: 1,
+      asyncConcurrency: 1,
+      rounds: 1,
+      minAvailableClients: 1,
+      minFitClients: 1,
+      roundTimeoutMs: 5000,
+      runDir: null,
+    });
+    const gone = await connectRaw(started.coordinator.url, "phone");
+    started.raws.push(gone);
+    const firstFit = gone.nextFit();
+    const running = started.coordinator.run();
+    const first = await firstFit;
+    gone.close();
+    const back = await connectRaw(started.coordinator.url, "phone");
+    started.raws.push(back);
+    const again = await back.nextFit();
+    expect(again.round).toBe(first.round);
+    expect(await back.send(constantUpdate(again, 1e-3))).toMatchObject({ ok: true });
+    const summary = await running;
+    expect(summary.rounds[0]!.failureReasons.map((f) => f.code)).toEqual(["CLIENT_DISCONNECTED"]);
+  });
+
   it("a client that joins while others train is sent the version without waiting for an arrival", async () => {
     started.coordinator = await startCoordinator({
       model: "mlp",

@@ -117,6 +117,8 @@ describe("crash-safe coordinator", () => {
     const fedbuff = [
       ...["--mode", "async", "--buffer", "2", "--async-concurrency", "2", "--rounds", "5"],
       ...["--min-clients", "2", "--seed", "5", "--host", "127.0.0.1"],
+      // A fit lost with the killed coordinator's connection is sent again after this.
+      ...["--round-timeout", "15"],
     ];
     const dir = await tempRunDir("cohort-async-crash-");
     const first = start(["coordinator", "--port", "0", ...fedbuff, "--run-dir", dir]);
@@ -126,7 +128,12 @@ describe("crash-safe coordinator", () => {
     first.child.kill("SIGKILL");
     await first.exit;
     const second = start(["coordinator", "--port", port!, ...fedbuff, "--resume", dir]);
-    expect(await second.exit).toBe(0);
+    // On a failure, the resumed coordinator's last lines say why.
+    const exit = await second.exit;
+    expect({ exit, last: exit === 0 ? [] : second.lines.slice(-10) }).toEqual({
+      exit: 0,
+      last: [],
+    });
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
     const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.round)).toEqual([1, 2, 3, 4, 5]);
