@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { stalenessWeight } from "../coordinator/fedbuff.js";
+import type { CoordinatorOptions } from "../coordinator/options.js";
 import { CohortClient } from "../client/index.js";
 import { takeExamples } from "../models/datasets/index.js";
 import { generateIdentity, toBase64 } from "../aggregation/secure/index.js";
@@ -19,18 +20,18 @@ import { until } from "./helpers/wait.js";
 
 const started = closeAfterEach();
 
+/** An asynchronous coordinator of the mlp without a run directory, with `options` on top. */
+const startAsync = (options: Partial<CoordinatorOptions>) =>
+  startCoordinator({ model: "mlp", mode: "async", minFitClients: 1, runDir: null, ...options });
+
 describe("FedBuff over socket.io", () => {
   it("a client whose connection dropped mid-fit is sent the version again when it is back", async () => {
-    started.coordinator = await startCoordinator({
-      model: "mlp",
-      mode: "async",
+    started.coordinator = await startAsync({
       buffer: 1,
       asyncConcurrency: 1,
       rounds: 1,
       minAvailableClients: 1,
-      minFitClients: 1,
       roundTimeoutMs: 5000,
-      runDir: null,
     });
     const gone = await connectRaw(started.coordinator.url, "phone");
     started.raws.push(gone);
@@ -48,15 +49,11 @@ describe("FedBuff over socket.io", () => {
   });
 
   it("a client that joins while others train is sent the version without waiting for an arrival", async () => {
-    started.coordinator = await startCoordinator({
-      model: "mlp",
-      mode: "async",
+    started.coordinator = await startAsync({
       buffer: 1,
       asyncConcurrency: 2,
       rounds: 1,
       minAvailableClients: 1,
-      minFitClients: 1,
-      runDir: null,
     });
     const first = await connectRaw(started.coordinator.url, "first");
     started.raws.push(first);
@@ -76,16 +73,12 @@ describe("FedBuff over socket.io", () => {
   it("a buffer larger than the clients that can send it fails after roundTimeoutMs, saying why, instead of waiting forever", async () => {
     const { shards } = await mnistShards(2, 40, 50);
     const lines: string[] = [];
-    started.coordinator = await startCoordinator({
-      model: "mlp",
-      mode: "async",
+    started.coordinator = await startAsync({
       buffer: 3,
       asyncConcurrency: 3,
       rounds: 2,
       minAvailableClients: 2,
-      minFitClients: 1,
       roundTimeoutMs: 1500,
-      runDir: null,
       log: (line) => lines.push(line),
     });
     started.clients = await startClients(started.coordinator!.url, shards);
