@@ -13,7 +13,11 @@ export const clientCommand = {
   summary:
     "Join a coordinator with a shard of a dataset and train every round this client is sampled for; exits 0 when the run ends.",
   flags: {
-    url: { type: "string", default: "http://localhost:8080", description: "coordinator URL" },
+    url: {
+      type: "string",
+      default: "http://localhost:8080",
+      description: "coordinator URL, or nodes of one cluster comma-separated (each reconnect tries the next)",
+    },
     dataset: {
       type: "string",
       default: "mnist",

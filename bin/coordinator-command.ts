@@ -1,6 +1,7 @@
 /** `cohort coordinator`: start a coordinator, run the rounds, exit 0 (or keep serving the dashboard). */
 import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
+import { ClusterNode, DEFAULT_LEASE_TTL_MS } from "../coordinator/cluster/node.js";
 import { checkApiToken } from "../coordinator/options.js";
 import { CohortError } from "../protocol/errors.js";
 import { readIdentity, readKeyList } from "./keys.js";
@@ -129,9 +130,35 @@ export const coordinatorCommand = {
     },
     "run-dir": {
       type: "string",
-      defaultText: "runs/<timestamp>",
+      defaultText: "runs/<timestamp>; with --redis runs/<cluster>",
       placeholder: "DIR",
-      description: "where metrics.jsonl and checkpoints go",
+      description:
+        "where metrics.jsonl and checkpoints go (the nodes of a cluster share one directory)",
+    },
+    redis: {
+      type: "string",
+      placeholder: "redis://HOST:PORT",
+      description:
+        "join a cluster of nodes on this Redis: the lease holder leads the run, the others stand by and take over if it dies",
+    },
+    cluster: {
+      type: "string",
+      default: "cohort",
+      placeholder: "NAME",
+      description: "with --redis: the cluster's name (the prefix of its Redis keys)",
+    },
+    node: {
+      type: "string",
+      defaultText: "<hostname>-<pid>",
+      placeholder: "NAME",
+      description: "with --redis: this node's name, unique in the cluster",
+    },
+    "lease-ttl": {
+      type: "number",
+      default: DEFAULT_LEASE_TTL_MS / 1000,
+      placeholder: "SECONDS",
+      description:
+        "with --redis: how long the leader's lease holds unrenewed (a standby takes over within it)",
     },
   },
 } satisfies CommandSpec<Record<string, import("./args.js").FlagSpec>>;
@@ -150,48 +177,67 @@ export async function runCoordinator(argv: string[]): Promise<number> {
       evalDataset = takeExamples(evalDataset, flags["eval-size"]);
   }
   const minClients = flags["min-clients"];
-  const coordinator = await createCoordinator({
-    ...sharedFromFlags(flags),
-    port: flags.port,
-    host: flags.host,
-    minAvailableClients: minClients,
-    minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
-    strategy: strategyFromFlags(flags, flagGiven(argv)),
-    fitConfig: fitConfigFromFlag(flags["fit-config"]),
-    maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
-    evalDataset,
-    runDir: flags["run-dir"],
-    resume: flags.resume,
-    tls:
-      flags["tls-cert"] === undefined && flags["tls-key"] === undefined
-        ? undefined
-        : await readTls(flags["tls-cert"], flags["tls-key"]),
-    auth:
-      flags["auth-keys"] === undefined && flags["token-issuer"] === undefined
-        ? undefined
-        : {
-            allowedKeys:
-              flags["auth-keys"] === undefined ? [] : await readKeyList(flags["auth-keys"]),
-            tokenIssuerKey: flags["token-issuer"],
-          },
-    signingKey:
-      flags["signing-key"] === undefined
-        ? undefined
-        : (await readIdentity(flags["signing-key"])).secretKey,
-    apiToken: flags["api-token"] === undefined ? undefined : await readApiToken(flags["api-token"]),
-    corsOrigins: flags["cors-origin"],
-    serveDemoData: flags["serve-demo-data"],
-    headersTimeoutMs: Math.round(flags["headers-timeout"] * 1000),
-    requestTimeoutMs: Math.round(flags["request-timeout"] * 1000),
-    maxConnectionsPerAddress: flags["max-connections-per-address"],
-    log: (line) => console.log(line),
-  });
+  const log = (line: string) => console.log(line);
+  const node = await joinCluster(flags, log);
+  if (node !== null) {
+    // A standby holds nothing: an interrupt while it waits just ends it.
+    await node.lead();
+  }
+  const coordinator = await createCoordinator(
+    {
+      ...sharedFromFlags(flags),
+      port: flags.port,
+      host: flags.host,
+      minAvailableClients: minClients,
+      minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
+      strategy: strategyFromFlags(flags, flagGiven(argv)),
+      fitConfig: fitConfigFromFlag(flags["fit-config"]),
+      maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
+      evalDataset,
+      runDir: flags["run-dir"] ?? (node === null ? undefined : `runs/${node.options.name}`),
+      resume: flags.resume,
+      tls:
+        flags["tls-cert"] === undefined && flags["tls-key"] === undefined
+          ? undefined
+          : await readTls(flags["tls-cert"], flags["tls-key"]),
+      auth:
+        flags["auth-keys"] === undefined && flags["token-issuer"] === undefined
+          ? undefined
+          : {
+              allowedKeys:
+                flags["auth-keys"] === undefined ? [] : await readKeyList(flags["auth-keys"]),
+              tokenIssuerKey: flags["token-issuer"],
+            },
+      signingKey:
+        flags["signing-key"] === undefined
+          ? undefined
+          : (await readIdentity(flags["signing-key"])).secretKey,
+      apiToken:
+        flags["api-token"] === undefined ? undefined : await readApiToken(flags["api-token"]),
+      corsOrigins: flags["cors-origin"],
+      serveDemoData: flags["serve-demo-data"],
+      headersTimeoutMs: Math.round(flags["headers-timeout"] * 1000),
+      requestTimeoutMs: Math.round(flags["request-timeout"] * 1000),
+      maxConnectionsPerAddress: flags["max-connections-per-address"],
+      log,
+    },
+    node === null ? undefined : (specs) => node.sharedState(specs),
+  );
+  node?.guard(coordinator);
   console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
   // An interrupt during the run is a failure (130); once the last round is recorded it is not.
   let finished = false;
   const stop = () => {
     console.log("interrupted; closing");
-    void coordinator.close().then(() => process.exit(finished ? 0 : 130));
+    // A cluster's leader hands the run over: its clients are not told the run is over.
+    const handOver =
+      node === null || finished
+        ? undefined
+        : new CohortError("CLOSED", "node interrupted; another node of the cluster goes on");
+    void coordinator
+      .close(handOver)
+      .then(() => node?.close())
+      .then(() => process.exit(finished ? 0 : 130));
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
@@ -217,7 +263,41 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);
     await coordinator.close();
+    await node?.close();
   }
+}
+
+/** With `--redis`, this node's membership of its cluster (null without). */
+async function joinCluster(
+  flags: {
+    redis?: string;
+    cluster: string;
+    node?: string;
+    "lease-ttl": number;
+    resume?: string;
+  },
+  log: (line: string) => void,
+): Promise<ClusterNode | null> {
+  if (flags.redis === undefined) return null;
+  if (flags.resume !== undefined) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "--resume and --redis go apart: a cluster's node resumes from the state in Redis by itself",
+    );
+  }
+  const ttl = flags["lease-ttl"];
+  if (!(ttl >= 0.05 && ttl <= 3600)) {
+    throw new CohortError("INVALID_OPTION", `--lease-ttl must be 0.05 to 3600 seconds, got ${ttl}`);
+  }
+  return ClusterNode.join(
+    {
+      redis: flags.redis,
+      name: flags.cluster,
+      ...(flags.node === undefined ? {} : { node: flags.node }),
+      leaseTtlMs: Math.round(ttl * 1000),
+    },
+    log,
+  );
 }
 
 /** Resolves with the first SIGINT or SIGTERM the process gets. */

@@ -11,7 +11,7 @@ import {
   type BrowserBackendOptions,
   type BrowserBackendRequest,
 } from "../models/browser-backend.js";
-import { ClientCore, type ClientOptions } from "./core.js";
+import { ClientCore, coordinatorUrls, type ClientOptions } from "./core.js";
 
 export type { ClientProgress, ClientRoundReport } from "./core.js";
 export type { ClientMod, FitIns, LocalFit } from "./fit-handler.js";
@@ -41,7 +41,8 @@ export type BrowserClientOptions = ClientOptions<BrowserBackendRequest> &
  */
 export class CohortClient extends ClientCore<BrowserBackendRequest> {
   constructor(options: Partial<BrowserClientOptions> & Pick<BrowserClientOptions, "url" | "data">) {
-    const wasmPaths = options.wasmPaths ?? new URL("/static/wasm/", options.url).href;
+    const wasmPaths =
+      options.wasmPaths ?? new URL("/static/wasm/", coordinatorUrls(options.url)[0]).href;
     super(options, {
       backend: "auto",
       selectBackend: (request) =>

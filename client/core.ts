@@ -67,6 +67,9 @@ export class ClientCore<R extends string> {
   private lastServerClosure = 0;
   private readonly roundListeners: ((report: ClientRoundReport) => void)[] = [];
   private readonly progressListeners: ((progress: ClientProgress) => void)[] = [];
+  /** The coordinator URLs (`url`, comma-separated), and the one tried last. */
+  private readonly urls: string[];
+  private urlIndex = 0;
   private settle!: { resolve: (done: RunDone) => void; reject: (error: CohortError) => void };
   /** Resolves when the coordinator ends the run; rejects on a fatal refusal. */
   readonly done: Promise<RunDone>;
@@ -75,7 +78,7 @@ export class ClientCore<R extends string> {
     options: Partial<ClientOptions<R>> & Pick<ClientOptions<R>, "url" | "data">,
     platform: Pick<ClientOptions<R>, "backend" | "selectBackend">,
   ) {
-    checkUrl(options.url);
+    this.urls = coordinatorUrls(options.url);
     const data = checkedDataset(options.data);
     this.options = withDefaults<ClientOptions<R>>(
       {
@@ -212,7 +215,7 @@ export class ClientCore<R extends string> {
           : {}),
       };
     }
-    const socket: ClientSocket = io(options.url, {
+    const socket: ClientSocket = io(this.url, {
       // A function, so each (re)connection carries the id's secret once the coordinator issued it.
       auth: (cb: (data: object) => void) =>
         cb(this.secret === null ? { ...auth } : { ...auth, secret: this.secret }),
@@ -228,6 +231,11 @@ export class ClientCore<R extends string> {
           }),
     });
     this.socket = socket;
+    if (this.urls.length > 1) {
+      // Nodes of one cluster: every reconnection tries the next URL in turn. The manager's
+      // `uri` is what its next attempt opens (the way socket.io's maintainers point to).
+      socket.io.on("reconnect_attempt", () => this.nextUrl(socket));
+    }
     const rounds = new ClientRounds(
       options,
       this.trainer,
@@ -318,7 +326,7 @@ export class ClientCore<R extends string> {
           : setTimeout(() => {
               const error = new CohortError(
                 "CONNECTION_FAILED",
-                `could not reach the coordinator at ${options.url} within ${Math.round(wait / 1000)} s (last error: ${lastError})`,
+                `could not reach the coordinator at ${this.urls.join(" or ")} within ${Math.round(wait / 1000)} s (last error: ${lastError})`,
               );
               giveUp(error);
             }, wait);
@@ -336,13 +344,16 @@ export class ClientCore<R extends string> {
         } else if (this.socket !== null && !socket.connected) {
           // One line per attempt, with the cause (a wrong port, a server that is not Cohort's).
           lastError = connectCause(err);
-          options.logError(
-            `cannot reach the coordinator at ${options.url}: ${lastError}; retrying`,
-          );
+          options.logError(`cannot reach the coordinator at ${this.url}: ${lastError}; retrying`);
         }
       });
     });
-    options.log(`connected to ${options.url}`);
+    options.log(`connected to ${this.url}`);
+  }
+
+  /** The coordinator URL the client is connected to, or tries next. */
+  get url(): string {
+    return this.urls[this.urlIndex]!;
   }
 
   /** Start and wait until the coordinator ends the run. */
@@ -392,6 +403,13 @@ export class ClientCore<R extends string> {
     };
   }
 
+  /** Point the socket's next connection attempt at the next URL (when there are several). */
+  private nextUrl(socket: ClientSocket): void {
+    if (this.urls.length < 2) return;
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    (socket.io as unknown as { uri: string }).uri = this.url;
+  }
+
   private reconnectLater(socket: ClientSocket): void {
     const { reconnectDelayMs, reconnectDelayMaxMs } = this.options;
     // The delay grows with every closure by the coordinator within a minute of the last one (two
@@ -403,7 +421,9 @@ export class ClientCore<R extends string> {
     this.serverClosures++;
     setTimeout(
       () => {
-        if (!this.closed && this.socket === socket && !socket.connected) socket.connect();
+        if (this.closed || this.socket !== socket || socket.connected) return;
+        this.nextUrl(socket);
+        socket.connect();
       },
       delay * (0.5 + Math.random()),
     );
@@ -416,7 +436,7 @@ export class ClientCore<R extends string> {
    * @throws CohortError `INVALID_MODEL` naming why it could not be fetched (no run yet: 503)
    */
   async promotedModel(): Promise<RemoteModel> {
-    const base = new URL(this.options.url);
+    const base = new URL(this.url);
     base.protocol =
       base.protocol === "wss:" ? "https:" : base.protocol === "ws:" ? "http:" : base.protocol;
     const url = new URL("/api/models/promoted", base).toString();
@@ -440,10 +460,25 @@ export class ClientCore<R extends string> {
   }
 }
 
-/** Throw `INVALID_OPTION` unless `url` is an http(s) or ws(s) URL. */
-function checkUrl(url: unknown): void {
-  if (typeof url !== "string" || url.length === 0) {
+/**
+ * The coordinator URLs of a client's `url` option: one, or several nodes of one cluster
+ * separated by commas.
+ *
+ * @throws CohortError `INVALID_OPTION` unless each is an http(s) or ws(s) URL.
+ */
+export function coordinatorUrls(url: unknown): string[] {
+  if (typeof url !== "string" || url.trim().length === 0) {
     throw new CohortError("INVALID_OPTION", "url is required");
+  }
+  const urls = url.split(",").map((u) => u.trim());
+  for (const u of urls) checkUrl(u);
+  return urls;
+}
+
+/** Throw `INVALID_OPTION` unless `url` is an http(s) or ws(s) URL. */
+function checkUrl(url: string): void {
+  if (url.length === 0) {
+    throw new CohortError("INVALID_OPTION", "url has an empty entry between commas");
   }
   let parsed: URL;
   try {

@@ -18,7 +18,10 @@ export type BackendSelector<R extends string> = (request: R) => Promise<ClientBa
 
 /** Options of a client; `R` is the backend names the platform knows. */
 export interface ClientOptions<R extends string> {
-  /** Coordinator URL, e.g. `http://localhost:8080`. Required. */
+  /**
+   * Coordinator URL, e.g. `http://localhost:8080`. Required. Nodes of one cluster may be
+   * listed comma-separated (`http://a:8080,http://b:8080`): every reconnection tries the next.
+   */
   url: string;
   /**
    * The local training data. Required. Float64Array and number-array features or labels are

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import createDebug from "debug";
 import type { Weights } from "../aggregation/weights.js";
 import { CohortError } from "../protocol/errors.js";
-import type { TaskSpec } from "../protocol/messages.js";
+import type { TaskSpec, TensorSpec } from "../protocol/messages.js";
 import { selectBackend, type SelectedBackend } from "../models/backend.js";
 import { instantiate, resolveModel, modelName } from "../models/model-file.js";
 import { checkContract } from "../models/task.js";
@@ -19,6 +19,7 @@ import { makeTask, RoundEngine, type RunSummary } from "./engine.js";
 import { SocketTransport, type SocketTransportEvents } from "./socket-transport.js";
 import type { RoundMetrics } from "./run-store.js";
 import { loadLedger, type ServerState } from "./ledger.js";
+import type { SharedState } from "./state-store.js";
 import { checkSameExperiment, experimentConfig, legacyTopologyHash } from "./experiment.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
@@ -78,14 +79,23 @@ export interface Coordinator {
   /** Run every round; resolves after the last one, with all metrics. */
   run(): Promise<RunSummary>;
   on<E extends keyof CoordinatorEvents>(event: E, listener: CoordinatorEvents[E]): void;
-  /** Stop: tell clients the run is over, close every socket and the server. */
-  close(): Promise<void>;
+  /**
+   * Stop: tell clients the run is over, close every socket and the server. With a `reason`
+   * (a cluster node that lost its lease, or stops while the run goes on elsewhere), `run()`
+   * rejects with it and clients are not told the run is over: they reconnect to another node.
+   */
+  close(reason?: CohortError): Promise<void>;
 }
 
 /** Check the options, load the model and build the task. */
 export async function prepareTask(
   options: Partial<CoordinatorOptions>,
   defaultLog: (line: string) => void,
+  /**
+   * Where the run's state is shared by several nodes (given the model's tensors): the run is
+   * the one registered there.
+   */
+  sharedState?: (specs: readonly TensorSpec[]) => SharedState,
 ): Promise<{
   opts: CoordinatorOptions;
   task: TaskSpec;
@@ -95,6 +105,8 @@ export async function prepareTask(
   signing: KeyPair;
   /** The ledger of a resumed run, or null. */
   resume: ServerState | null;
+  /** The shared state, where `sharedState` was given. */
+  shared: SharedState | null;
 }> {
   const opts = resolveOptions(options, defaultLog);
   if (opts.secure && opts.minFitClients < DEFAULT_SECURE_FLOORS.cohort) {
@@ -132,8 +144,20 @@ export async function prepareTask(
     signedUpdates: opts.auth !== undefined,
   };
   let task = makeTask(opts, randomUUID(), initial.spec, security);
-  const resume = opts.resume === undefined ? null : await loadResume(opts, task);
-  if (resume !== null) task = makeTask(opts, resume.runId, initial.spec, security);
+  let resume: ServerState | null;
+  const shared = sharedState?.(initial.spec.weightSpecs) ?? null;
+  if (shared !== null) {
+    const run = await shared.open(
+      task.runId,
+      experimentConfig(opts, task, resolveStrategy(opts.strategy)),
+    );
+    if (opts.runDir !== null) await checkRunDir(opts.runDir, run.runId);
+    resume = run.state;
+    if (run.runId !== task.runId) task = makeTask(opts, run.runId, initial.spec, security);
+  } else {
+    resume = opts.resume === undefined ? null : await loadResume(opts, task);
+    if (resume !== null) task = makeTask(opts, resume.runId, initial.spec, security);
+  }
   // Signed, so a client pinned to the key also trusts the run's mode and limits.
   task.signature = toBase64(signTask(signing.secretKey, task));
   return {
@@ -142,8 +166,31 @@ export async function prepareTask(
     signing,
     weights: resume?.weights ?? initial.weights,
     resume,
+    shared,
     backend,
   };
+}
+
+/** Refuse a run directory that holds another run than `runId` (a shared run's outputs). */
+async function checkRunDir(dir: string, runId: string): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, "run.json"), "utf8");
+  } catch {
+    return; // a new directory
+  }
+  let other: unknown;
+  try {
+    other = (JSON.parse(text) as { runId?: unknown }).runId;
+  } catch {
+    other = "(unreadable run.json)";
+  }
+  if (other !== runId) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `run directory ${dir} holds run ${String(other)}, not this cluster's run ${runId}: give another --run-dir`,
+    );
+  }
 }
 
 /** Read a crashed run's ledger, after checking it is the same experiment. */
@@ -164,7 +211,7 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
     if (was.modelTopology === legacyTopologyHash(task.model.topology)) {
       was.modelTopology = now.modelTopology ?? null;
     }
-    checkSameExperiment(dir, was, now);
+    checkSameExperiment(`--resume: ${dir}`, was, now);
   } else if (run.options?.model !== modelName(opts.model) || run.options?.seed !== opts.seed) {
     throw new CohortError(
       "INVALID_OPTION",
@@ -187,10 +234,17 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
 /** Start a coordinator listening for clients; call `run()` to run the rounds. */
 export async function createCoordinator(
   options: Partial<CoordinatorOptions> = {},
+  /**
+   * The state the nodes of a cluster share (`coordinator/cluster/node.ts`): the run is the one
+   * registered there, resumed from its last commit, and each round commits there.
+   */
+  sharedState?: (specs: readonly TensorSpec[]) => SharedState,
 ): Promise<Coordinator> {
   // Loud by default, as the CLI is: a program that starts a coordinator sees its URL and rounds.
-  const { opts, task, weights, backend, resume, signing } = await prepareTask(options, (line) =>
-    console.log(line),
+  const { opts, task, weights, backend, resume, signing, shared } = await prepareTask(
+    options,
+    (line) => console.log(line),
+    sharedState,
   );
   const status = new StatusTracker({
     runId: task.runId,
@@ -248,6 +302,7 @@ export async function createCoordinator(
   opts.log(`coordinator listening on ${url}`);
   const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
   engineRef = engine;
+  if (shared !== null) engine.stateStore = shared;
   if (resume !== null) engine.resumeFrom(resume);
   engine.onPhase = (round, phase) => status.phase(round, phase);
   return new SocketCoordinator(engine, transport, status, http, backend, url, port, models);
@@ -322,10 +377,12 @@ class SocketCoordinator implements Coordinator {
       );
   }
 
-  close(): Promise<void> {
+  close(reason?: CohortError): Promise<void> {
     this.closing ??= (async () => {
-      this.engine.stop();
-      this.transport.finish({ runId: this.runId, rounds: this.engine.completedRounds });
+      this.engine.stop(reason);
+      if (reason === undefined) {
+        this.transport.finish({ runId: this.runId, rounds: this.engine.completedRounds });
+      }
       await this.transport.close();
       this.http.closeAllConnections?.();
       this.models.dispose();

@@ -316,18 +316,21 @@ export class RoundEngine {
       if (this.stateStore !== null) {
         // The ledger commits the round before the new model leaves again (federated
         // evaluation): a crash after that can't re-run the round and release it twice.
-        // metrics.jsonl is repaired from the ledger after a crash.
-        await this.stateStore.commit({
-          runId: task.runId,
-          completedRounds: round,
-          rngState: rng.state(),
-          weights: this.global,
-          strategy: this.strategyState,
-          config: this.config,
-          configHash: this.configHash,
-          lastMetrics: metrics,
-          versions: this.gate!.pointers(),
-        });
+        // metrics.jsonl is repaired from the ledger after a crash. A shared store out of
+        // reach must not hold up a stop (a cluster node that lost its lease).
+        await this.unlessStopped(
+          this.stateStore.commit({
+            runId: task.runId,
+            completedRounds: round,
+            rngState: rng.state(),
+            weights: this.global,
+            strategy: this.strategyState,
+            config: this.config,
+            configHash: this.configHash,
+            lastMetrics: metrics,
+            versions: this.gate!.pointers(),
+          }),
+        );
       }
       if (evaluationDue(opts, round) && metrics.aborted !== true) {
         await this.evaluateOnClients(metrics);
@@ -882,10 +885,13 @@ export class RoundEngine {
     });
   }
 
-  /** Stop: the open round closes and `run()` rejects with `CLOSED`. */
-  stop(): void {
+  /**
+   * Stop: the open round closes and `run()` rejects with `reason` (`CLOSED` by default; a
+   * cluster node that lost its lease stops with `FENCED`).
+   */
+  stop(reason = new CohortError("CLOSED", "coordinator closed")): void {
     if (this.stopError === null) {
-      this.stopError = new CohortError("CLOSED", "coordinator closed");
+      this.stopError = reason;
       for (const reject of this.stopWaiters) reject(this.stopError);
       this.stopWaiters.clear();
     }

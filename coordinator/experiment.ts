@@ -142,9 +142,12 @@ export function configHash(config: ExperimentConfig): string {
   return createHash("sha256").update(canonicalJson(config)).digest("hex");
 }
 
-/** Throw `INVALID_OPTION` naming every option whose value differs from the run's. */
+/**
+ * Throw `INVALID_OPTION` naming every option whose value differs from the run's; `where` names
+ * the run (`--resume: DIR`, a cluster).
+ */
 export function checkSameExperiment(
-  dir: string,
+  where: string,
   was: ExperimentConfig,
   now: ExperimentConfig,
 ): void {
@@ -156,7 +159,7 @@ export function checkSameExperiment(
   const show = (v: Json | undefined) => (v === undefined ? "unset" : canonicalJson(v));
   throw new CohortError(
     "INVALID_OPTION",
-    `--resume: ${dir} ran another experiment; differing options: ` +
+    `${where} ran another experiment; differing options: ` +
       differ.map((k) => `${k} (was ${show(was[k])}, now ${show(now[k])})`).join("; ") +
       ". Resume with the run's options, or start a new run.",
   );

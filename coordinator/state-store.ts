@@ -5,6 +5,7 @@
  * the committed state or the one before, never a mix.
  */
 import type { TensorSpec } from "../protocol/messages.js";
+import type { ExperimentConfig } from "./experiment.js";
 import { commitLedger, loadLedger, type CommittedState, type ServerState } from "./ledger.js";
 
 export interface StateStore {
@@ -25,4 +26,21 @@ export function runDirStore(runDir: string, specs: readonly TensorSpec[]): State
     head: () => loadLedger(runDir, specs),
     commit: (state) => commitLedger(runDir, state),
   };
+}
+
+/**
+ * The state of a run that several coordinator nodes share (one leads at a time): its store,
+ * and the run's identity, so a node that takes over continues the same run.
+ */
+export interface SharedState extends StateStore {
+  /**
+   * The run to lead: the one registered before (its id and last committed state) after
+   * checking it is the same experiment, or a new one registered under `runId`.
+   *
+   * @throws CohortError `INVALID_OPTION` when the registered run is another experiment.
+   */
+  open(
+    runId: string,
+    config: ExperimentConfig,
+  ): Promise<{ runId: string; state: ServerState | null }>;
 }

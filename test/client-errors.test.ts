@@ -3,7 +3,9 @@ import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { CohortClient } from "../client/index.js";
 import { expectCohortError } from "./helpers/errors.js";
-import { mnistShards } from "./helpers/federation.js";
+import { mnistShards, startCoordinator } from "./helpers/federation.js";
+import { freePort } from "./helpers/redis.js";
+import { until } from "./helpers/wait.js";
 import { digitsClientArgs, runCli } from "./helpers/cli.js";
 
 describe("a client says what went wrong", () => {
@@ -13,6 +15,40 @@ describe("a client says what went wrong", () => {
     expectCohortError(make("not a url"), "INVALID_OPTION", /"not a url" is not a URL/);
     expectCohortError(make("htp://localhost:1"), "INVALID_OPTION", /must be http:\/\/.*not htp:/);
     expectCohortError(make(""), "INVALID_OPTION", /url is required/);
+    // A cluster's nodes, comma-separated: each entry is checked.
+    expectCohortError(
+      make("http://a:1,ftp://b:2"),
+      "INVALID_OPTION",
+      /"ftp:\/\/b:2" must be http:\/\/.*not ftp:/,
+    );
+    expectCohortError(make("http://a:1,,http://b:2"), "INVALID_OPTION", /empty entry/);
+  });
+
+  it("tries the URLs of a list in turn until a node answers", async () => {
+    const { shards } = await mnistShards(1, 10, 10);
+    const coordinator = await startCoordinator({
+      minAvailableClients: 1,
+      minFitClients: 1,
+      rounds: 1,
+    });
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const client = new CohortClient({
+      url: `${dead}, ${coordinator.url}`,
+      data: shards[0]!,
+      backend: "cpu",
+      reconnectDelayMs: 20,
+      reconnectDelayMaxMs: 50,
+      log: () => undefined,
+      logError: () => undefined,
+    });
+    try {
+      await client.start();
+      expect(client.url).toBe(coordinator.url);
+      await until(() => coordinator.clients().length === 1);
+    } finally {
+      await client.close();
+      await coordinator.close();
+    }
   });
 
   it("checks its data at construction: NaN and ∞ named by example, Float64 and plain arrays converted, other arrays refused clearly", async () => {

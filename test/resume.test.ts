@@ -5,8 +5,8 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { digitsClientArgs, startCli, type CliProcess } from "./helpers/cli.js";
+import { describe, expect, it } from "vitest";
+import { cliPerTest, digitsClientArgs, fileLines } from "./helpers/cli.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { until } from "./helpers/wait.js";
 import { planEpsilon } from "./helpers/privacy.js";
@@ -40,25 +40,8 @@ function clientArgs(url: string, i: number): string[] {
   ]);
 }
 
-async function lines(path: string): Promise<string[]> {
-  try {
-    return (await readFile(path, "utf8")).split("\n").filter((l) => l.trim() !== "");
-  } catch {
-    return [];
-  }
-}
-
 describe("crash-safe coordinator", () => {
-  const procs: CliProcess[] = [];
-  afterEach(() => {
-    for (const p of procs) p.child.kill("SIGKILL");
-    procs.length = 0;
-  });
-  const start = (args: string[]) => {
-    const p = startCli(args);
-    procs.push(p);
-    return p;
-  };
+  const start = cliPerTest();
 
   it("resumes a FedAdam run after kill -9 mid-round with the uncrashed run's final model", async () => {
     // The reference: the same run without a crash.
@@ -77,7 +60,7 @@ describe("crash-safe coordinator", () => {
     await new Promise((r) => setTimeout(r, 250)); // round 3: client 0 has uploaded, client 1 trains
     first.child.kill("SIGKILL");
     await first.exit;
-    const before = await lines(join(dir, "metrics.jsonl"));
+    const before = await fileLines(join(dir, "metrics.jsonl"));
     expect(before.length).toBeGreaterThanOrEqual(2);
     expect(before.length).toBeLessThan(ROUNDS);
 
@@ -86,7 +69,7 @@ describe("crash-safe coordinator", () => {
     expect(await second.exit).toBe(0);
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
 
-    const rounds = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
+    const rounds = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
     expect(rounds).toEqual([1, 2, 3, 4]);
     const final = await readFile(join(dir, "checkpoints", "round-0004", "weights.bin"));
     const expected = await readFile(join(refDir, "checkpoints", "round-0004", "weights.bin"));
@@ -135,7 +118,7 @@ describe("crash-safe coordinator", () => {
       last: [],
     });
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
-    const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.round)).toEqual([1, 2, 3, 4, 5]);
     expect(metrics.every((m) => m.mode === "async" && m.participants === 2)).toBe(true);
     const index = JSON.parse(await readFile(join(dir, "versions", "index.json"), "utf8"));
@@ -157,7 +140,7 @@ describe("crash-safe coordinator", () => {
     const second = start(["coordinator", "--port", port!, ...dp, "--resume", dir]);
     expect(await second.exit).toBe(0);
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
-    const metrics = (await lines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     expect(metrics.map((m) => m.round)).toEqual([1, 2, 3]);
     // Both connected clients train every round: q = 1, whatever the population. Replace-one:
     // the sum moves by up to 2C, so the accountant sees z/2.

@@ -14,7 +14,8 @@ import {
   type CommittedState,
   type ServerState,
 } from "../ledger.js";
-import type { StateStore } from "../state-store.js";
+import type { SharedState } from "../state-store.js";
+import { checkSameExperiment, type ExperimentConfig } from "../experiment.js";
 import { FencedStore, leaseKeys, type RedisCommands, type RedisLease } from "./lease.js";
 
 /** The keys of cluster `name`'s committed state: the record, then the bytes. */
@@ -22,14 +23,19 @@ export function stateKeys(name: string): [string, string] {
   return [`cohort:${name}:state`, `cohort:${name}:state-bytes`];
 }
 
-export class RedisStateStore implements StateStore {
+/** The key of cluster `name`'s run: its id and experiment configuration. */
+export function runKey(name: string): string {
+  return `cohort:${name}:run`;
+}
+
+export class RedisStateStore implements SharedState {
   private readonly fenced: FencedStore;
   private readonly where: string;
 
   constructor(
-    redis: RedisCommands,
+    private readonly redis: RedisCommands,
     /** The cluster's name: the prefix of its keys. */
-    cluster: string,
+    private readonly cluster: string,
     /** This node's lease: commits carry its token. */
     private readonly lease: RedisLease,
     private readonly specs: readonly TensorSpec[],
@@ -37,6 +43,27 @@ export class RedisStateStore implements StateStore {
     const fields = stateKeys(cluster);
     this.fenced = new FencedStore(redis, leaseKeys(cluster), fields);
     this.where = `Redis key ${fields[0]}`;
+  }
+
+  async open(
+    runId: string,
+    config: ExperimentConfig,
+  ): Promise<{ runId: string; state: ServerState | null }> {
+    const key = runKey(this.cluster);
+    // The first leader registers the run; later ones find it (SET NX: one of them wins).
+    await this.redis.sendCommand(["SET", key, JSON.stringify({ runId, config }), "NX"]);
+    const raw = await this.redis.sendCommand(["GET", key]);
+    const run = typeof raw === "string" ? parseRun(raw, key) : null;
+    if (run === null) throw new CohortError("INTERNAL", `Redis key ${key} vanished`);
+    checkSameExperiment(`cluster "${this.cluster}"`, run.config, config);
+    const state = await this.head();
+    if (state !== null && state.runId !== run.runId) {
+      throw new CohortError(
+        "INVALID_OPTION",
+        `${this.where} holds run ${state.runId}, but cluster "${this.cluster}" runs ${run.runId}`,
+      );
+    }
+    return { runId: run.runId, state };
   }
 
   async head(): Promise<ServerState | null> {
@@ -68,4 +95,14 @@ export class RedisStateStore implements StateStore {
       Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64"),
     ]);
   }
+}
+
+/** The registered run of a cluster, checked. */
+function parseRun(raw: string, key: string): { runId: string; config: ExperimentConfig } {
+  const value = parseRecord(raw, `Redis key ${key}`);
+  const { runId, config } = value;
+  if (typeof runId !== "string" || typeof config !== "object" || config === null) {
+    throw new CohortError("INVALID_OPTION", `Redis key ${key} is not a run's registration`);
+  }
+  return { runId, config: config as ExperimentConfig };
 }

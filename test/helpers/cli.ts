@@ -1,7 +1,8 @@
 /** Run the built `cohort` CLI as a child process. */
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { expect } from "vitest";
+import { readFile } from "node:fs/promises";
+import { afterEach, expect } from "vitest";
 
 export const CLI = fileURLToPath(new URL("../../dist/bin/cohort.js", import.meta.url));
 
@@ -103,5 +104,30 @@ export async function expectHelpListsFlags(
   expect(code).toBe(0);
   for (const flag of Object.keys(flags)) {
     expect(output).toMatch(new RegExp(`--${flag} .*\\(default: [^)]+\\)`));
+  }
+}
+
+/**
+ * `start(args)` runs `cohort <args>` like {@link startCli}; every process it started is killed
+ * (-9) after each test. Call in a test file's `describe`.
+ */
+export function cliPerTest(): (args: string[]) => CliProcess {
+  const procs: CliProcess[] = [];
+  afterEach(() => {
+    for (const p of procs.splice(0)) p.child.kill("SIGKILL");
+  });
+  return (args) => {
+    const p = startCli(args);
+    procs.push(p);
+    return p;
+  };
+}
+
+/** The non-empty lines of a file (metrics.jsonl), none when it does not exist. */
+export async function fileLines(path: string): Promise<string[]> {
+  try {
+    return (await readFile(path, "utf8")).split("\n").filter((l) => l.trim() !== "");
+  } catch {
+    return [];
   }
 }

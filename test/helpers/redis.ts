@@ -120,10 +120,14 @@ export function redisPerTest() {
       server = await startRedis();
       return server;
     },
-    /** kill -9 the server and start it again on the same port and data directory. */
-    async crashAndRestart(): Promise<RedisProcess> {
+    /**
+     * kill -9 the server and start it again on the same port and data directory (after
+     * `downMs`).
+     */
+    async crashAndRestart(downMs = 0): Promise<RedisProcess> {
       const { dir, port } = server!;
       await server!.stop("SIGKILL");
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
       server = await startRedis({ dir, port });
       return server;
     },

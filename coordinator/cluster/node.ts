@@ -1,0 +1,287 @@
+/**
+ * One coordinator node of a cluster on Redis. Every node of a cluster runs the same command;
+ * the one holding the cluster's lease leads: it runs the round engine, its clients connect to
+ * it, and each round commits to Redis under its fencing token. The others wait as standbys:
+ * when the leader dies (or is paused past its lease), one of them takes the lease, restores
+ * the last committed round and runs the unfinished one again, and the dead leader's clients
+ * reconnect to it (a client lists the nodes' URLs, or a load balancer fronts them).
+ *
+ * A leader that loses its lease — renewal refused, or Redis out of reach for a whole TTL, after
+ * which another node may lead — stops at once with `FENCED`, and tells its clients nothing: they
+ * move on to the new leader. Its commits could not land anyway: Redis refuses a stale token.
+ */
+import { hostname } from "node:os";
+import { createClient } from "@redis/client";
+import { CohortError, toCohortError } from "../../protocol/errors.js";
+import type { TensorSpec } from "../../protocol/messages.js";
+import type { Coordinator } from "../coordinator.js";
+import type { SharedState } from "../state-store.js";
+import { leaseKeys, RedisLease, type RedisCommands } from "./lease.js";
+import { RedisStateStore } from "./redis-state.js";
+
+/** How a node joins its cluster. */
+export interface ClusterOptions {
+  /** The cluster's Redis: `redis://[user:password@]host:port[/db]`. */
+  redis: string;
+  /** The cluster's name: the prefix of its Redis keys. @default "cohort" */
+  name: string;
+  /** This node's name, unique in the cluster (no colon). @default `<hostname>-<pid>` */
+  node: string;
+  /** How long the leader's lease holds without renewal; renewed every third of it. @default 10000 */
+  leaseTtlMs: number;
+}
+
+export const DEFAULT_LEASE_TTL_MS = 10_000;
+
+/** The options with their defaults, checked. */
+export function clusterOptions(
+  options: Partial<ClusterOptions> & Pick<ClusterOptions, "redis">,
+): ClusterOptions {
+  const resolved: ClusterOptions = {
+    name: "cohort",
+    node: `${hostname()}-${process.pid}`,
+    leaseTtlMs: DEFAULT_LEASE_TTL_MS,
+    ...options,
+  };
+  let url: URL;
+  try {
+    url = new URL(resolved.redis);
+  } catch {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--redis ${JSON.stringify(resolved.redis)} is not a URL`,
+    );
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `--redis must be a redis:// or rediss:// URL, not ${url.protocol}//`,
+    );
+  }
+  if (!/^[A-Za-z0-9_.-]+$/.test(resolved.name)) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `a cluster name is letters, digits, "_", "." and "-", got "${resolved.name}"`,
+    );
+  }
+  return resolved;
+}
+
+/** A Redis URL fit for a log line: its password replaced. */
+export function shownRedisUrl(redis: string): string {
+  const url = new URL(redis);
+  if (url.password !== "") url.password = "***";
+  return url.toString();
+}
+
+/** What a node uses of its node-redis client. */
+interface RedisClient extends RedisCommands {
+  quit(): Promise<unknown>;
+  destroy(): void;
+}
+
+/** One node's membership of its cluster: the Redis connection, the lease and its renewal. */
+export class ClusterNode {
+  readonly lease: RedisLease;
+  private renewal: NodeJS.Timeout | null = null;
+  private lastRenewed = 0;
+  private lost: CohortError | null = null;
+  private readonly lostListeners: ((error: CohortError) => void)[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly redis: RedisClient,
+    readonly options: ClusterOptions,
+    private readonly log: (line: string) => void,
+  ) {
+    this.lease = new RedisLease(commands(redis), {
+      keys: leaseKeys(options.name),
+      node: options.node,
+      ttlMs: options.leaseTtlMs,
+    });
+  }
+
+  /**
+   * Connect to the cluster's Redis (and say when it is not durable).
+   *
+   * @throws CohortError `CONNECTION_FAILED` when Redis cannot be reached
+   */
+  static async join(
+    options: Partial<ClusterOptions> & Pick<ClusterOptions, "redis">,
+    log: (line: string) => void,
+  ): Promise<ClusterNode> {
+    const resolved = clusterOptions(options);
+    const shown = shownRedisUrl(resolved.redis);
+    let lastError = "";
+    const redis = createClient({
+      url: resolved.redis,
+      // Keep trying while Redis restarts; commands wait for the connection meanwhile.
+      socket: { reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 1000) },
+    });
+    redis.on("error", (error: Error) => {
+      // One line per kind of failure, not one per reconnection attempt.
+      if (error.message === lastError) return;
+      lastError = error.message;
+      log(`redis ${shown}: ${error.message}`);
+    });
+    redis.on("ready", () => {
+      if (lastError !== "") log(`redis ${shown}: connected again`);
+      lastError = "";
+    });
+    try {
+      await withTimeout(redis.connect(), 10_000, `no connection to redis ${shown} within 10 s`);
+    } catch (error) {
+      redis.destroy();
+      throw new CohortError(
+        "CONNECTION_FAILED",
+        `cannot reach redis ${shown}: ${toCohortError(error, "CONNECTION_FAILED").message}`,
+      );
+    }
+    const node = new ClusterNode(redis, resolved, log);
+    await node.checkDurability();
+    return node;
+  }
+
+  /** Warn when Redis would lose acknowledged commits in a crash of its own. */
+  private async checkDurability(): Promise<void> {
+    let reply: unknown;
+    try {
+      reply = await this.redis.sendCommand(["CONFIG", "GET", "append*"]);
+    } catch {
+      return; // CONFIG is disabled on some managed Redis: nothing to check
+    }
+    const config = configMap(reply);
+    if (config.appendonly !== "yes" || config.appendfsync !== "always") {
+      this.log(
+        `warning: redis runs with appendonly ${config.appendonly ?? "?"}, appendfsync ${config.appendfsync ?? "?"}: ` +
+          "a crash of Redis itself may lose committed rounds (start it with --appendonly yes --appendfsync always)",
+      );
+    }
+  }
+
+  /**
+   * Wait as a standby until this node holds the lease, then keep it renewed. Resolves with the
+   * fencing token.
+   */
+  async lead(): Promise<number> {
+    const { name, node, leaseTtlMs } = this.options;
+    let shownHolder = "";
+    for (;;) {
+      if (this.closed) throw new CohortError("CLOSED", "cluster node closed");
+      try {
+        const token = await withTimeout(this.lease.acquire(), leaseTtlMs, "redis did not answer");
+        if (token !== null) {
+          this.log(`cluster ${name}: node ${node} leads (lease token ${token})`);
+          this.lastRenewed = Date.now();
+          this.renewal = setInterval(() => void this.renew(), Math.max(5, leaseTtlMs / 3));
+          return token;
+        }
+        const current = await this.lease.current();
+        const holder = current?.holder.replace(/:\d+$/, "") ?? "";
+        if (holder !== shownHolder && holder !== "") {
+          this.log(`cluster ${name}: standby; node ${holder} leads`);
+          shownHolder = holder;
+        }
+      } catch (error) {
+        const said = `cluster ${name}: standby; ${toCohortError(error, "CONNECTION_FAILED").message}`;
+        if (said !== shownHolder) this.log(said);
+        shownHolder = said;
+      }
+      await new Promise((r) => setTimeout(r, Math.max(5, leaseTtlMs / 3)));
+    }
+  }
+
+  /** Extend the lease; declare it lost when refused, or when Redis stayed silent for a TTL. */
+  private async renew(): Promise<void> {
+    if (this.lost !== null || this.closed) return;
+    const { leaseTtlMs } = this.options;
+    let kept: boolean | null = null;
+    try {
+      kept = await withTimeout(this.lease.renew(), leaseTtlMs / 3, "redis did not answer");
+    } catch {
+      // Out of reach for now: the lease may still stand until a TTL after the last renewal.
+    }
+    if (kept === true) {
+      this.lastRenewed = Date.now();
+      return;
+    }
+    if (kept === false) {
+      this.fail(`lost the lease of cluster ${this.options.name}: another node leads now`);
+    } else if (Date.now() - this.lastRenewed >= leaseTtlMs) {
+      this.fail(
+        `lost the lease of cluster ${this.options.name}: redis out of reach for ${leaseTtlMs} ms, so another node may lead`,
+      );
+    }
+  }
+
+  private fail(message: string): void {
+    if (this.lost !== null) return;
+    this.lost = new CohortError("FENCED", message);
+    this.stopRenewal();
+    this.log(message);
+    for (const listener of this.lostListeners) listener(this.lost);
+  }
+
+  /** Called once if the lease is lost (at once, if it already was). */
+  onLost(listener: (error: CohortError) => void): void {
+    if (this.lost !== null) listener(this.lost);
+    else this.lostListeners.push(listener);
+  }
+
+  /** The state every node of the cluster shares, for a model of `specs`. */
+  sharedState(specs: readonly TensorSpec[]): SharedState {
+    return new RedisStateStore(commands(this.redis), this.options.name, this.lease, specs);
+  }
+
+  /** Close `coordinator` with `FENCED` (clients not told the run is over) if the lease is lost. */
+  guard(coordinator: Coordinator): void {
+    this.onLost((error) => void coordinator.close(error));
+  }
+
+  private stopRenewal(): void {
+    if (this.renewal !== null) clearInterval(this.renewal);
+    this.renewal = null;
+  }
+
+  /** Give the lease up (so a standby need not wait for its TTL) and disconnect. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopRenewal();
+    try {
+      if (this.lost === null) {
+        await withTimeout(this.lease.release(), 2000, "redis did not answer");
+      }
+      await withTimeout(this.redis.quit(), 2000, "redis did not answer");
+    } catch {
+      this.redis.destroy();
+    }
+  }
+}
+
+/** The command interface the lease and the state store use, on a node-redis client. */
+function commands(redis: RedisClient): RedisCommands {
+  return { sendCommand: (args) => redis.sendCommand(args) };
+}
+
+/** `CONFIG GET`'s reply (a flat list, or a map under RESP3) as an object. */
+function configMap(reply: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (Array.isArray(reply)) {
+    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
+  } else if (reply instanceof Map) {
+    for (const [k, v] of reply) out[String(k)] = String(v);
+  } else if (typeof reply === "object" && reply !== null) {
+    for (const [k, v] of Object.entries(reply)) out[k] = String(v);
+  }
+  return out;
+}
+
+/** `work`, or a `CONNECTION_FAILED` rejection after `ms`. */
+function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CohortError("CONNECTION_FAILED", message)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
