@@ -2,8 +2,12 @@
 import { readFile } from "node:fs/promises";
 import { createCoordinator } from "../coordinator/index.js";
 import { ClusterNode, DEFAULT_LEASE_TTL_MS } from "../coordinator/cluster/node.js";
+import { Follower, type FollowerEnd } from "../coordinator/cluster/follower.js";
+import { linkSecret } from "../coordinator/cluster/link.js";
+import { resolveOptions, type CoordinatorOptions } from "../coordinator/options.js";
+import { hostname } from "node:os";
 import { checkApiToken } from "../coordinator/options.js";
-import { CohortError } from "../protocol/errors.js";
+import { CohortError, toCohortError } from "../protocol/errors.js";
 import { readIdentity, readKeyList } from "./keys.js";
 import { loadDataset } from "../models/datasets/index.js";
 import { parseFlags, helpText, type CommandSpec } from "./args.js";
@@ -153,6 +157,12 @@ export const coordinatorCommand = {
       placeholder: "NAME",
       description: "with --redis: this node's name, unique in the cluster",
     },
+    advertise: {
+      type: "string",
+      placeholder: "URL",
+      defaultText: "the listening URL (the host's name for 0.0.0.0)",
+      description: "with --redis: the URL other nodes reach this node at when it leads",
+    },
     "lease-ttl": {
       type: "number",
       default: DEFAULT_LEASE_TTL_MS / 1000,
@@ -179,51 +189,55 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   const minClients = flags["min-clients"];
   const log = (line: string) => console.log(line);
   const node = await joinCluster(flags, log);
+  const options: Partial<CoordinatorOptions> = {
+    ...sharedFromFlags(flags),
+    port: flags.port,
+    host: flags.host,
+    minAvailableClients: minClients,
+    minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
+    strategy: strategyFromFlags(flags, flagGiven(argv)),
+    fitConfig: fitConfigFromFlag(flags["fit-config"]),
+    maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
+    evalDataset,
+    runDir: flags["run-dir"] ?? (node === null ? undefined : `runs/${node.options.name}`),
+    resume: flags.resume,
+    tls:
+      flags["tls-cert"] === undefined && flags["tls-key"] === undefined
+        ? undefined
+        : await readTls(flags["tls-cert"], flags["tls-key"]),
+    auth:
+      flags["auth-keys"] === undefined && flags["token-issuer"] === undefined
+        ? undefined
+        : {
+            allowedKeys:
+              flags["auth-keys"] === undefined ? [] : await readKeyList(flags["auth-keys"]),
+            tokenIssuerKey: flags["token-issuer"],
+          },
+    signingKey:
+      flags["signing-key"] === undefined
+        ? undefined
+        : (await readIdentity(flags["signing-key"])).secretKey,
+    apiToken: flags["api-token"] === undefined ? undefined : await readApiToken(flags["api-token"]),
+    corsOrigins: flags["cors-origin"],
+    serveDemoData: flags["serve-demo-data"],
+    headersTimeoutMs: Math.round(flags["headers-timeout"] * 1000),
+    requestTimeoutMs: Math.round(flags["request-timeout"] * 1000),
+    maxConnectionsPerAddress: flags["max-connections-per-address"],
+    log,
+  };
+  const secret = linkSecret();
   if (node !== null) {
-    // A standby holds nothing: an interrupt while it waits just ends it.
-    await node.lead();
+    const followed = await followUntilLeading(node, options);
+    if (followed !== null) return followed;
   }
   const coordinator = await createCoordinator(
-    {
-      ...sharedFromFlags(flags),
-      port: flags.port,
-      host: flags.host,
-      minAvailableClients: minClients,
-      minFitClients: flags["min-fit-clients"] ?? Math.min(2, minClients),
-      strategy: strategyFromFlags(flags, flagGiven(argv)),
-      fitConfig: fitConfigFromFlag(flags["fit-config"]),
-      maxUploadBytes: Math.round(flags["max-upload-mb"] * 1024 * 1024),
-      evalDataset,
-      runDir: flags["run-dir"] ?? (node === null ? undefined : `runs/${node.options.name}`),
-      resume: flags.resume,
-      tls:
-        flags["tls-cert"] === undefined && flags["tls-key"] === undefined
-          ? undefined
-          : await readTls(flags["tls-cert"], flags["tls-key"]),
-      auth:
-        flags["auth-keys"] === undefined && flags["token-issuer"] === undefined
-          ? undefined
-          : {
-              allowedKeys:
-                flags["auth-keys"] === undefined ? [] : await readKeyList(flags["auth-keys"]),
-              tokenIssuerKey: flags["token-issuer"],
-            },
-      signingKey:
-        flags["signing-key"] === undefined
-          ? undefined
-          : (await readIdentity(flags["signing-key"])).secretKey,
-      apiToken:
-        flags["api-token"] === undefined ? undefined : await readApiToken(flags["api-token"]),
-      corsOrigins: flags["cors-origin"],
-      serveDemoData: flags["serve-demo-data"],
-      headersTimeoutMs: Math.round(flags["headers-timeout"] * 1000),
-      requestTimeoutMs: Math.round(flags["request-timeout"] * 1000),
-      maxConnectionsPerAddress: flags["max-connections-per-address"],
-      log,
-    },
-    node === null ? undefined : (specs) => node.sharedState(specs),
+    options,
+    node === null ? undefined : node.role(secret, log),
   );
-  node?.guard(coordinator);
+  if (node !== null) {
+    node.guard(coordinator);
+    await node.advertise(flags.advertise ?? advertisedUrl(coordinator.url, flags.host), secret);
+  }
   console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
   // An interrupt during the run is a failure (130); once the last round is recorded it is not.
   let finished = false;
@@ -265,6 +279,67 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     await coordinator.close();
     await node?.close();
   }
+}
+
+/**
+ * A cluster node until it leads: while another node leads, serve that leader's clients as its
+ * follower; when the lease is free, take it. Resolves null once this node leads, or with the
+ * exit code when the run ended while it followed.
+ */
+async function followUntilLeading(
+  node: ClusterNode,
+  options: Partial<CoordinatorOptions>,
+): Promise<number | null> {
+  const opts = resolveOptions(options, options.log!);
+  for (;;) {
+    if ((await node.tryLead()) !== null) return null;
+    const record = await node.leaderLink();
+    if (record === null) {
+      await node.pause();
+      continue;
+    }
+    let follower: Follower;
+    try {
+      follower = await Follower.start(record, opts, node.options.node);
+    } catch (error) {
+      opts.log(`cannot follow the leader: ${toCohortError(error).message}`);
+      await node.pause();
+      continue;
+    }
+    const interrupted = new Promise<FollowerEnd>((resolve) => {
+      const on = () => resolve({ lost: "interrupted" });
+      process.once("SIGINT", on);
+      process.once("SIGTERM", on);
+    });
+    const how = await Promise.race([
+      follower.ended,
+      node.leaderGone(record).then((lost): FollowerEnd => ({ lost })),
+      interrupted,
+    ]);
+    if ("done" in how) {
+      // Give clients a moment to receive run:done and disconnect on their own.
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await follower.close();
+    if ("done" in how) {
+      opts.log(`run ${how.done.runId} done after ${how.done.rounds} rounds`);
+      await node.close();
+      return 0;
+    }
+    opts.log(`stopped following: ${how.lost}`);
+    if (how.lost === "interrupted") {
+      await node.close();
+      return 130;
+    }
+  }
+}
+
+/** The URL followers reach this node at: the listening URL, with the host's name for a wildcard. */
+function advertisedUrl(url: string, host: string): string {
+  if (host !== "0.0.0.0" && host !== "::") return url;
+  const u = new URL(url);
+  u.hostname = hostname();
+  return u.toString().replace(/\/$/, "");
 }
 
 /** With `--redis`, this node's membership of its cluster (null without). */

@@ -20,6 +20,7 @@ import { SocketTransport, type SocketTransportEvents } from "./socket-transport.
 import type { RoundMetrics } from "./run-store.js";
 import { loadLedger, type ServerState } from "./ledger.js";
 import type { SharedState } from "./state-store.js";
+import type { CohortTransport } from "./transport.js";
 import { checkSameExperiment, experimentConfig, legacyTopologyHash } from "./experiment.js";
 import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { Authenticator, RateLimiter } from "./auth.js";
@@ -231,20 +232,91 @@ async function loadResume(opts: CoordinatorOptions, task: TaskSpec): Promise<Ser
   return loaded;
 }
 
+/** What a coordinator that leads a cluster's run takes from the cluster. */
+export interface ClusterRole {
+  /**
+   * The state the nodes share (given the model's tensors): the run is the one registered
+   * there, resumed from its last commit, and each round commits there.
+   */
+  sharedState(specs: readonly TensorSpec[]): SharedState;
+  /** The engine's transport: this node's own clients and the followers' (checks `opts`). */
+  transport(local: SocketTransport, task: TaskSpec, opts: CoordinatorOptions): CohortTransport;
+}
+
+/** The http(s) server of a node: `handler` for the web routes, socket.io added by its transport. */
+export function serverFor(
+  opts: Pick<
+    CoordinatorOptions,
+    "tls" | "maxConnectionsPerAddress" | "headersTimeoutMs" | "requestTimeoutMs"
+  >,
+  handler: Parameters<typeof createServer>[1],
+): HttpServer {
+  // With a certificate, the same handler and socket.io serve https and wss.
+  const timeouts = serverTimeouts(opts);
+  const http: HttpServer =
+    opts.tls === undefined
+      ? createServer(timeouts, handler)
+      : createHttpsServer(
+          { ...timeouts, cert: pem(opts.tls.cert), key: pem(opts.tls.key) },
+          handler,
+        );
+  limitConnectionsPerAddress(http, opts.maxConnectionsPerAddress);
+  return http;
+}
+
+/**
+ * A node's socket.io transport on `http`: authentication, rate limits and (where it has the
+ * key: the leader) model signing as the options say.
+ */
+export function socketTransport(
+  http: HttpServer,
+  task: TaskSpec,
+  opts: Pick<CoordinatorOptions, "auth" | "rateLimit" | "log">,
+  signingKey: Uint8Array | null,
+): SocketTransport {
+  return new SocketTransport(http, task, opts.log, {
+    authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
+    signingKey,
+    rateLimiter:
+      opts.rateLimit === null
+        ? null
+        : new RateLimiter(opts.rateLimit.perSecond, opts.rateLimit.burst),
+  });
+}
+
+/** Listen on `opts.host:port`; the URL clients connect to, and the port taken. */
+export async function listen(
+  http: HttpServer,
+  opts: Pick<CoordinatorOptions, "host" | "port" | "tls">,
+): Promise<{ url: string; port: number }> {
+  await new Promise<void>((resolve, reject) => {
+    http.once("error", (cause) =>
+      reject(
+        new CohortError(
+          "INVALID_OPTION",
+          `cannot listen on ${opts.host}:${opts.port}: ${cause.message}`,
+          { cause },
+        ),
+      ),
+    );
+    http.listen(opts.port, opts.host, resolve);
+  });
+  const port = (http.address() as AddressInfo).port;
+  const shownHost = opts.host === "0.0.0.0" || opts.host === "::" ? "localhost" : opts.host;
+  return { url: `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`, port };
+}
+
 /** Start a coordinator listening for clients; call `run()` to run the rounds. */
 export async function createCoordinator(
   options: Partial<CoordinatorOptions> = {},
-  /**
-   * The state the nodes of a cluster share (`coordinator/cluster/node.ts`): the run is the one
-   * registered there, resumed from its last commit, and each round commits there.
-   */
-  sharedState?: (specs: readonly TensorSpec[]) => SharedState,
+  /** Where this coordinator leads a cluster's run (`coordinator/cluster/node.ts`). */
+  cluster?: ClusterRole,
 ): Promise<Coordinator> {
   // Loud by default, as the CLI is: a program that starts a coordinator sees its URL and rounds.
   const { opts, task, weights, backend, resume, signing, shared } = await prepareTask(
     options,
     (line) => console.log(line),
-    sharedState,
+    cluster === undefined ? undefined : (specs) => cluster.sharedState(specs),
   );
   const status = new StatusTracker({
     runId: task.runId,
@@ -263,44 +335,20 @@ export async function createCoordinator(
     access: accessPolicy(opts),
     models,
   });
-  // With a certificate, the same handler and socket.io serve https and wss.
-  const timeouts = serverTimeouts(opts);
-  const http: HttpServer =
-    opts.tls === undefined
-      ? createServer(timeouts, handler)
-      : createHttpsServer(
-          { ...timeouts, cert: pem(opts.tls.cert), key: pem(opts.tls.key) },
-          handler,
-        );
-  limitConnectionsPerAddress(http, opts.maxConnectionsPerAddress);
-  const transport = new SocketTransport(http, task, opts.log, {
-    authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
-    signingKey: signing.secretKey,
-    rateLimiter:
-      opts.rateLimit === null
-        ? null
-        : new RateLimiter(opts.rateLimit.perSecond, opts.rateLimit.burst),
-  });
+  const http = serverFor(opts, handler);
+  const transport = socketTransport(http, task, opts, signing.secretKey);
   transport.on("join", (c) => status.join(c));
   transport.on("leave", (c) => status.leave(c));
   transport.on("rejected", (r) => status.reject(r));
-  await new Promise<void>((resolve, reject) => {
-    http.once("error", (cause) =>
-      reject(
-        new CohortError(
-          "INVALID_OPTION",
-          `cannot listen on ${opts.host}:${opts.port}: ${cause.message}`,
-          { cause },
-        ),
-      ),
-    );
-    http.listen(opts.port, opts.host, resolve);
-  });
-  const port = (http.address() as AddressInfo).port;
-  const shownHost = opts.host === "0.0.0.0" || opts.host === "::" ? "localhost" : opts.host;
-  const url = `${opts.tls === undefined ? "http" : "https"}://${shownHost}:${port}`;
+  const { url, port } = await listen(http, opts);
   opts.log(`coordinator listening on ${url}`);
-  const engine = new RoundEngine(opts, task, weights, transport, { backend: backend.name });
+  const engine = new RoundEngine(
+    opts,
+    task,
+    weights,
+    cluster?.transport(transport, task, opts) ?? transport,
+    { backend: backend.name },
+  );
   engineRef = engine;
   if (shared !== null) engine.stateStore = shared;
   if (resume !== null) engine.resumeFrom(resume);

@@ -17,7 +17,7 @@ import { instantiate } from "../models/model-file.js";
 import { baseRoundConfig, objectiveOf, type CoordinatorOptions } from "./options.js";
 import { checkContract } from "../models/task.js";
 import { parseRoundConfig } from "../protocol/guards.js";
-import { codecFigures, RoundCollector, type RoundOutcome } from "./round.js";
+import { codecFigures, participants, RoundCollector, type RoundOutcome } from "./round.js";
 import { RunStore, type RoundMetrics } from "./run-store.js";
 import { cohortSize, sampleCohort, samplePoisson } from "./sampling.js";
 import { resolvePrivacy, type PrivacyPlan } from "./privacy.js";
@@ -563,12 +563,13 @@ export class RoundEngine {
       // Under DP with Poisson sampling every round is released, however few answered (the
       // noise alone, if none did): a retry would condition the sample on who answered.
       const releaseAnyway = this.privacy !== null && opts.sampling === "poisson";
-      if (outcome.results.length >= opts.minFitClients || releaseAnyway) {
+      const answered = participants(outcome).length;
+      if (answered >= opts.minFitClients || releaseAnyway) {
         return this.finishRound(outcome, attempt, started, bytesDown, samplingRate, broadcast);
       }
       const reasons = outcome.failures.map((f) => `${f.clientId}: ${f.code}`).join(", ");
       opts.log(
-        `round ${round} attempt ${attempt}: ${outcome.results.length} of ${cohort.length} updates, ` +
+        `round ${round} attempt ${attempt}: ${answered} of ${cohort.length} updates, ` +
           `${opts.minFitClients} needed (${reasons})`,
       );
       if (attempt >= opts.maxRoundAttempts) {
@@ -594,15 +595,17 @@ export class RoundEngine {
   ): Promise<RoundMetrics> {
     this.onPhase(outcome.round, "aggregating");
     const aggStart = performance.now();
-    const aggregate = aggregateRound(this.strategy, this.global, outcome.results);
+    const aggregate = aggregateRound(this.strategy, this.global, outcome.results, outcome.sums);
     if (aggregate === null)
       throw new CohortError("ROUND_FAILED", `round ${outcome.round} has no results`);
     this.step(
       { ...aggregate, ...(samplingRate === undefined ? {} : { samplingRate }) },
       outcome.round,
     );
-    this.lastContributors = outcome.results.map((r) => r.clientId);
-    const totalExamples = outcome.results.reduce((n, r) => n + r.numExamples, 0);
+    // Updates received here and on other nodes (their deltas came summed).
+    const results = participants(outcome);
+    this.lastContributors = results.map((r) => r.clientId);
+    const totalExamples = results.reduce((n, r) => n + r.numExamples, 0);
     const aggregationMs = performance.now() - aggStart;
     this.onPhase(outcome.round, "evaluating");
     const evalStart = performance.now();
@@ -611,8 +614,8 @@ export class RoundEngine {
     const trainLoss =
       totalExamples === 0
         ? null
-        : outcome.results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
-    const clipped = outcome.results.flatMap((r) =>
+        : results.reduce((s, r) => s + r.metrics.loss * r.numExamples, 0) / totalExamples;
+    const clipped = results.flatMap((r) =>
       r.claimedExamples === undefined ? [] : [{ clientId: r.clientId, claimed: r.claimedExamples }],
     );
     for (const c of clipped) {
@@ -624,7 +627,7 @@ export class RoundEngine {
       round: outcome.round,
       attempt,
       cohortSize: outcome.cohort.length,
-      participants: outcome.results.length,
+      participants: results.length,
       failures: outcome.failures.length,
       failureReasons: outcome.failures,
       totalExamples,
@@ -633,15 +636,18 @@ export class RoundEngine {
       evaluationMs,
       bytesUp: outcome.bytesUp,
       bytesDown,
+      ...(outcome.sums === undefined
+        ? {}
+        : { partials: { nodes: outcome.sums.length, bytes: outcome.partialBytes ?? 0 } }),
       secure: false,
-      ...codecFigures(this.codec, outcome.results, this.task.model.numParameters),
+      ...codecFigures(this.codec, results, this.task.model.numParameters),
       downlinkCodec: this.downlink?.codec.label ?? "float32",
       downlinkPatched: broadcast.patched,
       downlinkFull: broadcast.full,
       ...evaluationFields(evaluation),
       trainLoss,
       ...(clipped.length > 0 ? { clippedClaims: clipped } : {}),
-      clients: outcome.results.map((r) => ({
+      clients: results.map((r) => ({
         clientId: r.clientId,
         numExamples: r.numExamples,
         loss: r.metrics.loss,

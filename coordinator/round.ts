@@ -1,6 +1,7 @@
 /** One round's collection of updates: validates each, keeps the good ones, records every failure. */
 import { checkWeights } from "../aggregation/weights.js";
 import type { RoundFailure, WeightedUpdate } from "../aggregation/fedavg.js";
+import type { WeightedSum } from "../aggregation/aggregator.js";
 import { byteLengthOf, decode } from "../protocol/codec.js";
 import { CohortError, toCohortError, type Reply } from "../protocol/errors.js";
 import { parseFitUpload } from "../protocol/guards.js";
@@ -22,14 +23,43 @@ export interface AcceptedUpdate extends WeightedUpdate {
   claimedExamples?: number;
 }
 
+/** An accepted update as another coordinator node reports it: its delta is in the node's sum. */
+export type UpdateSummary = Omit<AcceptedUpdate, "delta">;
+
+/**
+ * What another coordinator node collected of a round from its own clients: their accepted
+ * updates summed (one partial sum), what each sent, and who failed.
+ */
+export interface NodePartial {
+  round: number;
+  results: UpdateSummary[];
+  failures: RoundFailure[];
+  /** Bytes of the update payloads the node received. */
+  bytesUp: number;
+  /** Σ nᵢ·Δᵢ and Σ nᵢ of `results` (null when there are none). */
+  sum: WeightedSum | null;
+}
+
 /** What a round collected by the time it closed. */
 export interface RoundOutcome {
   round: number;
   cohort: string[];
+  /** The updates received here, with their deltas. */
   results: AcceptedUpdate[];
+  /** Updates other nodes received and summed (`sums`). @default none */
+  remote?: UpdateSummary[];
+  /** The partial sums of other nodes. @default none */
+  sums?: WeightedSum[];
+  /** The bytes those partials arrived in. @default none */
+  partialBytes?: number;
   failures: RoundFailure[];
   /** Bytes of every update payload received during the round, accepted or not. */
   bytesUp: number;
+}
+
+/** Every participant of a round, here or on another node. */
+export function participants(outcome: RoundOutcome): UpdateSummary[] {
+  return [...outcome.results, ...(outcome.remote ?? [])];
 }
 
 /** Limits a round enforces on updates. */
@@ -53,6 +83,9 @@ export class RoundCollector {
   readonly done: Promise<RoundOutcome>;
   private readonly pending: Set<string>;
   private readonly accepted = new Map<string, AcceptedUpdate>();
+  private readonly remote = new Map<string, UpdateSummary>();
+  private readonly sums: WeightedSum[] = [];
+  private partialBytes = 0;
   private readonly reasons = new Map<string, RoundFailure>();
   private bytesUp = 0;
   private closed = false;
@@ -62,7 +95,7 @@ export class RoundCollector {
   constructor(
     readonly round: number,
     readonly cohort: readonly string[],
-    private readonly limits: RoundLimits,
+    readonly limits: RoundLimits,
   ) {
     this.pending = new Set(cohort);
     this.done = new Promise((resolve) => (this.resolve = resolve));
@@ -125,6 +158,47 @@ export class RoundCollector {
     });
   }
 
+  /**
+   * Take another node's partial: its members' summaries and failures, and its sum. `members` are
+   * the cohort members that node was asked for: a partial naming others, naming one twice, or
+   * whose sum does not add up is refused whole (a CohortError) and changes nothing.
+   */
+  addPartial(partial: NodePartial, members: ReadonlySet<string>, wireBytes = 0): void {
+    if (this.closed) {
+      throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
+    }
+    checkRound(partial.round, this.round);
+    const seen = new Set<string>();
+    for (const { clientId } of [...partial.results, ...partial.failures]) {
+      if (!members.has(clientId) || !this.pending.has(clientId) || seen.has(clientId)) {
+        throw new CohortError(
+          "INVALID_MESSAGE",
+          `a partial names ${clientId}, which that node was not waiting for in round ${this.round}`,
+        );
+      }
+      seen.add(clientId);
+    }
+    const weight = partial.results.reduce((n, r) => n + r.numExamples, 0);
+    const sum = partial.sum;
+    if (
+      partial.results.some((r) => r.numExamples > this.limits.maxExamplesPerClient) ||
+      (sum === null ? partial.results.length > 0 : sum.count !== partial.results.length) ||
+      (sum !== null && Math.abs(sum.weight - weight) > 1e-6 * Math.max(1, weight))
+    ) {
+      throw new CohortError(
+        "INVALID_MESSAGE",
+        `a partial's sum does not match its ${partial.results.length} updates of ${weight} examples`,
+      );
+    }
+    this.bytesUp += partial.bytesUp;
+    this.partialBytes += wireBytes;
+    for (const r of partial.results) this.remote.set(r.clientId, r);
+    for (const f of partial.failures) this.reasons.set(f.clientId, f);
+    if (sum !== null) this.sums.push(sum);
+    for (const id of seen) this.pending.delete(id);
+    if (this.pending.size === 0) this.close();
+  }
+
   /** A cohort member left (disconnected): it becomes a failure now rather than at the deadline. */
   drop(clientId: string, failure: Omit<RoundFailure, "clientId">): void {
     if (!this.pending.has(clientId) || this.closed) return;
@@ -152,7 +226,7 @@ export class RoundCollector {
     clearTimeout(this.timer);
     const failures: RoundFailure[] = [];
     for (const clientId of this.cohort) {
-      if (this.accepted.has(clientId)) continue;
+      if (this.accepted.has(clientId) || this.remote.has(clientId)) continue;
       failures.push(
         this.reasons.get(clientId) ?? {
           clientId,
@@ -165,6 +239,13 @@ export class RoundCollector {
       round: this.round,
       cohort: [...this.cohort],
       results: this.cohort.flatMap((id) => this.accepted.get(id) ?? []),
+      ...(this.remote.size === 0
+        ? {}
+        : {
+            remote: this.cohort.flatMap((id) => this.remote.get(id) ?? []),
+            sums: this.sums,
+            partialBytes: this.partialBytes,
+          }),
       failures,
       bytesUp: this.bytesUp,
     });
@@ -245,7 +326,7 @@ export interface CodecFigures {
 /** The codec figures of the accepted updates of a round. */
 export function codecFigures(
   codec: UpdateCodec,
-  results: readonly AcceptedUpdate[],
+  results: readonly UpdateSummary[],
   numParameters: number,
 ): CodecFigures {
   const n = results.length;

@@ -32,6 +32,11 @@ export interface RoundMetrics {
   evaluationMs: number;
   bytesUp: number;
   bytesDown: number;
+  /**
+   * In a cluster, what the leader received from its followers this round: their partial sums
+   * and those partials' bytes (every client's update bytes are in `bytesUp`).
+   */
+  partials?: { nodes: number; bytes: number };
   secure: boolean;
   /**
    * Centralised evaluation of the new global model, when evaluated: the task's loss, its

@@ -58,7 +58,7 @@ describe("a cluster of coordinator nodes fails over", () => {
     const a = node("a", ports[0]!);
     await a.waitForLine(/listening on/);
     const b = node("b", ports[1]!);
-    await b.waitForLine(/cluster t: standby; node a leads/);
+    await b.waitForLine(/follower b serving the leader.s run/);
     const urls = ports.map((p) => `http://127.0.0.1:${p}`).join(",");
     return { a, b, dir, urls, redisUrl: server.url };
   }
@@ -163,7 +163,7 @@ describe("a cluster of coordinator nodes fails over", () => {
     expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
     const rounds = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
     expect(rounds).toEqual([1, 2, 3, 4]);
-    // The standby never led; it finds the run finished and ends too.
+    // The follower never led; it ends with the run.
     expect(b.lines.join("\n")).not.toMatch(/resuming run .* after round [123]\b/);
     expect(await b.exit).toBe(0);
   }, 120_000);

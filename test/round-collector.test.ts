@@ -3,6 +3,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
 import { createRng } from "../aggregation/random.js";
 import { RoundCollector } from "../coordinator/round.js";
+import { decodePartial, encodePartial } from "../coordinator/cluster/link.js";
+import { partialOf } from "../coordinator/cluster/follower.js";
+import { aggregateRound } from "../aggregation/server-step.js";
+import { resolveStrategy } from "../aggregation/strategies/index.js";
 import { encode } from "../protocol/codec.js";
 import type { ErrorCode, Reply } from "../protocol/errors.js";
 import type { FitResult, TensorSpec, UpdateReceipt } from "../protocol/messages.js";
@@ -351,5 +355,77 @@ describe("RoundCollector outcome", () => {
     const round = collector([]);
     expect(round.open).toBe(false);
     expect(await round.done).toMatchObject({ results: [], failures: [], bytesUp: 0 });
+  });
+});
+
+describe("partial sums from other coordinator nodes", () => {
+  /** What node B makes of its members' updates: the partial it sends, through the wire format. */
+  async function nodePartial(ids: string[], seeds: number[]) {
+    const node = new RoundCollector(2, ids, {
+      weightSpecs,
+      maxUploadBytes: MAX_UPLOAD,
+      maxExamplesPerClient: MAX_EXAMPLES,
+      deadlineMs: DEADLINE,
+    });
+    ids.forEach((id, i) => node.submit(id, payload(seeds[i])));
+    const partial = partialOf(await node.done);
+    return decodePartial(encodePartial(partial), weightSpecs);
+  }
+
+  it("a partial counts its members as answered, and its sum aggregates like their updates", async () => {
+    vi.useRealTimers();
+    const strategy = resolveStrategy("fedavg");
+    const global = [new Float32Array(6), new Float32Array(3)];
+    // One node has everyone.
+    const alone = collector(["a", "b", "c"]);
+    ["a", "b", "c"].forEach((id, i) => alone.submit(id, payload(i + 1)));
+    const whole = aggregateRound(strategy, global, (await alone.done).results)!;
+    // b and c on another node.
+    const leader = collector(["a", "b", "c"]);
+    leader.submit("a", payload(1));
+    leader.addPartial(await nodePartial(["b", "c"], [2, 3]), new Set(["b", "c"]));
+    const outcome = await leader.done;
+    expect(outcome.results.map((r) => r.clientId)).toEqual(["a"]);
+    expect(outcome.remote!.map((r) => r.clientId)).toEqual(["b", "c"]);
+    expect(outcome.failures).toEqual([]);
+    const split = aggregateRound(strategy, global, outcome.results, outcome.sums)!;
+    expect(split.weight).toBe(whole.weight);
+    expect(split.count).toBe(3);
+    split.weighted.forEach((t, i) =>
+      t.forEach((v, j) => expect(v).toBeCloseTo(whole.weighted[i]![j]!, 4)),
+    );
+  });
+
+  it("refuses a partial naming a client its node was not asked for, or a sum that does not add up", async () => {
+    vi.useRealTimers();
+    const leader = collector(["a", "b", "c"]);
+    const partial = await nodePartial(["b", "c"], [2, 3]);
+    expect(() => leader.addPartial(partial, new Set(["b"]))).toThrow(/names c, which that node/);
+    const lighter = { ...partial, sum: { ...partial.sum!, weight: partial.sum!.weight / 2 } };
+    expect(() => leader.addPartial(lighter, new Set(["b", "c"]))).toThrow(/does not match/);
+    const stale = { ...partial, round: 1 };
+    expect(() => leader.addPartial(stale, new Set(["b", "c"]))).toThrow(/round 1/);
+    // Nothing was taken: the members still count as pending, and a good partial still lands.
+    leader.addPartial(partial, new Set(["b", "c"]));
+    leader.submit("a", payload(1));
+    expect((await leader.done).remote).toHaveLength(2);
+  });
+
+  it("a partial's sum must have the model's shapes and finite values", async () => {
+    const bad = (mean: Float32Array[]) =>
+      encode({
+        round: 2,
+        results: [],
+        failures: [],
+        bytesUp: 0,
+        sum: { mean, weight: 1, count: 0 },
+      });
+    expect(() => decodePartial(bad([new Float32Array(6)]), weightSpecs)).toThrow();
+    expect(() =>
+      decodePartial(bad([new Float32Array(6).fill(Number.NaN), new Float32Array(3)]), weightSpecs),
+    ).toThrow(/NaN|finite/);
+    expect(() => decodePartial(encode({ round: "x" }), weightSpecs)).toThrow(
+      /INVALID_MESSAGE|round/,
+    );
   });
 });

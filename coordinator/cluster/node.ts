@@ -16,8 +16,13 @@ import { CohortError, toCohortError } from "../../protocol/errors.js";
 import type { TensorSpec } from "../../protocol/messages.js";
 import type { Coordinator } from "../coordinator.js";
 import type { SharedState } from "../state-store.js";
-import { leaseKeys, RedisLease, type RedisCommands } from "./lease.js";
+import { FencedStore, leaseKeys, RedisLease, type RedisCommands } from "./lease.js";
 import { RedisStateStore } from "./redis-state.js";
+import { LeaderTransport } from "./leader-transport.js";
+import { LINK_NAMESPACE, parseLinkRecord, type LinkRecord } from "./link.js";
+import type { ClusterRole } from "../coordinator.js";
+import type { CoordinatorOptions } from "../options.js";
+import { resolveStrategy } from "../../aggregation/strategies/index.js";
 
 /** How a node joins its cluster. */
 export interface ClusterOptions {
@@ -88,6 +93,8 @@ export class ClusterNode {
   private lost: CohortError | null = null;
   private readonly lostListeners: ((error: CohortError) => void)[] = [];
   private closed = false;
+  /** The last standby line said (said again only when it changes). */
+  private said = "";
 
   private constructor(
     private readonly redis: RedisClient,
@@ -160,35 +167,91 @@ export class ClusterNode {
   }
 
   /**
-   * Wait as a standby until this node holds the lease, then keep it renewed. Resolves with the
-   * fencing token.
+   * Take the lease if it is free, and keep it renewed: the fencing token, or null (another node
+   * leads, or Redis did not answer: said once per change).
    */
-  async lead(): Promise<number> {
+  async tryLead(): Promise<number | null> {
     const { name, node, leaseTtlMs } = this.options;
-    let shownHolder = "";
-    for (;;) {
-      if (this.closed) throw new CohortError("CLOSED", "cluster node closed");
-      try {
-        const token = await withTimeout(this.lease.acquire(), leaseTtlMs, "redis did not answer");
-        if (token !== null) {
-          this.log(`cluster ${name}: node ${node} leads (lease token ${token})`);
-          this.lastRenewed = Date.now();
-          this.renewal = setInterval(() => void this.renew(), Math.max(5, leaseTtlMs / 3));
-          return token;
-        }
-        const current = await this.lease.current();
-        const holder = current?.holder.replace(/:\d+$/, "") ?? "";
-        if (holder !== shownHolder && holder !== "") {
-          this.log(`cluster ${name}: standby; node ${holder} leads`);
-          shownHolder = holder;
-        }
-      } catch (error) {
-        const said = `cluster ${name}: standby; ${toCohortError(error, "CONNECTION_FAILED").message}`;
-        if (said !== shownHolder) this.log(said);
-        shownHolder = said;
+    if (this.closed) throw new CohortError("CLOSED", "cluster node closed");
+    let said: string;
+    try {
+      const token = await withTimeout(this.lease.acquire(), leaseTtlMs, "redis did not answer");
+      if (token !== null) {
+        this.log(`cluster ${name}: node ${node} leads (lease token ${token})`);
+        this.lastRenewed = Date.now();
+        this.renewal = setInterval(() => void this.renew(), Math.max(5, leaseTtlMs / 3));
+        return token;
       }
-      await new Promise((r) => setTimeout(r, Math.max(5, leaseTtlMs / 3)));
+      const holder = (await this.lease.current())?.holder.replace(/:\d+$/, "");
+      said = holder === undefined ? "" : `cluster ${name}: node ${holder} leads`;
+    } catch (error) {
+      said = `cluster ${name}: ${toCohortError(error, "CONNECTION_FAILED").message}`;
     }
+    if (said !== this.said && said !== "") this.log(said);
+    this.said = said;
+    return null;
+  }
+
+  /** Wait, a third of the lease's TTL. */
+  pause(): Promise<void> {
+    return new Promise((r) => setTimeout(r, Math.max(5, this.options.leaseTtlMs / 3)));
+  }
+
+  /**
+   * As the leader: tell followers where to link (`url`) and with what `secret`, under this
+   * node's fencing token (a stale leader cannot redirect them).
+   */
+  async advertise(url: string, secret: string): Promise<void> {
+    const token = this.lease.token();
+    if (token === null) throw new CohortError("FENCED", "only the leader advertises its link");
+    const record: LinkRecord = { url, secret, token };
+    await new FencedStore(commands(this.redis), leaseKeys(this.options.name), [
+      linkKey(this.options.name),
+    ]).commit(this.lease, token, [JSON.stringify(record)]);
+  }
+
+  /** Where the current leader takes followers; null when no leader has advertised yet. */
+  async leaderLink(): Promise<LinkRecord | null> {
+    try {
+      const [raw, current] = await withTimeout(
+        Promise.all([
+          this.redis.sendCommand(["GET", linkKey(this.options.name)]),
+          this.lease.current(),
+        ]),
+        this.options.leaseTtlMs,
+        "redis did not answer",
+      );
+      const record = parseLinkRecord(raw);
+      // A record of an earlier leader leads nowhere.
+      return record !== null && current?.holder.endsWith(`:${record.token}`) ? record : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Resolves once the leader of `record` no longer holds the lease. */
+  async leaderGone(record: LinkRecord): Promise<string> {
+    for (;;) {
+      await this.pause();
+      if (this.closed) return "closed";
+      try {
+        const current = await withTimeout(this.lease.current(), this.options.leaseTtlMs, "");
+        if (!current?.holder.endsWith(`:${record.token}`)) return "the leader's lease lapsed";
+      } catch {
+        // Redis out of reach: the leader may well still lead
+      }
+    }
+  }
+
+  /** What a coordinator leading this cluster takes from it. */
+  role(secret: string, log: (line: string) => void): ClusterRole {
+    return {
+      sharedState: (specs) => this.sharedState(specs),
+      transport: (local, task, opts) => {
+        checkClusterable(opts);
+        return new LeaderTransport(local, local.io.of(LINK_NAMESPACE), { secret, task, log });
+      },
+    };
   }
 
   /** Extend the lease; declare it lost when refused, or when Redis stayed silent for a TTL. */
@@ -256,6 +319,31 @@ export class ClusterNode {
     } catch {
       this.redis.destroy();
     }
+  }
+}
+
+/** The key where the leader advertises its link. */
+export function linkKey(name: string): string {
+  return `cohort:${name}:link`;
+}
+
+/**
+ * Refuse what cannot run across nodes: asynchronous rounds (one buffer, on the leader) and
+ * aggregators that need every update (the followers send sums).
+ */
+export function checkClusterable(opts: CoordinatorOptions): void {
+  if (opts.mode === "async") {
+    throw new CohortError(
+      "INVALID_OPTION",
+      "--mode async runs on one node: asynchronous rounds do not run in a cluster (--redis) yet",
+    );
+  }
+  const aggregator = resolveStrategy(opts.strategy).aggregator;
+  if (!aggregator.linear) {
+    throw new CohortError(
+      "INVALID_OPTION",
+      `strategy ${resolveStrategy(opts.strategy).name} aggregates with ${aggregator.name}, which needs every update: in a cluster (--redis) followers send partial sums, so only linear aggregators (mean) run`,
+    );
   }
 }
 

@@ -1,0 +1,189 @@
+/**
+ * A follower node: it serves the leader's task to its own clients and acts for the leader.
+ * It links to the leader (the URL and secret the leader put in Redis), reports who is
+ * connected, relays each round's fit request (one copy from the leader, one emit per version
+ * here), validates its members' updates exactly as the leader would and sums them into one
+ * partial, and relays SecAgg+ steps and evaluations one client at a time. It ends when the
+ * run is done, or when its link to the leader is lost (the node then looks for the lease or
+ * the next leader); its clients then reconnect to another node.
+ */
+import type { Server as HttpServer } from "node:http";
+import { io as connect, type Socket as ClientSocket } from "socket.io-client";
+import { weightedMean } from "../../aggregation/aggregators/mean.js";
+import { resolveCodec } from "../../aggregation/codecs/index.js";
+import { encode } from "../../protocol/codec.js";
+import { CohortError, toCohortError } from "../../protocol/errors.js";
+import { parseTaskSpec } from "../../protocol/guards.js";
+import type { RunDone, TaskSpec } from "../../protocol/messages.js";
+import { listen, serverFor, socketTransport } from "../coordinator.js";
+import { RoundBroadcast } from "../downlink.js";
+import type { CoordinatorOptions } from "../options.js";
+import { RoundCollector, type NodePartial, type RoundOutcome } from "../round.js";
+import type { SocketTransport } from "../socket-transport.js";
+import {
+  encodePartial,
+  LINK_NAMESPACE,
+  parseRelayedRequest,
+  parseRoundStart,
+  type FollowerToLeader,
+  type LeaderToFollower,
+  type LinkRecord,
+  type RelayedReply,
+} from "./link.js";
+
+type Link = ClientSocket<LeaderToFollower, FollowerToLeader>;
+
+/** How a follower's time as one ended. */
+export type FollowerEnd = { done: RunDone } | { lost: string };
+
+export class Follower {
+  /** Resolves when the run is done or the link to the leader is lost. */
+  readonly ended: Promise<FollowerEnd>;
+  private end!: (how: FollowerEnd) => void;
+  private transport: SocketTransport | null = null;
+  private http: HttpServer | null = null;
+  private closed = false;
+
+  private constructor(
+    private readonly link: Link,
+    private readonly opts: CoordinatorOptions,
+    private readonly node: string,
+  ) {
+    this.ended = new Promise((resolve) => (this.end = resolve));
+  }
+
+  /**
+   * Link to the leader and, once it sent the task, serve it on this node's port.
+   *
+   * @throws CohortError `CONNECTION_FAILED` when the leader cannot be reached
+   */
+  static async start(
+    record: LinkRecord,
+    opts: CoordinatorOptions,
+    node: string,
+  ): Promise<Follower> {
+    const link: Link = connect(new URL(LINK_NAMESPACE, record.url).toString(), {
+      auth: { node, secret: record.secret },
+      transports: ["websocket"],
+      reconnection: false,
+    });
+    const follower = new Follower(link, opts, node);
+    const task = await new Promise<TaskSpec>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new CohortError("CONNECTION_FAILED", `no task from the leader within 10 s`)),
+        10_000,
+      );
+      link.once("task", (raw: unknown) => {
+        clearTimeout(timer);
+        try {
+          resolve(parseTaskSpec(raw));
+        } catch (error) {
+          reject(toCohortError(error, "INVALID_MESSAGE"));
+        }
+      });
+      link.once("connect_error", (error: Error) => {
+        clearTimeout(timer);
+        reject(new CohortError("CONNECTION_FAILED", `cannot link to the leader: ${error.message}`));
+      });
+    }).catch((error: unknown) => {
+      link.disconnect();
+      throw error;
+    });
+    await follower.serve(task);
+    return follower;
+  }
+
+  private async serve(task: TaskSpec): Promise<void> {
+    const { opts, link } = this;
+    const http = serverFor(opts, (_req, res) => {
+      res.writeHead(404, { "content-type": "text/plain" }).end("a follower node serves clients\n");
+    });
+    // No signing key here: the leader seals every model, and this node forwards its bytes.
+    const transport = socketTransport(http, task, opts, null);
+    this.http = http;
+    this.transport = transport;
+    const member = (clientId: string) => ({
+      clientId,
+      credential: transport.credentialOf(clientId),
+    });
+    transport.on("join", (c) => link.emit("join", member(c.clientId)));
+    transport.on("leave", (c) => link.emit("leave", c.clientId));
+    link.on("round:start", (bytes: unknown) => this.onRound(task, bytes));
+    link.on("request", (bytes: unknown, ack: unknown) => {
+      if (typeof ack !== "function") return;
+      void this.relay(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
+    });
+    link.on("forget", (clientId: unknown) => {
+      if (typeof clientId === "string") transport.forgetModel(clientId);
+    });
+    link.on("done", (info: RunDone) => {
+      transport.finish(info);
+      this.end({ done: info });
+    });
+    link.on("disconnect", (reason: string) =>
+      this.end({ lost: `link to the leader lost (${reason})` }),
+    );
+    const { url } = await listen(http, opts);
+    opts.log(`follower ${this.node} serving the leader's run ${task.runId} on ${url}`);
+    link.emit("members", transport.available().map(member));
+  }
+
+  private onRound(task: TaskSpec, bytes: unknown): void {
+    const transport = this.transport!;
+    let start;
+    try {
+      start = parseRoundStart(bytes);
+    } catch (error) {
+      this.opts.log(`refused a round start from the leader: ${toCohortError(error).message}`);
+      return;
+    }
+    const collector = new RoundCollector(start.round, start.cohort, {
+      weightSpecs: task.model.weightSpecs,
+      maxUploadBytes: task.limits.maxUploadBytes,
+      maxExamplesPerClient: start.maxExamplesPerClient,
+      deadlineMs: start.deadlineMs,
+      codec: resolveCodec(task.codec),
+      seed: start.seed,
+    });
+    transport.startRound(collector, RoundBroadcast.plain(start.round, start.request));
+    void collector.done.then((outcome) => {
+      if (!this.closed) this.link.emit("partial", encodePartial(partialOf(outcome)));
+    });
+  }
+
+  private async relay(bytes: unknown): Promise<RelayedReply> {
+    try {
+      const r = parseRelayedRequest(bytes);
+      const payload = await this.transport!.request(r.clientId, r.payload, r.timeoutMs, r.kind);
+      return { ok: true, payload };
+    } catch (error) {
+      const e = toCohortError(error);
+      return { ok: false, code: e.code, message: e.message };
+    }
+  }
+
+  /** Leave: close the link, every client socket and the server. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.link.disconnect();
+    await this.transport?.close();
+    this.http?.closeAllConnections?.();
+    this.end({ lost: "closed" });
+  }
+}
+
+/** A round's outcome here as one partial: the accepted updates summed, the rest as they were. */
+export function partialOf(outcome: RoundOutcome): NodePartial {
+  const { results } = outcome;
+  const layout = results[0]?.delta.map((t) => t.length) ?? [];
+  const acc = weightedMean.begin(layout);
+  for (const r of results) acc.add(r);
+  return {
+    round: outcome.round,
+    results: results.map(({ delta: _delta, ...summary }) => summary),
+    failures: outcome.failures,
+    bytesUp: outcome.bytesUp,
+    sum: acc.finish(),
+  };
+}

@@ -1,0 +1,268 @@
+/**
+ * The link between a cluster's leader and its followers: a socket.io namespace on the leader's
+ * server that followers connect to, admitted by the secret the leader put in Redis (whoever can
+ * read the cluster's Redis is trusted with its state anyway). Followers hold their clients'
+ * sockets and act for the leader: they report who is connected, relay fit requests and SecAgg+
+ * steps, and send one partial sum per round instead of every update. Everything binary travels
+ * as msgpack, and everything a follower sends is checked like a client's message.
+ */
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { WeightedSum } from "../../aggregation/aggregator.js";
+import type { RoundFailure } from "../../aggregation/fedavg.js";
+import type { MemberCredential } from "../../aggregation/secure/messages.js";
+import { checkWeights } from "../../aggregation/weights.js";
+import { decode, encode } from "../../protocol/codec.js";
+import { CohortError, isErrorCode } from "../../protocol/errors.js";
+import type { FitMetrics, TensorSpec } from "../../protocol/messages.js";
+import type { RequestKind } from "../transport.js";
+import type { NodePartial, UpdateSummary } from "../round.js";
+
+/** The leader's namespace that followers connect to. */
+export const LINK_NAMESPACE = "/cluster";
+
+/** Where followers find the leader (a Redis key, written under the leader's fencing token). */
+export interface LinkRecord {
+  /** The leader's URL as followers reach it. */
+  url: string;
+  /** What a follower presents to be admitted. */
+  secret: string;
+  /** The leader's fencing token: a newer one is a newer leader. */
+  token: number;
+}
+
+/** A fresh link secret. */
+export function linkSecret(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+/** Whether a presented secret is the link's (in constant time). */
+export function secretMatches(presented: unknown, secret: string): boolean {
+  if (typeof presented !== "string") return false;
+  const a = Buffer.from(presented);
+  const b = Buffer.from(secret);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** The record's JSON, checked. */
+export function parseLinkRecord(raw: unknown): LinkRecord | null {
+  if (typeof raw !== "string") return null;
+  try {
+    const o = JSON.parse(raw) as Partial<LinkRecord>;
+    if (typeof o.url === "string" && typeof o.secret === "string" && Number.isInteger(o.token)) {
+      return { url: o.url, secret: o.secret, token: o.token! };
+    }
+  } catch {
+    // not a record
+  }
+  return null;
+}
+
+/** A client a follower holds. */
+export interface MemberInfo {
+  clientId: string;
+  credential: MemberCredential | null;
+}
+
+/** A round's fit requests for a follower's members (leader → follower, msgpack). */
+export interface RoundStart {
+  round: number;
+  /** The follower's members in the cohort. */
+  cohort: string[];
+  /** The sealed fit request (the full model: a follower's members hold no version). */
+  request: Uint8Array;
+  /** The round's codec seed. */
+  seed: number;
+  /** The follower sends its partial by then (ms from now), before the leader's deadline. */
+  deadlineMs: number;
+  maxExamplesPerClient: number;
+}
+
+/** One relayed request (leader → follower, msgpack): a SecAgg+ step or an evaluation. */
+export interface RelayedRequest {
+  clientId: string;
+  payload: Uint8Array;
+  timeoutMs: number;
+  kind: RequestKind;
+}
+
+/** A relayed request's answer (follower → leader, msgpack). */
+export type RelayedReply =
+  { ok: true; payload: Uint8Array } | { ok: false; code: string; message: string };
+
+/** Events a follower sends the leader. */
+export interface FollowerToLeader {
+  members: (members: MemberInfo[]) => void;
+  join: (member: MemberInfo) => void;
+  leave: (clientId: string) => void;
+  partial: (partial: Uint8Array) => void;
+}
+
+/** Events the leader sends a follower. */
+export interface LeaderToFollower {
+  task: (task: unknown) => void;
+  "round:start": (start: Uint8Array) => void;
+  request: (request: Uint8Array, ack: (reply: Uint8Array) => void) => void;
+  forget: (clientId: string) => void;
+  done: (info: { runId: string; rounds: number }) => void;
+}
+
+/**
+ * A partial as it travels: the sum as its mean (float32, one model's bytes) and its weight,
+ * so the leader's inbound bytes per node are one model's, not the float64 sum's two.
+ */
+export function encodePartial(partial: NodePartial): Uint8Array {
+  const { sum } = partial;
+  return encode({
+    round: partial.round,
+    results: partial.results,
+    failures: partial.failures,
+    bytesUp: partial.bytesUp,
+    sum:
+      sum === null
+        ? null
+        : {
+            mean: sum.weighted.map((t) => Float32Array.from(t, (v) => v / sum.weight)),
+            weight: sum.weight,
+            count: sum.count,
+          },
+  });
+}
+
+/** A follower's partial, checked: shapes, finite values, fields. `INVALID_MESSAGE` otherwise. */
+export function decodePartial(bytes: unknown, specs: readonly TensorSpec[]): NodePartial {
+  const o = record(decode(bytes), "partial");
+  const round = o.round;
+  const bytesUp = o.bytesUp;
+  if (!Number.isInteger(round) || typeof bytesUp !== "number" || !(bytesUp >= 0)) {
+    throw bad("partial: round and bytesUp must be numbers");
+  }
+  if (!Array.isArray(o.results) || !Array.isArray(o.failures)) {
+    throw bad("partial: results and failures must be lists");
+  }
+  const results = o.results.map(parseSummary);
+  const failures = o.failures.map(parseFailure);
+  let sum: WeightedSum | null = null;
+  if (o.sum !== null) {
+    const s = record(o.sum, "partial sum");
+    const { weight, count } = s;
+    if (
+      typeof weight !== "number" ||
+      !(weight > 0) ||
+      !Number.isFinite(weight) ||
+      !Number.isInteger(count) ||
+      !Array.isArray(s.mean) ||
+      !s.mean.every((t) => t instanceof Float32Array)
+    ) {
+      throw bad("partial sum: mean (Float32Array list), weight > 0 and count required");
+    }
+    const mean = s.mean as Float32Array[];
+    checkWeights(mean, specs, "partial sum");
+    sum = {
+      weighted: mean.map((t) => Float64Array.from(t, (v) => v * weight)),
+      weight,
+      count: count as number,
+    };
+  }
+  return { round: round as number, results, failures, bytesUp, sum };
+}
+
+function parseSummary(raw: unknown): UpdateSummary {
+  const o = record(raw, "partial result");
+  const m = record(o.metrics, "partial result metrics");
+  const n = o.numExamples;
+  if (
+    typeof o.clientId !== "string" ||
+    typeof n !== "number" ||
+    !(n >= 0) ||
+    !Number.isFinite(n) ||
+    typeof o.bytes !== "number" ||
+    typeof o.decodeMs !== "number" ||
+    typeof m.loss !== "number" ||
+    !Number.isFinite(m.loss) ||
+    typeof m.trainMs !== "number" ||
+    typeof m.backend !== "string" ||
+    (m.accuracy !== null && typeof m.accuracy !== "number")
+  ) {
+    throw bad("partial result: clientId, numExamples, bytes, decodeMs and metrics required");
+  }
+  const metrics: FitMetrics = {
+    loss: m.loss,
+    accuracy: m.accuracy as number | null,
+    trainMs: m.trainMs,
+    backend: m.backend.slice(0, 64),
+    ...(typeof m.encodeMs === "number" ? { encodeMs: m.encodeMs } : {}),
+  };
+  return {
+    clientId: o.clientId,
+    numExamples: n,
+    metrics,
+    bytes: o.bytes,
+    decodeMs: o.decodeMs,
+    ...(typeof o.claimedExamples === "number" ? { claimedExamples: o.claimedExamples } : {}),
+  };
+}
+
+function parseFailure(raw: unknown): RoundFailure {
+  const o = record(raw, "partial failure");
+  if (typeof o.clientId !== "string" || typeof o.code !== "string") {
+    throw bad("partial failure: clientId and code required");
+  }
+  return {
+    clientId: o.clientId,
+    code: o.code.slice(0, 64),
+    message: typeof o.message === "string" ? o.message.slice(0, 1024) : "",
+  };
+}
+
+/** A relayed reply, checked; a refusal becomes the CohortError it names. */
+export function openReply(bytes: unknown): Uint8Array {
+  const o = record(decode(bytes), "relayed reply");
+  if (o.ok === true && o.payload instanceof Uint8Array) return o.payload;
+  if (o.ok === false && typeof o.message === "string") {
+    const code = isErrorCode(o.code) ? o.code : "INTERNAL";
+    throw new CohortError(code, o.message.slice(0, 1024));
+  }
+  throw bad("relayed reply: ok with payload, or code and message");
+}
+
+/** A relayed request, checked. */
+export function parseRelayedRequest(bytes: unknown): RelayedRequest {
+  const o = record(decode(bytes), "relayed request");
+  if (
+    typeof o.clientId !== "string" ||
+    !(o.payload instanceof Uint8Array) ||
+    typeof o.timeoutMs !== "number" ||
+    (o.kind !== "secure" && o.kind !== "evaluate")
+  ) {
+    throw bad("relayed request: clientId, payload, timeoutMs and kind required");
+  }
+  return { clientId: o.clientId, payload: o.payload, timeoutMs: o.timeoutMs, kind: o.kind };
+}
+
+/** A round start, checked. */
+export function parseRoundStart(bytes: unknown): RoundStart {
+  const o = record(decode(bytes), "round start");
+  if (
+    !Number.isInteger(o.round) ||
+    !Array.isArray(o.cohort) ||
+    !o.cohort.every((id) => typeof id === "string") ||
+    !(o.request instanceof Uint8Array) ||
+    typeof o.seed !== "number" ||
+    typeof o.deadlineMs !== "number" ||
+    typeof o.maxExamplesPerClient !== "number"
+  ) {
+    throw bad("round start: round, cohort, request, seed, deadlineMs, maxExamplesPerClient");
+  }
+  return o as unknown as RoundStart;
+}
+
+function record(raw: unknown, what: string): Record<string, unknown> {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw bad(`${what} must be a map`);
+  }
+  return raw as Record<string, unknown>;
+}
+
+function bad(message: string): CohortError {
+  return new CohortError("INVALID_MESSAGE", message);
+}

@@ -1,0 +1,193 @@
+/**
+ * Several coordinator nodes serving one run, on a real redis-server: clients connect to every
+ * node, followers relay the leader's requests and send one partial sum per round, and the run
+ * gives the model one node gives with the same seeds and cohort. A follower's death is a set of
+ * dropouts; a link without the cluster's secret, or a follower that lies, changes nothing.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { io } from "socket.io-client";
+import { describe, expect, it } from "vitest";
+import { cliPerTest, digitsClientArgs, fileLines, type CliProcess } from "./helpers/cli.js";
+import { tempRunDir } from "./helpers/federation.js";
+import { freePort, redisPerTest } from "./helpers/redis.js";
+import { until } from "./helpers/wait.js";
+import { maxDiff } from "./helpers/weights.js";
+import { encode } from "../protocol/codec.js";
+
+const ROUNDS = 3;
+const base = [
+  ...["--rounds", String(ROUNDS), "--seed", "5", "--host", "127.0.0.1", "--round-timeout", "60"],
+];
+
+/** The final model of a run directory, as one Float32Array. */
+async function finalWeights(dir: string): Promise<Float32Array[]> {
+  const bytes = await readFile(join(dir, "checkpoints", `round-000${ROUNDS}`, "weights.bin"));
+  return [new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)];
+}
+
+describe("a cluster of coordinator nodes serves one run", () => {
+  const redis = redisPerTest();
+  const start = cliPerTest();
+
+  /** Client `i` of `n` (seeded, named c<i>), trying `urls` in turn. */
+  const client = (urls: string, i: number, n: number, examples: number, extra: string[] = []) =>
+    start(
+      digitsClientArgs(urls, i, n, examples, [
+        ...["--seed", String(11 + i), "--client-id", `c${i}`],
+        ...extra,
+      ]),
+    );
+
+  /** The same run on one coordinator: its run directory. */
+  async function reference(args: string[], clients: (url: string) => CliProcess[]) {
+    const dir = await tempRunDir("cohort-nodes-ref-");
+    const ref = start(["coordinator", "--port", "0", ...args, "--run-dir", dir]);
+    const [, url] = await ref.waitForLine(/listening on (http:\/\/\S+)/);
+    const cs = clients(url!);
+    expect(await ref.exit).toBe(0);
+    expect(await Promise.all(cs.map((c) => c.exit))).toEqual(cs.map(() => 0));
+    return dir;
+  }
+
+  /** Nodes a (the leader), b, c…; `urls[i]` lists node i first, then the others. */
+  async function cluster(args: string[], names: string[]) {
+    const server = await redis.start();
+    const dir = await tempRunDir("cohort-nodes-");
+    const ports = await Promise.all(names.map(() => freePort()));
+    const node = (name: string, i: number) =>
+      start([
+        ...["coordinator", "--port", String(ports[i]), ...args, "--run-dir", dir],
+        ...["--redis", server.url, "--cluster", "n", "--node", name, "--lease-ttl", "2"],
+      ]);
+    // The first leads; the others follow it.
+    const nodes = [node(names[0]!, 0)];
+    await nodes[0]!.waitForLine(/listening on/);
+    for (const [i, name] of names.entries()) {
+      if (i === 0) continue;
+      nodes.push(node(name, i));
+      await nodes[i]!.waitForLine(new RegExp(`follower ${name} serving`));
+    }
+    const all = ports.map((p) => `http://127.0.0.1:${p}`);
+    const urls = all.map((_, i) => [...all.slice(i), ...all.slice(0, i)].join(","));
+    return { nodes, dir, urls, redisUrl: server.url, ports };
+  }
+
+  it("three nodes, a client on each: the model of one node, and one partial per follower", async () => {
+    const args = [...base, "--min-clients", "3"];
+    const refDir = await reference(args, (url) => [0, 1, 2].map((i) => client(url, i, 3, 300)));
+    const { nodes, dir, urls, ports } = await cluster(args, ["a", "b", "c"]);
+    const clients = [0, 1, 2].map((i) => client(urls[i]!, i, 3, 300));
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0]);
+    expect(await Promise.all(nodes.slice(1).map((n) => n.exit))).toEqual([0, 0]);
+    // Each client trained through its own node.
+    clients.forEach((c, i) =>
+      expect(c.lines.join("\n")).toContain(`connected to http://127.0.0.1:${ports[i]}`),
+    );
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(metrics.map((m) => m.round)).toEqual([1, 2, 3]);
+    const modelBytes = 199_210 * 4;
+    for (const m of metrics) {
+      expect(m.participants).toBe(3);
+      expect(m.partials.nodes).toBe(2);
+      // The leader received one model's bytes per follower, not one per client.
+      expect(m.partials.bytes).toBeGreaterThan(2 * modelBytes);
+      expect(m.partials.bytes).toBeLessThan(2 * modelBytes * 1.01);
+    }
+    // The followers' sums travel as float32 means: the model of one node within float error.
+    expect(maxDiff(await finalWeights(dir), await finalWeights(refDir))).toBeLessThan(1e-6);
+  }, 180_000);
+
+  it("a secure run across three nodes gives the model of one node", async () => {
+    const args = [...base, "--secure", "--min-clients", "3", "--min-fit-clients", "3"];
+    const floors = ["--secure-floors", "3,2,2"];
+    const refDir = await reference(args, (url) =>
+      [0, 1, 2].map((i) => client(url, i, 3, 200, floors)),
+    );
+    const { nodes, dir, urls } = await cluster(args, ["a", "b", "c"]);
+    const clients = [0, 1, 2].map((i) => client(urls[i]!, i, 3, 200, floors));
+    const exit = await nodes[0]!.exit;
+    expect({ exit, last: exit === 0 ? [] : nodes[0]!.lines.slice(-10) }).toEqual({
+      exit: 0,
+      last: [],
+    });
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0]);
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(metrics.map((m) => [m.round, m.secure, m.participants])).toEqual([
+      [1, true, 3],
+      [2, true, 3],
+      [3, true, 3],
+    ]);
+    // The same masked sums, unmasked the same way: the model of one node, within float32
+    // rounding (far inside one quantization step).
+    expect(maxDiff(await finalWeights(dir), await finalWeights(refDir))).toBeLessThan(1e-6);
+  }, 180_000);
+
+  it("a follower killed -9 mid-round: its clients are that round's dropouts, then train elsewhere", async () => {
+    const args = [...base, "--min-clients", "3", "--min-fit-clients", "2"];
+    const { nodes, dir, urls } = await cluster(args, ["a", "b", "c"]);
+    // Client 2, on node c, trains long enough for the kill to land mid-fit.
+    const clients = [0, 1, 2].map((i) => client(urls[i]!, i, 3, i === 2 ? 3000 : 200));
+    await until(() => nodes[0]!.lines.some((l) => /^round 1\//.test(l)), 60_000);
+    nodes[2]!.child.kill("SIGKILL");
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0]);
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(metrics.map((m) => m.round)).toEqual([1, 2, 3]);
+    const round2 = metrics[1];
+    expect(round2.participants).toBe(2);
+    expect(round2.failureReasons).toEqual([
+      expect.objectContaining({ clientId: "c2", code: "CLIENT_DISCONNECTED" }),
+    ]);
+    expect(round2.failureReasons[0].message).toMatch(/its node c went away/);
+    // Back through another node for the last round.
+    expect(metrics[2].participants).toBe(3);
+  }, 180_000);
+
+  it("refuses a link without the cluster's secret, and a follower's lying partial", async () => {
+    const args = [...base, "--rounds", "1", "--min-clients", "2", "--min-fit-clients", "1"];
+    const { nodes, dir, ports, redisUrl } = await cluster(args, ["a"]);
+    const leader = `http://127.0.0.1:${ports[0]}/cluster`;
+    const refused = io(leader, { auth: { node: "x", secret: "guess" }, reconnection: false });
+    const why = await new Promise<string>((resolve) =>
+      refused.on("connect_error", (e) => resolve(e.message)),
+    );
+    expect(why).toMatch(/not a node of this cluster/);
+    // A follower holding the secret (it can read Redis) still cannot slip in a bogus sum.
+    const { createClient } = await import("@redis/client");
+    const r = createClient({ url: redisUrl });
+    await r.connect();
+    const record = JSON.parse((await r.get("cohort:n:link"))!) as { secret: string };
+    await r.quit();
+    const rogue = io(leader, {
+      auth: { node: "rogue", secret: record.secret },
+      reconnection: false,
+    });
+    await new Promise<void>((resolve) => rogue.on("connect", () => resolve()));
+    rogue.on("round:start", () => {
+      // It claims a member it never had, with a sum of the wrong shape.
+      rogue.emit(
+        "partial",
+        encode({
+          round: 1,
+          results: [],
+          failures: [{ clientId: "someone-else", code: "X", message: "" }],
+          bytesUp: 0,
+          sum: { mean: [new Float32Array(3)], weight: 1, count: 0 },
+        }),
+      );
+    });
+    rogue.emit("members", [{ clientId: "ghost", credential: null }]);
+    const honest = client(`http://127.0.0.1:${ports[0]}`, 0, 2, 100);
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await honest.exit).toBe(0);
+    rogue.disconnect();
+    expect(nodes[0]!.lines.join("\n")).toMatch(/refused a partial from rogue: SHAPE_MISMATCH: partial sum has 1 tensors/);
+
+    const [m] = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    // The ghost is a dropout; the honest client's update made the round.
+    expect(m.participants).toBe(1);
+    expect(m.failureReasons).toEqual([expect.objectContaining({ clientId: "ghost" })]);
+  }, 120_000);
+});
