@@ -5,11 +5,7 @@
  * connect time, round time, failures and the coordinator's peak memory.
  */
 import { fork } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as tf from "@tensorflow/tfjs";
 import { io, type Socket } from "socket.io-client";
 import { createCoordinator } from "../coordinator/index.js";
 import { decode, encode } from "../protocol/codec.js";
@@ -24,7 +20,8 @@ import {
 import { identityFromSeed, type KeyPair } from "../aggregation/crypto.js";
 import { parseFitRequest } from "../protocol/guards.js";
 import { PROTOCOL_VERSION } from "../protocol/version.js";
-import { modelSpecOf, readWeights, selectBackend, writeModelFiles } from "../models/index.js";
+import { selectBackend } from "../models/index.js";
+import { tinyModelFile } from "./tiny-model.js";
 import { createRng } from "../aggregation/random.js";
 
 const CLIENTS = Number(process.env.LOAD_CLIENTS ?? 1000);
@@ -128,21 +125,12 @@ async function generator(url: string): Promise<void> {
 async function main(): Promise<void> {
   if (process.argv[2] === "generate") return generator(process.argv[3]!);
   await selectBackend("wasm");
-  const dir = mkdtempSync(join(tmpdir(), "cohort-load-"));
-  // A tiny model: 784 → 10 softmax (7,850 parameters, 31 KB per update).
-  const model = tf.sequential({
-    layers: [
-      tf.layers.flatten({ inputShape: [28, 28, 1] }),
-      tf.layers.dense({ units: 10, activation: "softmax" }),
-    ],
-  });
-  await writeModelFiles(dir, modelSpecOf(model, "tiny"), await readWeights(model));
-  model.dispose();
+  const modelFile = await tinyModelFile("cohort-load-");
   let peak = 0;
   const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 25);
   const coordinator = await createCoordinator({
     host: "127.0.0.1",
-    model: join(dir, "model.json"),
+    model: modelFile,
     rounds: ROUNDS,
     minAvailableClients: Math.floor(CLIENTS * 0.9),
     minFitClients: Math.floor(CLIENTS * 0.8),

@@ -16,7 +16,8 @@ export const clientCommand = {
     url: {
       type: "string",
       default: "http://localhost:8080",
-      description: "coordinator URL, or nodes of one cluster comma-separated (each reconnect tries the next)",
+      description:
+        "coordinator URL, or nodes of one cluster comma-separated (each reconnect tries the next)",
     },
     dataset: {
       type: "string",

@@ -4,6 +4,7 @@ import { CohortError } from "../protocol/errors.js";
 import { clientCommand, runClient } from "./client-command.js";
 import { coordinatorCommand, runCoordinator } from "./coordinator-command.js";
 import { demoCommand, runDemo } from "./demo-command.js";
+import { clusterDemoCommand, runClusterDemo } from "./cluster-demo-command.js";
 import { runSimulate, simulateCommand } from "./simulate-command.js";
 import { plotCommand, runPlotCommand } from "./plot-command.js";
 import { exportCommand, runExport } from "./export-command.js";
@@ -15,6 +16,7 @@ const commands: Record<string, { summary: string; run: (argv: string[]) => Promi
   client: { summary: clientCommand.summary, run: runClient },
   simulate: { summary: simulateCommand.summary, run: runSimulate },
   demo: { summary: demoCommand.summary, run: runDemo },
+  "cluster-demo": { summary: clusterDemoCommand.summary, run: runClusterDemo },
   plot: { summary: plotCommand.summary, run: runPlotCommand },
   export: { summary: exportCommand.summary, run: runExport },
   predict: { summary: predictCommand.summary, run: runPredict },

@@ -638,7 +638,13 @@ export class RoundEngine {
       bytesDown,
       ...(outcome.sums === undefined
         ? {}
-        : { partials: { nodes: outcome.sums.length, bytes: outcome.partialBytes ?? 0 } }),
+        : {
+            partials: {
+              nodes: outcome.sums.length,
+              bytes: outcome.partialBytes?.wire ?? 0,
+              clientBytes: outcome.partialBytes?.clients ?? 0,
+            },
+          }),
       secure: false,
       ...codecFigures(this.codec, results, this.task.model.numParameters),
       downlinkCodec: this.downlink?.codec.label ?? "float32",

@@ -50,8 +50,8 @@ export interface RoundOutcome {
   remote?: UpdateSummary[];
   /** The partial sums of other nodes. @default none */
   sums?: WeightedSum[];
-  /** The bytes those partials arrived in. @default none */
-  partialBytes?: number;
+  /** The bytes those partials arrived in, and the update bytes their nodes received. */
+  partialBytes?: { wire: number; clients: number };
   failures: RoundFailure[];
   /** Bytes of every update payload received during the round, accepted or not. */
   bytesUp: number;
@@ -85,7 +85,7 @@ export class RoundCollector {
   private readonly accepted = new Map<string, AcceptedUpdate>();
   private readonly remote = new Map<string, UpdateSummary>();
   private readonly sums: WeightedSum[] = [];
-  private partialBytes = 0;
+  private readonly partialBytes = { wire: 0, clients: 0 };
   private readonly reasons = new Map<string, RoundFailure>();
   private bytesUp = 0;
   private closed = false;
@@ -191,7 +191,8 @@ export class RoundCollector {
       );
     }
     this.bytesUp += partial.bytesUp;
-    this.partialBytes += wireBytes;
+    this.partialBytes.wire += wireBytes;
+    this.partialBytes.clients += partial.bytesUp;
     for (const r of partial.results) this.remote.set(r.clientId, r);
     for (const f of partial.failures) this.reasons.set(f.clientId, f);
     if (sum !== null) this.sums.push(sum);
@@ -244,7 +245,7 @@ export class RoundCollector {
         : {
             remote: this.cohort.flatMap((id) => this.remote.get(id) ?? []),
             sums: this.sums,
-            partialBytes: this.partialBytes,
+            partialBytes: { ...this.partialBytes },
           }),
       failures,
       bytesUp: this.bytesUp,

@@ -33,10 +33,12 @@ export interface RoundMetrics {
   bytesUp: number;
   bytesDown: number;
   /**
-   * In a cluster, what the leader received from its followers this round: their partial sums
-   * and those partials' bytes (every client's update bytes are in `bytesUp`).
+   * In a cluster, what the leader received from its followers this round: their partial sums,
+   * the bytes those arrived in, and the update bytes the followers received from their clients
+   * (within `bytesUp`, which counts every client's). The leader's own inbound is
+   * `bytesUp − clientBytes + bytes`.
    */
-  partials?: { nodes: number; bytes: number };
+  partials?: { nodes: number; bytes: number; clientBytes: number };
   secure: boolean;
   /**
    * Centralised evaluation of the new global model, when evaluated: the task's loss, its

@@ -183,11 +183,32 @@ describe("a cluster of coordinator nodes serves one run", () => {
     expect(await nodes[0]!.exit).toBe(0);
     expect(await honest.exit).toBe(0);
     rogue.disconnect();
-    expect(nodes[0]!.lines.join("\n")).toMatch(/refused a partial from rogue: SHAPE_MISMATCH: partial sum has 1 tensors/);
+    expect(nodes[0]!.lines.join("\n")).toMatch(
+      /refused a partial from rogue: SHAPE_MISMATCH: partial sum has 1 tensors/,
+    );
 
     const [m] = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     // The ghost is a dropout; the honest client's update made the round.
     expect(m.participants).toBe(1);
     expect(m.failureReasons).toEqual([expect.objectContaining({ clientId: "ghost" })]);
+  }, 120_000);
+});
+
+describe("cohort cluster-demo", () => {
+  const start = cliPerTest();
+
+  it("runs redis-server, nodes and clients here, and survives the leader's kill -9", async () => {
+    const dir = await tempRunDir("cohort-cluster-demo-");
+    const demo = start([
+      ...["cluster-demo", "--nodes", "2", "--clients", "2", "--rounds", "3"],
+      ...["--kill-leader-after", "1", "--run-dir", dir],
+    ]);
+    const exit = await demo.exit;
+    expect({ exit, last: exit === 0 ? [] : demo.lines.slice(-15) }).toEqual({ exit: 0, last: [] });
+    const said = demo.lines.join("\n");
+    expect(said).toMatch(/\[demo\] kill -9 of the leader \(node 0\) after round 1/);
+    expect(said).toMatch(/\[node 1\] cluster demo-\d+: node node-1 leads/);
+    const rounds = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
+    expect(rounds).toEqual([1, 2, 3]);
   }, 120_000);
 });

@@ -1,0 +1,325 @@
+/**
+ * Cluster benchmark (`npm run bench:cluster`, after `npm run build`; needs redis-server): 1, 2
+ * and 4 coordinator nodes (`cohort coordinator --redis`, one process each) on this machine, and
+ * 1,000 / 4,000 / 10,000 socket.io clients of a tiny model in separate load-generator processes
+ * (each answers with a zero delta), spread evenly over the nodes. Per configuration: the
+ * connect rate, round times, the peak RSS of every node, and the leader's inbound bytes per
+ * round (its own clients' updates plus the followers' partial sums). Then the McMahan CNN with
+ * 50 clients: the leader's inbound MiB per round at 1 and 4 nodes.
+ *
+ * `BENCH_QUICK=1`: 1 and 2 nodes with 1,000 clients only. `CLUSTER_CLIENTS=1000,4000` and
+ * `CLUSTER_NODES=1,4` pick the grid. Writes `docs/figures/cluster.md` and `.json` (full run).
+ */
+import { fork, spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { io, type Socket } from "socket.io-client";
+import { decode, encode } from "../protocol/codec.js";
+import { openEnvelope } from "../aggregation/signing.js";
+import { parseFitRequest } from "../protocol/guards.js";
+import { PROTOCOL_VERSION } from "../protocol/version.js";
+import { selectBackend } from "../models/index.js";
+import { TINY_PARAMETERS, tinyModelFile } from "./tiny-model.js";
+import { freePort, startRedis } from "../coordinator/cluster/redis-server.js";
+
+const QUICK = process.env.BENCH_QUICK === "1";
+const ROUNDS = 3;
+const PER_GENERATOR = 2500;
+const CLI = fileURLToPath(new URL("../bin/cohort.js", import.meta.url));
+
+function grid(name: string, fallback: number[]): number[] {
+  const v = process.env[name];
+  return v === undefined ? fallback : v.split(",").map(Number);
+}
+
+/** A load generator: clients `from`…`to`−1, client i on `urls[i % urls.length]`. */
+async function generator(urls: string[], from: number, to: number): Promise<void> {
+  const started = performance.now();
+  const connect = (i: number): Promise<Socket> =>
+    new Promise((resolve) => {
+      const socket = io(urls[i % urls.length]!, {
+        auth: {
+          protocolVersion: PROTOCOL_VERSION,
+          clientId: `load-${i}`,
+          platform: "load",
+          backend: "none",
+        },
+        transports: ["websocket"],
+        reconnection: true,
+        reconnectionDelay: 500,
+      });
+      socket.on("round:fit", (payload: Uint8Array) => {
+        const request = parseFitRequest(decode(openEnvelope(payload).body));
+        const update = encode({
+          round: request.round,
+          numExamples: 10,
+          delta: request.weights.map((w) => new Float32Array(w.length)),
+          metrics: { loss: 1, accuracy: null, trainMs: 1, backend: "none" },
+        });
+        setTimeout(() => socket.emit("fit:result", update, () => undefined), Math.random() * 200);
+      });
+      socket.on("run:done", () => socket.disconnect());
+      socket.once("connect", () => resolve(socket));
+    });
+  const sockets: Socket[] = [];
+  const progress = setInterval(() => {
+    if (process.connected)
+      process.send?.({ progress: sockets.length, ms: performance.now() - started });
+  }, 1000);
+  for (let i = from; i < to; i += 100) {
+    const batch = Array.from({ length: Math.min(100, to - i) }, (_, j) => connect(i + j));
+    sockets.push(...(await Promise.all(batch)));
+  }
+  clearInterval(progress);
+  process.send?.({ connectedMs: performance.now() - started });
+  await new Promise<void>((resolve) => process.once("disconnect", () => resolve()));
+  sockets.forEach((s) => s.disconnect());
+}
+
+/** Peak VmRSS of a process (sampled), in bytes. */
+function rssOf(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m === null ? 0 : Number(m[1]) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
+interface RoundLine {
+  round: number;
+  durationMs: number;
+  bytesUp: number;
+  participants: number;
+  partials?: { nodes: number; bytes: number; clientBytes: number };
+}
+
+interface Result {
+  nodes: number;
+  clients: number;
+  model: string;
+  connectPerSecond: number;
+  /** Set when the clients stopped connecting (no progress for a minute): how many had. */
+  stalledAt?: number;
+  roundMs: number[];
+  rssMiB: number[];
+  leaderInboundMiB: number;
+  /** Of which the followers' partial sums. */
+  fromFollowersMiB: number;
+  modelMiB: number;
+}
+
+/** One configuration: `nodes` coordinator processes, `clients` load clients. */
+async function runCluster(
+  model: string,
+  modelBytes: number,
+  nodes: number,
+  clients: number,
+): Promise<Result> {
+  const redis = await startRedis();
+  const runDir = mkdtempSync(join(tmpdir(), "cohort-bench-cluster-"));
+  const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()));
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const procs: ChildProcess[] = [];
+  const peaks = ports.map(() => 0);
+  const output: string[][] = ports.map(() => []);
+  const node = (i: number) => {
+    const child = spawn(
+      process.execPath,
+      [
+        ...[
+          CLI,
+          "coordinator",
+          "--port",
+          String(ports[i]),
+          "--host",
+          "127.0.0.1",
+          "--model",
+          model,
+        ],
+        ...["--rounds", String(ROUNDS), "--seed", "1", "--round-timeout", "60"],
+        ...["--min-clients", String(Math.floor(clients * 0.95))],
+        ...["--min-fit-clients", String(Math.floor(clients * 0.9))],
+        ...["--max-connections-per-address", String(2 * clients + 100)],
+        ...["--max-upload-mb", String(Math.max(64, Math.ceil((modelBytes * 2) / 2 ** 20)))],
+        ...["--redis", redis.url, "--cluster", "bench", "--node", `n${i}`, "--run-dir", runDir],
+      ],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    for (const stream of [child.stdout!, child.stderr!]) {
+      stream.on("data", (b: Buffer) => output[i]!.push(...b.toString().split("\n").slice(-20)));
+    }
+    procs.push(child);
+    return child;
+  };
+  const lines = (child: ChildProcess, pattern: RegExp) =>
+    new Promise<void>((resolve) => {
+      let text = "";
+      child.stdout!.on("data", (b: Buffer) => {
+        text += b.toString();
+        if (pattern.test(text)) resolve();
+      });
+    });
+  const leader = node(0);
+  const leaderExit = new Promise<number | null>((r) => leader.once("exit", (code) => r(code)));
+  await lines(leader, /listening on/);
+  for (let i = 1; i < nodes; i++) await lines(node(i), /serving the leader's run/);
+  const sampler = setInterval(() => {
+    procs.forEach((p, i) => (peaks[i] = Math.max(peaks[i]!, rssOf(p.pid!))));
+  }, 100);
+  const generators = Array.from({ length: Math.ceil(clients / PER_GENERATOR) }, (_, g) =>
+    fork(
+      fileURLToPath(import.meta.url),
+      [
+        "generate",
+        urls.join(","),
+        String(g * PER_GENERATOR),
+        String(Math.min(clients, (g + 1) * PER_GENERATOR)),
+      ],
+      { stdio: "inherit" },
+    ),
+  );
+  const counts = generators.map(() => 0);
+  const times = generators.map(() => 0);
+  let lastGrowth = Date.now();
+  const connecting = Promise.all(
+    generators.map(
+      (g, i) =>
+        new Promise<number>((resolve) =>
+          g.on("message", (m: { connectedMs?: number; progress?: number }) => {
+            if (m.progress !== undefined && m.progress > counts[i]!) {
+              counts[i] = m.progress;
+              times[i] = (m as { ms: number }).ms;
+              lastGrowth = Date.now();
+            }
+            if (m.connectedMs !== undefined) resolve(m.connectedMs);
+          }),
+        ),
+    ),
+  );
+  let check: NodeJS.Timeout | undefined;
+  const stalled = new Promise<"stalled">((resolve) => {
+    check = setInterval(() => {
+      if (Date.now() - lastGrowth > 60_000) resolve("stalled");
+    }, 1000);
+  });
+  // A leader that stops before every client connected says why.
+  const connected = await Promise.race([connecting, leaderExit.then(() => null), stalled]);
+  clearInterval(check);
+  // The run may end before the last clients connected (it starts at 95 %): the rate so far.
+  const connectRate = Array.isArray(connected)
+    ? clients / (Math.max(...connected) / 1000)
+    : counts.reduce((a, b) => a + b, 0) / (Math.max(...times, 1) / 1000);
+  if (connected === "stalled") {
+    clearInterval(sampler);
+    generators.forEach((g) => g.kill("SIGKILL"));
+    for (const p of procs) p.kill("SIGKILL");
+    await redis.stop("SIGKILL");
+    const at = counts.reduce((a, b) => a + b, 0);
+    return {
+      ...empty(nodes, clients, model, modelBytes),
+      stalledAt: at,
+      rssMiB: peaks.map((b) => b / 2 ** 20),
+    };
+  }
+  const exit = await leaderExit;
+  clearInterval(sampler);
+  // Generators still connecting (the run ended first) are stopped, not waited for.
+  generators.forEach((g) => (g.disconnect(), g.kill("SIGKILL")));
+  for (const p of procs) p.kill("SIGKILL");
+  await redis.stop("SIGKILL");
+  if (exit !== 0) {
+    throw new Error(`the leader exited with ${exit}:\n${output[0]!.slice(-30).join("\n")}`);
+  }
+  const rounds = readFileSync(join(runDir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as RoundLine);
+  // The leader's inbound: its own clients' updates and the followers' partials.
+  const inbound = rounds.map(
+    (r) => r.bytesUp - (r.partials?.clientBytes ?? 0) + (r.partials?.bytes ?? 0),
+  );
+  return {
+    nodes,
+    clients,
+    model: model === "cnn" ? "McMahan CNN" : "tiny",
+    connectPerSecond: connectRate,
+    roundMs: rounds.map((r) => r.durationMs),
+    rssMiB: peaks.map((b) => b / 2 ** 20),
+    leaderInboundMiB: inbound.reduce((a, b) => a + b, 0) / inbound.length / 2 ** 20,
+    fromFollowersMiB:
+      rounds.reduce((a, r) => a + (r.partials?.bytes ?? 0), 0) / rounds.length / 2 ** 20,
+    modelMiB: modelBytes / 2 ** 20,
+  };
+}
+
+/** A configuration that measured nothing (its clients never all connected). */
+function empty(nodes: number, clients: number, model: string, modelBytes: number): Result {
+  return {
+    nodes,
+    clients,
+    model: model === "cnn" ? "McMahan CNN" : "tiny",
+    connectPerSecond: 0,
+    roundMs: [],
+    rssMiB: [],
+    leaderInboundMiB: 0,
+    fromFollowersMiB: 0,
+    modelMiB: modelBytes / 2 ** 20,
+  };
+}
+
+async function main(): Promise<void> {
+  if (process.argv[2] === "generate") {
+    return generator(process.argv[3]!.split(","), Number(process.argv[4]), Number(process.argv[5]));
+  }
+  await selectBackend("wasm");
+  const tinyFile = await tinyModelFile("cohort-bench-model-");
+  const results: Result[] = [];
+  const show = (r: Result) => {
+    if (r.stalledAt !== undefined) {
+      console.log(
+        `${r.model}, ${r.nodes} node(s), ${r.clients} clients: stopped connecting at ${r.stalledAt} clients (no progress for 60 s); RSS ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} MiB`,
+      );
+      results.push(r);
+      return;
+    }
+    const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+    console.log(
+      `${r.model}, ${r.nodes} node(s), ${r.clients} clients: connect ${r.connectPerSecond.toFixed(0)} clients/s; ` +
+        `round median ${median.toFixed(0)} ms (${r.roundMs.map((m) => m.toFixed(0)).join(", ")}); ` +
+        `RSS ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} MiB; leader inbound ${r.leaderInboundMiB.toFixed(2)} MiB/round ` +
+        `(${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} × the model), of which followers' partials ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} × the model`,
+    );
+    results.push(r);
+  };
+  const tinyBytes = TINY_PARAMETERS * 4;
+  for (const clients of grid("CLUSTER_CLIENTS", QUICK ? [1000] : [1000, 4000, 10000])) {
+    for (const nodes of grid("CLUSTER_NODES", QUICK ? [1, 2] : [1, 2, 4])) {
+      show(await runCluster(tinyFile, tinyBytes, nodes, clients));
+    }
+  }
+  if (!QUICK) {
+    for (const nodes of [1, 4]) show(await runCluster("cnn", 1_663_370 * 4, nodes, 50));
+    const table = [
+      "| model | nodes | clients | connect (clients/s) | round median (ms) | RSS per node (MiB) | leader inbound (MiB/round) | × model | followers' partials (× model) |",
+      "|---|---|---|---|---|---|---|---|---|",
+      ...results.map((r) => {
+        if (r.stalledAt !== undefined) {
+          return `| ${r.model} | ${r.nodes} | ${r.clients} | stopped at ${r.stalledAt} | – | ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} | – | – | – |`;
+        }
+        const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+        return `| ${r.model} | ${r.nodes} | ${r.clients} | ${r.connectPerSecond.toFixed(0)} | ${median.toFixed(0)} | ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} | ${r.leaderInboundMiB.toFixed(2)} | ${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} | ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} |`;
+      }),
+    ];
+    const figures = fileURLToPath(new URL("../../docs/figures/", import.meta.url));
+    writeFileSync(join(figures, "cluster.md"), `# bench:cluster\n\n${table.join("\n")}\n`);
+    writeFileSync(join(figures, "cluster.json"), JSON.stringify(results, null, 2) + "\n");
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
