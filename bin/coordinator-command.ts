@@ -143,7 +143,7 @@ export const coordinatorCommand = {
       type: "string",
       placeholder: "redis://HOST:PORT",
       description:
-        "join a cluster of nodes on this Redis: the lease holder leads the run, the others stand by and take over if it dies",
+        "join a cluster of nodes on this Redis: the lease holder leads the run, the others serve their own clients for it and take over if it dies",
     },
     cluster: {
       type: "string",
@@ -168,7 +168,7 @@ export const coordinatorCommand = {
       default: DEFAULT_LEASE_TTL_MS / 1000,
       placeholder: "SECONDS",
       description:
-        "with --redis: how long the leader's lease holds unrenewed (a standby takes over within it)",
+        "with --redis: how long the leader's lease holds unrenewed (a follower takes over within it)",
     },
   },
 } satisfies CommandSpec<Record<string, import("./args.js").FlagSpec>>;

@@ -1,10 +1,11 @@
 /**
  * One coordinator node of a cluster on Redis. Every node of a cluster runs the same command;
- * the one holding the cluster's lease leads: it runs the round engine, its clients connect to
- * it, and each round commits to Redis under its fencing token. The others wait as standbys:
- * when the leader dies (or is paused past its lease), one of them takes the lease, restores
- * the last committed round and runs the unfinished one again, and the dead leader's clients
- * reconnect to it (a client lists the nodes' URLs, or a load balancer fronts them).
+ * the one holding the cluster's lease leads: it runs the round engine, and each round commits
+ * to Redis under its fencing token. The others follow it (`follower.ts`: they serve their own
+ * clients for it) and keep trying the lease: when the leader dies (or is paused past its
+ * lease), one of them takes it, restores the last committed round and runs the unfinished one
+ * again, and the dead leader's clients reconnect to a live node (a client lists the nodes'
+ * URLs, or a load balancer fronts them).
  *
  * A leader that loses its lease — renewal refused, or Redis out of reach for a whole TTL, after
  * which another node may lead — stops at once with `FENCED`, and tells its clients nothing: they
@@ -93,7 +94,7 @@ export class ClusterNode {
   private lost: CohortError | null = null;
   private readonly lostListeners: ((error: CohortError) => void)[] = [];
   private closed = false;
-  /** The last standby line said (said again only when it changes). */
+  /** The last line said about who leads (said again only when it changes). */
   private said = "";
 
   private constructor(
@@ -306,7 +307,7 @@ export class ClusterNode {
     this.renewal = null;
   }
 
-  /** Give the lease up (so a standby need not wait for its TTL) and disconnect. Idempotent. */
+  /** Give the lease up (so a follower need not wait for its TTL) and disconnect. Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
