@@ -242,20 +242,17 @@ async function runCluster(
     (r) => r.bytesUp - (r.partials?.clientBytes ?? 0) + (r.partials?.bytes ?? 0),
   );
   return {
-    nodes,
-    clients,
-    model: model === "cnn" ? "McMahan CNN" : "tiny",
+    ...empty(nodes, clients, model, modelBytes),
     connectPerSecond: connectRate,
     roundMs: rounds.map((r) => r.durationMs),
     rssMiB: peaks.map((b) => b / 2 ** 20),
     leaderInboundMiB: inbound.reduce((a, b) => a + b, 0) / inbound.length / 2 ** 20,
     fromFollowersMiB:
       rounds.reduce((a, r) => a + (r.partials?.bytes ?? 0), 0) / rounds.length / 2 ** 20,
-    modelMiB: modelBytes / 2 ** 20,
   };
 }
 
-/** A configuration that measured nothing (its clients never all connected). */
+/** A configuration's result with nothing measured yet (all a stalled one has). */
 function empty(nodes: number, clients: number, model: string, modelBytes: number): Result {
   return {
     nodes,

@@ -306,16 +306,20 @@ async function followUntilLeading(
       await node.pause();
       continue;
     }
+    let onSignal = () => undefined as void;
     const interrupted = new Promise<FollowerEnd>((resolve) => {
-      const on = () => resolve({ lost: "interrupted" });
-      process.once("SIGINT", on);
-      process.once("SIGTERM", on);
+      onSignal = () => resolve({ lost: "interrupted" });
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
     });
     const how = await Promise.race([
       follower.ended,
       node.leaderGone(record).then((lost): FollowerEnd => ({ lost })),
       interrupted,
     ]);
+    // Each turn of the loop listens anew: let this turn's listeners go.
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     if ("done" in how) {
       // Give clients a moment to receive run:done and disconnect on their own.
       await new Promise((r) => setTimeout(r, 1000));

@@ -49,6 +49,7 @@ export class LeaderTransport implements CohortTransport {
   private readonly followers = new Map<string, Follower>();
   private round: { collector: UpdateSink; partials: RoundCollector | null } | null = null;
   private waiters: { n: number; resolve: () => void }[] = [];
+  private full: { broadcast: RoundBroadcast; sealed: Uint8Array } | null = null;
 
   constructor(
     private readonly local: SocketTransport,
@@ -163,25 +164,29 @@ export class LeaderTransport implements CohortTransport {
   }
 
   startRound(collector: UpdateSink, broadcast: RoundBroadcast): number {
-    const here = collector.cohort.filter((id) => this.ownerOf(id) === undefined);
+    const here: string[] = [];
+    const remote = new Map<Follower, string[]>();
+    for (const id of collector.cohort) {
+      const owner = this.ownerOf(id);
+      if (owner === undefined) here.push(id);
+      else if (remote.has(owner)) remote.get(owner)!.push(id);
+      else remote.set(owner, [id]);
+    }
     const partials = collector instanceof RoundCollector ? collector : null;
     this.round = { collector, partials };
     let bytes = this.local.startRound(restrict(collector, here), broadcast);
-    const remote = collector.cohort.filter((id) => this.ownerOf(id) !== undefined);
-    if (remote.length === 0) return bytes;
+    for (const f of this.followers.values()) f.asked = new Set(remote.get(f));
+    if (remote.size === 0) return bytes;
     if (partials === null) {
       // Checked with the options: asynchronous rounds run on one node.
       throw new CohortError("INTERNAL", "only synchronous rounds take partial sums");
     }
     const { limits } = partials;
-    // A follower's members hold no version: each gets the full request, sealed once.
-    const request = this.local.sealModel(collector.round, broadcast.requestFor(null, null).payload);
-    for (const f of this.followers.values()) {
-      f.asked = new Set(remote.filter((id) => f.members.has(id)));
-      if (f.asked.size === 0) continue;
+    const request = this.fullRequest(broadcast);
+    for (const [f, cohort] of remote) {
       const start: RoundStart = {
         round: collector.round,
-        cohort: [...f.asked],
+        cohort,
         request,
         seed: limits.seed ?? 0,
         // Its partial must arrive before the round closes here.
@@ -223,7 +228,19 @@ export class LeaderTransport implements CohortTransport {
 
   modelFor(clientId: string, broadcast: RoundBroadcast): Uint8Array {
     if (this.ownerOf(clientId) === undefined) return this.local.modelFor(clientId, broadcast);
-    return this.local.sealModel(broadcast.round, broadcast.requestFor(null, null).payload);
+    return this.fullRequest(broadcast);
+  }
+
+  /**
+   * The sealed full request of `broadcast`, which every follower's member gets (they hold no
+   * version): sealed once per broadcast, however many members and steps ask for it.
+   */
+  private fullRequest(broadcast: RoundBroadcast): Uint8Array {
+    if (this.full?.broadcast !== broadcast) {
+      const { payload } = broadcast.requestFor(null, null);
+      this.full = { broadcast, sealed: this.local.sealModel(broadcast.round, payload) };
+    }
+    return this.full.sealed;
   }
 
   forgetModel(clientId: string): void {

@@ -339,11 +339,11 @@ export function checkClusterable(opts: CoordinatorOptions): void {
       "--mode async runs on one node: asynchronous rounds do not run in a cluster (--redis) yet",
     );
   }
-  const aggregator = resolveStrategy(opts.strategy).aggregator;
+  const { name, aggregator } = resolveStrategy(opts.strategy);
   if (!aggregator.linear) {
     throw new CohortError(
       "INVALID_OPTION",
-      `strategy ${resolveStrategy(opts.strategy).name} aggregates with ${aggregator.name}, which needs every update: in a cluster (--redis) followers send partial sums, so only linear aggregators (mean) run`,
+      `strategy ${name} aggregates with ${aggregator.name}, which needs every update: in a cluster (--redis) followers send partial sums, so only linear aggregators (mean) run`,
     );
   }
 }
