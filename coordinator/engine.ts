@@ -734,6 +734,15 @@ export class RoundEngine {
       evaluationMs: performance.now() - evalStart,
       bytesUp: outcome.bytesUp,
       bytesDown: outcome.bytesDown,
+      ...(outcome.partials === undefined
+        ? {}
+        : {
+            partials: {
+              nodes: outcome.partials.nodes,
+              bytes: outcome.partials.wire,
+              clientBytes: outcome.partials.clients,
+            },
+          }),
       secure: true,
       downlinkCodec: this.downlink?.codec.label ?? "float32",
       downlinkPatched: broadcast.patched,

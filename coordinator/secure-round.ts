@@ -45,6 +45,11 @@ export interface SecureOutcome {
   wordBits: number | null;
   /** Bytes of a 32-bit masked vector over the bytes of this round's (null: never set up). */
   maskedRatio: number | null;
+  /**
+   * The masked sums other nodes sent for their members: how many, the bytes they arrived in,
+   * and the bytes those members sent their nodes. Absent: every member answered here.
+   */
+  partials?: { nodes: number; wire: number; clients: number };
 }
 
 /** A quantizing codec's secure clip is this many times the cohort's mean RMS of last round. */
@@ -141,6 +146,7 @@ export async function runSecureRound(
   let bytesDown = 0;
   let wordBits: number | null = null;
   let maskedRatio: number | null = null;
+  const partials = { nodes: 0, wire: 0, clients: 0 };
   const outcome = (
     result: SecAggResult | null,
     abortReason: string | null,
@@ -155,6 +161,7 @@ export async function runSecureRound(
     noise,
     wordBits,
     maskedRatio,
+    ...(partials.nodes === 0 ? {} : { partials: { ...partials } }),
   });
   if (cohort.length < 2) {
     // Poisson sampling can draw fewer: a sum of one member would be that member's update.
@@ -263,16 +270,50 @@ export async function runSecureRound(
       parseShareKeys,
       (m) => server.receiveShareKeys(m),
     );
-    const masks = server.closeShareKeys();
-    await phase(
-      masks.map((message) => ({
-        index: message.index,
-        step: { phase: "collect-masked", message },
-      })),
-      opts.roundTimeoutMs,
-      parseMaskedInput,
-      (m) => server.receiveMaskedInput(m),
-    );
+    const masks = server.closeShareKeys().map((message) => ({
+      index: message.index,
+      step: { phase: "collect-masked", message } as const,
+    }));
+    // Members behind other nodes send their node, which sends one sum for them all.
+    const groups =
+      transport.requestMasked?.(
+        masks.map(({ index, step }) => {
+          const payload = encode(step);
+          bytesDown += payload.byteLength;
+          return { clientId: cohort[index]!, index, payload };
+        }),
+        opts.roundTimeoutMs,
+        setup,
+      ) ?? [];
+    const grouped = new Set(groups.flatMap((g) => g.clientIds));
+    const here = masks.filter(({ index }) => !grouped.has(cohort[index]!));
+    if (here.length === 0 && groups.length > 0) onPhase("collect-masked");
+    await Promise.all([
+      phase(here, opts.roundTimeoutMs, parseMaskedInput, (m) => server.receiveMaskedInput(m)),
+      ...groups.map(async (group) => {
+        try {
+          const sum = await group.sum;
+          bytesUp += sum.bytesUp;
+          partials.nodes++;
+          partials.wire += sum.wireBytes;
+          partials.clients += sum.bytesUp;
+          for (const f of sum.failures) failures.set(f.clientId, f);
+          if (sum.masked !== null) {
+            server.receiveMaskedSum({ round, indices: sum.indices, masked: sum.masked });
+          }
+        } catch (error) {
+          const e = toCohortError(error, "INVALID_MESSAGE");
+          debug("round %d collect-masked: a node's sum refused: %s", round, e.message);
+          for (const clientId of group.clientIds) {
+            failures.set(clientId, {
+              clientId,
+              code: e.code,
+              message: `collect-masked: its node's sum was lost or refused: ${e.message}`,
+            });
+          }
+        }
+      }),
+    ]);
     let unmasks;
     if (setup.consistency === true) {
       const checks = server.closeMaskedInputForCheck();

@@ -1,7 +1,7 @@
 /** How the round engine reaches clients: over socket.io in production, in-process in simulations. */
 import type { FitFailure, RunDone, UpdateReceipt } from "../protocol/messages.js";
 import type { Reply } from "../protocol/errors.js";
-import type { MemberCredential } from "../aggregation/secure/messages.js";
+import type { MemberCredential, SecAggSetup } from "../aggregation/secure/messages.js";
 import type { RoundFailure } from "../aggregation/fedavg.js";
 import type { RoundBroadcast } from "./downlink.js";
 
@@ -35,6 +35,36 @@ export interface SimulatedTime {
    * finished: false when nothing is in flight.
    */
   deliverNext(): Promise<boolean>;
+}
+
+/** One member's step of a secure phase, as `request` would send it. */
+export interface MemberStep {
+  clientId: string;
+  /** Its SecAgg index. */
+  index: number;
+  payload: Uint8Array;
+}
+
+/** The masked inputs of several members, summed by the node that holds them. */
+export interface MaskedSum {
+  node: string;
+  /** The SecAgg indices whose masked inputs are in `masked`. */
+  indices: number[];
+  /** Their sum (mod 2^32 per word), packed as one member's masked vector; null: nobody's. */
+  masked: Uint32Array | Uint8Array | null;
+  /** Members that did not answer with a masked input, and why. */
+  failures: RoundFailure[];
+  /** Bytes the members sent their node. */
+  bytesUp: number;
+  /** Bytes the sum arrived in. */
+  wireBytes: number;
+}
+
+/** Members a transport asks through another node: that node answers with one sum. */
+export interface MaskedGroup {
+  clientIds: readonly string[];
+  /** Rejects (with a CohortError) when the node's sum is lost or refused: all its members failed. */
+  sum: Promise<MaskedSum>;
 }
 
 /** What a request asks for: a SecAgg+ step (the default) or an evaluation of a model. */
@@ -75,6 +105,17 @@ export interface CohortTransport {
    * picks it, by the version that connection holds, sealed, and recorded as what it holds now.
    */
   modelFor(clientId: string, broadcast: RoundBroadcast): Uint8Array;
+  /**
+   * Where members sit behind other nodes (a cluster's followers): ask them for their masked
+   * inputs through their node, which checks and sums them, so one vector per node arrives, not
+   * one per member. Returns a group per node; members in none are asked one by one. Absent:
+   * every member is asked one by one.
+   */
+  requestMasked?(
+    steps: readonly MemberStep[],
+    timeoutMs: number,
+    setup: SecAggSetup,
+  ): MaskedGroup[];
   /** Forget what a member holds (its step with the model failed): its next model is full. */
   forgetModel(clientId: string): void;
   /**

@@ -99,28 +99,35 @@ describe("a cluster of coordinator nodes serves one run", () => {
     expect(maxDiff(await finalWeights(dir), await finalWeights(refDir))).toBeLessThan(1e-6);
   }, 180_000);
 
-  it("a secure round across three nodes gives the model of one node, within its quantization bound", async () => {
+  it("a secure round across three nodes: one masked sum per follower, and the model of one node within its quantization bound", async () => {
     // One round: after it, both models are within the round's error bound of the exact mean
     // (members round stochastically, so two secure runs are not equal bit for bit).
     const args = [
       ...base,
-      ...["--rounds", "1", "--secure", "--min-clients", "3", "--min-fit-clients", "3"],
+      ...["--rounds", "1", "--secure", "--min-clients", "4", "--min-fit-clients", "4"],
     ];
-    const floors = ["--secure-floors", "3,2,2"];
+    const floors = ["--secure-floors", "4,2,2"];
     const refDir = await reference(args, (url) =>
-      [0, 1, 2].map((i) => client(url, i, 3, 200, floors)),
+      [0, 1, 2, 3].map((i) => client(url, i, 4, 200, floors)),
     );
     const { nodes, dir, urls } = await cluster(args, ["a", "b", "c"]);
-    const clients = [0, 1, 2].map((i) => client(urls[i]!, i, 3, 200, floors));
+    // Node b holds two members: its masked sum stands for both.
+    const clients = [0, 1, 1, 2].map((node, i) => client(urls[node]!, i, 4, 200, floors));
     const exit = await nodes[0]!.exit;
     expect({ exit, last: exit === 0 ? [] : nodes[0]!.lines.slice(-10) }).toEqual({
       exit: 0,
       last: [],
     });
-    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0]);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0, 0]);
     const [m] = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
     const [ref] = (await fileLines(join(refDir, "metrics.jsonl"))).map((l) => JSON.parse(l));
-    expect([m.round, m.secure, m.participants]).toEqual([1, true, 3]);
+    expect([m.round, m.secure, m.participants]).toEqual([1, true, 4]);
+    // Three members' masked vectors reached the followers; two sums reached the leader.
+    const masked = (199_210 + 1) * 4;
+    expect(m.partials.nodes).toBe(2);
+    expect(m.partials.bytes).toBeGreaterThan(2 * masked);
+    expect(m.partials.bytes).toBeLessThan(2 * masked * 1.01);
+    expect(m.partials.clientBytes).toBeGreaterThan(3 * masked);
     const bound = m.secureErrorBound + ref.secureErrorBound;
     expect(bound).toBeGreaterThan(0);
     expect(bound).toBeLessThan(1e-2);

@@ -251,6 +251,29 @@ export class SecAggServer {
   }
 
   /**
+   * Phase collect-masked: add the masked inputs of several members, summed (mod 2^32 per word)
+   * and packed by the node that holds them. All or nothing: an index out of the round, seen
+   * before, or listed twice, or a sum of the wrong length, refuses the whole sum.
+   */
+  receiveMaskedSum(message: {
+    round: number;
+    indices: readonly number[];
+    masked: Uint32Array | Uint8Array;
+  }): void {
+    const what = `masked sum of ${message.indices.length} members`;
+    const seen = new Set<number>();
+    for (const index of message.indices) {
+      this.enter("collect-masked", { round: message.round, index }, what);
+      this.duplicate(this.maskedFrom, index, what);
+      this.duplicate(seen, index, what);
+      seen.add(index);
+    }
+    if (seen.size === 0) throw new CohortError("INVALID_MESSAGE", `${what}: it names nobody`);
+    addMasked(this.sum, message.masked, this.params, what);
+    for (const index of seen) this.maskedFrom.add(index);
+  }
+
+  /**
    * End of collect-masked: survivors are asked for the self-mask shares of their surviving
    * neighbours and the mask-key shares of the dropped ones, never both for one client. Aborts
    * when some survivor's or dropped client's shares could not reach t. In a round with the

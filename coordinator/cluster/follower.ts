@@ -11,7 +11,15 @@ import type { Server as HttpServer } from "node:http";
 import { io as connect, type Socket as ClientSocket } from "socket.io-client";
 import { weightedMean } from "../../aggregation/aggregators/mean.js";
 import { resolveCodec } from "../../aggregation/codecs/index.js";
-import { encode } from "../../protocol/codec.js";
+import type { RoundFailure } from "../../aggregation/fedavg.js";
+import {
+  addMasked,
+  encodedWords,
+  packMasked,
+  parseMaskedInput,
+  secureParams,
+} from "../../aggregation/secure/index.js";
+import { decode, encode } from "../../protocol/codec.js";
 import { CohortError, toCohortError } from "../../protocol/errors.js";
 import { parseTaskSpec } from "../../protocol/guards.js";
 import type { RunDone, TaskSpec } from "../../protocol/messages.js";
@@ -23,11 +31,13 @@ import type { SocketTransport } from "../socket-transport.js";
 import {
   encodePartial,
   LINK_NAMESPACE,
+  parseMaskedRound,
   parseRelayedRequest,
   parseRoundStart,
   type FollowerToLeader,
   type LeaderToFollower,
   type LinkRecord,
+  type MaskedReply,
   type RelayedReply,
 } from "./link.js";
 
@@ -113,6 +123,10 @@ export class Follower {
       if (typeof ack !== "function") return;
       void this.relay(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
     });
+    link.on("masked", (bytes: unknown, ack: unknown) => {
+      if (typeof ack !== "function") return;
+      void this.sumMasked(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
+    });
     link.on("forget", (clientId: unknown) => {
       if (typeof clientId === "string") transport.forgetModel(clientId);
     });
@@ -160,6 +174,48 @@ export class Follower {
       const e = toCohortError(error);
       return { ok: false, code: e.code, message: e.message };
     }
+  }
+
+  /**
+   * Ask this node's members for their masked inputs, check each as the leader would (round,
+   * index, length) and sum them: the leader receives one vector for all of them.
+   */
+  private async sumMasked(bytes: unknown): Promise<MaskedReply | RelayedReply> {
+    let asked;
+    try {
+      asked = parseMaskedRound(bytes);
+    } catch (error) {
+      const e = toCohortError(error);
+      return { ok: false, code: e.code, message: e.message };
+    }
+    const { setup, steps, timeoutMs } = asked;
+    const params = secureParams(setup);
+    const sum = new Uint32Array(encodedWords(params, setup.tensorSizes));
+    const indices: number[] = [];
+    const failures: RoundFailure[] = [];
+    let bytesUp = 0;
+    await Promise.all(
+      steps.map(async ({ clientId, index, payload }) => {
+        try {
+          const reply = await this.transport!.request(clientId, payload, timeoutMs, "secure");
+          bytesUp += reply.byteLength;
+          const m = parseMaskedInput(decode(reply));
+          if (m.index !== index || m.round !== setup.round) {
+            throw new CohortError(
+              "INVALID_MESSAGE",
+              `masked input claims index ${m.index} of round ${m.round}; the sender is ${index} of round ${setup.round}`,
+            );
+          }
+          addMasked(sum, m.masked, params, `masked input from ${index}`);
+          indices.push(index);
+        } catch (error) {
+          const e = toCohortError(error, "INVALID_MESSAGE");
+          failures.push({ clientId, code: e.code, message: `collect-masked: ${e.message}` });
+        }
+      }),
+    );
+    const masked = indices.length === 0 ? null : packMasked(sum, params);
+    return { indices, masked, failures, bytesUp };
   }
 
   /** Leave: close the link, every client socket and the server. Idempotent. */

@@ -3,24 +3,33 @@
  * the clients of every follower through that follower's link. A round's requests go to each
  * follower once (the model once per node, not per client); a follower answers with one
  * partial sum of its members' updates, so the leader receives O(nodes × model) bytes a round.
- * SecAgg+ steps and evaluations are relayed one client at a time. A follower whose link drops
+ * In a secure round, a follower sums its members' masked inputs the same way (one vector per
+ * node); the other SecAgg+ steps and evaluations are relayed one client at a time. A follower whose link drops
  * takes its members with it: to the round they are dropouts.
  */
 import type { Namespace, Socket } from "socket.io";
-import type { MemberCredential } from "../../aggregation/secure/messages.js";
 import { byteLengthOf, encode } from "../../protocol/codec.js";
 import { CohortError, toCohortError } from "../../protocol/errors.js";
 import type { RunDone, TaskSpec } from "../../protocol/messages.js";
 import type { RoundBroadcast } from "../downlink.js";
 import { RoundCollector } from "../round.js";
 import type { SocketTransport } from "../socket-transport.js";
-import type { CohortTransport, RequestKind, UpdateSink } from "../transport.js";
+import type { MemberCredential, SecAggSetup } from "../../aggregation/secure/messages.js";
+import type {
+  CohortTransport,
+  MaskedGroup,
+  MemberStep,
+  RequestKind,
+  UpdateSink,
+} from "../transport.js";
 import {
   decodePartial,
   openReply,
+  parseMaskedReply,
   secretMatches,
   type FollowerToLeader,
   type LeaderToFollower,
+  type MaskedRound,
   type MemberInfo,
   type RoundStart,
 } from "./link.js";
@@ -220,6 +229,40 @@ export class LeaderTransport implements CohortTransport {
       );
     }
     return openReply(reply);
+  }
+
+  requestMasked(
+    steps: readonly MemberStep[],
+    timeoutMs: number,
+    setup: SecAggSetup,
+  ): MaskedGroup[] {
+    const byNode = new Map<Follower, MemberStep[]>();
+    for (const step of steps) {
+      const owner = this.ownerOf(step.clientId);
+      if (owner === undefined) continue;
+      const mine = byNode.get(owner);
+      if (mine === undefined) byNode.set(owner, [step]);
+      else mine.push(step);
+    }
+    return [...byNode].map(([f, mine]) => {
+      const asked = new Map(mine.map((s) => [s.clientId, s.index] as const));
+      const round: MaskedRound = { setup, steps: mine, timeoutMs };
+      const sum = f.link
+        .timeout(timeoutMs + 2000)
+        .emitWithAck("masked", encode(round))
+        .then(
+          (reply: unknown) => parseMaskedReply(reply, asked, f.node),
+          (error: unknown) => {
+            throw error instanceof CohortError
+              ? error
+              : new CohortError(
+                  "DEADLINE_EXCEEDED",
+                  `no masked sum from node ${f.node} within ${timeoutMs} ms`,
+                );
+          },
+        );
+      return { clientIds: [...asked.keys()], sum };
+    });
   }
 
   sealModel(round: number, request: Uint8Array): Uint8Array {

@@ -9,12 +9,16 @@
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { WeightedSum } from "../../aggregation/aggregator.js";
 import type { RoundFailure } from "../../aggregation/fedavg.js";
-import type { MemberCredential } from "../../aggregation/secure/messages.js";
+import {
+  parseSecAggSetup,
+  type MemberCredential,
+  type SecAggSetup,
+} from "../../aggregation/secure/messages.js";
 import { checkWeights } from "../../aggregation/weights.js";
-import { decode, encode } from "../../protocol/codec.js";
+import { byteLengthOf, decode, encode } from "../../protocol/codec.js";
 import { CohortError, isErrorCode } from "../../protocol/errors.js";
 import type { FitMetrics, TensorSpec } from "../../protocol/messages.js";
-import type { RequestKind } from "../transport.js";
+import type { MaskedSum, MemberStep, RequestKind } from "../transport.js";
 import type { NodePartial, UpdateSummary } from "../round.js";
 
 /** The leader's namespace that followers connect to. */
@@ -89,6 +93,17 @@ export interface RelayedRequest {
 export type RelayedReply =
   { ok: true; payload: Uint8Array } | { ok: false; code: string; message: string };
 
+/** A secure round's masked inputs, asked of a follower's members (leader → follower, msgpack). */
+export interface MaskedRound {
+  /** The round's setup: how the follower checks and sums what its members send. */
+  setup: SecAggSetup;
+  steps: MemberStep[];
+  timeoutMs: number;
+}
+
+/** A follower's sum of its members' masked inputs (follower → leader, msgpack). */
+export type MaskedReply = Omit<MaskedSum, "node" | "wireBytes">;
+
 /** Events a follower sends the leader. */
 export interface FollowerToLeader {
   members: (members: MemberInfo[]) => void;
@@ -102,6 +117,7 @@ export interface LeaderToFollower {
   task: (task: unknown) => void;
   "round:start": (start: Uint8Array) => void;
   request: (request: Uint8Array, ack: (reply: Uint8Array) => void) => void;
+  masked: (round: Uint8Array, ack: (reply: Uint8Array) => void) => void;
   forget: (clientId: string) => void;
   done: (info: { runId: string; rounds: number }) => void;
 }
@@ -254,6 +270,86 @@ export function parseRoundStart(bytes: unknown): RoundStart {
     throw bad("round start: round, cohort, request, seed, deadlineMs, maxExamplesPerClient");
   }
   return o as unknown as RoundStart;
+}
+
+/** A masked round, checked. */
+export function parseMaskedRound(bytes: unknown): MaskedRound {
+  const o = record(decode(bytes), "masked round");
+  const steps = Array.isArray(o.steps)
+    ? o.steps.map((s: unknown) => record(s, "masked step"))
+    : null;
+  if (
+    steps === null ||
+    typeof o.timeoutMs !== "number" ||
+    !steps.every(
+      (s) =>
+        typeof s.clientId === "string" &&
+        Number.isInteger(s.index) &&
+        s.payload instanceof Uint8Array,
+    )
+  ) {
+    throw bad("masked round: setup, steps (clientId, index, payload) and timeoutMs required");
+  }
+  return {
+    setup: parseSecAggSetup(o.setup),
+    steps: steps as unknown as MemberStep[],
+    timeoutMs: o.timeoutMs,
+  };
+}
+
+/**
+ * A follower's masked sum, checked against what it was asked (`asked`: SecAgg index by client):
+ * only asked indices, each once; asked members it does not account for are failures.
+ */
+export function parseMaskedReply(
+  bytes: unknown,
+  asked: ReadonlyMap<string, number>,
+  node: string,
+): MaskedSum {
+  const o = record(decode(bytes), "masked sum");
+  if (o.ok === false) openReply(bytes); // throws the refusal it names
+  const { indices, masked, bytesUp } = o;
+  if (
+    !Array.isArray(indices) ||
+    !indices.every((i) => Number.isInteger(i)) ||
+    !(masked === null || masked instanceof Uint8Array || masked instanceof Uint32Array) ||
+    (masked === null) !== (indices.length === 0) ||
+    !Array.isArray(o.failures) ||
+    typeof bytesUp !== "number" ||
+    !(bytesUp >= 0)
+  ) {
+    throw bad("masked sum: indices, masked (null for none), failures and bytesUp required");
+  }
+  const byIndex = new Map([...asked].map(([id, i]) => [i, id] as const));
+  const summed = new Set<number>();
+  for (const i of indices as number[]) {
+    if (!byIndex.has(i) || summed.has(i)) {
+      throw bad(`masked sum: index ${i} was not asked of this node, or is listed twice`);
+    }
+    summed.add(i);
+  }
+  const failed = new Map<string, RoundFailure>();
+  for (const f of o.failures.map(parseFailure)) {
+    const index = asked.get(f.clientId);
+    if (index !== undefined && !summed.has(index)) failed.set(f.clientId, f);
+  }
+  for (const [clientId, index] of asked) {
+    if (!summed.has(index) && !failed.has(clientId)) {
+      failed.set(clientId, {
+        clientId,
+        code: "CLIENT_DISCONNECTED",
+        message: `its node ${node} sent no masked input of it`,
+      });
+    }
+  }
+  return {
+    node,
+    indices: [...summed],
+    masked: masked as Uint32Array | Uint8Array | null,
+    failures: [...failed.values()],
+    bytesUp,
+    wireBytes: byteLengthOf(bytes),
+  };
 }
 
 function record(raw: unknown, what: string): Record<string, unknown> {

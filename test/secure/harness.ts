@@ -242,12 +242,17 @@ export class TestRound {
       sent.set(message.index, reply);
       this.server.receiveMaskedInput(wire(reply, parseMaskedInput));
     }
+    this.closeMasked();
+    return sent;
+  }
+
+  /** Close collect-masked (after masked inputs reached the server some other way). */
+  closeMasked(): void {
     if (this.setup.consistency) {
       this.outbox.set("consistency", this.server.closeMaskedInputForCheck());
     } else {
       this.outbox.set("unmask", this.server.closeMaskedInput());
     }
-    return sent;
   }
 
   /** Consistency requests, as the server built them. */
