@@ -236,7 +236,14 @@ export async function runCoordinator(argv: string[]): Promise<number> {
   );
   if (node !== null) {
     node.guard(coordinator);
-    await node.advertise(flags.advertise ?? advertisedUrl(coordinator.url, flags.host), secret);
+    const url = flags.advertise ?? advertisedUrl(coordinator.url, flags.host);
+    await node.advertise(url, secret);
+    node.reportAs(() => ({
+      role: "leader",
+      url: coordinator.url,
+      clients: coordinator.clients().length,
+      partial: null,
+    }));
   }
   console.log(`backend ${coordinator.backend.name}; waiting for ${minClients} clients`);
   // An interrupt during the run is a failure (130); once the last round is recorded it is not.
@@ -291,6 +298,8 @@ async function followUntilLeading(
   options: Partial<CoordinatorOptions>,
 ): Promise<number | null> {
   const opts = resolveOptions(options, options.log!);
+  const standby = () => ({ role: "standby" as const, url: null, clients: 0, partial: null });
+  node.reportAs(standby);
   for (;;) {
     if ((await node.tryLead()) !== null) return null;
     const record = await node.leaderLink();
@@ -300,12 +309,13 @@ async function followUntilLeading(
     }
     let follower: Follower;
     try {
-      follower = await Follower.start(record, opts, node.options.node);
+      follower = await Follower.start(record, opts, node.options.node, () => node.roster.view());
     } catch (error) {
       opts.log(`cannot follow the leader: ${toCohortError(error).message}`);
       await node.pause();
       continue;
     }
+    node.reportAs(() => follower.report());
     let onSignal = () => undefined as void;
     const interrupted = new Promise<FollowerEnd>((resolve) => {
       onSignal = () => resolve({ lost: "interrupted" });
@@ -325,6 +335,7 @@ async function followUntilLeading(
       await new Promise((r) => setTimeout(r, 1000));
     }
     await follower.close();
+    node.reportAs(standby);
     if ("done" in how) {
       opts.log(`run ${how.done.runId} done after ${how.done.rounds} rounds`);
       await node.close();

@@ -39,8 +39,10 @@ import {
   locateAssets,
   serverTimeouts,
   StatusTracker,
+  type ClusterStatus,
   type StatusSnapshot,
 } from "./http/index.js";
+import type { EnginePhase } from "./phases.js";
 
 const debug = createDebug("cohort:coordinator");
 
@@ -240,7 +242,15 @@ export interface ClusterRole {
    */
   sharedState(specs: readonly TensorSpec[]): SharedState;
   /** The engine's transport: this node's own clients and the followers' (checks `opts`). */
-  transport(local: SocketTransport, task: TaskSpec, opts: CoordinatorOptions): CohortTransport;
+  transport(local: SocketTransport, task: TaskSpec, opts: CoordinatorOptions): ClusterTransport;
+  /** The cluster's nodes, for the dashboard and `/metrics`. */
+  view(): ClusterStatus | null;
+}
+
+/** A leader's transport: it also tells the followers each round's phases and metrics. */
+export interface ClusterTransport extends CohortTransport {
+  phase(round: number, phase: EnginePhase): void;
+  roundDone(metrics: RoundMetrics): void;
 }
 
 /** The http(s) server of a node: `handler` for the web routes, socket.io added by its transport. */
@@ -342,18 +352,30 @@ export async function createCoordinator(
   transport.on("rejected", (r) => status.reject(r));
   const { url, port } = await listen(http, opts);
   opts.log(`coordinator listening on ${url}`);
-  const engine = new RoundEngine(
-    opts,
-    task,
-    weights,
-    cluster?.transport(transport, task, opts) ?? transport,
-    { backend: backend.name },
-  );
+  const leading = cluster?.transport(transport, task, opts) ?? null;
+  if (cluster !== undefined) status.cluster = () => cluster.view();
+  const engine = new RoundEngine(opts, task, weights, leading ?? transport, {
+    backend: backend.name,
+  });
   engineRef = engine;
   if (shared !== null) engine.stateStore = shared;
   if (resume !== null) engine.resumeFrom(resume);
-  engine.onPhase = (round, phase) => status.phase(round, phase);
-  return new SocketCoordinator(engine, transport, status, http, backend, url, port, models);
+  engine.onPhase = (round, phase) => {
+    status.phase(round, phase);
+    leading?.phase(round, phase);
+  };
+  const coordinator = new SocketCoordinator(
+    engine,
+    transport,
+    status,
+    http,
+    backend,
+    url,
+    port,
+    models,
+  );
+  if (leading !== null) coordinator.on("round", (m) => leading.roundDone(m));
+  return coordinator;
 }
 
 class SocketCoordinator implements Coordinator {

@@ -14,8 +14,18 @@ import { freePort, redisPerTest } from "./helpers/redis.js";
 import { until } from "./helpers/wait.js";
 import { maxDiff } from "./helpers/weights.js";
 import { encode } from "../protocol/codec.js";
+import type { StatusSnapshot } from "../coordinator/http/status.js";
 
 const ROUNDS = 3;
+
+/** Wait until `check` resolves true (every 100 ms), or fail after `timeoutMs`. */
+async function poll(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 const base = [
   ...["--rounds", String(ROUNDS), "--seed", "5", "--host", "127.0.0.1", "--round-timeout", "60"],
 ];
@@ -97,6 +107,59 @@ describe("a cluster of coordinator nodes serves one run", () => {
     }
     // The followers' sums travel as float32 means: the model of one node within float error.
     expect(maxDiff(await finalWeights(dir), await finalWeights(refDir))).toBeLessThan(1e-6);
+  }, 180_000);
+
+  it("every node's dashboard status and /metrics show every node: role, clients, partial sizes, the lease", async () => {
+    const args = [...base, "--rounds", "2", "--min-clients", "2", "--min-fit-clients", "2"];
+    const { nodes, urls, ports } = await cluster(args, ["a", "b"]);
+    const status = async (port: number) =>
+      (await (await fetch(`http://127.0.0.1:${port}/api/status`)).json()) as StatusSnapshot;
+    const metrics = async (port: number) =>
+      await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    // One client on the follower: the leader waits for a second.
+    const first = client(urls[1]!, 0, 2, 200);
+    const seen = async (port: number) => {
+      const c = (await status(port)).cluster;
+      return c?.nodes.find((n) => n.node === "b")?.clients === 1 && c.leader === "a";
+    };
+    await poll(async () => (await seen(ports[0]!)) && (await seen(ports[1]!)), 30_000);
+    for (const [i, port] of ports.entries()) {
+      const c = (await status(port)).cluster!;
+      expect(c.node).toBe(["a", "b"][i]);
+      expect(c.nodes.map((n) => [n.node, n.role, n.clients])).toEqual([
+        ["a", "leader", 0],
+        ["b", "follower", 1],
+      ]);
+      expect(c.leaseHeldMs).toBeGreaterThanOrEqual(0);
+      expect(c.leaseRenewedMsAgo).toBeLessThanOrEqual(2000);
+      const text = await metrics(port);
+      expect(text).toContain('cohort_cluster_node_clients{cluster="n",node="b"} 1');
+      expect(text).toContain('cohort_cluster_leader_info{cluster="n",node="a"} 1');
+      expect(text).toMatch(/cohort_cluster_lease_ttl_seconds\{cluster="n"\} 2\n/);
+    }
+    // The second client, on the leader, trains long each round.
+    const second = client(urls[0]!, 1, 2, 3000);
+    const reported = async () => {
+      const s = await status(ports[1]!);
+      const b = s.cluster?.nodes.find((n) => n.node === "b");
+      return s.history.length >= 1 && b?.partial?.round === 1 ? s : null;
+    };
+    await poll(async () => (await reported()) !== null, 60_000);
+    const s = (await reported())!;
+    // The follower's page shows the leader's rounds, and what it sent for round 1.
+    expect(s.history[0]!.participants).toBe(2);
+    const b = s.cluster!.nodes.find((n) => n.node === "b")!;
+    const modelBytes = 199_210 * 4;
+    expect(b.partial!.bytes).toBeGreaterThan(modelBytes);
+    expect(b.partial!.bytes).toBeLessThan(modelBytes * 1.01);
+    expect(b.partial!.clientBytes).toBeGreaterThan(modelBytes);
+    // The leader's /metrics has it too, once it read b's report (every third of the TTL).
+    const partialLine = /cohort_cluster_node_partial_bytes\{cluster="n",node="b"\} (\d+)\n/;
+    await poll(async () => partialLine.test(await metrics(ports[0]!)), 10_000);
+    const [, shown] = partialLine.exec(await metrics(ports[0]!))!;
+    expect(Number(shown)).toBeGreaterThan(modelBytes);
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await Promise.all([first.exit, second.exit])).toEqual([0, 0]);
   }, 180_000);
 
   it("a secure round across three nodes: one masked sum per follower, and the model of one node within its quantization bound", async () => {

@@ -95,6 +95,32 @@ function renderBuffer(s: StatusSnapshot): void {
     `<svg class="staleness" width="${counts.length * w}" height="90" role="img" aria-label="updates by staleness: ${counts.map((n, i) => `${n} at ${i}`).join(", ")}">${bars}</svg>`;
 }
 
+/** The cluster panel: every node, its role, clients and last partial; who holds the lease. */
+function renderCluster(s: StatusSnapshot): void {
+  const c = s.cluster;
+  ($("cluster-panel") as HTMLElement).hidden = c === null;
+  if (c === null) return;
+  const held = c.leaseHeldMs === null ? "" : `, held ${seconds(c.leaseHeldMs)}`;
+  const renewed =
+    c.leaseRenewedMsAgo === null ? "" : `, renewed ${seconds(c.leaseRenewedMsAgo)} ago`;
+  $("cluster-lease").textContent =
+    `cluster ${c.name} · this page from ${c.node} · ` +
+    (c.leader === null
+      ? "no leader now"
+      : `lease: ${c.leader}${held}${renewed} (TTL ${seconds(c.leaseTtlMs)})`);
+  $("cluster-nodes").innerHTML = c.nodes
+    .map(
+      (n) =>
+        `<tr data-node="${esc(n.node)}"><td>${esc(n.node)}${n.node === c.node ? " (this page)" : ""}</td>` +
+        `<td class="role ${n.role}">${n.role}</td><td>${esc(n.url ?? "–")}</td>` +
+        `<td class="num">${n.clients}</td>` +
+        `<td class="num">${n.partial === null ? "–" : `${bytes(n.partial.bytes)} (round ${n.partial.round})`}</td>` +
+        `<td class="num">${n.partial === null ? "–" : bytes(n.partial.clientBytes)}</td>` +
+        `<td class="num">${seconds(n.seenMsAgo)} ago</td></tr>`,
+    )
+    .join("");
+}
+
 /** A short platform: the browser and version from a user agent, or Node's own line. */
 function platform(text: string): string {
   const browser = /(HeadlessChrome|Chrome|Firefox|Safari)\/(\d+)/.exec(text);
@@ -123,6 +149,7 @@ function render(s: StatusSnapshot): void {
   renderCodec(s);
   renderVersions(s);
   renderBuffer(s);
+  renderCluster(s);
   $("chart").innerHTML = chartSvg(s.history, s.roundsTotal);
   $("bytes-chart").innerHTML = bytesChartSvg(s.history, s.roundsTotal);
   $("clients").innerHTML = s.clients

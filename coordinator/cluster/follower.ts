@@ -29,6 +29,16 @@ import type { CoordinatorOptions } from "../options.js";
 import { RoundCollector, type NodePartial, type RoundOutcome } from "../round.js";
 import type { SocketTransport } from "../socket-transport.js";
 import {
+  accessPolicy,
+  createHttpHandler,
+  locateAssets,
+  StatusTracker,
+  type ClusterStatus,
+} from "../http/index.js";
+import { ENGINE_PHASES, type EnginePhase } from "../phases.js";
+import type { RoundMetrics } from "../run-store.js";
+import type { NodeReport } from "./roster.js";
+import {
   encodePartial,
   LINK_NAMESPACE,
   parseMaskedRound,
@@ -53,6 +63,9 @@ export class Follower {
   private transport: SocketTransport | null = null;
   private http: HttpServer | null = null;
   private closed = false;
+  private url: string | null = null;
+  /** What this node last sent the leader for a round. */
+  private lastPartial: NodeReport["partial"] = null;
 
   private constructor(
     private readonly link: Link,
@@ -71,6 +84,8 @@ export class Follower {
     record: LinkRecord,
     opts: CoordinatorOptions,
     node: string,
+    /** The cluster's nodes, for this node's dashboard and `/metrics`. */
+    view: () => ClusterStatus | null = () => null,
   ): Promise<Follower> {
     const link: Link = connect(new URL(LINK_NAMESPACE, record.url).toString(), {
       auth: { node, secret: record.secret },
@@ -78,15 +93,22 @@ export class Follower {
       reconnection: false,
     });
     const follower = new Follower(link, opts, node);
-    const task = await new Promise<TaskSpec>((resolve, reject) => {
+    const task = await new Promise<{ task: TaskSpec; run: RunShown }>((resolve, reject) => {
       const timer = setTimeout(
         () => reject(new CohortError("CONNECTION_FAILED", `no task from the leader within 10 s`)),
         10_000,
       );
-      link.once("task", (raw: unknown) => {
+      link.once("task", (raw: unknown, run: unknown) => {
         clearTimeout(timer);
         try {
-          resolve(parseTaskSpec(raw));
+          const r = (typeof run === "object" && run !== null ? run : {}) as Partial<RunShown>;
+          resolve({
+            task: parseTaskSpec(raw),
+            run: {
+              strategy: typeof r.strategy === "string" ? r.strategy.slice(0, 64) : "",
+              rounds: typeof r.rounds === "number" ? r.rounds : 0,
+            },
+          });
         } catch (error) {
           reject(toCohortError(error, "INVALID_MESSAGE"));
         }
@@ -99,19 +121,49 @@ export class Follower {
       link.disconnect();
       throw error;
     });
-    await follower.serve(task);
+    await follower.serve(task.task, task.run, view);
     return follower;
   }
 
-  private async serve(task: TaskSpec): Promise<void> {
+  private async serve(
+    task: TaskSpec,
+    run: RunShown,
+    view: () => ClusterStatus | null,
+  ): Promise<void> {
     const { opts, link } = this;
-    const http = serverFor(opts, (_req, res) => {
-      res.writeHead(404, { "content-type": "text/plain" }).end("a follower node serves clients\n");
+    // The dashboard and `/metrics` here show the leader's run (its phases and rounds, sent
+    // over the link), this node's clients and the cluster's nodes.
+    const status = new StatusTracker({
+      runId: task.runId,
+      model: { name: task.model.name, numParameters: task.model.numParameters },
+      secure: task.secure,
+      ...run,
     });
+    status.cluster = view;
+    const http = serverFor(
+      opts,
+      createHttpHandler({
+        status,
+        assets: locateAssets(),
+        access: accessPolicy(opts),
+        models: null,
+      }),
+    );
     // No signing key here: the leader seals every model, and this node forwards its bytes.
     const transport = socketTransport(http, task, opts, null);
     this.http = http;
     this.transport = transport;
+    transport.on("join", (c) => status.join(c));
+    transport.on("leave", (c) => status.leave(c));
+    transport.on("rejected", (r) => status.reject(r));
+    link.on("phase", (round: unknown, phase: unknown) => {
+      if (typeof round === "number" && ENGINE_PHASES.includes(phase as EnginePhase)) {
+        status.phase(round, phase as EnginePhase);
+      }
+    });
+    link.on("round:done", (m: unknown) => {
+      if (isRoundMetrics(m)) status.completed(m);
+    });
     const member = (clientId: string) => ({
       clientId,
       credential: transport.credentialOf(clientId),
@@ -138,6 +190,7 @@ export class Follower {
       this.end({ lost: `link to the leader lost (${reason})` }),
     );
     const { url } = await listen(http, opts);
+    this.url = url;
     opts.log(`follower ${this.node} serving the leader's run ${task.runId} on ${url}`);
     link.emit("members", transport.available().map(member));
   }
@@ -161,7 +214,14 @@ export class Follower {
     });
     transport.startRound(collector, RoundBroadcast.plain(start.round, start.request));
     void collector.done.then((outcome) => {
-      if (!this.closed) this.link.emit("partial", encodePartial(partialOf(outcome)));
+      if (this.closed) return;
+      const bytes = encodePartial(partialOf(outcome));
+      this.lastPartial = {
+        round: start.round,
+        bytes: bytes.byteLength,
+        clientBytes: outcome.bytesUp,
+      };
+      this.link.emit("partial", bytes);
     });
   }
 
@@ -215,7 +275,18 @@ export class Follower {
       }),
     );
     const masked = indices.length === 0 ? null : packMasked(sum, params);
+    this.lastPartial = { round: setup.round, bytes: masked?.byteLength ?? 0, clientBytes: bytesUp };
     return { indices, masked, failures, bytesUp };
+  }
+
+  /** This node as the cluster's roster shows it. */
+  report(): NodeReport {
+    return {
+      role: "follower",
+      url: this.url,
+      clients: this.transport?.available().length ?? 0,
+      partial: this.lastPartial,
+    };
   }
 
   /** Leave: close the link, every client socket and the server. Idempotent. */
@@ -227,6 +298,24 @@ export class Follower {
     this.http?.closeAllConnections?.();
     this.end({ lost: "closed" });
   }
+}
+
+/** The run as the leader describes it to followers' dashboards. */
+interface RunShown {
+  strategy: string;
+  rounds: number;
+}
+
+/** Round metrics as the leader relays them (checked enough for the dashboard to read). */
+function isRoundMetrics(m: unknown): m is RoundMetrics {
+  const o = (typeof m === "object" && m !== null ? m : {}) as Partial<RoundMetrics>;
+  return (
+    typeof o.round === "number" &&
+    Array.isArray(o.failureReasons) &&
+    Array.isArray(o.clients) &&
+    typeof o.bytesUp === "number" &&
+    typeof o.timestamp === "string"
+  );
 }
 
 /** A round's outcome here as one partial: the accepted updates summed, the rest as they were. */

@@ -14,14 +14,11 @@ import type { RunDone, TaskSpec } from "../../protocol/messages.js";
 import type { RoundBroadcast } from "../downlink.js";
 import { RoundCollector } from "../round.js";
 import type { SocketTransport } from "../socket-transport.js";
+import type { ClusterTransport } from "../coordinator.js";
+import type { EnginePhase } from "../phases.js";
+import type { RoundMetrics } from "../run-store.js";
 import type { MemberCredential, SecAggSetup } from "../../aggregation/secure/messages.js";
-import type {
-  CohortTransport,
-  MaskedGroup,
-  MemberStep,
-  RequestKind,
-  UpdateSink,
-} from "../transport.js";
+import type { MaskedGroup, MemberStep, RequestKind, UpdateSink } from "../transport.js";
 import {
   decodePartial,
   openReply,
@@ -51,14 +48,18 @@ export interface LeaderTransportOptions {
   secret: string;
   /** The run's task, sent to each follower as it links. */
   task: TaskSpec;
+  /** The run's strategy and rounds, for the followers' dashboards. */
+  run: { strategy: string; rounds: number };
   log: (line: string) => void;
 }
 
-export class LeaderTransport implements CohortTransport {
+export class LeaderTransport implements ClusterTransport {
   private readonly followers = new Map<string, Follower>();
   private round: { collector: UpdateSink; partials: RoundCollector | null } | null = null;
   private waiters: { n: number; resolve: () => void }[] = [];
   private full: { broadcast: RoundBroadcast; sealed: Uint8Array } | null = null;
+  /** The engine's phase now, for a follower that links later. */
+  private lastPhase: { round: number; phase: EnginePhase } | null = null;
 
   constructor(
     private readonly local: SocketTransport,
@@ -91,7 +92,8 @@ export class LeaderTransport implements CohortTransport {
     const follower: Follower = { node, link, members: new Map(), asked: new Set() };
     this.followers.set(node, follower);
     this.options.log(`cluster: follower ${node} linked`);
-    link.emit("task", this.options.task);
+    link.emit("task", this.options.task, this.options.run);
+    if (this.lastPhase !== null) link.emit("phase", this.lastPhase.round, this.lastPhase.phase);
     link.on("members", (members) => {
       follower.members.clear();
       for (const m of parseMembers(members)) follower.members.set(m.clientId, m.credential);
@@ -295,6 +297,16 @@ export class LeaderTransport implements CohortTransport {
     return owner === undefined
       ? this.local.credentialOf(clientId)
       : (owner.members.get(clientId) ?? null);
+  }
+
+  /** Followers show the run's progress on their dashboards too. */
+  phase(round: number, phase: EnginePhase): void {
+    this.lastPhase = { round, phase };
+    this.nsp.emit("phase", round, phase);
+  }
+
+  roundDone(metrics: RoundMetrics): void {
+    this.nsp.emit("round:done", metrics);
   }
 
   finish(info: RunDone): void {

@@ -20,6 +20,8 @@ import { CohortError, isErrorCode } from "../../protocol/errors.js";
 import type { FitMetrics, TensorSpec } from "../../protocol/messages.js";
 import type { MaskedSum, MemberStep, RequestKind } from "../transport.js";
 import type { NodePartial, UpdateSummary } from "../round.js";
+import type { EnginePhase } from "../phases.js";
+import type { RoundMetrics } from "../run-store.js";
 
 /** The leader's namespace that followers connect to. */
 export const LINK_NAMESPACE = "/cluster";
@@ -114,11 +116,14 @@ export interface FollowerToLeader {
 
 /** Events the leader sends a follower. */
 export interface LeaderToFollower {
-  task: (task: unknown) => void;
+  /** The run's task, and what the followers' dashboards say of the run. */
+  task: (task: unknown, run: { strategy: string; rounds: number }) => void;
   "round:start": (start: Uint8Array) => void;
   request: (request: Uint8Array, ack: (reply: Uint8Array) => void) => void;
   masked: (round: Uint8Array, ack: (reply: Uint8Array) => void) => void;
   forget: (clientId: string) => void;
+  phase: (round: number, phase: EnginePhase) => void;
+  "round:done": (metrics: RoundMetrics) => void;
   done: (info: { runId: string; rounds: number }) => void;
 }
 

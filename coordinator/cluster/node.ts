@@ -21,6 +21,7 @@ import { FencedStore, leaseKeys, RedisLease, type RedisCommands } from "./lease.
 import { RedisStateStore } from "./redis-state.js";
 import { LeaderTransport } from "./leader-transport.js";
 import { LINK_NAMESPACE, parseLinkRecord, type LinkRecord } from "./link.js";
+import { replyEntries, Roster, type NodeReport } from "./roster.js";
 import type { ClusterRole } from "../coordinator.js";
 import type { CoordinatorOptions } from "../options.js";
 import { resolveStrategy } from "../../aggregation/strategies/index.js";
@@ -89,6 +90,9 @@ interface RedisClient extends RedisCommands {
 /** One node's membership of its cluster: the Redis connection, the lease and its renewal. */
 export class ClusterNode {
   readonly lease: RedisLease;
+  /** Where this node reports itself and reads the others (dashboard, `/metrics`). */
+  readonly roster: Roster;
+  private leaseSince: number | null = null;
   private renewal: NodeJS.Timeout | null = null;
   private lastRenewed = 0;
   private lost: CohortError | null = null;
@@ -106,6 +110,22 @@ export class ClusterNode {
       keys: leaseKeys(options.name),
       node: options.node,
       ttlMs: options.leaseTtlMs,
+    });
+    this.roster = new Roster(commands(redis), {
+      name: options.name,
+      node: options.node,
+      leaseTtlMs: options.leaseTtlMs,
+      leaseKey: leaseKeys(options.name).lease,
+    });
+  }
+
+  /** Report this node as `report()` says (the leader's report adds when it took the lease). */
+  reportAs(report: () => NodeReport): void {
+    this.roster.reportAs(() => {
+      const r = report();
+      return r.role === "leader" && this.leaseSince !== null
+        ? { ...r, leaseSince: this.leaseSince }
+        : r;
     });
   }
 
@@ -180,6 +200,7 @@ export class ClusterNode {
       if (token !== null) {
         this.log(`cluster ${name}: node ${node} leads (lease token ${token})`);
         this.lastRenewed = Date.now();
+        this.leaseSince = this.lastRenewed;
         this.renewal = setInterval(() => void this.renew(), Math.max(5, leaseTtlMs / 3));
         return token;
       }
@@ -248,9 +269,11 @@ export class ClusterNode {
   role(secret: string, log: (line: string) => void): ClusterRole {
     return {
       sharedState: (specs) => this.sharedState(specs),
+      view: () => this.roster.view(),
       transport: (local, task, opts) => {
         checkClusterable(opts);
-        return new LeaderTransport(local, local.io.of(LINK_NAMESPACE), { secret, task, log });
+        const run = { strategy: resolveStrategy(opts.strategy).name, rounds: opts.rounds };
+        return new LeaderTransport(local, local.io.of(LINK_NAMESPACE), { secret, task, run, log });
       },
     };
   }
@@ -312,6 +335,7 @@ export class ClusterNode {
     if (this.closed) return;
     this.closed = true;
     this.stopRenewal();
+    await withTimeout(this.roster.stop(), 2000, "").catch(() => undefined);
     try {
       if (this.lost === null) {
         await withTimeout(this.lease.release(), 2000, "redis did not answer");
@@ -355,15 +379,7 @@ function commands(redis: RedisClient): RedisCommands {
 
 /** `CONFIG GET`'s reply (a flat list, or a map under RESP3) as an object. */
 function configMap(reply: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (Array.isArray(reply)) {
-    for (let i = 0; i + 1 < reply.length; i += 2) out[String(reply[i])] = String(reply[i + 1]);
-  } else if (reply instanceof Map) {
-    for (const [k, v] of reply) out[String(k)] = String(v);
-  } else if (typeof reply === "object" && reply !== null) {
-    for (const [k, v] of Object.entries(reply)) out[k] = String(v);
-  }
-  return out;
+  return Object.fromEntries(replyEntries(reply).map(([k, v]) => [k, String(v)]));
 }
 
 /** `work`, or a `CONNECTION_FAILED` rejection after `ms`. */

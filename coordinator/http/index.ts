@@ -4,7 +4,15 @@ export { accessPolicy, type AccessPolicy } from "./access.js";
 export { limitConnectionsPerAddress, serverTimeouts, type ServerTimeouts } from "./limits.js";
 export { locateAssets, WASM_FILES, type Assets } from "./assets.js";
 export { StatusTracker } from "./status.js";
-export type { StatusSnapshot, ClientStatus, FailureStatus, RoundPoint, RunInfo } from "./status.js";
+export type {
+  StatusSnapshot,
+  ClientStatus,
+  ClusterStatus,
+  ClusterNodeStatus,
+  FailureStatus,
+  RoundPoint,
+  RunInfo,
+} from "./status.js";
 export {
   exposition,
   statusFamilies,

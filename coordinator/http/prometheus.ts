@@ -1,6 +1,6 @@
 /** `GET /metrics`: the run's status in the Prometheus text exposition format (version 0.0.4). */
 import { ENGINE_PHASES } from "../phases.js";
-import type { StatusSnapshot } from "./status.js";
+import type { ClusterNodeStatus, ClusterStatus, StatusSnapshot } from "./status.js";
 
 /** One metric family: its `# HELP`, `# TYPE` and samples. */
 export interface MetricFamily {
@@ -204,6 +204,83 @@ function versionFamilies(s: StatusSnapshot): MetricFamily[] {
       b.fill / b.size,
     );
     one("cohort_buffer_in_flight", "Asynchronous mode: clients training now.", "gauge", b.inFlight);
+  }
+  if (s.cluster !== null) families.push(...clusterFamilies(s.cluster));
+  return families;
+}
+
+/** A cluster's nodes, as any node sees them (from the cluster's Redis). */
+function clusterFamilies(c: ClusterStatus): MetricFamily[] {
+  const perNode = (
+    name: string,
+    help: string,
+    value: (n: ClusterNodeStatus) => number | null,
+  ): MetricFamily => ({
+    name,
+    help,
+    type: "gauge",
+    samples: c.nodes.flatMap((n) => {
+      const v = value(n);
+      return v === null ? [] : [{ labels: { cluster: c.name, node: n.node }, value: v }];
+    }),
+  });
+  const families: MetricFamily[] = [
+    {
+      name: "cohort_cluster_node_info",
+      help: "One sample per node of the cluster, with its role (leader, follower, standby); 1 for the node serving this page.",
+      type: "gauge",
+      samples: c.nodes.map((n) => ({
+        labels: { cluster: c.name, node: n.node, role: n.role },
+        value: n.node === c.node ? 1 : 0,
+      })),
+    },
+    perNode("cohort_cluster_node_clients", "Clients connected to each node.", (n) => n.clients),
+    perNode(
+      "cohort_cluster_node_partial_bytes",
+      "Bytes of the last partial sum each follower sent the leader.",
+      (n) => n.partial?.bytes ?? null,
+    ),
+    perNode(
+      "cohort_cluster_node_partial_client_bytes",
+      "Bytes the members of each follower sent it for that partial.",
+      (n) => n.partial?.clientBytes ?? null,
+    ),
+    perNode(
+      "cohort_cluster_node_report_age_seconds",
+      "Seconds since each node last reported itself.",
+      (n) => n.seenMsAgo / 1000,
+    ),
+  ];
+  const gauges: [string, string, number | null][] = [
+    [
+      "cohort_cluster_lease_held_seconds",
+      "Seconds the leader has held its lease.",
+      toSeconds(c.leaseHeldMs),
+    ],
+    [
+      "cohort_cluster_lease_renewed_seconds",
+      "Seconds since the leader last renewed its lease (it lapses at the TTL).",
+      toSeconds(c.leaseRenewedMsAgo),
+    ],
+    ["cohort_cluster_lease_ttl_seconds", "The lease's TTL.", c.leaseTtlMs / 1000],
+  ];
+  for (const [name, help, value] of gauges) {
+    if (value !== null) {
+      families.push({
+        name,
+        help,
+        type: "gauge",
+        samples: [{ labels: { cluster: c.name }, value }],
+      });
+    }
+  }
+  if (c.leader !== null) {
+    families.push({
+      name: "cohort_cluster_leader_info",
+      help: "The node holding the cluster's lease (always 1).",
+      type: "gauge",
+      samples: [{ labels: { cluster: c.name, node: c.leader }, value: 1 }],
+    });
   }
   return families;
 }

@@ -99,6 +99,34 @@ export interface BufferStatus {
   staleness: number[];
 }
 
+/** One node of a cluster, as it last reported itself (every third of the lease's TTL). */
+export interface ClusterNodeStatus {
+  node: string;
+  /** `standby`: neither leading nor following (between leaders). */
+  role: "leader" | "follower" | "standby";
+  /** Where its clients connect; null while it serves none. */
+  url: string | null;
+  clients: number;
+  /** What it last sent the leader for a round: its partial's bytes and its members' bytes. */
+  partial: { round: number; bytes: number; clientBytes: number } | null;
+  /** Milliseconds since its report. */
+  seenMsAgo: number;
+}
+
+/** A cluster's nodes as the node serving the page sees them (from the cluster's Redis). */
+export interface ClusterStatus {
+  name: string;
+  /** The node serving this status. */
+  node: string;
+  /** Who holds the lease, or null. */
+  leader: string | null;
+  /** Milliseconds the leader has held its lease, and since it last renewed it. */
+  leaseHeldMs: number | null;
+  leaseRenewedMsAgo: number | null;
+  leaseTtlMs: number;
+  nodes: ClusterNodeStatus[];
+}
+
 /** What `GET /api/status` returns. */
 export interface StatusSnapshot {
   runId: string;
@@ -133,6 +161,8 @@ export interface StatusSnapshot {
   };
   /** Asynchronous mode: the buffer now (null in synchronous runs). */
   buffer: BufferStatus | null;
+  /** A cluster's nodes (null: one coordinator). */
+  cluster: ClusterStatus | null;
 }
 
 /** What the tracker is told about the run when it starts. */
@@ -160,6 +190,8 @@ export class StatusTracker {
   private latest: number | null = null;
   private rejectedVersions = 0;
   private bufferState: BufferStatus | null = null;
+  /** Where the cluster's view comes from (null: one coordinator). */
+  cluster: (() => ClusterStatus | null) | null = null;
 
   constructor(private readonly run: RunInfo) {}
 
@@ -300,6 +332,7 @@ export class StatusTracker {
         rejected: this.rejectedVersions,
       },
       buffer: this.bufferState === null ? null : { ...this.bufferState },
+      cluster: this.cluster?.() ?? null,
     };
   }
 }
