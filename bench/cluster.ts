@@ -5,7 +5,10 @@
  * (each answers with a zero delta), spread evenly over the nodes. Per configuration: the
  * connect rate, round times, the peak RSS of every node, and the leader's inbound bytes per
  * round (its own clients' updates plus the followers' partial sums). Then the McMahan CNN with
- * 50 clients: the leader's inbound MiB per round at 1 and 4 nodes.
+ * 50 clients: the leader's inbound MiB per round at 1 and 4 nodes; and SecAgg+ rounds of the MLP
+ * with 12 real `cohort client` processes at 1 and 4 nodes (followers send one masked sum each).
+ * `CLUSTER_SECURE=0` leaves the secure runs out; `CLUSTER_SECURE_NODES=1,4` picks their nodes
+ * (an empty `CLUSTER_CLIENTS=` leaves the plain grid out).
  *
  * `BENCH_QUICK=1`: 1 and 2 nodes with 1,000 clients only. `CLUSTER_CLIENTS=1000,4000` and
  * `CLUSTER_NODES=1,4` pick the grid. Writes `docs/figures/cluster.md` and `.json` (full run).
@@ -31,7 +34,12 @@ const CLI = fileURLToPath(new URL("../bin/cohort.js", import.meta.url));
 
 function grid(name: string, fallback: number[]): number[] {
   const v = process.env[name];
-  return v === undefined ? fallback : v.split(",").map(Number);
+  return v === undefined
+    ? fallback
+    : v
+        .split(",")
+        .map(Number)
+        .filter((n) => n > 0);
 }
 
 /** A load generator: clients `from`…`to`−1, client i on `urls[i % urls.length]`. */
@@ -252,6 +260,84 @@ async function runCluster(
   };
 }
 
+/** A secure round's figures: the leader's inbound per round against one masked vector. */
+interface SecureResult {
+  nodes: number;
+  clients: number;
+  roundMs: number[];
+  leaderInboundMiB: number;
+  fromFollowersMiB: number;
+  /** What the followers' members sent them (in the leader's inbound at 1 node). */
+  followersReceivedMiB: number;
+  modelMiB: number;
+}
+
+/**
+ * SecAgg+ rounds of the MLP (199,210 parameters) with real `cohort client` processes (digits,
+ * wasm), spread evenly over `nodes` nodes: the leader's inbound bytes per round.
+ */
+async function runSecure(nodes: number, clients: number): Promise<SecureResult> {
+  const redis = await startRedis();
+  const runDir = mkdtempSync(join(tmpdir(), "cohort-bench-cluster-secure-"));
+  const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()));
+  const urls = ports.map((p) => `http://127.0.0.1:${p}`);
+  const procs: ChildProcess[] = [];
+  const started = (child: ChildProcess, pattern: RegExp) =>
+    new Promise<void>((resolve) => {
+      let text = "";
+      child.stdout!.on("data", (b: Buffer) => {
+        text += b.toString();
+        if (pattern.test(text)) resolve();
+      });
+    });
+  const spawnCli = (args: string[]) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    child.stderr!.resume();
+    procs.push(child);
+    return child;
+  };
+  const node = (i: number) =>
+    spawnCli([
+      ...["coordinator", "--port", String(ports[i]), "--host", "127.0.0.1", "--secure"],
+      ...["--rounds", String(ROUNDS), "--seed", "1", "--round-timeout", "120"],
+      ...["--min-clients", String(clients), "--min-fit-clients", String(clients)],
+      ...["--redis", redis.url, "--cluster", "bench", "--node", `n${i}`, "--run-dir", runDir],
+    ]);
+  const leader = node(0);
+  const leaderExit = new Promise<number | null>((r) => leader.once("exit", (code) => r(code)));
+  await started(leader, /listening on/);
+  for (let i = 1; i < nodes; i++) await started(node(i), /serving the leader's run/);
+  for (let c = 0; c < clients; c++) {
+    const url = [...urls.slice(c % nodes), ...urls.slice(0, c % nodes)].join(",");
+    spawnCli([
+      ...["client", "--url", url, "--dataset", "mnist", "--backend", "wasm"],
+      ...["--client-index", String(c), "--num-clients", String(clients), "--max-examples", "100"],
+      ...["--secure-floors", `${clients},2,2`],
+    ]).stdout!.resume();
+  }
+  const exit = await leaderExit;
+  for (const p of procs) p.kill("SIGKILL");
+  await redis.stop("SIGKILL");
+  if (exit !== 0) throw new Error(`the secure leader exited with ${exit}`);
+  const rounds = readFileSync(join(runDir, "metrics.jsonl"), "utf8")
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as RoundLine);
+  const mean = (f: (r: RoundLine) => number) =>
+    rounds.reduce((a, r) => a + f(r), 0) / rounds.length / 2 ** 20;
+  return {
+    nodes,
+    clients,
+    roundMs: rounds.map((r) => r.durationMs),
+    leaderInboundMiB: mean(
+      (r) => r.bytesUp - (r.partials?.clientBytes ?? 0) + (r.partials?.bytes ?? 0),
+    ),
+    fromFollowersMiB: mean((r) => r.partials?.bytes ?? 0),
+    followersReceivedMiB: mean((r) => r.partials?.clientBytes ?? 0),
+    modelMiB: ((199_210 + 1) * 4) / 2 ** 20,
+  };
+}
+
 /** A configuration's result with nothing measured yet (all a stalled one has). */
 function empty(nodes: number, clients: number, model: string, modelBytes: number): Result {
   return {
@@ -297,6 +383,19 @@ async function main(): Promise<void> {
       show(await runCluster(tinyFile, tinyBytes, nodes, clients));
     }
   }
+  const secure: SecureResult[] = [];
+  if (process.env.CLUSTER_SECURE !== "0") {
+    for (const nodes of grid("CLUSTER_SECURE_NODES", QUICK ? [1, 2] : [1, 4])) {
+      const r = await runSecure(nodes, 12);
+      const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+      console.log(
+        `secure MLP, ${r.nodes} node(s), ${r.clients} clients: round median ${median.toFixed(0)} ms; ` +
+          `leader inbound ${r.leaderInboundMiB.toFixed(2)} MiB/round (${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} × one masked vector), ` +
+          `of which followers' masked sums ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} × (their members sent them ${(r.followersReceivedMiB / r.modelMiB).toFixed(1)} ×)`,
+      );
+      secure.push(r);
+    }
+  }
   if (!QUICK) {
     for (const nodes of [1, 4]) show(await runCluster("cnn", 1_663_370 * 4, nodes, 50));
     const table = [
@@ -311,8 +410,22 @@ async function main(): Promise<void> {
       }),
     ];
     const figures = fileURLToPath(new URL("../../docs/figures/", import.meta.url));
-    writeFileSync(join(figures, "cluster.md"), `# bench:cluster\n\n${table.join("\n")}\n`);
-    writeFileSync(join(figures, "cluster.json"), JSON.stringify(results, null, 2) + "\n");
+    const secureTable = [
+      "| nodes | clients | round median (ms) | leader inbound (MiB/round) | × masked vector | followers' sums (× vector) | followers' members sent (× vector) |",
+      "|---|---|---|---|---|---|---|",
+      ...secure.map((r) => {
+        const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+        return `| ${r.nodes} | ${r.clients} | ${median.toFixed(0)} | ${r.leaderInboundMiB.toFixed(2)} | ${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} | ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} | ${(r.followersReceivedMiB / r.modelMiB).toFixed(1)} |`;
+      }),
+    ];
+    writeFileSync(
+      join(figures, "cluster.md"),
+      `# bench:cluster\n\n${table.join("\n")}\n\n## SecAgg+ (MLP, real clients)\n\n${secureTable.join("\n")}\n`,
+    );
+    writeFileSync(
+      join(figures, "cluster.json"),
+      JSON.stringify({ plain: results, secure }, null, 2) + "\n",
+    );
   }
 }
 
