@@ -7,6 +7,7 @@
  * round (its own clients' updates plus the followers' partial sums). Then the McMahan CNN with
  * 50 clients: the leader's inbound MiB per round at 1 and 4 nodes; and SecAgg+ rounds of the MLP
  * with 12 real `cohort client` processes at 1 and 4 nodes (followers send one masked sum each).
+ * `CLUSTER_CNN=1,4,4l` picks the CNN's (`4l`: 4 nodes, the leader `--lead-only`).
  * `CLUSTER_SECURE=0` leaves the secure runs out; `CLUSTER_SECURE_NODES=1,4` picks their nodes
  * (an empty `CLUSTER_CLIENTS=` leaves the plain grid out).
  *
@@ -125,6 +126,8 @@ async function runCluster(
   modelBytes: number,
   nodes: number,
   clients: number,
+  /** The leader serves no clients (`--lead-only`): they all connect to the followers. */
+  leadOnly = false,
 ): Promise<Result> {
   const redis = await startRedis();
   const runDir = mkdtempSync(join(tmpdir(), "cohort-bench-cluster-"));
@@ -153,6 +156,7 @@ async function runCluster(
         ...["--max-connections-per-address", String(2 * clients + 100)],
         ...["--max-upload-mb", String(Math.max(64, Math.ceil((modelBytes * 2) / 2 ** 20)))],
         ...["--redis", redis.url, "--cluster", "bench", "--node", `n${i}`, "--run-dir", runDir],
+        ...(leadOnly ? ["--lead-only"] : []),
       ],
       { stdio: ["ignore", "pipe", "pipe"] },
     );
@@ -182,7 +186,7 @@ async function runCluster(
       fileURLToPath(import.meta.url),
       [
         "generate",
-        urls.join(","),
+        (leadOnly ? urls.slice(1) : urls).join(","),
         String(g * PER_GENERATOR),
         String(Math.min(clients, (g + 1) * PER_GENERATOR)),
       ],
@@ -227,7 +231,7 @@ async function runCluster(
     await redis.stop("SIGKILL");
     const at = counts.reduce((a, b) => a + b, 0);
     return {
-      ...empty(nodes, clients, model, modelBytes),
+      ...empty(nodes, clients, model, modelBytes, leadOnly),
       stalledAt: at,
       rssMiB: peaks.map((b) => b / 2 ** 20),
     };
@@ -250,7 +254,7 @@ async function runCluster(
     (r) => r.bytesUp - (r.partials?.clientBytes ?? 0) + (r.partials?.bytes ?? 0),
   );
   return {
-    ...empty(nodes, clients, model, modelBytes),
+    ...empty(nodes, clients, model, modelBytes, leadOnly),
     connectPerSecond: connectRate,
     roundMs: rounds.map((r) => r.durationMs),
     rssMiB: peaks.map((b) => b / 2 ** 20),
@@ -339,11 +343,17 @@ async function runSecure(nodes: number, clients: number): Promise<SecureResult> 
 }
 
 /** A configuration's result with nothing measured yet (all a stalled one has). */
-function empty(nodes: number, clients: number, model: string, modelBytes: number): Result {
+function empty(
+  nodes: number,
+  clients: number,
+  model: string,
+  modelBytes: number,
+  leadOnly = false,
+): Result {
   return {
     nodes,
     clients,
-    model: model === "cnn" ? "McMahan CNN" : "tiny",
+    model: (model === "cnn" ? "McMahan CNN" : "tiny") + (leadOnly ? " (--lead-only)" : ""),
     connectPerSecond: 0,
     roundMs: [],
     rssMiB: [],
@@ -396,8 +406,12 @@ async function main(): Promise<void> {
       secure.push(r);
     }
   }
+  // The CNN's configurations: "4" is 4 nodes, "4l" 4 nodes with a --lead-only leader.
+  const cnn = (process.env.CLUSTER_CNN ?? (QUICK ? "" : "1,4,4l")).split(",").filter(Boolean);
+  for (const c of cnn) {
+    show(await runCluster("cnn", 1_663_370 * 4, parseInt(c, 10), 50, c.endsWith("l")));
+  }
   if (!QUICK) {
-    for (const nodes of [1, 4]) show(await runCluster("cnn", 1_663_370 * 4, nodes, 50));
     const table = [
       "| model | nodes | clients | connect (clients/s) | round median (ms) | RSS per node (MiB) | leader inbound (MiB/round) | × model | followers' partials (× model) |",
       "|---|---|---|---|---|---|---|---|---|",

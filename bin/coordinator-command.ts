@@ -163,6 +163,12 @@ export const coordinatorCommand = {
       defaultText: "the listening URL (the host's name for 0.0.0.0)",
       description: "with --redis: the URL other nodes reach this node at when it leads",
     },
+    "lead-only": {
+      type: "boolean",
+      default: false,
+      description:
+        "with --redis: while this node leads, it serves no clients (they connect to the followers, and the leader receives only their partial sums)",
+    },
     "lease-ttl": {
       type: "number",
       default: DEFAULT_LEASE_TTL_MS / 1000,
@@ -266,9 +272,11 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     const summary = await coordinator.run();
     finished = true;
     if (summary.runDir !== null) console.log(`run directory: ${summary.runDir}`);
-    // Give clients a moment to receive run:done and disconnect on their own.
+    // Give clients (and followers, which tell theirs) a moment to receive run:done and
+    // disconnect on their own.
     const deadline = Date.now() + 3000;
-    while (coordinator.clients().length > 0 && Date.now() < deadline) {
+    const linked = () => coordinator.clients().length + (node?.followersLinked() ?? 0);
+    while (linked() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 50));
     }
     if (flags["keep-serving"]) {
@@ -364,6 +372,7 @@ async function joinCluster(
     cluster: string;
     node?: string;
     "lease-ttl": number;
+    "lead-only": boolean;
     resume?: string;
   },
   log: (line: string) => void,
@@ -385,6 +394,7 @@ async function joinCluster(
       name: flags.cluster,
       ...(flags.node === undefined ? {} : { node: flags.node }),
       leaseTtlMs: Math.round(ttl * 1000),
+      leadOnly: flags["lead-only"],
     },
     log,
   );

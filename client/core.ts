@@ -336,7 +336,19 @@ export class ClientCore<R extends string> {
       });
       socket.on("connect_error", (err: Error & { data?: { code?: unknown } }) => {
         const code = err.data?.code;
-        if (isErrorCode(code)) {
+        if (code === "NODE_NOT_SERVING" && this.urls.length > 1) {
+          // A cluster's node that takes no clients: try the next one.
+          lastError = err.message;
+          options.log(`${this.url} serves no clients (${err.message}); trying the next node`);
+          setTimeout(
+            () => {
+              if (this.closed || this.socket !== socket || socket.connected) return;
+              this.nextUrl(socket);
+              socket.connect();
+            },
+            options.reconnectDelayMs * (0.5 + Math.random()),
+          );
+        } else if (isErrorCode(code)) {
           // The coordinator refused us: retrying cannot help.
           const error = new CohortError(code, `coordinator refused the connection: ${err.message}`);
           options.logError(error.message);

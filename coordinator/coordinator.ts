@@ -245,6 +245,8 @@ export interface ClusterRole {
   transport(local: SocketTransport, task: TaskSpec, opts: CoordinatorOptions): ClusterTransport;
   /** The cluster's nodes, for the dashboard and `/metrics`. */
   view(): ClusterStatus | null;
+  /** Why this leader admits no clients of its own (`--lead-only`); absent: it serves them. */
+  refuseClients?: string;
 }
 
 /** A leader's transport: it also tells the followers each round's phases and metrics. */
@@ -283,8 +285,11 @@ export function socketTransport(
   task: TaskSpec,
   opts: Pick<CoordinatorOptions, "auth" | "rateLimit" | "log">,
   signingKey: Uint8Array | null,
+  /** Refuse every client with this reason (`TransportSecurity.refuse`). */
+  refuse?: string,
 ): SocketTransport {
   return new SocketTransport(http, task, opts.log, {
+    ...(refuse === undefined ? {} : { refuse }),
     authenticator: opts.auth === undefined ? null : new Authenticator(opts.auth),
     signingKey,
     rateLimiter:
@@ -346,7 +351,7 @@ export async function createCoordinator(
     models,
   });
   const http = serverFor(opts, handler);
-  const transport = socketTransport(http, task, opts, signing.secretKey);
+  const transport = socketTransport(http, task, opts, signing.secretKey, cluster?.refuseClients);
   transport.on("join", (c) => status.join(c));
   transport.on("leave", (c) => status.leave(c));
   transport.on("rejected", (r) => status.reject(r));

@@ -43,6 +43,11 @@ export interface TransportSecurity {
   /** Signs each model broadcast; null sends them unsigned. */
   signingKey: Uint8Array | null;
   rateLimiter: RateLimiter | null;
+  /**
+   * Why this node admits no clients (a cluster's leader started with `--lead-only`): each is
+   * refused with `NODE_NOT_SERVING` and this message, and tries its next URL. Absent: admitted.
+   */
+  refuse?: string;
 }
 
 /** Events of the socket transport. */
@@ -89,6 +94,9 @@ export class SocketTransport implements CohortTransport {
     });
     this.io.use((socket, next) => {
       try {
+        if (this.security.refuse !== undefined) {
+          throw new CohortError("NODE_NOT_SERVING", this.security.refuse);
+        }
         const auth = parseHandshakeAuth(socket.handshake.auth);
         if (auth.protocolVersion !== PROTOCOL_VERSION) {
           throw new CohortError(

@@ -44,6 +44,7 @@ export const ERROR_CODES = [
   "BASE_MISMATCH",
   "STALE_UPDATE",
   "FENCED",
+  "NODE_NOT_SERVING",
   "INTERNAL",
 ] as const;
 

@@ -198,6 +198,35 @@ describe("a cluster of coordinator nodes serves one run", () => {
     expect(diff).toBeLessThanOrEqual(bound + 1e-6);
   }, 180_000);
 
+  it("a --lead-only leader serves no clients: they train through the followers, and it receives one partial per follower", async () => {
+    const args = [...base, "--rounds", "2", "--min-clients", "3", "--min-fit-clients", "3"];
+    const { nodes, dir, urls, ports } = await cluster([...args, "--lead-only"], ["a", "b", "c"]);
+    // Every client lists the leader first: it is refused there and moves on.
+    const leaderFirst = (i: number) =>
+      [`http://127.0.0.1:${ports[0]}`, `http://127.0.0.1:${ports[1 + (i % 2)]}`].join(",");
+    const clients = [0, 1, 2].map((i) => client(leaderFirst(i), i, 3, 200));
+    // One that knows only the leader is told why it cannot train there.
+    const lost = client(urls[0]!.split(",")[0]!, 3, 4, 100);
+    expect(await lost.exit).toBe(1);
+    expect(lost.lines.join("\n")).toMatch(/NODE_NOT_SERVING.*serves no clients \(--lead-only\)/);
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0]);
+    clients.forEach((c) =>
+      expect(c.lines.join("\n")).toMatch(/serves no clients.*trying the next node/),
+    );
+    const metrics = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    const modelBytes = 199_210 * 4;
+    for (const m of metrics) {
+      expect(m.participants).toBe(3);
+      expect(m.partials.nodes).toBe(2);
+      // Every update reached a follower: the leader's inbound is the two partials alone.
+      expect(m.partials.clientBytes).toBe(m.bytesUp);
+      expect(m.bytesUp - m.partials.clientBytes + m.partials.bytes).toBeLessThan(
+        2 * modelBytes * 1.01,
+      );
+    }
+  }, 180_000);
+
   it("a follower killed -9 mid-round: its clients are that round's dropouts, then train elsewhere", async () => {
     const args = [...base, "--min-clients", "3", "--min-fit-clients", "2"];
     const { nodes, dir, urls } = await cluster(args, ["a", "b", "c"]);

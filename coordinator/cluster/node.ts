@@ -36,6 +36,11 @@ export interface ClusterOptions {
   node: string;
   /** How long the leader's lease holds without renewal; renewed every third of it. @default 10000 */
   leaseTtlMs: number;
+  /**
+   * While leading, serve no clients (they connect to the followers): the leader then receives
+   * only the followers' partials, one model's bytes each. @default false
+   */
+  leadOnly: boolean;
 }
 
 export const DEFAULT_LEASE_TTL_MS = 10_000;
@@ -48,6 +53,7 @@ export function clusterOptions(
     name: "cohort",
     node: `${hostname()}-${process.pid}`,
     leaseTtlMs: DEFAULT_LEASE_TTL_MS,
+    leadOnly: false,
     ...options,
   };
   let url: URL;
@@ -93,6 +99,7 @@ export class ClusterNode {
   /** Where this node reports itself and reads the others (dashboard, `/metrics`). */
   readonly roster: Roster;
   private leaseSince: number | null = null;
+  private leading: LeaderTransport | null = null;
   private renewal: NodeJS.Timeout | null = null;
   private lastRenewed = 0;
   private lost: CohortError | null = null;
@@ -270,12 +277,28 @@ export class ClusterNode {
     return {
       sharedState: (specs) => this.sharedState(specs),
       view: () => this.roster.view(),
+      ...(this.options.leadOnly
+        ? {
+            refuseClients: `node ${this.options.node} leads cluster ${this.options.name} and serves no clients (--lead-only): connect to another of its nodes`,
+          }
+        : {}),
       transport: (local, task, opts) => {
         checkClusterable(opts);
         const run = { strategy: resolveStrategy(opts.strategy).name, rounds: opts.rounds };
-        return new LeaderTransport(local, local.io.of(LINK_NAMESPACE), { secret, task, run, log });
+        this.leading = new LeaderTransport(local, local.io.of(LINK_NAMESPACE), {
+          secret,
+          task,
+          run,
+          log,
+        });
+        return this.leading;
       },
     };
+  }
+
+  /** Followers linked to this node while it leads (they leave once told the run is done). */
+  followersLinked(): number {
+    return this.leading?.nodes().length ?? 0;
   }
 
   /** Extend the lease; declare it lost when refused, or when Redis stayed silent for a TTL. */
