@@ -227,6 +227,27 @@ describe("a cluster of coordinator nodes serves one run", () => {
     }
   }, 180_000);
 
+  it("a --lead-only leader runs a secure round on the followers' masked sums alone", async () => {
+    const args = [
+      ...base,
+      ...["--rounds", "1", "--secure", "--min-clients", "4", "--min-fit-clients", "4"],
+    ];
+    const { nodes, dir, ports } = await cluster([...args, "--lead-only"], ["a", "b", "c"]);
+    const followers = (i: number) => `http://127.0.0.1:${ports[1 + (i % 2)]}`;
+    const clients = [0, 1, 2, 3].map((i) =>
+      client(followers(i), i, 4, 200, ["--secure-floors", "4,2,2"]),
+    );
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0, 0, 0]);
+    const [m] = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect([m.round, m.secure, m.participants]).toEqual([1, true, 4]);
+    // Four members' masked vectors reached the followers; two sums reached the leader.
+    const masked = (199_210 + 1) * 4;
+    expect(m.partials.nodes).toBe(2);
+    expect(m.partials.bytes).toBeLessThan(2 * masked * 1.01);
+    expect(m.partials.clientBytes).toBeGreaterThan(4 * masked);
+  }, 180_000);
+
   it("a follower killed -9 mid-round: its clients are that round's dropouts, then train elsewhere", async () => {
     const args = [...base, "--min-clients", "3", "--min-fit-clients", "2"];
     const { nodes, dir, urls } = await cluster(args, ["a", "b", "c"]);
