@@ -27,6 +27,7 @@ import { PROTOCOL_VERSION } from "../protocol/version.js";
 import { selectBackend } from "../models/index.js";
 import { TINY_PARAMETERS, tinyModelFile } from "./tiny-model.js";
 import { freePort, startRedis } from "../coordinator/cluster/redis-server.js";
+import { median as medianOf } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
 const ROUNDS = 3;
@@ -166,18 +167,10 @@ async function runCluster(
     procs.push(child);
     return child;
   };
-  const lines = (child: ChildProcess, pattern: RegExp) =>
-    new Promise<void>((resolve) => {
-      let text = "";
-      child.stdout!.on("data", (b: Buffer) => {
-        text += b.toString();
-        if (pattern.test(text)) resolve();
-      });
-    });
   const leader = node(0);
   const leaderExit = new Promise<number | null>((r) => leader.once("exit", (code) => r(code)));
-  await lines(leader, /listening on/);
-  for (let i = 1; i < nodes; i++) await lines(node(i), /serving the leader's run/);
+  await outputMatches(leader, /listening on/);
+  for (let i = 1; i < nodes; i++) await outputMatches(node(i), /serving the leader's run/);
   const sampler = setInterval(() => {
     procs.forEach((p, i) => (peaks[i] = Math.max(peaks[i]!, rssOf(p.pid!))));
   }, 100);
@@ -286,14 +279,6 @@ async function runSecure(nodes: number, clients: number): Promise<SecureResult> 
   const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()));
   const urls = ports.map((p) => `http://127.0.0.1:${p}`);
   const procs: ChildProcess[] = [];
-  const started = (child: ChildProcess, pattern: RegExp) =>
-    new Promise<void>((resolve) => {
-      let text = "";
-      child.stdout!.on("data", (b: Buffer) => {
-        text += b.toString();
-        if (pattern.test(text)) resolve();
-      });
-    });
   const spawnCli = (args: string[]) => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
     child.stderr!.resume();
@@ -309,8 +294,8 @@ async function runSecure(nodes: number, clients: number): Promise<SecureResult> 
     ]);
   const leader = node(0);
   const leaderExit = new Promise<number | null>((r) => leader.once("exit", (code) => r(code)));
-  await started(leader, /listening on/);
-  for (let i = 1; i < nodes; i++) await started(node(i), /serving the leader's run/);
+  await outputMatches(leader, /listening on/);
+  for (let i = 1; i < nodes; i++) await outputMatches(node(i), /serving the leader's run/);
   for (let c = 0; c < clients; c++) {
     const url = [...urls.slice(c % nodes), ...urls.slice(0, c % nodes)].join(",");
     spawnCli([
@@ -378,7 +363,7 @@ async function main(): Promise<void> {
       results.push(r);
       return;
     }
-    const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+    const median = medianOf(r.roundMs);
     console.log(
       `${r.model}, ${r.nodes} node(s), ${r.clients} clients: connect ${r.connectPerSecond.toFixed(0)} clients/s; ` +
         `round median ${median.toFixed(0)} ms (${r.roundMs.map((m) => m.toFixed(0)).join(", ")}); ` +
@@ -397,7 +382,7 @@ async function main(): Promise<void> {
   if (process.env.CLUSTER_SECURE !== "0") {
     for (const nodes of grid("CLUSTER_SECURE_NODES", QUICK ? [1, 2] : [1, 4])) {
       const r = await runSecure(nodes, 12);
-      const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+      const median = medianOf(r.roundMs);
       console.log(
         `secure MLP, ${r.nodes} node(s), ${r.clients} clients: round median ${median.toFixed(0)} ms; ` +
           `leader inbound ${r.leaderInboundMiB.toFixed(2)} MiB/round (${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} × one masked vector), ` +
@@ -419,7 +404,7 @@ async function main(): Promise<void> {
         if (r.stalledAt !== undefined) {
           return `| ${r.model} | ${r.nodes} | ${r.clients} | stopped at ${r.stalledAt} | – | ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} | – | – | – |`;
         }
-        const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+        const median = medianOf(r.roundMs);
         return `| ${r.model} | ${r.nodes} | ${r.clients} | ${r.connectPerSecond.toFixed(0)} | ${median.toFixed(0)} | ${r.rssMiB.map((m) => m.toFixed(0)).join(" / ")} | ${r.leaderInboundMiB.toFixed(2)} | ${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} | ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} |`;
       }),
     ];
@@ -428,7 +413,7 @@ async function main(): Promise<void> {
       "| nodes | clients | round median (ms) | leader inbound (MiB/round) | × masked vector | followers' sums (× vector) | followers' members sent (× vector) |",
       "|---|---|---|---|---|---|---|",
       ...secure.map((r) => {
-        const median = [...r.roundMs].sort((a, b) => a - b)[Math.floor(r.roundMs.length / 2)]!;
+        const median = medianOf(r.roundMs);
         return `| ${r.nodes} | ${r.clients} | ${median.toFixed(0)} | ${r.leaderInboundMiB.toFixed(2)} | ${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} | ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} | ${(r.followersReceivedMiB / r.modelMiB).toFixed(1)} |`;
       }),
     ];
@@ -447,3 +432,14 @@ main().catch((error: unknown) => {
   console.error(error);
   process.exit(1);
 });
+
+/** Resolves once `child`'s output so far matches `pattern`. */
+function outputMatches(child: ChildProcess, pattern: RegExp): Promise<void> {
+  return new Promise((resolve) => {
+    let text = "";
+    child.stdout!.on("data", (b: Buffer) => {
+      text += b.toString();
+      if (pattern.test(text)) resolve();
+    });
+  });
+}

@@ -17,7 +17,7 @@ export const clientCommand = {
       type: "string",
       default: "http://localhost:8080",
       description:
-        "coordinator URL, or nodes of one cluster comma-separated (each reconnect tries the next)",
+        "coordinator URL, or nodes of one cluster comma-separated (reconnections try them in turn)",
     },
     dataset: {
       type: "string",

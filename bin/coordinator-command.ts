@@ -232,14 +232,19 @@ export async function runCoordinator(argv: string[]): Promise<number> {
     log,
   };
   const secret = linkSecret();
+  let orphan: Follower | null = null;
   if (node !== null) {
     const followed = await followUntilLeading(node, options);
-    if (followed !== null) return followed;
+    if (typeof followed === "number") return followed;
+    orphan = followed.orphan;
   }
   const coordinator = await createCoordinator(
     options,
-    node === null ? undefined : node.role(secret, log),
-  );
+    node === null ? undefined : node.role(secret, log, () => orphan?.close() ?? Promise.resolve()),
+  ).catch(async (error: unknown) => {
+    await orphan?.close();
+    throw error;
+  });
   if (node !== null) {
     node.guard(coordinator);
     const url = flags.advertise ?? advertisedUrl(coordinator.url, flags.host);
@@ -298,18 +303,29 @@ export async function runCoordinator(argv: string[]): Promise<number> {
 
 /**
  * A cluster node until it leads: while another node leads, serve that leader's clients as its
- * follower; when the lease is free, take it. Resolves null once this node leads, or with the
- * exit code when the run ended while it followed.
+ * follower; when the lease is free, take it. Resolves once this node leads (with its last
+ * follower, if any, still holding its clients: close it just before the coordinator listens),
+ * or with the exit code when the run ended while it followed.
+ *
+ * A follower whose leader is gone keeps its server and its clients' sockets until this node's
+ * next role: the dead leader's clients find a live node at once, and come back at once when
+ * this node leads or follows the next leader, instead of backing off through the lease's TTL.
  */
 async function followUntilLeading(
   node: ClusterNode,
   options: Partial<CoordinatorOptions>,
-): Promise<number | null> {
+): Promise<number | { orphan: Follower | null }> {
   const opts = resolveOptions(options, options.log!);
   const standby = () => ({ role: "standby" as const, url: null, clients: 0, partial: null });
   node.reportAs(standby);
+  let orphan: Follower | null = null;
+  const letGo = async () => {
+    await orphan?.close();
+    orphan = null;
+    node.reportAs(standby);
+  };
   for (;;) {
-    if ((await node.tryLead()) !== null) return null;
+    if ((await node.tryLead()) !== null) return { orphan };
     const record = await node.leaderLink();
     if (record === null) {
       await node.pause();
@@ -317,7 +333,13 @@ async function followUntilLeading(
     }
     let follower: Follower;
     try {
-      follower = await Follower.start(record, opts, node.options.node, () => node.roster.view());
+      follower = await Follower.start(
+        record,
+        opts,
+        node.options.node,
+        () => node.roster.view(),
+        letGo,
+      );
     } catch (error) {
       opts.log(`cannot follow the leader: ${toCohortError(error).message}`);
       await node.pause();
@@ -341,19 +363,22 @@ async function followUntilLeading(
     if ("done" in how) {
       // Give clients a moment to receive run:done and disconnect on their own.
       await new Promise((r) => setTimeout(r, 1000));
-    }
-    await follower.close();
-    node.reportAs(standby);
-    if ("done" in how) {
+      await follower.close();
       opts.log(`run ${how.done.runId} done after ${how.done.rounds} rounds`);
       await node.close();
       return 0;
     }
-    opts.log(`stopped following: ${how.lost}`);
     if (how.lost === "interrupted") {
+      await follower.close();
+      opts.log(`stopped following: ${how.lost}`);
       await node.close();
       return 130;
     }
+    follower.unlink();
+    orphan = follower;
+    opts.log(
+      `stopped following: ${how.lost}; holding ${follower.report().clients} client(s) until a node leads`,
+    );
   }
 }
 

@@ -234,7 +234,20 @@ export class ClientCore<R extends string> {
     if (this.urls.length > 1) {
       // Nodes of one cluster: every reconnection tries the next URL in turn. The manager's
       // `uri` is what its next attempt opens (the way socket.io's maintainers point to).
-      socket.io.on("reconnect_attempt", () => this.nextUrl(socket));
+      // The first attempt after a lost connection goes back to the same node (one that
+      // restarts its server, as a follower does when it becomes the leader, is back at once);
+      // the next ones try the other nodes in turn, each at the current delay, which grows once
+      // per pass over them all: one dead node does not slow the way to a live one.
+      let retriedSame = false;
+      socket.on("connect", () => (retriedSame = false));
+      socket.io.on("reconnect_attempt", () => {
+        if (!retriedSame) {
+          retriedSame = true;
+          return;
+        }
+        this.nextUrl(socket);
+        if (this.urlIndex !== 0) undoBackoffStep(socket);
+      });
     }
     const rounds = new ClientRounds(
       options,
@@ -517,4 +530,15 @@ function connectCause(err: Error & { description?: unknown; context?: unknown })
         ? description.error.message
         : undefined;
   return inner !== undefined && inner !== err.message ? `${err.message} (${inner})` : err.message;
+}
+
+/**
+ * Take back the step the socket's reconnection delay grew by on its last attempt (the
+ * manager's backoff counter is not in socket.io-client's typings; left alone if absent).
+ */
+function undoBackoffStep(socket: ClientSocket): void {
+  const backoff = (socket.io as unknown as { backoff?: { attempts?: unknown } }).backoff;
+  if (backoff !== undefined && typeof backoff.attempts === "number" && backoff.attempts > 0) {
+    backoff.attempts -= 1;
+  }
 }

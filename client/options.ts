@@ -20,7 +20,9 @@ export type BackendSelector<R extends string> = (request: R) => Promise<ClientBa
 export interface ClientOptions<R extends string> {
   /**
    * Coordinator URL, e.g. `http://localhost:8080`. Required. Nodes of one cluster may be
-   * listed comma-separated (`http://a:8080,http://b:8080`): every reconnection tries the next.
+   * listed comma-separated (`http://a:8080,http://b:8080`): after a lost connection the client
+   * tries the same node once, then each next one in turn; the reconnection delay doubles once
+   * per pass over all of them.
    */
   url: string;
   /**

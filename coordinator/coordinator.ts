@@ -247,6 +247,8 @@ export interface ClusterRole {
   view(): ClusterStatus | null;
   /** Why this leader admits no clients of its own (`--lead-only`); absent: it serves them. */
   refuseClients?: string;
+  /** Called just before the coordinator listens (a node lets its follower's server go). */
+  beforeListen?(): Promise<void>;
 }
 
 /** A leader's transport: it also tells the followers each round's phases and metrics. */
@@ -355,6 +357,7 @@ export async function createCoordinator(
   transport.on("join", (c) => status.join(c));
   transport.on("leave", (c) => status.leave(c));
   transport.on("rejected", (r) => status.reject(r));
+  await cluster?.beforeListen?.();
   const { url, port } = await listen(http, opts);
   opts.log(`coordinator listening on ${url}`);
   const leading = cluster?.transport(transport, task, opts) ?? null;

@@ -51,6 +51,28 @@ describe("a client says what went wrong", () => {
     }
   });
 
+  it("after a failed attempt tries the same node once more, then each node of its list in turn", async () => {
+    const { shards } = await mnistShards(1, 10, 10);
+    const [a, b] = [await freePort(), await freePort()].map((p) => `http://127.0.0.1:${p}`);
+    const tried: string[] = [];
+    const client = new CohortClient({
+      url: `${a},${b}`,
+      data: shards[0]!,
+      backend: "cpu",
+      reconnectDelayMs: 20,
+      reconnectDelayMaxMs: 100,
+      log: () => undefined,
+      logError: (line) => tried.push(/coordinator at (\S+):/.exec(line)?.[1] ?? line),
+    });
+    void client.start().catch(() => undefined);
+    try {
+      await until(() => tried.length >= 6, 10_000);
+      expect(tried.slice(0, 6)).toEqual([a, a, b, a, b, a]);
+    } finally {
+      await client.close();
+    }
+  });
+
   it("checks its data at construction: NaN and ∞ named by example, Float64 and plain arrays converted, other arrays refused clearly", async () => {
     const { shards } = await mnistShards(1, 10, 10);
     const data = shards[0]!;

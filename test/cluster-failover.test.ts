@@ -96,6 +96,29 @@ describe("a cluster of coordinator nodes fails over", () => {
     expect(runIds.size).toBe(1);
   }, 180_000);
 
+  it("after the leader's kill -9 the follower holds its clients and admits the leader's until it leads", async () => {
+    // A long lease, so the time it takes to lapse is plainly longer than a client's way back.
+    const { a, b, dir, urls } = await cluster(common, 5);
+    const [aUrl, bUrl] = urls.split(",");
+    const onB = start(clientArgs(`${bUrl},${aUrl}`, 0));
+    const onA = start(clientArgs(urls, 1));
+    await until(() => a.lines.some((l) => roundLine(1).test(l)), 60_000);
+    a.child.kill("SIGKILL");
+    await b.waitForLine(/stopped following: .*holding 1 client\(s\) until a node leads/, 10_000);
+    // The dead leader's client is admitted by b (a second task) while a's lease still stands.
+    const tasks = () => onA.lines.filter((l) => /^task: /.test(l)).length;
+    await until(() => tasks() >= 2, 10_000);
+    expect(b.lines.filter((l) => /node b leads/.test(l))).toEqual([]);
+    // b's own client kept its connection through the leader's death.
+    expect(onB.lines.filter((l) => /^disconnected/.test(l))).toEqual([]);
+    await b.waitForLine(/cluster t: node b leads \(lease token 2\)/, 15_000);
+    const exit = await b.exit;
+    expect({ exit, last: exit === 0 ? [] : b.lines.slice(-10) }).toEqual({ exit: 0, last: [] });
+    expect(await Promise.all([onA.exit, onB.exit])).toEqual([0, 0]);
+    const rounds = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
+    expect(rounds).toEqual([1, 2, 3, 4]);
+  }, 180_000);
+
   it("kill -9 of the leader in a secure round: the standby runs the round again", async () => {
     const secure = [...base, "--secure", "--min-clients", "3", "--min-fit-clients", "3"];
     const floors = ["--secure-floors", "3,2,2"];

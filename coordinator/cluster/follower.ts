@@ -64,6 +64,8 @@ export class Follower {
   private http: HttpServer | null = null;
   private closed = false;
   private url: string | null = null;
+  /** Linked to its leader; once the link is lost, it only holds its clients' sockets. */
+  private linked = true;
   /** What this node last sent the leader for a round. */
   private lastPartial: NodeReport["partial"] = null;
 
@@ -86,6 +88,8 @@ export class Follower {
     node: string,
     /** The cluster's nodes, for this node's dashboard and `/metrics`. */
     view: () => ClusterStatus | null = () => null,
+    /** Called once linked, just before listening (the node's previous server lets the port go). */
+    beforeListen: () => Promise<void> = async () => undefined,
   ): Promise<Follower> {
     const link: Link = connect(new URL(LINK_NAMESPACE, record.url).toString(), {
       auth: { node, secret: record.secret },
@@ -121,6 +125,7 @@ export class Follower {
       link.disconnect();
       throw error;
     });
+    await beforeListen();
     await follower.serve(task.task, task.run, view);
     return follower;
   }
@@ -171,14 +176,14 @@ export class Follower {
     transport.on("join", (c) => link.emit("join", member(c.clientId)));
     transport.on("leave", (c) => link.emit("leave", c.clientId));
     link.on("round:start", (bytes: unknown) => this.onRound(task, bytes));
-    link.on("request", (bytes: unknown, ack: unknown) => {
-      if (typeof ack !== "function") return;
-      void this.relay(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
-    });
-    link.on("masked", (bytes: unknown, ack: unknown) => {
-      if (typeof ack !== "function") return;
-      void this.sumMasked(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
-    });
+    // The leader's requests that want an answer: do the work, answer with its encoded reply.
+    const answer = (event: "request" | "masked", work: (bytes: unknown) => Promise<object>) =>
+      link.on(event, (bytes: unknown, ack: unknown) => {
+        if (typeof ack !== "function") return;
+        void work(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
+      });
+    answer("request", (bytes) => this.relay(bytes));
+    answer("masked", (bytes) => this.sumMasked(bytes));
     link.on("forget", (clientId: unknown) => {
       if (typeof clientId === "string") transport.forgetModel(clientId);
     });
@@ -186,9 +191,10 @@ export class Follower {
       transport.finish(info);
       this.end({ done: info });
     });
-    link.on("disconnect", (reason: string) =>
-      this.end({ lost: `link to the leader lost (${reason})` }),
-    );
+    link.on("disconnect", (reason: string) => {
+      this.linked = false;
+      this.end({ lost: `link to the leader lost (${reason})` });
+    });
     const { url } = await listen(http, opts);
     this.url = url;
     opts.log(`follower ${this.node} serving the leader's run ${task.runId} on ${url}`);
@@ -282,11 +288,20 @@ export class Follower {
   /** This node as the cluster's roster shows it. */
   report(): NodeReport {
     return {
-      role: "follower",
+      role: this.linked ? "follower" : "standby",
       url: this.url,
       clients: this.transport?.available().length ?? 0,
       partial: this.lastPartial,
     };
+  }
+
+  /**
+   * Let the leader go but keep serving: clients stay connected (and new ones are admitted)
+   * until `close()`, which the node calls once it has its next role.
+   */
+  unlink(): void {
+    this.linked = false;
+    this.link.disconnect();
   }
 
   /** Leave: close the link, every client socket and the server. Idempotent. */

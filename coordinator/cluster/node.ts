@@ -273,8 +273,14 @@ export class ClusterNode {
   }
 
   /** What a coordinator leading this cluster takes from it. */
-  role(secret: string, log: (line: string) => void): ClusterRole {
+  role(
+    secret: string,
+    log: (line: string) => void,
+    /** Let this node's previous server go (its port is the leader's next). */
+    beforeListen: () => Promise<void> = async () => undefined,
+  ): ClusterRole {
     return {
+      beforeListen,
       sharedState: (specs) => this.sharedState(specs),
       view: () => this.roster.view(),
       ...(this.options.leadOnly
