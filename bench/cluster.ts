@@ -8,6 +8,9 @@
  * 50 clients: the leader's inbound MiB per round at 1 and 4 nodes; and SecAgg+ rounds of the MLP
  * with 12 real `cohort client` processes at 1 and 4 nodes (followers send one masked sum each).
  * `CLUSTER_CNN=1,4,4l` picks the CNN's (`4l`: 4 nodes, the leader `--lead-only`).
+ * Last, failover: `cohort cluster-demo` (2 nodes, 4 clients) with its leader killed after
+ * round 2, plain and SecAgg+ (3 times each; `CLUSTER_FAILOVER=plain` picks), timed from the
+ * kill to the lease taken and to the next round done, against the lease's TTL + a round.
  * `CLUSTER_SECURE=0` leaves the secure runs out; `CLUSTER_SECURE_NODES=1,4` picks their nodes
  * (an empty `CLUSTER_CLIENTS=` leaves the plain grid out).
  *
@@ -396,6 +399,18 @@ async function main(): Promise<void> {
   for (const c of cnn) {
     show(await runCluster("cnn", 1_663_370 * 4, parseInt(c, 10), 50, c.endsWith("l")));
   }
+  const failovers: FailoverResult[] = [];
+  for (const kind of (process.env.CLUSTER_FAILOVER ?? "plain,secure").split(",").filter(Boolean)) {
+    for (let i = 0; i < (QUICK ? 1 : 3); i++) {
+      const r = await runFailover(kind === "secure");
+      console.log(
+        `failover (${kind}): lease taken ${r.leaseS.toFixed(2)} s after the kill -9, next round done ${r.nextRoundS.toFixed(2)} s after it; ` +
+          `TTL ${FAILOVER_TTL_S} s + round median ${r.roundS.toFixed(2)} s = ${(FAILOVER_TTL_S + r.roundS).toFixed(2)} s: ` +
+          `${(r.nextRoundS / (FAILOVER_TTL_S + r.roundS)).toFixed(2)} × the target`,
+      );
+      failovers.push(r);
+    }
+  }
   if (!QUICK) {
     const table = [
       "| model | nodes | clients | connect (clients/s) | round median (ms) | RSS per node (MiB) | leader inbound (MiB/round) | × model | followers' partials (× model) |",
@@ -417,13 +432,22 @@ async function main(): Promise<void> {
         return `| ${r.nodes} | ${r.clients} | ${median.toFixed(0)} | ${r.leaderInboundMiB.toFixed(2)} | ${(r.leaderInboundMiB / r.modelMiB).toFixed(1)} | ${(r.fromFollowersMiB / r.modelMiB).toFixed(2)} | ${(r.followersReceivedMiB / r.modelMiB).toFixed(1)} |`;
       }),
     ];
+    const failoverTable = [
+      "| rounds | lease taken after the kill (s) | next round done after the kill (s) | round median (s) | × (TTL + round) |",
+      "|---|---|---|---|---|",
+      ...failovers.map(
+        (r) =>
+          `| ${r.secure ? "SecAgg+" : "plain"} | ${r.leaseS.toFixed(2)} | ${r.nextRoundS.toFixed(2)} | ${r.roundS.toFixed(2)} | ${(r.nextRoundS / (FAILOVER_TTL_S + r.roundS)).toFixed(2)} |`,
+      ),
+    ];
     writeFileSync(
       join(figures, "cluster.md"),
-      `# bench:cluster\n\n${table.join("\n")}\n\n## SecAgg+ (MLP, real clients)\n\n${secureTable.join("\n")}\n`,
+      `# bench:cluster\n\n${table.join("\n")}\n\n## SecAgg+ (MLP, real clients)\n\n${secureTable.join("\n")}\n\n` +
+        `## Failover (cohort cluster-demo: 2 nodes, 4 clients, lease TTL ${FAILOVER_TTL_S} s, kill -9 of the leader after round 2)\n\n${failoverTable.join("\n")}\n`,
     );
     writeFileSync(
       join(figures, "cluster.json"),
-      JSON.stringify({ plain: results, secure }, null, 2) + "\n",
+      JSON.stringify({ plain: results, secure, failovers }, null, 2) + "\n",
     );
   }
 }
@@ -432,6 +456,67 @@ main().catch((error: unknown) => {
   console.error(error);
   process.exit(1);
 });
+
+/** The lease TTL `cohort cluster-demo` gives its nodes. */
+const FAILOVER_TTL_S = 3;
+
+interface FailoverResult {
+  secure: boolean;
+  /** From the kill -9 to the lease taken by the other node, and to its first round done. */
+  leaseS: number;
+  nextRoundS: number;
+  /** The median time of rounds 2 to 4, as the nodes logged them. */
+  roundS: number;
+}
+
+/**
+ * `cohort cluster-demo` with the leader killed after round 2: each line timed as it arrives.
+ * Node 1 takes the lease and runs round 3.
+ */
+async function runFailover(secure: boolean): Promise<FailoverResult> {
+  const child = spawn(
+    process.execPath,
+    [
+      ...[CLI, "cluster-demo", "--nodes", "2", "--clients", "4", "--rounds", "4"],
+      ...["--kill-leader-after", "2", ...(secure ? ["--secure"] : [])],
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  child.stderr!.resume();
+  const lines: { t: number; line: string }[] = [];
+  let rest = "";
+  child.stdout!.on("data", (b: Buffer) => {
+    const t = performance.now();
+    const parts = (rest + b.toString()).split("\n");
+    rest = parts.pop()!;
+    for (const line of parts) lines.push({ t, line });
+  });
+  const code = await new Promise<number | null>((r) => child.once("exit", r));
+  const at = (pattern: RegExp) => {
+    const found = lines.find((l) => pattern.test(l.line));
+    if (found === undefined) {
+      throw new Error(
+        `cluster-demo (exit ${code}) never said ${pattern}; its last lines:\n${lines
+          .slice(-10)
+          .map((l) => l.line)
+          .join("\n")}`,
+      );
+    }
+    return found.t;
+  };
+  const killed = at(/\[demo\] kill -9 of the leader/);
+  // Every round but the first (it warms up), as the node that ran it logged it.
+  const roundS = lines.flatMap((l) => {
+    const m = /^\[node \d\] round (\d+)\/\d+ .* (\d+\.\d+) s {2}up/.exec(l.line);
+    return m === null || m[1] === "1" ? [] : [Number(m[2])];
+  });
+  return {
+    secure,
+    leaseS: (at(/\[node 1\] .*node node-1 leads/) - killed) / 1000,
+    nextRoundS: (at(/\[node 1\] round 3\//) - killed) / 1000,
+    roundS: medianOf(roundS),
+  };
+}
 
 /** Resolves once `child`'s output so far matches `pattern`. */
 function outputMatches(child: ChildProcess, pattern: RegExp): Promise<void> {
