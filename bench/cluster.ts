@@ -14,6 +14,10 @@
  * `CLUSTER_SECURE=0` leaves the secure runs out; `CLUSTER_SECURE_NODES=1,4` picks their nodes
  * (an empty `CLUSTER_CLIENTS=` leaves the plain grid out).
  *
+ * Every connected client trains each round; then (`CLUSTER_COHORT=900`, the default of a full
+ * run; 0 leaves it out) a cohort of 900 sampled from 1,000 clients on one node and from 10,000
+ * on four: what holding ten times the connections costs a round.
+ *
  * `BENCH_QUICK=1`: 1 and 2 nodes with 1,000 clients only. `CLUSTER_CLIENTS=1000,4000` and
  * `CLUSTER_NODES=1,4` pick the grid. Writes `docs/figures/cluster.md` and `.json` (full run).
  */
@@ -33,8 +37,13 @@ import { freePort, startRedis } from "../coordinator/cluster/redis-server.js";
 import { median as medianOf } from "./stats.js";
 
 const QUICK = process.env.BENCH_QUICK === "1";
-const ROUNDS = 3;
+const ROUNDS = 5;
 const PER_GENERATOR = 2500;
+/** `CLUSTER_PROFILE=DIR`: the nodes write V8 CPU profiles there (nodes that exit on their own). */
+const PROFILE =
+  process.env.CLUSTER_PROFILE === undefined
+    ? []
+    : ["--cpu-prof", `--cpu-prof-dir=${process.env.CLUSTER_PROFILE}`];
 const CLI = fileURLToPath(new URL("../bin/cohort.js", import.meta.url));
 
 function grid(name: string, fallback: number[]): number[] {
@@ -45,6 +54,24 @@ function grid(name: string, fallback: number[]): number[] {
         .split(",")
         .map(Number)
         .filter((n) => n > 0);
+}
+
+/** How a configuration differs from the plain one. */
+interface Variant {
+  /** The leader serves no clients (`--lead-only`): they all connect to the followers. */
+  leadOnly?: boolean;
+  /**
+   * Clients sampled a round, whatever the number connected (what holding more connections
+   * costs a round); by default every connected client trains each round.
+   */
+  cohort?: number;
+}
+
+/** The sampling flags of a configuration. */
+function cohortFlags(clients: number, cohort: number | undefined): string[] {
+  return cohort === undefined
+    ? ["--min-fit-clients", String(Math.floor(clients * 0.9))]
+    : ["--min-fit-clients", String(Math.min(cohort, clients)), "--fraction-fit", "0.000001"];
 }
 
 /** A load generator: clients `from`…`to`−1, client i on `urls[i % urls.length]`. */
@@ -130,9 +157,9 @@ async function runCluster(
   modelBytes: number,
   nodes: number,
   clients: number,
-  /** The leader serves no clients (`--lead-only`): they all connect to the followers. */
-  leadOnly = false,
+  how: Variant = {},
 ): Promise<Result> {
+  const { leadOnly = false } = how;
   const redis = await startRedis();
   const runDir = mkdtempSync(join(tmpdir(), "cohort-bench-cluster-"));
   const ports = await Promise.all(Array.from({ length: nodes }, () => freePort()));
@@ -144,6 +171,7 @@ async function runCluster(
     const child = spawn(
       process.execPath,
       [
+        ...PROFILE,
         ...[
           CLI,
           "coordinator",
@@ -156,7 +184,7 @@ async function runCluster(
         ],
         ...["--rounds", String(ROUNDS), "--seed", "1", "--round-timeout", "60"],
         ...["--min-clients", String(Math.floor(clients * 0.95))],
-        ...["--min-fit-clients", String(Math.floor(clients * 0.9))],
+        ...cohortFlags(clients, how.cohort),
         ...["--max-connections-per-address", String(2 * clients + 100)],
         ...["--max-upload-mb", String(Math.max(64, Math.ceil((modelBytes * 2) / 2 ** 20)))],
         ...["--redis", redis.url, "--cluster", "bench", "--node", `n${i}`, "--run-dir", runDir],
@@ -227,7 +255,7 @@ async function runCluster(
     await redis.stop("SIGKILL");
     const at = counts.reduce((a, b) => a + b, 0);
     return {
-      ...empty(nodes, clients, model, modelBytes, leadOnly),
+      ...empty(nodes, clients, model, modelBytes, how),
       stalledAt: at,
       rssMiB: peaks.map((b) => b / 2 ** 20),
     };
@@ -250,7 +278,7 @@ async function runCluster(
     (r) => r.bytesUp - (r.partials?.clientBytes ?? 0) + (r.partials?.bytes ?? 0),
   );
   return {
-    ...empty(nodes, clients, model, modelBytes, leadOnly),
+    ...empty(nodes, clients, model, modelBytes, how),
     connectPerSecond: connectRate,
     roundMs: rounds.map((r) => r.durationMs),
     rssMiB: peaks.map((b) => b / 2 ** 20),
@@ -336,12 +364,15 @@ function empty(
   clients: number,
   model: string,
   modelBytes: number,
-  leadOnly = false,
+  how: Variant = {},
 ): Result {
   return {
     nodes,
     clients,
-    model: (model === "cnn" ? "McMahan CNN" : "tiny") + (leadOnly ? " (--lead-only)" : ""),
+    model:
+      (model === "cnn" ? "McMahan CNN" : "tiny") +
+      (how.leadOnly === true ? " (--lead-only)" : "") +
+      (how.cohort === undefined ? "" : ` (cohort ${how.cohort})`),
     connectPerSecond: 0,
     roundMs: [],
     rssMiB: [],
@@ -381,6 +412,12 @@ async function main(): Promise<void> {
       show(await runCluster(tinyFile, tinyBytes, nodes, clients));
     }
   }
+  // The same cohort of 900 a round with 1,000 clients on one node and 10,000 on four.
+  const cohort = Number(process.env.CLUSTER_COHORT ?? (QUICK ? 0 : 900));
+  if (cohort > 0) {
+    show(await runCluster(tinyFile, tinyBytes, 1, 1000, { cohort }));
+    show(await runCluster(tinyFile, tinyBytes, 4, 10_000, { cohort }));
+  }
   const secure: SecureResult[] = [];
   if (process.env.CLUSTER_SECURE !== "0") {
     for (const nodes of grid("CLUSTER_SECURE_NODES", QUICK ? [1, 2] : [1, 4])) {
@@ -397,7 +434,9 @@ async function main(): Promise<void> {
   // The CNN's configurations: "4" is 4 nodes, "4l" 4 nodes with a --lead-only leader.
   const cnn = (process.env.CLUSTER_CNN ?? (QUICK ? "" : "1,4,4l")).split(",").filter(Boolean);
   for (const c of cnn) {
-    show(await runCluster("cnn", 1_663_370 * 4, parseInt(c, 10), 50, c.endsWith("l")));
+    show(
+      await runCluster("cnn", 1_663_370 * 4, parseInt(c, 10), 50, { leadOnly: c.endsWith("l") }),
+    );
   }
   const failovers: FailoverResult[] = [];
   for (const kind of (process.env.CLUSTER_FAILOVER ?? "plain,secure").split(",").filter(Boolean)) {

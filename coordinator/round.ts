@@ -91,6 +91,8 @@ export class RoundCollector {
   private closed = false;
   private resolve!: (outcome: RoundOutcome) => void;
   private readonly timer: NodeJS.Timeout;
+  /** The cohort, for membership checks in O(1) (one per update). */
+  private readonly members: ReadonlySet<string>;
 
   constructor(
     readonly round: number,
@@ -98,6 +100,7 @@ export class RoundCollector {
     readonly limits: RoundLimits,
   ) {
     this.pending = new Set(cohort);
+    this.members = new Set(cohort);
     this.done = new Promise((resolve) => (this.resolve = resolve));
     this.timer = setTimeout(() => this.close(), limits.deadlineMs);
     if (this.pending.size === 0) this.close();
@@ -143,7 +146,7 @@ export class RoundCollector {
         throw new CohortError("STALE_ROUND", `round ${this.round} is closed`);
       }
       checkRound(result.round, this.round);
-      if (!this.cohort.includes(clientId)) {
+      if (!this.members.has(clientId)) {
         throw new CohortError(
           "NOT_IN_COHORT",
           `client ${clientId} was not sampled for round ${this.round}`,

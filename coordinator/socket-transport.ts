@@ -165,6 +165,11 @@ export class SocketTransport implements CohortTransport {
     return ids;
   }
 
+  /** How many clients are connected: at least `available().length`, and O(1). */
+  connectedCount(): number {
+    return this.registry.size;
+  }
+
   waitForAvailable(n: number): Promise<void> {
     return this.registry.waitFor(n);
   }

@@ -167,7 +167,14 @@ export class LeaderTransport implements ClusterTransport {
     return new Promise((resolve) => this.waiters.push({ n, resolve }));
   }
 
+  /** Called on every join: O(1) unless a waiter may now be satisfied. */
   private wake(): void {
+    if (this.waiters.length === 0) return;
+    // An upper bound first (a client moving between nodes may be counted twice meanwhile):
+    // counting exactly at every join would cost O(clients²) over a cluster's connections.
+    let bound = this.local.connectedCount();
+    for (const f of this.followers.values()) bound += f.members.size;
+    if (bound < Math.min(...this.waiters.map((w) => w.n))) return;
     const have = this.available().length;
     const ready = this.waiters.filter((w) => w.n <= have);
     this.waiters = this.waiters.filter((w) => w.n > have);
