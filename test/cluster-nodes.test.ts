@@ -316,6 +316,41 @@ describe("a cluster of coordinator nodes serves one run", () => {
     expect(m.participants).toBe(1);
     expect(m.failureReasons).toEqual([expect.objectContaining({ clientId: "ghost" })]);
   }, 120_000);
+  it("a follower lost while it owes an answer: its member fails at once, not at the deadline", async () => {
+    const args = [...base, "--rounds", "1", "--secure", "--min-clients", "4"];
+    const { nodes, dir, ports, redisUrl } = await cluster(
+      [...args, "--min-fit-clients", "4"],
+      ["a"],
+    );
+    const { createClient } = await import("@redis/client");
+    const r = createClient({ url: redisUrl });
+    await r.connect();
+    const record = JSON.parse((await r.get("cohort:n:link"))!) as { secret: string };
+    await r.quit();
+    const rogue = io(`http://127.0.0.1:${ports[0]}/cluster`, {
+      auth: { node: "rogue", secret: record.secret },
+      reconnection: false,
+    });
+    await new Promise<void>((resolve) => rogue.on("connect", () => resolve()));
+    // Asked for its member's first SecAgg+ step, it goes away without answering.
+    rogue.on("request", () => rogue.disconnect());
+    rogue.emit("members", [{ clientId: "ghost", credential: null }]);
+    const url = `http://127.0.0.1:${ports[0]}`;
+    const honest = [0, 1, 2].map((i) => client(url, i, 3, 100, ["--secure-floors", "3,2,2"]));
+    const exit = await nodes[0]!.exit;
+    expect({ exit, last: exit === 0 ? [] : nodes[0]!.lines.slice(-10) }).toEqual({
+      exit: 0,
+      last: [],
+    });
+    expect(await Promise.all(honest.map((c) => c.exit))).toEqual([0, 0, 0]);
+    const [m] = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(m.participants).toBe(3);
+    expect(m.failureReasons).toEqual([
+      expect.objectContaining({ clientId: "ghost", code: "CLIENT_DISCONNECTED" }),
+    ]);
+    // The round did not wait out the 60 s round timeout for the lost node's answer.
+    expect(m.durationMs).toBeLessThan(30_000);
+  }, 120_000);
 });
 
 describe("cohort cluster-demo", () => {

@@ -40,6 +40,8 @@ interface Follower {
   members: Map<string, MemberCredential | null>;
   /** Who it was asked for in the open round. */
   asked: Set<string>;
+  /** Requests awaiting its answer: each fails at once when the follower is lost. */
+  waiting: Set<(error: CohortError) => void>;
 }
 
 /** Options of the leader's transport. */
@@ -89,7 +91,13 @@ export class LeaderTransport implements ClusterTransport {
     const node = String((link.handshake.auth as { node: string }).node).slice(0, 128);
     const old = this.followers.get(node);
     if (old !== undefined) this.lose(old, "a newer link of the same node replaced it");
-    const follower: Follower = { node, link, members: new Map(), asked: new Set() };
+    const follower: Follower = {
+      node,
+      link,
+      members: new Map(),
+      asked: new Set(),
+      waiting: new Set(),
+    };
     this.followers.set(node, follower);
     this.options.log(`cluster: follower ${node} linked`);
     link.emit("task", this.options.task, this.options.run);
@@ -123,7 +131,18 @@ export class LeaderTransport implements ClusterTransport {
     for (const id of follower.asked)
       this.dropMember(follower, id, `its node ${follower.node} went away`);
     follower.members.clear();
+    const gone = new CohortError("CLIENT_DISCONNECTED", `its node ${follower.node} went away`);
+    for (const fail of follower.waiting) fail(gone);
+    follower.waiting.clear();
     follower.link.disconnect(true);
+  }
+
+  /** `work` (an answer `f` owes), or its failure as soon as `f` is lost. */
+  private answerOf<T>(f: Follower, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      f.waiting.add(reject);
+      void work.then(resolve, reject).finally(() => f.waiting.delete(reject));
+    });
   }
 
   private dropMember(follower: Follower, clientId: string, why: string): void {
@@ -228,10 +247,14 @@ export class LeaderTransport implements ClusterTransport {
     if (owner === undefined) return this.local.request(clientId, payload, timeoutMs, kind);
     let reply: unknown;
     try {
-      reply = await owner.link
-        .timeout(timeoutMs + 1000)
-        .emitWithAck("request", encode({ clientId, payload, timeoutMs, kind }));
-    } catch {
+      reply = await this.answerOf(
+        owner,
+        owner.link
+          .timeout(timeoutMs + 1000)
+          .emitWithAck("request", encode({ clientId, payload, timeoutMs, kind })),
+      );
+    } catch (error) {
+      if (error instanceof CohortError) throw error;
       throw new CohortError(
         "DEADLINE_EXCEEDED",
         `no answer from ${clientId} through node ${owner.node} within ${timeoutMs} ms`,
@@ -256,20 +279,20 @@ export class LeaderTransport implements ClusterTransport {
     return [...byNode].map(([f, mine]) => {
       const asked = new Map(mine.map((s) => [s.clientId, s.index] as const));
       const round: MaskedRound = { setup, steps: mine, timeoutMs };
-      const sum = f.link
-        .timeout(timeoutMs + 2000)
-        .emitWithAck("masked", encode(round))
-        .then(
-          (reply: unknown) => parseMaskedReply(reply, asked, f.node),
-          (error: unknown) => {
-            throw error instanceof CohortError
-              ? error
-              : new CohortError(
-                  "DEADLINE_EXCEEDED",
-                  `no masked sum from node ${f.node} within ${timeoutMs} ms`,
-                );
-          },
-        );
+      const sum = this.answerOf(
+        f,
+        f.link.timeout(timeoutMs + 2000).emitWithAck("masked", encode(round)),
+      ).then(
+        (reply: unknown) => parseMaskedReply(reply, asked, f.node),
+        (error: unknown) => {
+          throw error instanceof CohortError
+            ? error
+            : new CohortError(
+                "DEADLINE_EXCEEDED",
+                `no masked sum from node ${f.node} within ${timeoutMs} ms`,
+              );
+        },
+      );
       return { clientIds: [...asked.keys()], sum };
     });
   }
