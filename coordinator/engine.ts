@@ -336,6 +336,7 @@ export class RoundEngine {
         await this.evaluateOnClients(metrics);
       }
       if (store !== null && opts.runDir !== null) {
+        this.stateStore?.check?.();
         await store.appendRound(metrics);
         const every = opts.checkpointEvery;
         if (round === opts.rounds || (every > 0 && round % every === 0)) {

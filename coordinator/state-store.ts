@@ -18,6 +18,13 @@ export interface StateStore {
    *   was taken over.
    */
   commit(state: CommittedState): Promise<void>;
+  /**
+   * Before the run directory gets a committed round's outputs (its `metrics.jsonl` line, its
+   * checkpoint): throws when this writer may no longer be the only one.
+   *
+   * @throws CohortError `FENCED` from a shared store, when this node's lease may have lapsed
+   */
+  check?(): void;
 }
 
 /** The run directory's ledger (`ledger.json` and `ledger/`). */

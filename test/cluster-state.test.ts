@@ -9,7 +9,7 @@ import { RedisStateStore, stateKeys } from "../coordinator/cluster/redis-state.j
 import type { CommittedState } from "../coordinator/ledger.js";
 import type { TensorSpec } from "../protocol/messages.js";
 import { redisPerTest } from "./helpers/redis.js";
-import { expectRejectsCode } from "./helpers/errors.js";
+import { expectCohortError, expectRejectsCode } from "./helpers/errors.js";
 
 const specs: TensorSpec[] = [
   { name: "w", shape: [3, 2] },
@@ -55,6 +55,7 @@ describe("the state store on Redis", () => {
     expect(await a.lease.acquire()).toBe(1);
     await a.store.commit(state(1));
     await a.store.commit(state(2));
+    expect(() => a.store.check()).not.toThrow();
     const back = await a.store.head();
     const want = state(2);
     expect(back).toMatchObject({
@@ -69,7 +70,10 @@ describe("the state store on Redis", () => {
     // a pauses past its lease; b takes over and commits round 3.
     const b = await node("b", 800);
     await new Promise((r) => setTimeout(r, 1000));
+    // Not renewed for a TTL, a may have lost the lease: it writes no more outputs.
+    expectCohortError(() => a.store.check(), "FENCED", /a may no longer hold the cluster's lease/);
     expect(await b.lease.acquire()).toBe(2);
+    expect(() => b.store.check()).not.toThrow();
     await b.store.commit(state(3));
     await expectRejectsCode(a.store.commit(state(3)), "FENCED", /token 1 of a/);
     expect((await a.store.head())!.completedRounds).toBe(3);

@@ -57,6 +57,8 @@ export interface LeaseOptions {
 /** One node's side of the leader lease. */
 export class RedisLease {
   private held: number | null = null;
+  /** Until when (monotonic ms) the lease surely stands: a TTL after the last grant was sent. */
+  private validUntil = 0;
 
   constructor(
     private readonly redis: RedisCommands,
@@ -86,9 +88,19 @@ export class RedisLease {
     return `${this.options.node}:${token}`;
   }
 
+  /**
+   * Whether this node surely still holds the lease: it was granted or renewed less than a TTL
+   * ago, counted from before the request was sent (a node paused past that may have lost it
+   * without knowing yet).
+   */
+  surelyHeld(): boolean {
+    return this.held !== null && performance.now() < this.validUntil;
+  }
+
   /** Take the lease if it is free: the new fencing token, or null (another node holds it). */
   async acquire(): Promise<number | null> {
     const { keys, node, ttlMs } = this.options;
+    const sent = performance.now();
     const reply = await this.redis.sendCommand([
       "EVAL",
       ACQUIRE,
@@ -99,6 +111,7 @@ export class RedisLease {
       String(ttlMs),
     ]);
     this.held = reply === null ? null : Number(reply);
+    if (this.held !== null) this.validUntil = sent + ttlMs;
     return this.held;
   }
 
@@ -106,6 +119,7 @@ export class RedisLease {
   async renew(): Promise<boolean> {
     if (this.held === null) return false;
     const { keys, ttlMs } = this.options;
+    const sent = performance.now();
     const reply = await this.redis.sendCommand([
       "EVAL",
       RENEW,
@@ -114,7 +128,10 @@ export class RedisLease {
       this.holder(this.held),
       String(ttlMs),
     ]);
-    if (Number(reply) === 1) return true;
+    if (Number(reply) === 1) {
+      this.validUntil = sent + ttlMs;
+      return true;
+    }
     this.held = null;
     return false;
   }

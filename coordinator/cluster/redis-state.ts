@@ -80,6 +80,19 @@ export class RedisStateStore implements SharedState {
     );
   }
 
+  /**
+   * A node paused past its lease (that the new leader may have resumed from its last commit,
+   * and repaired `metrics.jsonl` with) writes no more of the run's outputs.
+   */
+  check(): void {
+    if (!this.lease.surelyHeld()) {
+      throw new CohortError(
+        "FENCED",
+        `${this.lease.options.node} may no longer hold the cluster's lease (not renewed within its TTL): it writes no more of the run's outputs`,
+      );
+    }
+  }
+
   /** @throws CohortError `FENCED` when this node does not hold the lease (or lost it). */
   async commit(state: CommittedState): Promise<void> {
     const token = this.lease.token();
