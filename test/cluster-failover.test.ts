@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { cliPerTest, digitsClientArgs, fileLines } from "./helpers/cli.js";
+import { cliPerTest, digitsClientArgs, fileLines, runCli } from "./helpers/cli.js";
 import { tempRunDir } from "./helpers/federation.js";
 import { freePort, redisPerTest } from "./helpers/redis.js";
 import { until } from "./helpers/wait.js";
@@ -46,13 +46,14 @@ describe("a cluster of coordinator nodes fails over", () => {
   }
 
   /** Nodes a and b of one cluster (a leads, b stands by), and the clients' URL list. */
-  async function cluster(args: string[], ttl = TTL_S) {
+  async function cluster(args: string[], ttl = TTL_S, bArgs = args) {
     const server = await redis.start();
     const dir = await tempRunDir("cohort-cluster-");
     const ports = [await freePort(), await freePort()];
     const node = (name: string, port: number) =>
       start([
-        ...["coordinator", "--port", String(port), ...args, "--run-dir", dir],
+        ...["coordinator", "--port", String(port), ...(name === "b" ? bArgs : args)],
+        ...["--run-dir", dir],
         ...["--redis", server.url, "--cluster", "t", "--node", name, "--lease-ttl", String(ttl)],
       ]);
     const a = node("a", ports[0]!);
@@ -117,6 +118,42 @@ describe("a cluster of coordinator nodes fails over", () => {
     expect(await Promise.all([onA.exit, onB.exit])).toEqual([0, 0]);
     const rounds = (await fileLines(join(dir, "metrics.jsonl"))).map((l) => JSON.parse(l).round);
     expect(rounds).toEqual([1, 2, 3, 4]);
+  }, 180_000);
+
+  it("clients pinned to the cluster's key follow a failover when every node signs with it, and refuse a node that signs with another", async () => {
+    const keys = await tempRunDir("cohort-cluster-keys-");
+    const [key, other] = [join(keys, "cluster.key"), join(keys, "other.key")];
+    const made = await runCli(["keygen", "--out", key]);
+    expect((await runCli(["keygen", "--out", other])).code).toBe(0);
+    const pinned = ["--coordinator-key", made.output.trim().split("\n").pop()!];
+    const signed = [...common, "--signing-key", key];
+
+    // Every node signs with the cluster's key: the run survives its leader.
+    const same = await cluster(signed);
+    const clients = [0, 1].map((i) => start(clientArgs(same.urls, i, pinned)));
+    await until(() => same.a.lines.some((l) => roundLine(1).test(l)), 60_000);
+    same.a.child.kill("SIGKILL");
+    const exit = await same.b.exit;
+    expect({ exit, last: exit === 0 ? [] : same.b.lines.slice(-10) }).toEqual({
+      exit: 0,
+      last: [],
+    });
+    expect(await Promise.all(clients.map((c) => c.exit))).toEqual([0, 0]);
+    const rounds = (await fileLines(join(same.dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(rounds.map((m) => m.round)).toEqual([1, 2, 3, 4]);
+
+    // The node that takes over signs with another key: pinned clients train for it no more.
+    const mixed = await cluster(signed, TTL_S, [...common, "--signing-key", other]);
+    const refusing = [0, 1].map((i) => start(clientArgs(mixed.urls, i, pinned)));
+    await until(() => mixed.a.lines.some((l) => roundLine(1).test(l)), 60_000);
+    mixed.a.child.kill("SIGKILL");
+    await mixed.b.waitForLine(/cluster t: node b leads/, 15_000);
+    expect(await Promise.all(refusing.map((c) => c.exit))).toEqual([1, 1]);
+    for (const c of refusing) {
+      expect(c.lines.join("\n")).toMatch(/MODEL_SIGNATURE: .*not the pinned key/);
+    }
+    const after = (await fileLines(join(mixed.dir, "metrics.jsonl"))).map((l) => JSON.parse(l));
+    expect(after.every((m) => m.round <= 2)).toBe(true);
   }, 180_000);
 
   it("kill -9 of the leader in a secure round: the standby runs the round again", async () => {
