@@ -162,6 +162,29 @@ describe("a cluster of coordinator nodes serves one run", () => {
     expect(await Promise.all([first.exit, second.exit])).toEqual([0, 0]);
   }, 180_000);
 
+  it("a follower that links mid-run shows the rounds completed before it linked, each once", async () => {
+    const args = [...base, "--rounds", "4", "--min-clients", "1", "--min-fit-clients", "1"];
+    const { nodes, dir, urls, redisUrl } = await cluster(args, ["a"]);
+    const only = client(urls[0]!, 0, 1, 3000);
+    await nodes[0]!.waitForLine(/^round 1\//, 60_000);
+    const port = await freePort();
+    const late = start([
+      ...["coordinator", "--port", String(port), ...args, "--run-dir", dir],
+      ...["--redis", redisUrl, "--cluster", "n", "--node", "b", "--lease-ttl", "2"],
+    ]);
+    await late.waitForLine(/follower b serving/, 30_000);
+    const rounds = async () =>
+      (
+        (await (await fetch(`http://127.0.0.1:${port}/api/status`)).json()) as StatusSnapshot
+      ).history.map((h) => h.round);
+    await poll(async () => (await rounds()).length > 0, 10_000);
+    const shown = await rounds();
+    expect(shown[0]).toBe(1);
+    expect(shown).toEqual([...Array(shown.length).keys()].map((k) => k + 1));
+    expect(await nodes[0]!.exit).toBe(0);
+    expect(await only.exit).toBe(0);
+  }, 120_000);
+
   it("a secure round across three nodes: one masked sum per follower, and the model of one node within its quantization bound", async () => {
     // One round: after it, both models are within the round's error bound of the exact mean
     // (members round stochastically, so two secure runs are not equal bit for bit).

@@ -166,8 +166,16 @@ export class Follower {
         status.phase(round, phase as EnginePhase);
       }
     });
-    link.on("round:done", (m: unknown) => {
-      if (isRoundMetrics(m)) status.completed(m);
+    // Each round once, in order (one may come live before the history that also holds it).
+    let shown = 0;
+    const show = (m: unknown) => {
+      if (!isRoundMetrics(m) || m.round <= shown) return;
+      shown = m.round;
+      status.completed(m);
+    };
+    link.on("round:done", show);
+    link.on("round:history", (rounds: unknown) => {
+      if (Array.isArray(rounds)) rounds.forEach(show);
     });
     const member = (clientId: string) => ({
       clientId,

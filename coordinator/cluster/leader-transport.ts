@@ -62,6 +62,8 @@ export class LeaderTransport implements ClusterTransport {
   private full: { broadcast: RoundBroadcast; sealed: Uint8Array } | null = null;
   /** The engine's phase now, for a follower that links later. */
   private lastPhase: { round: number; phase: EnginePhase } | null = null;
+  /** The rounds completed so far, for followers that link later (per-client lists left out). */
+  private readonly completed: RoundMetrics[] = [];
 
   constructor(
     private readonly local: SocketTransport,
@@ -101,7 +103,11 @@ export class LeaderTransport implements ClusterTransport {
     this.followers.set(node, follower);
     this.options.log(`cluster: follower ${node} linked`);
     link.emit("task", this.options.task, this.options.run);
-    if (this.lastPhase !== null) link.emit("phase", this.lastPhase.round, this.lastPhase.phase);
+    // Once it listens (its first member list), it gets the run so far for its dashboard.
+    link.once("members", () => {
+      if (this.completed.length > 0) link.emit("round:history", this.completed);
+      if (this.lastPhase !== null) link.emit("phase", this.lastPhase.round, this.lastPhase.phase);
+    });
     link.on("members", (members) => {
       follower.members.clear();
       for (const m of parseMembers(members)) follower.members.set(m.clientId, m.credential);
@@ -336,6 +342,7 @@ export class LeaderTransport implements ClusterTransport {
   }
 
   roundDone(metrics: RoundMetrics): void {
+    this.completed.push({ ...metrics, clients: [] });
     this.nsp.emit("round:done", metrics);
   }
 

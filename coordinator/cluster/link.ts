@@ -124,6 +124,8 @@ export interface LeaderToFollower {
   forget: (clientId: string) => void;
   phase: (round: number, phase: EnginePhase) => void;
   "round:done": (metrics: RoundMetrics) => void;
+  /** The rounds completed before the follower linked (without their per-client lists). */
+  "round:history": (rounds: RoundMetrics[]) => void;
   done: (info: { runId: string; rounds: number }) => void;
 }
 
