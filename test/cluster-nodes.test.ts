@@ -13,7 +13,7 @@ import { tempRunDir } from "./helpers/federation.js";
 import { freePort, redisPerTest } from "./helpers/redis.js";
 import { until } from "./helpers/wait.js";
 import { maxDiff } from "./helpers/weights.js";
-import { encode } from "../protocol/codec.js";
+import { encodePartial } from "../coordinator/cluster/link.js";
 import type { StatusSnapshot } from "../coordinator/http/status.js";
 
 const ROUNDS = 3;
@@ -316,13 +316,16 @@ describe("a cluster of coordinator nodes serves one run", () => {
       // It claims a member it never had, with a sum of the wrong shape.
       rogue.emit(
         "partial",
-        encode({
-          round: 1,
-          results: [],
-          failures: [{ clientId: "someone-else", code: "X", message: "" }],
-          bytesUp: 0,
-          sum: { mean: [new Float32Array(3)], weight: 1, count: 0 },
-        }),
+        encodePartial(
+          {
+            round: 1,
+            results: [],
+            failures: [{ clientId: "someone-else", code: "X", message: "" }],
+            bytesUp: 0,
+            sum: { weighted: [new Float64Array(3)], weight: 1, count: 0 },
+          },
+          [],
+        ),
       );
     });
     rogue.emit("members", [{ clientId: "ghost", credential: null }]);

@@ -369,7 +369,7 @@ describe("partial sums from other coordinator nodes", () => {
     });
     ids.forEach((id, i) => node.submit(id, payload(seeds[i])));
     const partial = partialOf(await node.done);
-    return decodePartial(encodePartial(partial), weightSpecs);
+    return decodePartial(encodePartial(partial, ids), weightSpecs, () => ids);
   }
 
   it("a partial counts its members as answered, and its sum aggregates like their updates", async () => {
@@ -413,18 +413,26 @@ describe("partial sums from other coordinator nodes", () => {
 
   it("a partial's sum must have the model's shapes and finite values", async () => {
     const bad = (mean: Float32Array[]) =>
-      encode({
-        round: 2,
-        results: [],
-        failures: [],
-        bytesUp: 0,
-        sum: { mean, weight: 1, count: 0 },
-      });
-    expect(() => decodePartial(bad([new Float32Array(6)]), weightSpecs)).toThrow();
+      encodePartial(
+        {
+          round: 2,
+          results: [],
+          failures: [],
+          bytesUp: 0,
+          sum: { weighted: mean.map((t) => Float64Array.from(t)), weight: 1, count: 0 },
+        },
+        [],
+      );
+    const none = () => [];
+    expect(() => decodePartial(bad([new Float32Array(6)]), weightSpecs, none)).toThrow();
     expect(() =>
-      decodePartial(bad([new Float32Array(6).fill(Number.NaN), new Float32Array(3)]), weightSpecs),
+      decodePartial(
+        bad([new Float32Array(6).fill(Number.NaN), new Float32Array(3)]),
+        weightSpecs,
+        none,
+      ),
     ).toThrow(/NaN|finite/);
-    expect(() => decodePartial(encode({ round: "x" }), weightSpecs)).toThrow(
+    expect(() => decodePartial(encode({ round: "x" }), weightSpecs, none)).toThrow(
       /INVALID_MESSAGE|round/,
     );
   });

@@ -229,7 +229,7 @@ export class Follower {
     transport.startRound(collector, RoundBroadcast.plain(start.round, start.request));
     void collector.done.then((outcome) => {
       if (this.closed) return;
-      const bytes = encodePartial(partialOf(outcome));
+      const bytes = encodePartial(partialOf(outcome), start.cohort);
       this.lastPartial = {
         round: start.round,
         bytes: bytes.byteLength,

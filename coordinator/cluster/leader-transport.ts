@@ -40,6 +40,8 @@ interface Follower {
   members: Map<string, MemberCredential | null>;
   /** Who it was asked for in the open round. */
   asked: Set<string>;
+  /** The open round's cohort list sent to it (a partial names members by their place in it). */
+  cohort: readonly string[];
   /** Requests awaiting its answer: each fails at once when the follower is lost. */
   waiting: Set<(error: CohortError) => void>;
 }
@@ -98,6 +100,7 @@ export class LeaderTransport implements ClusterTransport {
       link,
       members: new Map(),
       asked: new Set(),
+      cohort: [],
       waiting: new Set(),
     };
     this.followers.set(node, follower);
@@ -162,12 +165,19 @@ export class LeaderTransport implements ClusterTransport {
       if (open === null || open.partials === null) {
         throw new CohortError("NO_ACTIVE_ROUND", "no round takes partials now");
       }
-      const partial = decodePartial(bytes, this.options.task.model.weightSpecs);
+      const partial = decodePartial(bytes, this.options.task.model.weightSpecs, (round) =>
+        round === open.collector.round ? follower.cohort : null,
+      );
       open.partials.addPartial(partial, follower.asked, byteLengthOf(bytes));
       for (const id of [...partial.results, ...partial.failures])
         follower.asked.delete(id.clientId);
     } catch (error) {
       const e = toCohortError(error, "INVALID_MESSAGE");
+      if (e.code === "STALE_ROUND" || e.code === "NO_ACTIVE_ROUND") {
+        // Late for a round that closed without it: its members already failed there.
+        this.options.log(`cluster: ignored a partial from ${follower.node}: ${e.message}`);
+        return;
+      }
       this.options.log(`cluster: refused a partial from ${follower.node}: ${e.code}: ${e.message}`);
       // What it was asked for is lost to this round.
       for (const id of [...follower.asked]) {
@@ -218,7 +228,10 @@ export class LeaderTransport implements ClusterTransport {
     const partials = collector instanceof RoundCollector ? collector : null;
     this.round = { collector, partials };
     let bytes = this.local.startRound(restrict(collector, here), broadcast);
-    for (const f of this.followers.values()) f.asked = new Set(remote.get(f));
+    for (const f of this.followers.values()) {
+      f.cohort = remote.get(f) ?? [];
+      f.asked = new Set(f.cohort);
+    }
     if (remote.size === 0) return bytes;
     if (partials === null) {
       // Checked with the options: asynchronous rounds run on one node.

@@ -131,13 +131,15 @@ export interface LeaderToFollower {
 
 /**
  * A partial as it travels: the sum as its mean (float32, one model's bytes) and its weight,
- * so the leader's inbound bytes per node are one model's, not the float64 sum's two.
+ * so the leader's inbound bytes per node are one model's, not the float64 sum's two; and its
+ * members' summaries column by column (`SummaryColumns`), each member named by its place in
+ * `cohort`, the list the leader sent the node for the round.
  */
-export function encodePartial(partial: NodePartial): Uint8Array {
+export function encodePartial(partial: NodePartial, cohort: readonly string[]): Uint8Array {
   const { sum } = partial;
   return encode({
     round: partial.round,
-    results: partial.results,
+    results: summaryColumns(partial.results, cohort),
     failures: partial.failures,
     bytesUp: partial.bytesUp,
     sum:
@@ -151,18 +153,109 @@ export function encodePartial(partial: NodePartial): Uint8Array {
   });
 }
 
-/** A follower's partial, checked: shapes, finite values, fields. `INVALID_MESSAGE` otherwise. */
-export function decodePartial(bytes: unknown, specs: readonly TensorSpec[]): NodePartial {
+/** A column of numbers: the narrowest typed array that holds each value exactly. */
+type Column = Uint8Array | Uint16Array | Uint32Array | Float32Array | Float64Array;
+
+/**
+ * Accepted updates' summaries as columns (a few bytes a member, where records with their keys
+ * and client ids took 100–200): `member` indexes the node's cohort list; NaN stands for an
+ * absent accuracy, encode time or claimed example count; `backend` indexes `backends`.
+ */
+interface SummaryColumns {
+  member: Column;
+  numExamples: Column;
+  loss: Column;
+  accuracy: Column;
+  trainMs: Column;
+  encodeMs: Column;
+  bytes: Column;
+  decodeMs: Column;
+  claimed: Column;
+  backends: string[];
+  backend: Column;
+}
+
+const NUMBER_COLUMNS = [
+  "member",
+  "numExamples",
+  "loss",
+  "accuracy",
+  "trainMs",
+  "encodeMs",
+  "bytes",
+  "decodeMs",
+  "claimed",
+  "backend",
+] as const;
+
+/** `values` in the narrowest typed array that holds every one exactly (NaN included). */
+export function packColumn(values: readonly number[]): Column {
+  let max = 0;
+  let whole = true;
+  for (const v of values) {
+    if (!Number.isInteger(v) || v < 0) whole = false;
+    else if (v > max) max = v;
+  }
+  if (whole && max < 2 ** 8) return Uint8Array.from(values);
+  if (whole && max < 2 ** 16) return Uint16Array.from(values);
+  if (whole && max < 2 ** 32) return Uint32Array.from(values);
+  if (values.every((v) => Number.isNaN(v) || Math.fround(v) === v)) {
+    return Float32Array.from(values);
+  }
+  return Float64Array.from(values);
+}
+
+function summaryColumns(results: readonly UpdateSummary[], cohort: readonly string[]) {
+  const place = new Map(cohort.map((id, i) => [id, i] as const));
+  const backends: string[] = [];
+  const column = (f: (r: UpdateSummary) => number) => packColumn(results.map(f));
+  const columns: SummaryColumns = {
+    member: column((r) => {
+      const i = place.get(r.clientId);
+      if (i === undefined) {
+        throw new CohortError("INTERNAL", `${r.clientId} is not in this node's cohort`);
+      }
+      return i;
+    }),
+    numExamples: column((r) => r.numExamples),
+    loss: column((r) => r.metrics.loss),
+    accuracy: column((r) => r.metrics.accuracy ?? Number.NaN),
+    trainMs: column((r) => r.metrics.trainMs),
+    encodeMs: column((r) => r.metrics.encodeMs ?? Number.NaN),
+    bytes: column((r) => r.bytes),
+    decodeMs: column((r) => r.decodeMs),
+    claimed: column((r) => r.claimedExamples ?? Number.NaN),
+    backends,
+    backend: column((r) => {
+      const i = backends.indexOf(r.metrics.backend);
+      return i >= 0 ? i : backends.push(r.metrics.backend) - 1;
+    }),
+  };
+  return columns;
+}
+
+/**
+ * A follower's partial, checked: shapes, finite values, fields. `cohortOf(round)` is the list
+ * the leader sent that node for the round, or null when the round is not the open one
+ * (`STALE_ROUND`). `INVALID_MESSAGE` otherwise.
+ */
+export function decodePartial(
+  bytes: unknown,
+  specs: readonly TensorSpec[],
+  cohortOf: (round: number) => readonly string[] | null,
+): NodePartial {
   const o = record(decode(bytes), "partial");
   const round = o.round;
   const bytesUp = o.bytesUp;
   if (!Number.isInteger(round) || typeof bytesUp !== "number" || !(bytesUp >= 0)) {
     throw bad("partial: round and bytesUp must be numbers");
   }
-  if (!Array.isArray(o.results) || !Array.isArray(o.failures)) {
-    throw bad("partial: results and failures must be lists");
+  const cohort = cohortOf(round as number);
+  if (cohort === null) {
+    throw new CohortError("STALE_ROUND", `a partial of round ${String(round)}, which is not open`);
   }
-  const results = o.results.map(parseSummary);
+  if (!Array.isArray(o.failures)) throw bad("partial: failures must be a list");
+  const results = parseSummaries(o.results, cohort);
   const failures = o.failures.map(parseFailure);
   let sum: WeightedSum | null = null;
   if (o.sum !== null) {
@@ -189,40 +282,70 @@ export function decodePartial(bytes: unknown, specs: readonly TensorSpec[]): Nod
   return { round: round as number, results, failures, bytesUp, sum };
 }
 
-function parseSummary(raw: unknown): UpdateSummary {
-  const o = record(raw, "partial result");
-  const m = record(o.metrics, "partial result metrics");
-  const n = o.numExamples;
-  if (
-    typeof o.clientId !== "string" ||
-    typeof n !== "number" ||
-    !(n >= 0) ||
-    !Number.isFinite(n) ||
-    typeof o.bytes !== "number" ||
-    typeof o.decodeMs !== "number" ||
-    typeof m.loss !== "number" ||
-    !Number.isFinite(m.loss) ||
-    typeof m.trainMs !== "number" ||
-    typeof m.backend !== "string" ||
-    (m.accuracy !== null && typeof m.accuracy !== "number")
-  ) {
-    throw bad("partial result: clientId, numExamples, bytes, decodeMs and metrics required");
+const isColumn = (v: unknown): v is Column =>
+  v instanceof Uint8Array ||
+  v instanceof Uint16Array ||
+  v instanceof Uint32Array ||
+  v instanceof Float32Array ||
+  v instanceof Float64Array;
+
+/** The summaries' columns, checked, back as one summary per member. */
+function parseSummaries(raw: unknown, cohort: readonly string[]): UpdateSummary[] {
+  const o = record(raw, "partial results");
+  const n = isColumn(o.member) ? o.member.length : -1;
+  if (n < 0 || !NUMBER_COLUMNS.every((k) => isColumn(o[k]) && o[k].length === n)) {
+    throw bad(`partial results: ${NUMBER_COLUMNS.join(", ")} must be typed arrays of one length`);
   }
-  const metrics: FitMetrics = {
-    loss: m.loss,
-    accuracy: m.accuracy as number | null,
-    trainMs: m.trainMs,
-    backend: m.backend.slice(0, 64),
-    ...(typeof m.encodeMs === "number" ? { encodeMs: m.encodeMs } : {}),
-  };
-  return {
-    clientId: o.clientId,
-    numExamples: n,
-    metrics,
-    bytes: o.bytes,
-    decodeMs: o.decodeMs,
-    ...(typeof o.claimedExamples === "number" ? { claimedExamples: o.claimedExamples } : {}),
-  };
+  const backends = o.backends;
+  if (
+    !Array.isArray(backends) ||
+    backends.length > 256 ||
+    !backends.every((b) => typeof b === "string")
+  ) {
+    throw bad("partial results: backends must be a list of names");
+  }
+  const c = o as unknown as SummaryColumns;
+  const summaries: UpdateSummary[] = [];
+  for (let i = 0; i < n; i++) {
+    const member = c.member[i]!;
+    const numExamples = c.numExamples[i]!;
+    const [loss, accuracy, trainMs, encodeMs] = [c.loss, c.accuracy, c.trainMs, c.encodeMs].map(
+      (col) => col[i]!,
+    ) as [number, number, number, number];
+    const backend = backends[c.backend[i]!] as string | undefined;
+    if (
+      !Number.isInteger(member) ||
+      member >= cohort.length ||
+      !(numExamples >= 0) ||
+      !Number.isFinite(numExamples) ||
+      !Number.isFinite(loss) ||
+      Number.isNaN(trainMs) ||
+      !(c.bytes[i]! >= 0) ||
+      Number.isNaN(c.decodeMs[i]!) ||
+      backend === undefined
+    ) {
+      throw bad(
+        `partial result ${i}: member, numExamples, loss, trainMs, bytes, decodeMs and backend required`,
+      );
+    }
+    const metrics: FitMetrics = {
+      loss,
+      accuracy: Number.isNaN(accuracy) ? null : accuracy,
+      trainMs,
+      backend: backend.slice(0, 64),
+      ...(Number.isNaN(encodeMs) ? {} : { encodeMs }),
+    };
+    const claimed = c.claimed[i]!;
+    summaries.push({
+      clientId: cohort[member]!,
+      numExamples,
+      metrics,
+      bytes: c.bytes[i]!,
+      decodeMs: c.decodeMs[i]!,
+      ...(Number.isNaN(claimed) ? {} : { claimedExamples: claimed }),
+    });
+  }
+  return summaries;
 }
 
 function parseFailure(raw: unknown): RoundFailure {
