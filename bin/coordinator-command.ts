@@ -342,7 +342,7 @@ async function followUntilLeading(
       );
     } catch (error) {
       opts.log(`cannot follow the leader: ${toCohortError(error).message}`);
-      await node.pause();
+      await node.pauseForLease();
       continue;
     }
     node.reportAs(() => follower.report());

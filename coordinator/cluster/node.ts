@@ -227,6 +227,22 @@ export class ClusterNode {
   }
 
   /**
+   * Wait a third of the lease's TTL, or less: until just after the lease lapses when it will
+   * sooner (a dead leader's lease is taken as soon as Redis lets it go, not up to a third of a
+   * TTL later).
+   */
+  async pauseForLease(): Promise<void> {
+    let wait = Math.max(5, this.options.leaseTtlMs / 3);
+    try {
+      const current = await withTimeout(this.lease.current(), wait, "");
+      if (current !== null) wait = Math.min(wait, current.ttlMs + 5);
+    } catch {
+      // Redis out of reach: the plain pause
+    }
+    await new Promise((r) => setTimeout(r, wait));
+  }
+
+  /**
    * As the leader: tell followers where to link (`url`) and with what `secret`, under this
    * node's fencing token (a stale leader cannot redirect them).
    */
@@ -261,7 +277,7 @@ export class ClusterNode {
   /** Resolves once the leader of `record` no longer holds the lease. */
   async leaderGone(record: LinkRecord): Promise<string> {
     for (;;) {
-      await this.pause();
+      await this.pauseForLease();
       if (this.closed) return "closed";
       try {
         const current = await withTimeout(this.lease.current(), this.options.leaseTtlMs, "");
