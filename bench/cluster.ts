@@ -482,7 +482,7 @@ async function main(): Promise<void> {
     writeFileSync(
       join(figures, "cluster.md"),
       `# bench:cluster\n\n${table.join("\n")}\n\n## SecAgg+ (MLP, real clients)\n\n${secureTable.join("\n")}\n\n` +
-        `## Failover (cohort cluster-demo: 2 nodes, 4 clients, lease TTL ${FAILOVER_TTL_S} s, kill -9 of the leader after round 2)\n\n${failoverTable.join("\n")}\n`,
+        `## Failover (\`cohort cluster-demo\`: 2 nodes, 4 clients, lease TTL ${FAILOVER_TTL_S} s, kill -9 of the leader after round 2)\n\n${failoverTable.join("\n")}\n`,
     );
     writeFileSync(
       join(figures, "cluster.json"),
