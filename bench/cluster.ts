@@ -472,7 +472,7 @@ async function main(): Promise<void> {
       }),
     ];
     const failoverTable = [
-      "| rounds | lease taken after the kill (s) | next round done after the kill (s) | round median (s) | × (TTL + round) |",
+      "| aggregation | lease taken after the kill (s) | next round done after the kill (s) | round median (s) | × (TTL + round) |",
       "|---|---|---|---|---|",
       ...failovers.map(
         (r) =>

@@ -319,6 +319,8 @@ async function followUntilLeading(
   const standby = () => ({ role: "standby" as const, url: null, clients: 0, partial: null });
   node.reportAs(standby);
   let orphan: Follower | null = null;
+  /** The fencing token of the leader the orphan served. */
+  let orphanOf = 0;
   const letGo = async () => {
     await orphan?.close();
     orphan = null;
@@ -342,6 +344,8 @@ async function followUntilLeading(
       );
     } catch (error) {
       opts.log(`cannot follow the leader: ${toCohortError(error).message}`);
+      // Another node leads, but this one cannot reach it: its clients had better go elsewhere.
+      if (orphan !== null && record.token !== orphanOf) await letGo();
       await node.pauseForLease();
       continue;
     }
@@ -376,6 +380,7 @@ async function followUntilLeading(
     }
     follower.unlink();
     orphan = follower;
+    orphanOf = record.token;
     opts.log(
       `stopped following: ${how.lost}; holding ${follower.report().clients} client(s) until a node leads`,
     );

@@ -232,8 +232,8 @@ export class ClientCore<R extends string> {
     });
     this.socket = socket;
     if (this.urls.length > 1) {
-      // Nodes of one cluster: every reconnection tries the next URL in turn. The manager's
-      // `uri` is what its next attempt opens (the way socket.io's maintainers point to).
+      // Nodes of one cluster: reconnections try the URLs in turn (below). The manager's `uri`
+      // is what its next attempt opens (the way socket.io's maintainers point to).
       // The first attempt after a lost connection goes back to the same node (one that
       // restarts its server, as a follower does when it becomes the leader, is back at once);
       // the next ones try the other nodes in turn, each at the current delay, which grows once

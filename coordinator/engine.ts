@@ -340,6 +340,7 @@ export class RoundEngine {
         await store.appendRound(metrics);
         const every = opts.checkpointEvery;
         if (round === opts.rounds || (every > 0 && round % every === 0)) {
+          this.stateStore?.check?.();
           await store.checkpoint(round, task.model, this.global);
         }
       }

@@ -13,9 +13,9 @@ import { freePort, redisPerTest } from "./helpers/redis.js";
 import { until } from "./helpers/wait.js";
 
 const ROUNDS = 4;
-// Two seconds: a node on a machine loaded by parallel tests can stall (or see Redis stall) for a
-// second, and a lease that short would lapse under it.
-const TTL_S = 2;
+// Three seconds: on a machine loaded by parallel tests, Redis (fsync on every write) or a node
+// can stall for a second or two, and a shorter lease lapses under it before the scenario begins.
+const TTL_S = 3;
 const base = [
   ...["--rounds", String(ROUNDS), "--seed", "5", "--host", "127.0.0.1", "--round-timeout", "60"],
   ...["--strategy", "fedadam", "--server-lr", "0.01"],
@@ -70,7 +70,13 @@ describe("a cluster of coordinator nodes fails over", () => {
   async function clusterAt(round: number, ttl = TTL_S) {
     const run = await cluster(common, ttl);
     const clients = [0, 1].map((i) => start(clientArgs(run.urls, i)));
-    await until(() => run.a.lines.some((l) => roundLine(round).test(l)), 60_000);
+    await until(() => run.a.lines.some((l) => roundLine(round).test(l)), 60_000).catch(() => {
+      const last = (p: { lines: string[] }) => p.lines.slice(-8).join("\n");
+      throw new Error(
+        `no round ${round} on a within 60 s:\n[a]\n${last(run.a)}\n[b]\n${last(run.b)}\n` +
+          clients.map((c, i) => `[client ${i}]\n${last(c)}`).join("\n"),
+      );
+    });
     return { ...run, clients };
   }
 

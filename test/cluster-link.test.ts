@@ -148,6 +148,19 @@ describe("a follower's partial", () => {
       "INVALID_MESSAGE",
       /partial result 0/,
     );
+    for (const [column, value] of [
+      ["member", Float32Array.of(-1)],
+      ["bytes", Float64Array.of(Infinity)],
+      ["trainMs", Float64Array.of(-Infinity)],
+      ["decodeMs", Float64Array.of(-2)],
+    ] as const) {
+      const wrong = { ...o, results: { ...o.results, [column]: value } };
+      expectCohortError(
+        () => decodePartial(encode(wrong), specs, () => cohort),
+        "INVALID_MESSAGE",
+        /partial result 0/,
+      );
+    }
     const noBackend = { ...o, results: { ...o.results, backends: [] } };
     expectCohortError(
       () => decodePartial(encode(noBackend), specs, () => cohort),

@@ -125,8 +125,12 @@ export class Follower {
       link.disconnect();
       throw error;
     });
-    await beforeListen();
-    await follower.serve(task.task, task.run, view);
+    try {
+      await follower.serve(task.task, task.run, view, beforeListen);
+    } catch (error) {
+      await follower.close();
+      throw error;
+    }
     return follower;
   }
 
@@ -134,6 +138,7 @@ export class Follower {
     task: TaskSpec,
     run: RunShown,
     view: () => ClusterStatus | null,
+    beforeListen: () => Promise<void>,
   ): Promise<void> {
     const { opts, link } = this;
     // The dashboard and `/metrics` here show the leader's run (its phases and rounds, sent
@@ -173,22 +178,33 @@ export class Follower {
       shown = m.round;
       status.completed(m);
     };
-    link.on("round:done", show);
+    // Live rounds wait for the history (the rounds before this node listened), then follow it.
+    let early: unknown[] | null = [];
+    link.on("round:done", (m: unknown) => (early === null ? show(m) : early.push(m)));
     link.on("round:history", (rounds: unknown) => {
+      if (early === null) return;
       if (Array.isArray(rounds)) rounds.forEach(show);
+      early.forEach(show);
+      early = null;
     });
     const member = (clientId: string) => ({
       clientId,
       credential: transport.credentialOf(clientId),
     });
-    transport.on("join", (c) => link.emit("join", member(c.clientId)));
-    transport.on("leave", (c) => link.emit("leave", c.clientId));
+    // Once unlinked it only holds its clients: nothing more goes to the old leader.
+    transport.on("join", (c) => this.linked && link.emit("join", member(c.clientId)));
+    transport.on("leave", (c) => this.linked && link.emit("leave", c.clientId));
     link.on("round:start", (bytes: unknown) => this.onRound(task, bytes));
     // The leader's requests that want an answer: do the work, answer with its encoded reply.
     const answer = (event: "request" | "masked", work: (bytes: unknown) => Promise<object>) =>
       link.on(event, (bytes: unknown, ack: unknown) => {
         if (typeof ack !== "function") return;
-        void work(bytes).then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
+        void work(bytes)
+          .catch((error: unknown) => {
+            const e = toCohortError(error);
+            return { ok: false, code: e.code, message: e.message };
+          })
+          .then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
       });
     answer("request", (bytes) => this.relay(bytes));
     answer("masked", (bytes) => this.sumMasked(bytes));
@@ -203,6 +219,7 @@ export class Follower {
       this.linked = false;
       this.end({ lost: `link to the leader lost (${reason})` });
     });
+    await beforeListen();
     const { url } = await listen(http, opts);
     this.url = url;
     opts.log(`follower ${this.node} serving the leader's run ${task.runId} on ${url}`);
@@ -228,7 +245,7 @@ export class Follower {
     });
     transport.startRound(collector, RoundBroadcast.plain(start.round, start.request));
     void collector.done.then((outcome) => {
-      if (this.closed) return;
+      if (this.closed || !this.linked) return;
       const bytes = encodePartial(partialOf(outcome), start.cohort);
       this.lastPartial = {
         round: start.round,
@@ -317,8 +334,10 @@ export class Follower {
     if (this.closed) return;
     this.closed = true;
     this.link.disconnect();
-    await this.transport?.close();
+    // Keep-alive connections (a dashboard) must not hold the port the node listens on next.
+    const closing = this.transport?.close();
     this.http?.closeAllConnections?.();
+    await closing;
     this.end({ lost: "closed" });
   }
 }

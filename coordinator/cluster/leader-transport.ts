@@ -64,7 +64,7 @@ export class LeaderTransport implements ClusterTransport {
   private full: { broadcast: RoundBroadcast; sealed: Uint8Array } | null = null;
   /** The engine's phase now, for a follower that links later. */
   private lastPhase: { round: number; phase: EnginePhase } | null = null;
-  /** The rounds completed so far, for followers that link later (per-client lists left out). */
+  /** The rounds this leader completed, for followers that link later (without `clients`). */
   private readonly completed: RoundMetrics[] = [];
 
   constructor(
@@ -108,7 +108,7 @@ export class LeaderTransport implements ClusterTransport {
     link.emit("task", this.options.task, this.options.run);
     // Once it listens (its first member list), it gets the run so far for its dashboard.
     link.once("members", () => {
-      if (this.completed.length > 0) link.emit("round:history", this.completed);
+      link.emit("round:history", this.completed);
       if (this.lastPhase !== null) link.emit("phase", this.lastPhase.round, this.lastPhase.phase);
     });
     link.on("members", (members) => {

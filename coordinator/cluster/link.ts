@@ -124,7 +124,7 @@ export interface LeaderToFollower {
   forget: (clientId: string) => void;
   phase: (round: number, phase: EnginePhase) => void;
   "round:done": (metrics: RoundMetrics) => void;
-  /** The rounds completed before the follower linked (without their per-client lists). */
+  /** The rounds the leader completed before the follower listened (without `clients`). */
   "round:history": (rounds: RoundMetrics[]) => void;
   done: (info: { runId: string; rounds: number }) => void;
 }
@@ -157,8 +157,8 @@ export function encodePartial(partial: NodePartial, cohort: readonly string[]): 
 type Column = Uint8Array | Uint16Array | Uint32Array | Float32Array | Float64Array;
 
 /**
- * Accepted updates' summaries as columns (a few bytes a member, where records with their keys
- * and client ids took 100–200): `member` indexes the node's cohort list; NaN stands for an
+ * Accepted updates' summaries as columns (30–55 bytes a member, where records with their keys
+ * and client ids took 110–190): `member` indexes the node's cohort list; NaN stands for an
  * absent accuracy, encode time or claimed example count; `backend` indexes `backends`.
  */
 interface SummaryColumns {
@@ -282,6 +282,8 @@ export function decodePartial(
   return { round: round as number, results, failures, bytesUp, sum };
 }
 
+const nonNegative = (v: number) => Number.isFinite(v) && v >= 0;
+
 const isColumn = (v: unknown): v is Column =>
   v instanceof Uint8Array ||
   v instanceof Uint16Array ||
@@ -314,14 +316,18 @@ function parseSummaries(raw: unknown, cohort: readonly string[]): UpdateSummary[
     ) as [number, number, number, number];
     const backend = backends[c.backend[i]!] as string | undefined;
     if (
+      // What a client's update may hold (as the follower checked it), and what the follower measured.
       !Number.isInteger(member) ||
+      member < 0 ||
       member >= cohort.length ||
-      !(numExamples >= 0) ||
-      !Number.isFinite(numExamples) ||
+      !nonNegative(numExamples) ||
       !Number.isFinite(loss) ||
-      Number.isNaN(trainMs) ||
-      !(c.bytes[i]! >= 0) ||
-      Number.isNaN(c.decodeMs[i]!) ||
+      !(Number.isNaN(accuracy) || Number.isFinite(accuracy)) ||
+      !Number.isFinite(trainMs) ||
+      !(Number.isNaN(encodeMs) || nonNegative(encodeMs)) ||
+      !nonNegative(c.bytes[i]!) ||
+      !nonNegative(c.decodeMs[i]!) ||
+      !(Number.isNaN(c.claimed[i]!) || nonNegative(c.claimed[i]!)) ||
       backend === undefined
     ) {
       throw bad(
