@@ -200,10 +200,7 @@ export class Follower {
       link.on(event, (bytes: unknown, ack: unknown) => {
         if (typeof ack !== "function") return;
         void work(bytes)
-          .catch((error: unknown) => {
-            const e = toCohortError(error);
-            return { ok: false, code: e.code, message: e.message };
-          })
+          .catch((error: unknown) => toCohortError(error).toReply())
           .then((reply) => (ack as (r: Uint8Array) => void)(encode(reply)));
       });
     answer("request", (bytes) => this.relay(bytes));
@@ -262,8 +259,7 @@ export class Follower {
       const payload = await this.transport!.request(r.clientId, r.payload, r.timeoutMs, r.kind);
       return { ok: true, payload };
     } catch (error) {
-      const e = toCohortError(error);
-      return { ok: false, code: e.code, message: e.message };
+      return toCohortError(error).toReply();
     }
   }
 
@@ -276,8 +272,7 @@ export class Follower {
     try {
       asked = parseMaskedRound(bytes);
     } catch (error) {
-      const e = toCohortError(error);
-      return { ok: false, code: e.code, message: e.message };
+      return toCohortError(error).toReply();
     }
     const { setup, steps, timeoutMs } = asked;
     const params = secureParams(setup);

@@ -146,11 +146,18 @@ export class LeaderTransport implements ClusterTransport {
     follower.link.disconnect(true);
   }
 
-  /** `work` (an answer `f` owes), or its failure as soon as `f` is lost. */
-  private answerOf<T>(f: Follower, work: Promise<T>): Promise<T> {
+  /**
+   * `work` (an answer `f` owes), or its failure as soon as `f` is lost; an acknowledgement
+   * that timed out is `DEADLINE_EXCEEDED` saying `late`.
+   */
+  private answerOf<T>(f: Follower, work: Promise<T>, late: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       f.waiting.add(reject);
-      void work.then(resolve, reject).finally(() => f.waiting.delete(reject));
+      void work
+        .then(resolve, (error: unknown) =>
+          reject(error instanceof CohortError ? error : new CohortError("DEADLINE_EXCEEDED", late)),
+        )
+        .finally(() => f.waiting.delete(reject));
     });
   }
 
@@ -264,21 +271,13 @@ export class LeaderTransport implements ClusterTransport {
   ): Promise<Uint8Array> {
     const owner = this.ownerOf(clientId);
     if (owner === undefined) return this.local.request(clientId, payload, timeoutMs, kind);
-    let reply: unknown;
-    try {
-      reply = await this.answerOf(
-        owner,
-        owner.link
-          .timeout(timeoutMs + 1000)
-          .emitWithAck("request", encode({ clientId, payload, timeoutMs, kind })),
-      );
-    } catch (error) {
-      if (error instanceof CohortError) throw error;
-      throw new CohortError(
-        "DEADLINE_EXCEEDED",
-        `no answer from ${clientId} through node ${owner.node} within ${timeoutMs} ms`,
-      );
-    }
+    const reply = await this.answerOf(
+      owner,
+      owner.link
+        .timeout(timeoutMs + 1000)
+        .emitWithAck("request", encode({ clientId, payload, timeoutMs, kind })),
+      `no answer from ${clientId} through node ${owner.node} within ${timeoutMs} ms`,
+    );
     return openReply(reply);
   }
 
@@ -301,17 +300,8 @@ export class LeaderTransport implements ClusterTransport {
       const sum = this.answerOf(
         f,
         f.link.timeout(timeoutMs + 2000).emitWithAck("masked", encode(round)),
-      ).then(
-        (reply: unknown) => parseMaskedReply(reply, asked, f.node),
-        (error: unknown) => {
-          throw error instanceof CohortError
-            ? error
-            : new CohortError(
-                "DEADLINE_EXCEEDED",
-                `no masked sum from node ${f.node} within ${timeoutMs} ms`,
-              );
-        },
-      );
+        `no masked sum from node ${f.node} within ${timeoutMs} ms`,
+      ).then((reply: unknown) => parseMaskedReply(reply, asked, f.node));
       return { clientIds: [...asked.keys()], sum };
     });
   }

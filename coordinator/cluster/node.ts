@@ -223,7 +223,7 @@ export class ClusterNode {
 
   /** Wait, a third of the lease's TTL. */
   pause(): Promise<void> {
-    return new Promise((r) => setTimeout(r, Math.max(5, this.options.leaseTtlMs / 3)));
+    return this.sleep(null);
   }
 
   /**
@@ -232,14 +232,24 @@ export class ClusterNode {
    * TTL later).
    */
   async pauseForLease(): Promise<void> {
-    let wait = Math.max(5, this.options.leaseTtlMs / 3);
+    let current: { ttlMs: number } | null = null;
     try {
-      const current = await withTimeout(this.lease.current(), wait, "");
-      if (current !== null) wait = Math.min(wait, current.ttlMs + 5);
+      current = await withTimeout(this.lease.current(), this.thirdOfTtl(), "");
     } catch {
       // Redis out of reach: the plain pause
     }
-    await new Promise((r) => setTimeout(r, wait));
+    await this.sleep(current);
+  }
+
+  private thirdOfTtl(): number {
+    return Math.max(5, this.options.leaseTtlMs / 3);
+  }
+
+  /** A third of the TTL, or until just after `lease` (as last read) lapses, if sooner. */
+  private sleep(lease: { ttlMs: number } | null): Promise<void> {
+    const third = this.thirdOfTtl();
+    const wait = lease === null ? third : Math.min(third, lease.ttlMs + 5);
+    return new Promise((r) => setTimeout(r, wait));
   }
 
   /**
@@ -276,14 +286,17 @@ export class ClusterNode {
 
   /** Resolves once the leader of `record` no longer holds the lease. */
   async leaderGone(record: LinkRecord): Promise<string> {
+    // Each turn reads the lease once: whether it lapsed, and how long to wait for the next look.
+    let current: { holder: string; ttlMs: number } | null = null;
     for (;;) {
-      await this.pauseForLease();
+      await this.sleep(current);
       if (this.closed) return "closed";
       try {
-        const current = await withTimeout(this.lease.current(), this.options.leaseTtlMs, "");
+        current = await withTimeout(this.lease.current(), this.options.leaseTtlMs, "");
         if (!current?.holder.endsWith(`:${record.token}`)) return "the leader's lease lapsed";
       } catch {
         // Redis out of reach: the leader may well still lead
+        current = null;
       }
     }
   }
